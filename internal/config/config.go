@@ -1,0 +1,172 @@
+// Package config defines the mxguard YAML configuration (INTERFACE.md §2),
+// its defaults, and its validation. Load reports every error at once as
+// "FILE:LINE: message (hint)".
+package config
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Config is the whole configuration file after defaults are applied.
+type Config struct {
+	Hostname        string         `yaml:"hostname"`
+	Domains         []string       `yaml:"domains"`
+	Listen          Listen         `yaml:"listen"`
+	Admin           Admin          `yaml:"admin"`
+	DataDir         string         `yaml:"data_dir"`
+	TrustedNetworks []netip.Prefix `yaml:"trusted_networks"`
+	Allowlist       []netip.Prefix `yaml:"allowlist"`
+	Blocklist       []netip.Prefix `yaml:"blocklist"`
+	ProxyProtocol   []netip.Prefix `yaml:"proxy_protocol"`
+	IPv6Prefix      int            `yaml:"ipv6_prefix"`
+	Delivery        Delivery       `yaml:"delivery"`
+	Spool           Spool          `yaml:"spool"`
+	Storage         Storage        `yaml:"storage"`
+	Cluster         Cluster        `yaml:"cluster"`
+	Limits          Limits         `yaml:"limits"`
+	Timeouts        Timeouts       `yaml:"timeouts"`
+	DNSBL           DNSBL          `yaml:"dnsbl"`
+	Content         Content        `yaml:"content"`
+	Auth            Auth           `yaml:"auth"`
+	BATV            BATV           `yaml:"batv"`
+	TLS             TLS            `yaml:"tls"`
+	// Rules is nil when the file has no "rules" key (built-in defaults are
+	// used) and non-nil, possibly empty, when it has one.
+	Rules  []Rule `yaml:"rules"`
+	Alerts Alerts `yaml:"alerts"`
+
+	// File is the path the configuration was loaded from (not a YAML key).
+	File string `yaml:"-"`
+}
+
+// Listen holds the listener addresses; empty means "not listening".
+type Listen struct {
+	SMTP       string `yaml:"smtp"`
+	Submission string `yaml:"submission"`
+	Admin      string `yaml:"admin"`
+	Policy     string `yaml:"policy"`
+	AuthPolicy string `yaml:"auth_policy"`
+}
+
+// Admin configures the web console and API.
+type Admin struct {
+	Token     string `yaml:"token"`
+	TokenFile string `yaml:"token_file"`
+}
+
+// Delivery lists the downstream servers mail is relayed to.
+type Delivery struct {
+	Servers       []Server      `yaml:"servers"`
+	CheckInterval time.Duration `yaml:"check_interval"`
+	DownAfter     int           `yaml:"down_after"`
+}
+
+// Server is one downstream mail server.
+type Server struct {
+	Address string `yaml:"address"`
+	Role    string `yaml:"role"` // primary | failover
+}
+
+// Spool configures the outage spool.
+type Spool struct {
+	Delay       time.Duration `yaml:"delay"`
+	MaxSize     Size          `yaml:"max_size"`
+	UnspoolRate int           `yaml:"unspool_rate"`
+	AutoUnspool bool          `yaml:"auto_unspool"`
+}
+
+// Storage selects the events store.
+type Storage struct {
+	Driver string `yaml:"driver"` // sqlite | postgres
+	DSN    string `yaml:"dsn"`
+}
+
+// Cluster configures shared state between nodes.
+type Cluster struct {
+	Redis string `yaml:"redis"`
+}
+
+// Limits are per-listener resource limits.
+type Limits struct {
+	MaxConnections          int  `yaml:"max_connections"`
+	MaxConnectionsPerSource int  `yaml:"max_connections_per_source"`
+	MaxMessageSize          Size `yaml:"max_message_size"`
+	MaxRecipients           int  `yaml:"max_recipients"`
+}
+
+// Timeouts follow RFC 5321 §4.5.3.2 in spirit but default shorter on the
+// greeting, where a legitimate client answers at once.
+type Timeouts struct {
+	Greeting time.Duration `yaml:"greeting"`
+	Command  time.Duration `yaml:"command"`
+	Data     time.Duration `yaml:"data"`
+}
+
+// DNSBL lists DNS blocklist zones checked at connect.
+type DNSBL struct {
+	Zones    []string `yaml:"zones"`
+	Resolver string   `yaml:"resolver"`
+}
+
+// Content configures content scanners.
+type Content struct {
+	Rspamd             string   `yaml:"rspamd"`
+	Spamd              string   `yaml:"spamd"`
+	Clamd              string   `yaml:"clamd"`
+	BlockedAttachments []string `yaml:"blocked_attachments"`
+}
+
+// Auth configures submission authentication.
+type Auth struct {
+	UsersFile    string `yaml:"users_file"`
+	Downstream   bool   `yaml:"downstream"`
+	PolicyAPIKey string `yaml:"policy_api_key"`
+}
+
+// BATV configures bounce address tag validation.
+type BATV struct {
+	KeyFile string `yaml:"key_file"`
+}
+
+// TLS configures STARTTLS. When both are empty a self-signed certificate is
+// generated into data_dir.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Rule is one detection rule (INTERFACE.md §2, §3).
+type Rule struct {
+	Name      string        `yaml:"name" json:"name"`
+	Type      string        `yaml:"type" json:"type"`
+	Service   string        `yaml:"service" json:"service"`
+	Window    time.Duration `yaml:"window" json:"window"`
+	Threshold int           `yaml:"threshold" json:"threshold"`
+	MinSize   Size          `yaml:"min_size" json:"min_size"`
+	Actions   []string      `yaml:"actions" json:"actions"`
+	BlockFor  time.Duration `yaml:"block_for" json:"block_for"`
+	Queue     string        `yaml:"queue" json:"queue"`
+}
+
+// Alerts configures alert delivery.
+type Alerts struct {
+	Email     EmailAlert   `yaml:"email"`
+	Webhook   WebhookAlert `yaml:"webhook"`
+	MinImpact int64        `yaml:"min_impact"`
+}
+
+// EmailAlert sends alerts by mail.
+type EmailAlert struct {
+	To     []string `yaml:"to"`
+	From   string   `yaml:"from"`
+	Server string   `yaml:"server"`
+}
+
+// WebhookAlert POSTs event JSON.
+type WebhookAlert struct {
+	URL string `yaml:"url"`
+}
+
+// Size is a byte count written as 500KB, 10MiB, 2GB or a plain number.
+type Size int64

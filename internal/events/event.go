@@ -1,0 +1,83 @@
+// Package events holds the attack event model (INTERFACE.md §3) and its
+// stores: SQLite by default, PostgreSQL for clusters.
+package events
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Event statuses.
+const (
+	StatusActive = "active"
+	StatusEnded  = "ended"
+)
+
+// Event is one attack episode: it starts when a rule fires and ends once the
+// source has been quiet for one full window.
+type Event struct {
+	ID        int64          `json:"id"`
+	Type      string         `json:"type"`
+	Rule      string         `json:"rule"`
+	Status    string         `json:"status"`
+	StartedAt time.Time      `json:"started_at"`
+	EndedAt   *time.Time     `json:"ended_at"`
+	Source    string         `json:"source"`
+	Service   string         `json:"service"`
+	Impact    int64          `json:"impact"`
+	Actions   []string       `json:"actions"`
+	Detail    map[string]any `json:"detail"`
+}
+
+// Query selects events over the whole population. Zero values mean "no
+// filter"; Sort is one of started_at (default), type, source, impact; Order
+// is desc (default) or asc; Limit defaults to 100 and is at most 500.
+type Query struct {
+	Type      string
+	Source    string
+	Status    string
+	MinImpact int64
+	Since     time.Time
+	Until     time.Time
+	Sort      string
+	Order     string
+	Limit     int
+	Offset    int
+}
+
+// Result is one page of a query and the count of all matches.
+type Result struct {
+	Total  int     `json:"total"`
+	Events []Event `json:"events"`
+}
+
+// Block is a temporary (or manual) refusal of a source.
+type Block struct {
+	Source    string    `json:"source"` // canonical: IPv4 address, IPv6 prefix or CIDR
+	Reason    string    `json:"reason"`
+	Rule      string    `json:"rule"`
+	EventID   int64     `json:"event_id"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Manual    bool      `json:"manual"`
+}
+
+// ErrNotFound is returned for a missing event or block.
+var ErrNotFound = errors.New("not found")
+
+// Store persists events and blocks.
+type Store interface {
+	// Insert stores a new event and sets its ID.
+	Insert(ctx context.Context, e *Event) error
+	// Update rewrites status, ended_at, impact, actions and detail of e.ID.
+	Update(ctx context.Context, e Event) error
+	Get(ctx context.Context, id int64) (Event, error)
+	Query(ctx context.Context, q Query) (Result, error)
+	// PutBlock inserts or replaces the block of b.Source.
+	PutBlock(ctx context.Context, b Block) error
+	// DeleteBlock removes a block; ErrNotFound when none.
+	DeleteBlock(ctx context.Context, source string) error
+	Blocks(ctx context.Context) ([]Block, error)
+	Close() error
+}

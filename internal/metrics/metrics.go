@@ -1,0 +1,71 @@
+// Package metrics holds mxguard's Prometheus collectors (INTERFACE.md §6).
+// One Metrics value is created at start and handed to every component.
+package metrics
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics groups every collector; names start with mxguard_.
+type Metrics struct {
+	Registry      *prometheus.Registry
+	Connections   *prometheus.CounterVec   // listener, result
+	Messages      *prometheus.CounterVec   // direction, result
+	Recipients    *prometheus.CounterVec   // result
+	Events        *prometheus.CounterVec   // type
+	EventsActive  *prometheus.GaugeVec     // type
+	BlocksActive  prometheus.Gauge         //
+	SpoolMessages prometheus.Gauge         //
+	SpoolBytes    prometheus.Gauge         //
+	ServerUp      *prometheus.GaugeVec     // address
+	CheckDuration *prometheus.HistogramVec // check
+	Observations  *prometheus.CounterVec   // kind
+	Panics        prometheus.Counter
+}
+
+// New creates and registers every collector on a fresh registry.
+func New() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		Connections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mxguard_connections_total", Help: "Connections by listener and result (accepted, blocked, limit, blocklist, dnsbl, proxy_error).",
+		}, []string{"listener", "result"}),
+		Messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mxguard_messages_total", Help: "Messages by direction (inbound, outbound) and result (relayed, spooled, rejected, deferred, failed).",
+		}, []string{"direction", "result"}),
+		Recipients: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mxguard_recipients_total", Help: "Recipients by result (accepted, unknown, relay_denied, deferred, blocked).",
+		}, []string{"result"}),
+		Events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mxguard_events_total", Help: "Events started, by type.",
+		}, []string{"type"}),
+		EventsActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mxguard_events_active", Help: "Events currently active, by type.",
+		}, []string{"type"}),
+		BlocksActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mxguard_blocks_active", Help: "Sources currently blocked.",
+		}),
+		SpoolMessages: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mxguard_spool_messages", Help: "Messages in the spool.",
+		}),
+		SpoolBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mxguard_spool_bytes", Help: "Bytes in the spool.",
+		}),
+		ServerUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mxguard_server_up", Help: "1 when the delivery server is up.",
+		}, []string{"address"}),
+		CheckDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "mxguard_check_duration_seconds", Help: "Duration of pipeline checks.",
+			Buckets: []float64{.0001, .0005, .001, .005, .01, .05, .1, .5, 1, 5},
+		}, []string{"check"}),
+		Observations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mxguard_observations_total", Help: "Observations fed to the detection engine, by kind.",
+		}, []string{"kind"}),
+		Panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mxguard_session_panics_total", Help: "Sessions ended by a recovered panic.",
+		}),
+	}
+	m.Registry.MustRegister(m.Connections, m.Messages, m.Recipients, m.Events, m.EventsActive,
+		m.BlocksActive, m.SpoolMessages, m.SpoolBytes, m.ServerUp, m.CheckDuration,
+		m.Observations, m.Panics,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
