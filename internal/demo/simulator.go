@@ -1,0 +1,258 @@
+package demo
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// simulator plays remote hosts. Each bound to its own 127.0.0.x address,
+// which the gateway sees as a distinct source.
+type simulator struct {
+	gw string
+	n  *narrator
+}
+
+// normalTraffic sends one ordinary message every two seconds.
+func (s *simulator) normalTraffic(ctx context.Context) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	rcpts := []string{"alice@example.test", "bob@example.test", "carol@example.test"}
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		body := fmt.Sprintf("Subject: status report %d\r\n\r\nAll systems nominal.\r\n", i)
+		if code, err := s.send(ctx, "127.0.0.10", "reports@partner.test", []string{rcpts[i%len(rcpts)]}, body); err != nil || code != 250 {
+			s.n.say("normal mail from 127.0.0.10 was NOT accepted: %d %v", code, err)
+		}
+	}
+}
+
+// attacks runs one round of every attack, then repeats with new sources.
+func (s *simulator) attacks(ctx context.Context, cycle time.Duration) {
+	for round := 0; ; round++ {
+		base := 60 + round*40%180 // new source addresses each round
+		steps := []struct {
+			wait time.Duration
+			run  func(context.Context, string)
+			ip   int
+		}{
+			{3 * time.Second, s.harvest, base},
+			{12 * time.Second, s.flood, base + 1},
+			{12 * time.Second, s.badSessions, base + 2},
+			{12 * time.Second, s.mailbomb, base + 3},
+		}
+		for _, st := range steps {
+			if !sleep(ctx, st.wait) {
+				return
+			}
+			st.run(ctx, "127.0.0."+strconv.Itoa(st.ip))
+		}
+		s.n.say("attack round %d done; events end once their source is quiet for one window. Next round in %s", round+1, cycle)
+		if !sleep(ctx, cycle) {
+			return
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// harvest tries dictionary names in one session until refused.
+func (s *simulator) harvest(ctx context.Context, ip string) {
+	s.n.say("ATTACK         directory harvest from %s: guessing recipient names", ip)
+	c, err := s.dial(ctx, ip)
+	if err != nil {
+		s.n.say("  %s could not connect: %v", ip, err)
+		return
+	}
+	defer c.close()
+	c.cmd("EHLO harvester.test")
+	c.cmd("MAIL FROM:<promo@harvester.test>")
+	names := []string{"admin", "info", "sales", "john", "mary", "support", "webmaster", "office", "hr", "jobs", "billing", "alice", "test", "root", "contact", "dave", "eve"}
+	valid, unknown := 0, 0
+	for _, name := range names {
+		code, _ := c.cmd("RCPT TO:<" + name + "@example.test>")
+		switch {
+		case code == 250:
+			valid++
+		case code == 550:
+			unknown++
+		default:
+			s.n.say("  %s got %d after %d unknown and %d valid guesses: session refused", ip, code, unknown, valid)
+			s.reconnect(ctx, ip)
+			return
+		}
+	}
+	s.n.say("  %s finished: %d unknown, %d valid", ip, unknown, valid)
+}
+
+// reconnect shows that the blocked source is now refused at connect.
+func (s *simulator) reconnect(ctx context.Context, ip string) {
+	c, err := s.dial(ctx, ip)
+	if err != nil {
+		s.n.say("  %s reconnect: %v", ip, err)
+		return
+	}
+	defer c.close()
+	s.n.say("  %s reconnects and is refused at once: %s", ip, c.greeting)
+}
+
+// flood opens connections and holds them, as a denial of service does; the
+// per-source limit refuses the surplus, the dos rule blocks the source.
+func (s *simulator) flood(ctx context.Context, ip string) {
+	s.n.say("ATTACK         connection flood from %s", ip)
+	var open []*client
+	refused := 0
+	for i := 0; i < 60; i++ {
+		c, err := s.dial(ctx, ip)
+		if err != nil {
+			continue
+		}
+		if strings.HasPrefix(c.greeting, "421") {
+			refused++
+			c.close()
+			continue
+		}
+		open = append(open, c)
+	}
+	for _, c := range open {
+		c.close()
+	}
+	s.n.say("  %s opened 60 connections, %d were refused with 421", ip, refused)
+}
+
+// badSessions connects, says hello and leaves without mail, again and again.
+func (s *simulator) badSessions(ctx context.Context, ip string) {
+	s.n.say("ATTACK         probing sessions without mail from %s", ip)
+	refused := 0
+	for i := 0; i < 20; i++ {
+		c, err := s.dial(ctx, ip)
+		if err != nil {
+			continue
+		}
+		if strings.HasPrefix(c.greeting, "421") {
+			refused++
+		} else {
+			c.cmd("EHLO prober.test")
+		}
+		c.close()
+		sleep(ctx, 100*time.Millisecond)
+	}
+	s.n.say("  %s made 20 sessions without mail, %d refused", ip, refused)
+}
+
+// mailbomb sends large messages to one mailbox.
+func (s *simulator) mailbomb(ctx context.Context, ip string) {
+	s.n.say("ATTACK         mailbomb from %s: 300 KB messages to bob@example.test", ip)
+	body := "Subject: you won\r\n\r\n" + strings.Repeat(strings.Repeat("X", 76)+"\r\n", 300*1024/78)
+	accepted, refused := 0, 0
+	for i := 0; i < 8; i++ {
+		code, err := s.send(ctx, ip, "bomber@bomb.test", []string{"bob@example.test"}, body)
+		if err == nil && code == 250 {
+			accepted++
+		} else {
+			refused++
+		}
+	}
+	s.n.say("  %s: %d large messages accepted, %d refused", ip, accepted, refused)
+}
+
+// send delivers one message and returns the final reply code.
+func (s *simulator) send(ctx context.Context, ip, from string, to []string, body string) (int, error) {
+	c, err := s.dial(ctx, ip)
+	if err != nil {
+		return 0, err
+	}
+	defer c.close()
+	if !strings.HasPrefix(c.greeting, "220") {
+		return atoi(c.greeting), nil
+	}
+	for _, line := range append([]string{"EHLO client.test", "MAIL FROM:<" + from + ">"}, rcptLines(to)...) {
+		if code, _ := c.cmd(line); code >= 400 {
+			return code, nil
+		}
+	}
+	if code, _ := c.cmd("DATA"); code != 354 {
+		return code, nil
+	}
+	fmt.Fprintf(c.w, "%s\r\n.\r\n", strings.TrimSuffix(body, "\r\n"))
+	code, _ := c.reply()
+	c.cmd("QUIT")
+	return code, nil
+}
+
+func rcptLines(to []string) []string {
+	var l []string
+	for _, r := range to {
+		l = append(l, "RCPT TO:<"+r+">")
+	}
+	return l
+}
+
+type client struct {
+	c        net.Conn
+	r        *bufio.Reader
+	w        *bufio.Writer
+	greeting string
+}
+
+func (s *simulator) dial(ctx context.Context, ip string) (*client, error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+	nc, err := d.DialContext(ctx, "tcp", s.gw)
+	if err != nil {
+		return nil, err
+	}
+	nc.SetDeadline(time.Now().Add(30 * time.Second))
+	c := &client{c: nc, r: bufio.NewReader(nc), w: bufio.NewWriter(nc)}
+	_, c.greeting = c.reply()
+	return c, nil
+}
+
+func (c *client) cmd(line string) (int, string) {
+	fmt.Fprintf(c.w, "%s\r\n", line)
+	return c.reply()
+}
+
+// reply flushes pending output and reads one (possibly multi-line) reply.
+func (c *client) reply() (int, string) {
+	if err := c.w.Flush(); err != nil {
+		return 0, err.Error()
+	}
+	var last string
+	for {
+		line, err := c.r.ReadString('\n')
+		if err != nil {
+			return 0, "connection closed"
+		}
+		last = strings.TrimRight(line, "\r\n")
+		if len(last) < 4 || last[3] != '-' {
+			return atoi(last), last
+		}
+	}
+}
+
+func (c *client) close() { c.c.Close() }
+
+func atoi(s string) int {
+	if len(s) < 3 {
+		return 0
+	}
+	n, _ := strconv.Atoi(s[:3])
+	return n
+}

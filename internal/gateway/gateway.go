@@ -1,0 +1,313 @@
+// Package gateway assembles a running mxguard from a configuration: events
+// store, detection engine, relay, SMTP listener and admin HTTP server. It is
+// shared by `mxguard serve`, `mxguard demo` and the integration tests, so
+// all three run exactly the same wiring.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"mxguard/internal/admin"
+	"mxguard/internal/checks"
+	"mxguard/internal/config"
+	"mxguard/internal/detect"
+	"mxguard/internal/events"
+	"mxguard/internal/metrics"
+	"mxguard/internal/relay"
+	"mxguard/internal/smtpd"
+)
+
+// Options are the process-level inputs besides the configuration.
+type Options struct {
+	Logger   *slog.Logger
+	Clock    detect.Clock                                                      // nil: system clock
+	OnChange func(detect.Change)                                               // optional observer (the demo prints these)
+	Version  string                                                            //
+	Dial     func(ctx context.Context, network, addr string) (net.Conn, error) // downstream dialer, nil: default
+}
+
+// Gateway is a running instance.
+type Gateway struct {
+	o       Options
+	mu      sync.Mutex // serialises Reload
+	cfg     *config.Config
+	Store   events.Store
+	Engine  *detect.Engine
+	Metrics *metrics.Metrics
+	Relay   *relay.Relay
+	SMTP    *smtpd.Server
+	Admin   *admin.Server
+
+	smtpLn  net.Listener
+	adminLn net.Listener
+	httpSrv *http.Server
+	cancel  context.CancelFunc
+	done    sync.WaitGroup
+}
+
+// Start opens the store, builds every component and starts listening.
+func Start(ctx context.Context, cfg *config.Config, o Options) (g *Gateway, err error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	g = &Gateway{o: o, cfg: cfg, Metrics: metrics.New()}
+	defer func() {
+		if err != nil {
+			g.Close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("data_dir: %w", err)
+	}
+	switch cfg.Storage.Driver {
+	case "", "sqlite":
+		g.Store, err = events.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "mxguard.db"))
+	default:
+		err = fmt.Errorf("storage driver %q is not available in this build", cfg.Storage.Driver)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("events store: %w", err)
+	}
+	g.Engine, err = detect.New(ctx, g.engineOptions(cfg))
+	if err != nil {
+		return nil, fmt.Errorf("detection engine: %w", err)
+	}
+	g.Relay = relay.New(relay.Options{
+		Servers:        serverAddrs(cfg),
+		Hostname:       cfg.Hostname,
+		Dial:           o.Dial,
+		CommandTimeout: 2 * time.Minute,
+		DataTimeout:    cfg.Timeouts.Data,
+		Logger:         o.Logger.With("component", "relay"),
+	})
+	set, err := g.smtpSettings(cfg)
+	if err != nil {
+		return nil, err
+	}
+	g.SMTP = smtpd.New(smtpd.Options{
+		Name:     "smtp",
+		Detector: g.Engine,
+		Relay:    g.Relay,
+		Metrics:  g.Metrics,
+		Logger:   o.Logger.With("component", "smtpd"),
+	}, set)
+
+	token, err := adminToken(cfg)
+	if err != nil {
+		return nil, err
+	}
+	g.Admin = admin.New(admin.Options{
+		Engine:  g.Engine,
+		Store:   g.Store,
+		Metrics: g.Metrics,
+		Token:   token,
+		Reload:  g.ReloadFile,
+		Logger:  o.Logger.With("component", "admin"),
+		Version: o.Version,
+	})
+
+	if g.smtpLn, err = net.Listen("tcp", cfg.Listen.SMTP); err != nil {
+		return nil, fmt.Errorf("listen smtp: %w", err)
+	}
+	if cfg.Listen.Admin != "" {
+		if g.adminLn, err = net.Listen("tcp", cfg.Listen.Admin); err != nil {
+			return nil, fmt.Errorf("listen admin: %w", err)
+		}
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	g.cancel = cancel
+	g.goRun(func() { g.Engine.Run(runCtx) })
+	g.goRun(func() { _ = g.SMTP.Serve(g.smtpLn) })
+	if g.adminLn != nil {
+		g.httpSrv = &http.Server{Handler: g.Admin, ReadHeaderTimeout: 10 * time.Second}
+		g.goRun(func() { _ = g.httpSrv.Serve(g.adminLn) })
+	}
+	o.Logger.Info("mxguard started", "smtp", g.SMTPAddr(), "admin", g.AdminAddr(),
+		"servers", serverAddrs(cfg), "rules", len(g.Engine.Rules()))
+	return g, nil
+}
+
+func (g *Gateway) goRun(f func()) {
+	g.done.Add(1)
+	go func() {
+		defer g.done.Done()
+		f()
+	}()
+}
+
+// SMTPAddr is the bound SMTP listener address.
+func (g *Gateway) SMTPAddr() string {
+	if g.smtpLn == nil {
+		return ""
+	}
+	return g.smtpLn.Addr().String()
+}
+
+// AdminAddr is the bound admin listener address ("" when disabled).
+func (g *Gateway) AdminAddr() string {
+	if g.adminLn == nil {
+		return ""
+	}
+	return g.adminLn.Addr().String()
+}
+
+// Config returns the configuration in force.
+func (g *Gateway) Config() *config.Config {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.cfg
+}
+
+// ReloadFile re-reads the configuration file. An invalid file is refused
+// and the running configuration stays (the error lists every problem).
+func (g *Gateway) ReloadFile(ctx context.Context) error {
+	file := g.Config().File
+	if file == "" {
+		return errors.New("configuration was not loaded from a file")
+	}
+	cfg, err := config.Load(file)
+	if err != nil {
+		return err
+	}
+	return g.Apply(cfg)
+}
+
+// Apply switches to a new, valid configuration. Listener addresses, the
+// data directory and the storage driver need a restart.
+func (g *Gateway) Apply(cfg *config.Config) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	set, err := g.smtpSettings(cfg)
+	if err != nil {
+		return err
+	}
+	if err := g.Engine.Reconfigure(g.engineOptions(cfg)); err != nil {
+		return fmt.Errorf("rules: %w", err)
+	}
+	g.Relay.SetServers(serverAddrs(cfg))
+	g.SMTP.Reload(set)
+	if cfg.Listen != g.cfg.Listen || cfg.DataDir != g.cfg.DataDir || cfg.Storage != g.cfg.Storage {
+		g.o.Logger.Warn("listen addresses, data_dir and storage change only on restart")
+	}
+	g.cfg = cfg
+	g.o.Logger.Info("configuration reloaded", "file", cfg.File, "rules", len(g.Engine.Rules()))
+	return nil
+}
+
+func (g *Gateway) engineOptions(cfg *config.Config) detect.Options {
+	return detect.Options{
+		Rules:      cfg.EffectiveRules(),
+		Trusted:    cfg.TrustedNetworks,
+		Allowlist:  cfg.Allowlist,
+		IPv6Prefix: cfg.IPv6Prefix,
+		Store:      g.Store,
+		Clock:      g.o.Clock,
+		Logger:     g.o.Logger.With("component", "detect"),
+		Metrics:    g.Metrics,
+		OnChange:   g.o.OnChange,
+	}
+}
+
+func (g *Gateway) smtpSettings(cfg *config.Config) (*smtpd.Settings, error) {
+	tlsCfg, err := smtpd.LoadTLS(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.DataDir, cfg.Hostname)
+	if err != nil {
+		return nil, err
+	}
+	return &smtpd.Settings{
+		Hostname:      cfg.Hostname,
+		Trusted:       cfg.TrustedNetworks,
+		Allowlist:     cfg.Allowlist,
+		ProxyProtocol: cfg.ProxyProtocol,
+		IPv6Prefix:    cfg.IPv6Prefix,
+		Limits:        cfg.Limits,
+		Timeouts:      cfg.Timeouts,
+		TLS:           tlsCfg,
+		Chain: checks.Build(checks.Deps{
+			Domains:   cfg.Domains,
+			Blocklist: cfg.Blocklist,
+			Blocker:   g.Engine,
+			Metrics:   g.Metrics,
+		}),
+	}, nil
+}
+
+// serverAddrs lists primaries before failovers, each in configured order.
+func serverAddrs(cfg *config.Config) []string {
+	var prim, fail []string
+	for _, s := range cfg.Delivery.Servers {
+		if s.Role == "failover" {
+			fail = append(fail, s.Address)
+		} else {
+			prim = append(prim, s.Address)
+		}
+	}
+	return append(prim, fail...)
+}
+
+func adminToken(cfg *config.Config) (string, error) {
+	if cfg.Admin.Token != "" {
+		return cfg.Admin.Token, nil
+	}
+	if cfg.Admin.TokenFile != "" {
+		b, err := os.ReadFile(cfg.Admin.TokenFile)
+		if err != nil {
+			return "", fmt.Errorf("admin.token_file: %w", err)
+		}
+		return string(trimSpace(b)), nil
+	}
+	return "", nil
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// Close stops listeners, ends sessions, flushes events and closes the store.
+func (g *Gateway) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return g.Shutdown(ctx)
+}
+
+// Shutdown stops gracefully: sessions get until ctx is done to finish.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	if g.SMTP != nil {
+		if err := g.SMTP.Shutdown(ctx); err != nil {
+			g.SMTP.Close()
+		}
+	} else if g.smtpLn != nil {
+		g.smtpLn.Close()
+	}
+	if g.httpSrv != nil {
+		g.httpSrv.Shutdown(ctx)
+	} else if g.adminLn != nil {
+		g.adminLn.Close()
+	}
+	if g.cancel != nil {
+		g.cancel()
+	}
+	g.done.Wait()
+	if g.Relay != nil {
+		g.Relay.Close()
+	}
+	var err error
+	if g.Engine != nil {
+		err = g.Engine.Flush(context.Background())
+	}
+	if g.Store != nil {
+		err = errors.Join(err, g.Store.Close())
+	}
+	return err
+}

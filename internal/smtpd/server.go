@@ -1,0 +1,362 @@
+// Package smtpd is the SMTP front end: the MX listener and (later) the
+// submission listener. It accepts connections, applies the connection-level
+// defences (PROXY protocol, blocks, connection limits), then speaks SMTP with
+// emersion/go-smtp and relays every transaction pass-through to the
+// downstream servers (internal/relay). Every decision is delegated to the
+// check pipeline and every observation goes to the detection engine; this
+// package has no detection logic of its own.
+package smtpd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"mxguard/internal/config"
+	"mxguard/internal/detect"
+	"mxguard/internal/metrics"
+	"mxguard/internal/pipeline"
+	"mxguard/internal/relay"
+)
+
+// Detector is what the front end needs of the detection engine.
+type Detector interface {
+	Observe(o detect.Observation) bool
+	Blocked(addr netip.Addr) bool
+	BlockGeneration() uint64
+	Refused(addr netip.Addr)
+}
+
+var _ Detector = (*detect.Engine)(nil)
+
+// Settings is the reloadable part of the configuration. A connection keeps
+// the Settings it started with for its whole life.
+type Settings struct {
+	Hostname      string
+	Trusted       []netip.Prefix
+	Allowlist     []netip.Prefix
+	ProxyProtocol []netip.Prefix
+	IPv6Prefix    int
+	Limits        config.Limits
+	Timeouts      config.Timeouts
+	Chain         *pipeline.Chain
+	TLS           *tls.Config // nil: no STARTTLS
+}
+
+// Options are the fixed dependencies of a Server.
+type Options struct {
+	Name     string // listener name for metrics and logs: "smtp"
+	Detector Detector
+	Relay    *relay.Relay
+	Metrics  *metrics.Metrics // may be nil
+	Logger   *slog.Logger
+}
+
+// Server is one SMTP listener.
+type Server struct {
+	o       Options
+	cur     atomic.Pointer[generation]
+	conns   atomic.Int64
+	nextID  atomic.Uint64
+	mu      sync.Mutex
+	perSrc  map[netip.Addr]int
+	wg      sync.WaitGroup
+	closing atomic.Bool
+	lnMu    sync.Mutex
+	lns     []net.Listener
+}
+
+// generation pairs a Settings with the go-smtp server built from it, so a
+// reload never changes limits under a running session.
+type generation struct {
+	set  *Settings
+	smtp *smtp.Server
+	ln   *chanListener
+}
+
+// New returns a Server; call Serve to run it.
+func New(o Options, s *Settings) *Server {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Name == "" {
+		o.Name = "smtp"
+	}
+	srv := &Server{o: o, perSrc: make(map[netip.Addr]int)}
+	srv.cur.Store(srv.newGeneration(s))
+	return srv
+}
+
+func (s *Server) newGeneration(set *Settings) *generation {
+	g := &generation{set: set, ln: newChanListener()}
+	ss := smtp.NewServer(backend{s})
+	ss.Domain = set.Hostname
+	ss.MaxMessageBytes = int64(set.Limits.MaxMessageSize)
+	ss.MaxRecipients = set.Limits.MaxRecipients
+	// The command timeout applies per command line (RFC 5321 §4.5.3.2.7
+	// server timeout); conn.SetReadDeadline swaps in the greeting timeout
+	// before the first command and Data sets the DATA timeout.
+	ss.ReadTimeout = set.Timeouts.Command
+	ss.WriteTimeout = set.Timeouts.Command
+	ss.TLSConfig = set.TLS
+	ss.ErrorLog = errorLog{s}
+	g.smtp = ss
+	go func() { _ = ss.Serve(g.ln) }()
+	return g
+}
+
+// Reload applies new settings to connections accepted from now on.
+func (s *Server) Reload(set *Settings) {
+	old := s.cur.Swap(s.newGeneration(set))
+	// Existing sessions keep running on the old go-smtp server; closing its
+	// listener only stops it from taking new connections.
+	old.ln.Close()
+}
+
+// Serve accepts connections on ln until Close.
+func (s *Server) Serve(ln net.Listener) error {
+	s.lnMu.Lock()
+	s.lns = append(s.lns, ln)
+	s.lnMu.Unlock()
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// Out of file descriptors and similar: back off, don't spin.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.o.Logger.Error("accept", "err", err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		s.wg.Add(1)
+		go s.admit(c)
+	}
+}
+
+// Close stops accepting and closes every session.
+func (s *Server) Close() error {
+	s.closing.Store(true)
+	s.lnMu.Lock()
+	for _, ln := range s.lns {
+		ln.Close()
+	}
+	s.lnMu.Unlock()
+	g := s.cur.Load()
+	g.ln.Close()
+	err := g.smtp.Close()
+	if errors.Is(err, smtp.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// Shutdown stops accepting and waits for sessions to end until ctx is done.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closing.Store(true)
+	s.lnMu.Lock()
+	for _, ln := range s.lns {
+		ln.Close()
+	}
+	s.lnMu.Unlock()
+	g := s.cur.Load()
+	g.ln.Close()
+	err := g.smtp.Shutdown(ctx)
+	if errors.Is(err, smtp.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// admit runs the connection-level defences, then hands the connection to
+// go-smtp. It runs in its own goroutine so a slow PROXY header never holds
+// up the accept loop.
+func (s *Server) admit(raw net.Conn) {
+	defer s.wg.Done()
+	g := s.cur.Load()
+	set := g.set
+	c := &conn{Conn: raw, srv: s, set: set, id: s.nextID.Add(1), start: time.Now()}
+	defer func() {
+		if p := recover(); p != nil {
+			s.o.Logger.Error("panic admitting connection", "panic", p)
+			if s.o.Metrics != nil {
+				s.o.Metrics.Panics.Inc()
+			}
+			raw.Close()
+		}
+	}()
+
+	if n := s.conns.Add(1); n > int64(set.Limits.MaxConnections) {
+		s.conns.Add(-1)
+		s.count("busy")
+		c.refuse(&pipeline.ReplyBusy)
+		return
+	}
+	c.counted = true
+
+	if err := c.resolveSource(); err != nil {
+		s.count("proxy_error")
+		c.log().Warn("PROXY header", "err", err)
+		c.closeRaw()
+		return
+	}
+	c.ps = pipeline.Session{
+		Listener:    s.o.Name,
+		Addr:        c.addr,
+		Trusted:     inAny(set.Trusted, c.addr),
+		Allowlisted: inAny(set.Allowlist, c.addr),
+	}
+	ctx := context.Background()
+	if r := set.Chain.RunConnect(ctx, &c.ps); r != nil {
+		if r.Code == pipeline.ReplyBlocked.Code && r.Text == pipeline.ReplyBlocked.Text {
+			s.count("blocked")
+		} else {
+			s.count("refused")
+		}
+		c.log().Info("refused at connect", "reply", r.Error())
+		c.refuse(r)
+		return
+	}
+	// Count the connection toward dos after the block check: a blocked
+	// source's refused attempts are impact of its event, not new evidence.
+	if s.o.Detector != nil {
+		s.o.Detector.Observe(detect.Observation{Kind: detect.KindConnect, Addr: c.addr, Service: s.o.Name})
+	}
+	if !c.ps.Trusted && !s.addSource(c) {
+		s.count("limit")
+		c.refuse(&pipeline.ReplyTooManyConns)
+		return
+	}
+	c.protected = c.ps.Trusted || c.ps.Allowlisted
+	if s.o.Detector != nil {
+		c.blockGen = s.o.Detector.BlockGeneration()
+	}
+	s.count("accepted")
+	if !g.ln.deliver(c) {
+		// The generation was replaced between Load and deliver: hand the
+		// connection to the current one.
+		if !s.cur.Load().ln.deliver(c) {
+			c.Close()
+		}
+	}
+}
+
+// addSource enforces max_connections_per_source (keyed like detection:
+// IPv6 per prefix, so one /64 cannot open 20 connections per address).
+func (s *Server) addSource(c *conn) bool {
+	c.key = sourceKey(c.addr, c.set.IPv6Prefix)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perSrc[c.key] >= c.set.Limits.MaxConnectionsPerSource {
+		return false
+	}
+	s.perSrc[c.key]++
+	c.perSource = true
+	return true
+}
+
+func (s *Server) removeSource(key netip.Addr) {
+	s.mu.Lock()
+	if n := s.perSrc[key]; n <= 1 {
+		delete(s.perSrc, key)
+	} else {
+		s.perSrc[key] = n - 1
+	}
+	s.mu.Unlock()
+}
+
+func (s *Server) count(result string) {
+	if s.o.Metrics != nil {
+		s.o.Metrics.Connections.WithLabelValues(s.o.Name, result).Inc()
+	}
+}
+
+// sourceKey is the address detection and limits key on: IPv4 as is, IPv6
+// masked to the configured prefix.
+func sourceKey(a netip.Addr, v6prefix int) netip.Addr {
+	if a.Is4() || v6prefix <= 0 || v6prefix >= 128 {
+		return a
+	}
+	p, err := a.Prefix(v6prefix)
+	if err != nil {
+		return a
+	}
+	return p.Addr()
+}
+
+func inAny(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// chanListener feeds admitted connections to a go-smtp server.
+type chanListener struct {
+	ch     chan net.Conn
+	done   chan struct{}
+	closed sync.Once
+}
+
+func newChanListener() *chanListener {
+	return &chanListener{ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *chanListener) deliver(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.closed.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{} }
+
+// errorLog routes go-smtp's internal error log (including recovered
+// panics) to slog and counts panics.
+type errorLog struct{ s *Server }
+
+func (e errorLog) Printf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if !strings.HasPrefix(msg, "panic") {
+		// Broken pipes and resets from clients: routine, not errors.
+		e.s.o.Logger.Debug("smtp server", "msg", msg)
+		return
+	}
+	if e.s.o.Metrics != nil {
+		e.s.o.Metrics.Panics.Inc()
+	}
+	e.s.o.Logger.Error("smtp server", "msg", msg)
+}
+
+func (e errorLog) Println(v ...any) { e.s.o.Logger.Error("smtp server", "msg", fmt.Sprintln(v...)) }

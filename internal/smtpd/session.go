@@ -1,0 +1,315 @@
+package smtpd
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"mxguard/internal/detect"
+	"mxguard/internal/metrics"
+	"mxguard/internal/pipeline"
+	"mxguard/internal/relay"
+)
+
+// backend creates a session per EHLO/HELO (go-smtp's model).
+type backend struct{ s *Server }
+
+func (b backend) NewSession(sc *smtp.Conn) (smtp.Session, error) {
+	c := underlying(sc.Conn())
+	if c == nil {
+		return nil, errors.New("internal error: unknown connection type")
+	}
+	c.ps.Helo = sc.Hostname()
+	_, tls := sc.TLSConnectionState()
+	return &session{c: c, tls: tls}, nil
+}
+
+// underlying finds our conn below a possible *tls.Conn (after STARTTLS).
+func underlying(nc net.Conn) *conn {
+	for {
+		switch v := nc.(type) {
+		case *conn:
+			return v
+		case interface{ NetConn() net.Conn }:
+			nc = v.NetConn()
+		default:
+			return nil
+		}
+	}
+}
+
+// session is one EHLO-to-QUIT (or STARTTLS) span of a connection.
+type session struct {
+	c        *conn
+	tls      bool
+	txn      *relay.Txn
+	opts     relay.MailOptions
+	from     string
+	rcpts    []string
+	broken   bool // the downstream transaction was lost: defer until RSET
+	mailSeen bool
+}
+
+var _ smtp.Session = (*session)(nil)
+
+func (s *session) ctx() context.Context { return context.Background() }
+
+// Mail starts a transaction. The downstream MAIL is sent with the first
+// recipient that passes the checks, so a transaction whose recipients are
+// all refused locally never occupies a downstream connection.
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	s.abort()
+	s.from = from
+	s.mailSeen = true
+	s.opts = relay.MailOptions{}
+	if opts != nil {
+		s.opts.Size = opts.Size
+		s.opts.EightBit = opts.Body == smtp.Body8BitMIME
+		s.opts.UTF8 = opts.UTF8
+	}
+	s.c.ps.From = from
+	s.c.ps.Rcpts = s.c.ps.Rcpts[:0]
+	return nil
+}
+
+// Rcpt runs the recipient checks, then asks the downstream in the same
+// session: its verdict is the client's verdict.
+func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	m := s.c.srv.o.Metrics
+	if s.broken {
+		return s.reply(&pipeline.ReplyServersDown, "deferred")
+	}
+	if r := s.c.set.Chain.RunRcpt(s.ctx(), &s.c.ps, to); r != nil {
+		if isUnknownUser(r.Code, r.Enhanced, r.Text) {
+			s.observeUnknown()
+		}
+		s.c.log().Info("recipient refused", "rcpt", to, "reply", r.Error())
+		return s.reply(r, "refused")
+	}
+	if s.txn == nil {
+		txn, err := s.c.srv.o.Relay.Begin(s.ctx(), s.from, s.opts)
+		if err != nil {
+			return s.downstreamError("MAIL", to, err)
+		}
+		s.txn = txn
+	}
+	if err := s.txn.Rcpt(s.ctx(), to); err != nil {
+		var se *smtp.SMTPError
+		if errors.As(err, &se) && isUnknownUser(se.Code, [3]int(se.EnhancedCode), se.Message) {
+			s.observeUnknown()
+			s.c.log().Info("unknown recipient", "rcpt", to, "downstream", se.Message)
+			r := pipeline.ReplyUnknownUser
+			r.Text = "<" + to + ">: Recipient address rejected: user unknown"
+			return s.reply(&r, "unknown")
+		}
+		return s.downstreamError("RCPT", to, err)
+	}
+	s.rcpts = append(s.rcpts, to)
+	s.c.ps.Rcpts = append(s.c.ps.Rcpts, to)
+	if m != nil {
+		m.Recipients.WithLabelValues("accepted").Inc()
+	}
+	return nil
+}
+
+func (s *session) observeUnknown() {
+	if d := s.c.srv.o.Detector; d != nil {
+		d.Observe(detect.Observation{Kind: detect.KindUnknownRecipient, Addr: s.c.addr, Service: s.c.srv.o.Name, Refused: true})
+	}
+}
+
+// downstreamError maps a downstream failure to the client's reply: the
+// downstream's own SMTP reply passes through; a lost connection or an
+// unreachable server is a temporary failure (451 4.4.1), never a 5xx.
+func (s *session) downstreamError(stage, to string, err error) error {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		s.c.log().Info("downstream refused", "stage", stage, "rcpt", to, "code", se.Code, "text", se.Message)
+		if stage == "MAIL" {
+			// The downstream refused the sender; the transaction did
+			// not start there.
+			s.txn = nil
+		}
+		return se
+	}
+	s.c.log().Warn("downstream failed", "stage", stage, "err", err)
+	if s.txn != nil || stage != "MAIL" {
+		s.broken = true
+	}
+	s.txn = nil
+	return s.reply(&pipeline.ReplyServersDown, "deferred")
+}
+
+func (s *session) reply(r *pipeline.Reply, result string) error {
+	if m := s.c.srv.o.Metrics; m != nil {
+		m.Recipients.WithLabelValues(result).Inc()
+	}
+	if r.Close || r.Code == 421 {
+		s.c.closeNext = true
+	}
+	return &smtp.SMTPError{Code: r.Code, EnhancedCode: smtp.EnhancedCode(r.Enhanced), Message: r.Text}
+}
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// Data receives the whole message (content checks need all of it), hands it
+// downstream, and answers 250 only after the downstream's 250.
+func (s *session) Data(r io.Reader) error {
+	c := s.c
+	m := c.srv.o.Metrics
+	// DATA timeout: the whole transfer, RFC 5321 §4.5.3.2.5/6 in spirit.
+	c.Conn.SetReadDeadline(time.Now().Add(c.set.Timeouts.Data))
+	buf := bufPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer func() {
+		if buf.Cap() <= 1<<20 {
+			bufPool.Put(buf)
+		}
+	}()
+	_, err := buf.ReadFrom(r)
+	if err != nil {
+		s.abort()
+		countMsg(m, "rejected")
+		if errors.Is(err, smtp.ErrDataTooLarge) {
+			rep := pipeline.ReplyTooBig
+			return &smtp.SMTPError{Code: rep.Code, EnhancedCode: smtp.EnhancedCode(rep.Enhanced), Message: rep.Text}
+		}
+		return err
+	}
+	size := int64(buf.Len())
+	if d := c.srv.o.Detector; d != nil {
+		d.Observe(detect.Observation{Kind: detect.KindMessage, Addr: c.addr, Service: c.srv.o.Name, Size: size})
+	}
+	if s.txn == nil || s.broken {
+		countMsg(m, "deferred")
+		return s.reply(&pipeline.ReplyServersDown, "deferred")
+	}
+	msg := &pipeline.Message{Data: buf.Bytes()}
+	if rep := c.set.Chain.RunData(s.ctx(), &c.ps, msg); rep != nil {
+		s.abort()
+		countMsg(m, "rejected")
+		c.log().Info("message refused", "reply", rep.Error())
+		return s.reply(rep, "refused")
+	}
+	id := newID()
+	hdr := s.received(id)
+	txn := s.txn
+	s.txn = nil
+	text, err := txn.Data(s.ctx(), hdr, buf.Bytes())
+	if err != nil {
+		var se *smtp.SMTPError
+		if errors.As(err, &se) {
+			countMsg(m, "rejected")
+			c.log().Info("downstream refused message", "code", se.Code, "text", se.Message)
+			return se
+		}
+		countMsg(m, "deferred")
+		c.log().Warn("downstream failed during DATA", "err", err)
+		return s.reply(&pipeline.ReplyServersDown, "deferred")
+	}
+	c.sentMessage.Store(true)
+	countMsg(m, "relayed")
+	c.log().Info("relayed", "id", id, "from", s.from, "rcpts", len(s.rcpts), "size", size, "server", txn.Server(), "downstream", text)
+	s.rcpts = s.rcpts[:0]
+	// A 250 from Data must carry our own text; go-smtp sends an
+	// SMTPError's code verbatim.
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
+}
+
+func countMsg(m *metrics.Metrics, result string) {
+	if m != nil {
+		m.Messages.WithLabelValues("inbound", result).Inc()
+	}
+}
+
+// received builds the trace header (RFC 5321 §4.4, RFC 3848 protocol
+// names) prepended to the message.
+func (s *session) received(id string) []byte {
+	c := s.c
+	proto := "ESMTP"
+	if s.tls {
+		proto = "ESMTPS"
+	}
+	var b strings.Builder
+	b.WriteString("Received: from ")
+	helo := c.ps.Helo
+	if helo == "" {
+		helo = "unknown"
+	}
+	b.WriteString(helo)
+	b.WriteString(" ([")
+	if c.addr.Is6() {
+		b.WriteString("IPv6:")
+	}
+	b.WriteString(c.addr.String())
+	b.WriteString("])\r\n\tby ")
+	b.WriteString(c.set.Hostname)
+	b.WriteString(" (mxguard) with ")
+	b.WriteString(proto)
+	b.WriteString(" id ")
+	b.WriteString(id)
+	if len(s.rcpts) == 1 {
+		b.WriteString("\r\n\tfor <")
+		b.WriteString(s.rcpts[0])
+		b.WriteString(">")
+	}
+	b.WriteString("; ")
+	b.WriteString(time.Now().Format(time.RFC1123Z))
+	b.WriteString("\r\n")
+	return []byte(b.String())
+}
+
+func newID() string {
+	var b [6]byte
+	rand.Read(b[:])
+	return strings.ToUpper(hex.EncodeToString(b[:]))
+}
+
+// abort ends a downstream transaction the client gave up on.
+func (s *session) abort() {
+	if s.txn != nil {
+		s.txn.Abort()
+		s.txn = nil
+	}
+	s.broken = false
+	s.rcpts = s.rcpts[:0]
+}
+
+// Reset is RSET, a new EHLO, or the end of DATA.
+func (s *session) Reset() { s.abort() }
+
+// Logout ends the session (QUIT, disconnect, or STARTTLS).
+func (s *session) Logout() error {
+	s.abort()
+	return nil
+}
+
+// isUnknownUser recognises "no such user": RFC 3463 X.1.1, or a 550
+// without enhanced code from an older server whose text says so.
+func isUnknownUser(code int, enh [3]int, text string) bool {
+	if code/100 != 5 {
+		return false
+	}
+	if enh[0] == 5 && enh[1] == 1 && enh[2] == 1 {
+		return true
+	}
+	if code != 550 || enh[0] == 5 {
+		return false
+	}
+	t := strings.ToLower(text)
+	for _, w := range []string{"unknown", "no such", "does not exist", "not found", "invalid recipient"} {
+		if strings.Contains(t, w) {
+			return true
+		}
+	}
+	return false
+}
