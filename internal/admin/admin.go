@@ -1,0 +1,173 @@
+// Package admin serves listen.admin: the JSON API (INTERFACE.md §5), the
+// Prometheus metrics (§6), a health check and the web console, all on one
+// http.Handler.
+package admin
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"mxguard/internal/config"
+	"mxguard/internal/events"
+	"mxguard/internal/metrics"
+)
+
+// Engine is what admin needs of the detection engine (internal/detect.Engine
+// implements it).
+type Engine interface {
+	// Flush writes pending impact counts to the store so a listing is current.
+	Flush(ctx context.Context) error
+	Blocks() []events.Block
+	AddBlock(ctx context.Context, source string, d time.Duration, reason string) (events.Block, error)
+	// RemoveBlock returns events.ErrNotFound when the source is not blocked.
+	RemoveBlock(ctx context.Context, source string) error
+	Rules() []config.Rule
+}
+
+// Options configures a Server.
+type Options struct {
+	Engine  Engine
+	Store   events.Store
+	Metrics *metrics.Metrics // nil: no /metrics
+	// Token is the bearer token of /api/ and the console login. An empty
+	// token disables both (every call answers 401): the caller always
+	// configures one, so empty can only be a wiring mistake, and failing
+	// closed is the safe reading of it.
+	Token string
+	// Reload re-reads the configuration. Its error lists every problem, one
+	// per line (config.Errors); nil reload means the endpoint answers 503.
+	Reload  func(ctx context.Context) error
+	Logger  *slog.Logger // nil: discard
+	Version string       // shown in the console footer
+}
+
+// Server is the admin http.Handler.
+type Server struct {
+	o         Options
+	log       *slog.Logger
+	mux       *http.ServeMux
+	api       *http.ServeMux // authenticated, JSON errors
+	tokenHash [sha256.Size]byte
+	console   *console
+	now       func() time.Time // for "expires in 45m"; a field so tests can fix it
+}
+
+// New builds the handler; it does not listen.
+func New(o Options) *Server {
+	s := &Server{o: o, log: o.Logger, mux: http.NewServeMux(), api: http.NewServeMux(), now: time.Now}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.tokenHash = sha256.Sum256([]byte(o.Token))
+
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok"))
+	})
+	if o.Metrics != nil {
+		s.mux.Handle("GET /metrics", promhttp.HandlerFor(o.Metrics.Registry, promhttp.HandlerOpts{}))
+	}
+	s.mux.Handle("/api/", http.HandlerFunc(s.serveAPI))
+	s.routeAPI()
+	s.console = newConsole(s)
+	s.console.route(s.mux)
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mux.ServeHTTP(w, r)
+}
+
+// Handle mounts an additional authenticated API route, for components that
+// own their endpoints (the delivery and spool managers mount
+// "GET /api/v1/servers", "GET /api/v1/spool", "POST /api/v1/spool/{action}").
+// The pattern uses http.ServeMux syntax and its path must start with /api/;
+// the handler runs after the token check, and a text/plain error it writes
+// (http.Error) reaches the client as {"error": "..."}. Use WriteJSON and
+// WriteError for answers. Handle panics on a pattern outside /api/ or one
+// that conflicts, like http.ServeMux.Handle.
+func (s *Server) Handle(pattern string, h http.Handler) {
+	path := pattern
+	if i := strings.IndexByte(pattern, ' '); i >= 0 {
+		path = strings.TrimLeft(pattern[i:], " ")
+	}
+	if !strings.HasPrefix(path, "/api/") {
+		panic("admin: Handle pattern outside /api/: " + pattern)
+	}
+	s.api.Handle(pattern, h)
+}
+
+// serveAPI checks the bearer token before routing, so an unauthenticated
+// client learns nothing about which paths exist.
+func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || !s.tokenOK(strings.TrimSpace(token)) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="mxguard"`)
+		WriteError(w, http.StatusUnauthorized, "missing or invalid bearer token")
+		return
+	}
+	jw := &jsonErrors{ResponseWriter: w}
+	s.api.ServeHTTP(jw, r)
+	jw.finish()
+}
+
+// tokenOK compares hashes in constant time: hashing first makes the time
+// independent of the length of the guess as well as of its content.
+func (s *Server) tokenOK(given string) bool {
+	if s.o.Token == "" {
+		return false
+	}
+	h := sha256.Sum256([]byte(given))
+	return subtle.ConstantTimeCompare(h[:], s.tokenHash[:]) == 1
+}
+
+// jsonErrors turns the plain-text errors of http.ServeMux (404, 405 with its
+// Allow header) and of http.Error in mounted handlers into the JSON error
+// form of INTERFACE.md §5.
+type jsonErrors struct {
+	http.ResponseWriter
+	status int // non-zero once a text error is being captured
+	text   strings.Builder
+}
+
+func (j *jsonErrors) WriteHeader(code int) {
+	if code >= 400 && strings.HasPrefix(j.Header().Get("Content-Type"), "text/plain") {
+		j.status = code
+		return
+	}
+	j.ResponseWriter.WriteHeader(code)
+}
+
+func (j *jsonErrors) Write(b []byte) (int, error) {
+	if j.status != 0 {
+		if j.text.Len() < 1024 {
+			j.text.Write(b)
+		}
+		return len(b), nil
+	}
+	return j.ResponseWriter.Write(b)
+}
+
+// finish writes the captured error, if any.
+func (j *jsonErrors) finish() {
+	if j.status == 0 {
+		return
+	}
+	j.Header().Del("X-Content-Type-Options")
+	msg := strings.TrimSpace(j.text.String())
+	if msg == "" {
+		msg = strings.ToLower(http.StatusText(j.status))
+	}
+	WriteError(j.ResponseWriter, j.status, msg)
+}
+
+// Unwrap lets http.ResponseController reach the real writer.
+func (j *jsonErrors) Unwrap() http.ResponseWriter { return j.ResponseWriter }

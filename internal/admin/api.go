@@ -1,0 +1,321 @@
+package admin
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"mxguard/internal/events"
+)
+
+// maxBody bounds request bodies; the largest legitimate one is a block.
+const maxBody = 64 << 10
+
+// defaultBlockFor applies when POST /api/v1/blocks has no "for".
+const defaultBlockFor = time.Hour
+
+func (s *Server) routeAPI() {
+	s.api.HandleFunc("GET /api/v1/events", s.apiEvents)
+	s.api.HandleFunc("GET /api/v1/events/{id}", s.apiEvent)
+	s.api.HandleFunc("GET /api/v1/blocks", s.apiBlocks)
+	s.api.HandleFunc("POST /api/v1/blocks", s.apiAddBlock)
+	// {source...} takes the rest of the path, so a CIDR works whether the
+	// client escaped its slash (10.0.0.0%2F8, as INTERFACE.md §5 asks) or
+	// not; ServeMux unescapes the value either way.
+	s.api.HandleFunc("DELETE /api/v1/blocks/{source...}", s.apiRemoveBlock)
+	s.api.HandleFunc("GET /api/v1/rules", s.apiRules)
+	s.api.HandleFunc("POST /api/v1/reload", s.apiReload)
+}
+
+// userError is a failure caused by the request; its text is shown to the
+// client. Every other error is internal: logged, answered with a 500 and a
+// generic text.
+type userError struct {
+	status int
+	msg    string
+}
+
+func (e *userError) Error() string { return e.msg }
+
+func badRequest(format string, args ...any) error {
+	return &userError{http.StatusBadRequest, fmt.Sprintf(format, args...)}
+}
+
+func notFound(format string, args ...any) error {
+	return &userError{http.StatusNotFound, fmt.Sprintf(format, args...)}
+}
+
+// fail answers err as JSON with the status it maps to.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	status, msg := s.classify(r, err)
+	WriteError(w, status, msg)
+}
+
+// classify maps err to a status and a client-safe text, logging internal
+// errors (this is where they are handled).
+func (s *Server) classify(r *http.Request, err error) (int, string) {
+	if ue, ok := errors.AsType[*userError](err); ok {
+		return ue.status, ue.msg
+	}
+	s.log.ErrorContext(r.Context(), "admin request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	return http.StatusInternalServerError, "internal error, see the server log"
+}
+
+// WriteJSON answers v as JSON with status. Mounted handlers use it so every
+// API answer looks the same.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v) // the client went away; nothing left to tell it
+}
+
+// WriteError answers {"error": msg} with status (INTERFACE.md §5).
+func WriteError(w http.ResponseWriter, status int, msg string) {
+	WriteJSON(w, status, map[string]string{"error": msg})
+}
+
+// --- shared between API and console ---
+
+// queryEvents flushes pending impact counts, then runs the query described by
+// the URL parameters of INTERFACE.md §5.
+func (s *Server) queryEvents(ctx context.Context, params url.Values) (events.Query, events.Result, error) {
+	q, err := events.ParseQuery(params)
+	if err != nil {
+		return q, events.Result{}, badRequest("%v", err)
+	}
+	if err := s.o.Engine.Flush(ctx); err != nil {
+		// A stale impact count is better than no listing at all.
+		s.log.WarnContext(ctx, "admin: flush before event query", "err", err)
+	}
+	res, err := s.o.Store.Query(ctx, q)
+	if errors.Is(err, events.ErrBadQuery) {
+		return q, res, badRequest("%v", err)
+	}
+	if err != nil {
+		return q, res, fmt.Errorf("query events: %w", err)
+	}
+	if res.Events == nil {
+		res.Events = []events.Event{}
+	}
+	for i := range res.Events {
+		fillEvent(&res.Events[i])
+	}
+	return q, res, nil
+}
+
+// fillEvent makes empty lists and maps render as [] and {} rather than null,
+// as in the event JSON of INTERFACE.md §3.
+func fillEvent(e *events.Event) {
+	if e.Actions == nil {
+		e.Actions = []string{}
+	}
+	if e.Detail == nil {
+		e.Detail = map[string]any{}
+	}
+}
+
+func (s *Server) event(ctx context.Context, idText string) (events.Event, error) {
+	id, err := strconv.ParseInt(idText, 10, 64)
+	if err != nil || id <= 0 {
+		return events.Event{}, badRequest("bad event id %q: want a positive integer", idText)
+	}
+	e, err := s.o.Store.Get(ctx, id)
+	if errors.Is(err, events.ErrNotFound) {
+		return e, notFound("no event %d", id)
+	}
+	if err != nil {
+		return e, fmt.Errorf("get event %d: %w", id, err)
+	}
+	fillEvent(&e)
+	return e, nil
+}
+
+// blocks lists the engine's blocks, newest first, never nil.
+func (s *Server) blocks() []events.Block {
+	bs := slices.Clone(s.o.Engine.Blocks())
+	if bs == nil {
+		bs = []events.Block{}
+	}
+	slices.SortFunc(bs, func(a, b events.Block) int {
+		return cmp.Or(b.CreatedAt.Compare(a.CreatedAt), strings.Compare(a.Source, b.Source))
+	})
+	return bs
+}
+
+// addBlock validates the request of an operator and hands it to the engine,
+// which canonicalizes the source (IPv6 prefix aggregation).
+func (s *Server) addBlock(ctx context.Context, source, forText, reason string) (events.Block, error) {
+	source = strings.TrimSpace(source)
+	if source == "" {
+		return events.Block{}, badRequest("source is required: an IP address or a CIDR")
+	}
+	if !isIPOrPrefix(source) {
+		return events.Block{}, badRequest("bad source %q: want an IP address or a CIDR", source)
+	}
+	d := defaultBlockFor
+	if forText = strings.TrimSpace(forText); forText != "" {
+		var err error
+		if d, err = time.ParseDuration(forText); err != nil || d <= 0 {
+			return events.Block{}, badRequest("bad duration %q: want a positive Go duration such as 30m or 1h", forText)
+		}
+	}
+	b, err := s.o.Engine.AddBlock(ctx, source, d, strings.TrimSpace(reason))
+	if err != nil {
+		// Syntax was checked above, so the engine refuses on policy (a
+		// trusted or allowlisted network): the operator's request is at
+		// fault, not the server.
+		return b, badRequest("cannot block %s: %v", source, err)
+	}
+	return b, nil
+}
+
+func (s *Server) removeBlock(ctx context.Context, source string) error {
+	err := s.o.Engine.RemoveBlock(ctx, source)
+	if errors.Is(err, events.ErrNotFound) {
+		return notFound("no block for %s", source)
+	}
+	if err != nil {
+		return fmt.Errorf("remove block %s: %w", source, err)
+	}
+	return nil
+}
+
+// ruleView is the API and console form of a config.Rule: durations as Go
+// duration strings without zero units, sizes as byte counts.
+type ruleView struct {
+	Name      string   `json:"name"`
+	Type      string   `json:"type"`
+	Service   string   `json:"service"`
+	Window    string   `json:"window"`
+	Threshold int      `json:"threshold"`
+	MinSize   int64    `json:"min_size"`
+	Actions   []string `json:"actions"`
+	BlockFor  string   `json:"block_for"`
+	Queue     string   `json:"queue"`
+}
+
+func (s *Server) rules() []ruleView {
+	rules := s.o.Engine.Rules()
+	views := make([]ruleView, 0, len(rules))
+	for _, r := range rules {
+		v := ruleView{
+			Name: r.Name, Type: r.Type, Service: r.Service,
+			Window: formatDuration(r.Window), Threshold: r.Threshold,
+			MinSize: int64(r.MinSize), Actions: r.Actions,
+			BlockFor: formatDuration(r.BlockFor), Queue: r.Queue,
+		}
+		if v.Actions == nil {
+			v.Actions = []string{}
+		}
+		views = append(views, v)
+	}
+	return views
+}
+
+// formatDuration renders d as configured: 10m rather than time's 10m0s.
+func formatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// --- API handlers ---
+
+func (s *Server) apiEvents(w http.ResponseWriter, r *http.Request) {
+	_, res, err := s.queryEvents(r.Context(), r.URL.Query())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) apiEvent(w http.ResponseWriter, r *http.Request) {
+	e, err := s.event(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, e)
+}
+
+func (s *Server) apiBlocks(w http.ResponseWriter, _ *http.Request) {
+	WriteJSON(w, http.StatusOK, map[string][]events.Block{"blocks": s.blocks()})
+}
+
+func (s *Server) apiAddBlock(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Source string `json:"source"`
+		For    string `json:"for"`
+		Reason string `json:"reason"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	if err := dec.Decode(&req); err != nil {
+		s.fail(w, r, badRequest("bad JSON body: %v", err))
+		return
+	}
+	b, err := s.addBlock(r.Context(), req.Source, req.For, req.Reason)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	WriteJSON(w, http.StatusCreated, b)
+}
+
+func (s *Server) apiRemoveBlock(w http.ResponseWriter, r *http.Request) {
+	if err := s.removeBlock(r.Context(), r.PathValue("source")); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) apiRules(w http.ResponseWriter, _ *http.Request) {
+	WriteJSON(w, http.StatusOK, map[string][]ruleView{"rules": s.rules()})
+}
+
+func (s *Server) apiReload(w http.ResponseWriter, r *http.Request) {
+	if s.o.Reload == nil {
+		WriteError(w, http.StatusServiceUnavailable, "reload is not available")
+		return
+	}
+	if err := s.o.Reload(r.Context()); err != nil {
+		lines := errorLines(err)
+		s.log.WarnContext(r.Context(), "admin: reload refused", "errors", len(lines))
+		WriteJSON(w, http.StatusBadRequest, map[string]any{
+			"error":  "configuration refused, the running one stays",
+			"errors": lines,
+		})
+		return
+	}
+	s.log.InfoContext(r.Context(), "admin: configuration reloaded")
+	WriteJSON(w, http.StatusOK, map[string]string{"status": "reloaded"})
+}
+
+// errorLines splits a config.Errors text into its FILE:LINE: msg lines.
+func errorLines(err error) []string {
+	lines := []string{}
+	for l := range strings.Lines(err.Error()) {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}

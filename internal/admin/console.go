@@ -1,0 +1,434 @@
+package admin
+
+import (
+	"bytes"
+	"embed"
+	"html/template"
+	"io/fs"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"mxguard/internal/events"
+)
+
+//go:embed templates/*.html static/*
+var assets embed.FS
+
+// cookieName holds the console login: the admin token itself, so a console
+// session is exactly as strong as the token and ends when the token changes.
+const cookieName = "mxguard_token"
+
+// loginFor is how long the browser keeps the login: a working week, so the
+// token is entered once rather than on every visit.
+const loginFor = 7 * 24 * time.Hour
+
+// consoleLimit is the console's page size: the most the API serves
+// (DESIGN.md: "the console shows up to 500 at a time").
+const consoleLimit = events.MaxLimit
+
+// eventTypes feeds the type filter (INTERFACE.md §3).
+var eventTypes = []string{
+	"dos", "bad_sessions", "directory_harvest", "spam_attack", "virus_outbreak",
+	"mailbomb", "brute_force", "internal_spammer", "bounce_spammer", "backscatter",
+	"outbound_queue", "mail_server_down", "org_down",
+}
+
+// console is the server-rendered web console: plain HTML forms, no script,
+// so it works in any browser and through any proxy.
+type console struct {
+	s      *Server
+	pages  map[string]*template.Template
+	csrf   *http.CrossOriginProtection
+	static http.Handler
+}
+
+// page is what every template receives.
+type page struct {
+	Title    string
+	Nav      string // active navigation entry
+	LoggedIn bool
+	Version  string
+	Flash    string
+	Error    string
+	Data     any
+}
+
+func newConsole(s *Server) *console {
+	c := &console{s: s, pages: map[string]*template.Template{}, csrf: http.NewCrossOriginProtection()}
+	funcs := template.FuncMap{
+		"when":     formatTime,
+		"whenPtr":  func(t *time.Time) string { return formatTime(deref(t)) },
+		"relative": s.relative,
+		"join":     strings.Join,
+		"size":     formatSize,
+		"isIP":     isIPOrPrefix,
+	}
+	for _, name := range []string{"login", "events", "event", "blocks", "rules", "error"} {
+		c.pages[name] = template.Must(template.New("layout.html").Funcs(funcs).
+			ParseFS(assets, "templates/layout.html", "templates/"+name+".html"))
+	}
+	c.csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.renderError(w, r, http.StatusForbidden, "Cross-origin form submission refused.")
+	}))
+	static, err := fs.Sub(assets, "static")
+	if err != nil {
+		panic(err) // the embed pattern above guarantees the directory
+	}
+	c.static = http.StripPrefix("/static/", http.FileServerFS(static))
+	return c
+}
+
+func (c *console) route(mux *http.ServeMux) {
+	mux.Handle("GET /{$}", http.RedirectHandler("/events", http.StatusSeeOther))
+	mux.Handle("GET /static/", c.static)
+	mux.HandleFunc("GET /login", c.loginPage)
+	mux.Handle("POST /login", c.protect(c.login))
+	mux.Handle("POST /logout", c.protect(c.logout))
+	mux.Handle("GET /events", c.auth(c.eventsPage))
+	mux.Handle("GET /events/{id}", c.auth(c.eventPage))
+	mux.Handle("GET /blocks", c.auth(c.blocksPage))
+	mux.Handle("POST /blocks", c.protect(c.auth(c.addBlock)))
+	mux.Handle("POST /blocks/remove", c.protect(c.auth(c.removeBlock)))
+	mux.Handle("GET /rules", c.auth(c.rulesPage))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		c.renderError(w, r, http.StatusNotFound, "No such page.")
+	})
+}
+
+// --- authentication and CSRF ---
+
+func (c *console) loggedIn(r *http.Request) bool {
+	ck, err := r.Cookie(cookieName)
+	if err != nil {
+		return false
+	}
+	if v, err := url.QueryUnescape(ck.Value); err == nil && c.s.tokenOK(v) {
+		return true
+	}
+	return c.s.tokenOK(ck.Value)
+}
+
+// auth sends a visitor without a valid login cookie to the login form, and
+// back to the page they asked for afterwards.
+func (c *console) auth(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !c.loggedIn(r) {
+			next := "/events"
+			if r.Method == http.MethodGet {
+				next = r.URL.RequestURI()
+			}
+			http.Redirect(w, r, "/login?next="+url.QueryEscape(next), http.StatusSeeOther)
+			return
+		}
+		h(w, r)
+	}
+}
+
+// protect refuses cross-origin form posts. The SameSite=Strict cookie
+// already keeps other sites' posts unauthenticated; this adds the origin
+// check of http.CrossOriginProtection (Sec-Fetch-Site, then Origin against
+// Host) and, for old browsers that send neither, the Referer's host.
+func (c *console) protect(h http.HandlerFunc) http.Handler {
+	inner := c.csrf.Handler(h)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Sec-Fetch-Site") == "" && r.Header.Get("Origin") == "" {
+			if ref := r.Header.Get("Referer"); ref != "" {
+				if u, err := url.Parse(ref); err != nil || u.Host != r.Host {
+					c.renderError(w, r, http.StatusForbidden, "Cross-origin form submission refused.")
+					return
+				}
+			}
+		}
+		inner.ServeHTTP(w, r)
+	})
+}
+
+// safeNext keeps the post-login redirect on this site: a path, never a
+// scheme-relative //host or a backslash variant browsers treat alike.
+func safeNext(next string) string {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+		return "/events"
+	}
+	if u, err := url.Parse(next); err != nil || u.Host != "" || u.Scheme != "" {
+		return "/events"
+	}
+	return next
+}
+
+func (c *console) loginPage(w http.ResponseWriter, r *http.Request) {
+	next := safeNext(r.URL.Query().Get("next"))
+	if c.loggedIn(r) {
+		http.Redirect(w, r, next, http.StatusSeeOther)
+		return
+	}
+	c.render(w, r, http.StatusOK, "login", page{Title: "Log in", Data: next})
+}
+
+func (c *console) login(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	next := safeNext(r.PostFormValue("next"))
+	token := strings.TrimSpace(r.PostFormValue("token"))
+	if !c.s.tokenOK(token) {
+		msg := "Wrong token."
+		if c.s.o.Token == "" {
+			msg = "The console is disabled: no admin token is configured."
+		}
+		c.render(w, r, http.StatusUnauthorized, "login", page{Title: "Log in", Error: msg, Data: next})
+		return
+	}
+	http.SetCookie(w, c.cookie(r, url.QueryEscape(token), int(loginFor/time.Second)))
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+func (c *console) logout(w http.ResponseWriter, r *http.Request) {
+	http.SetCookie(w, c.cookie(r, "", -1))
+	http.Redirect(w, r, "/login", http.StatusSeeOther)
+}
+
+func (c *console) cookie(r *http.Request, value string, maxAge int) *http.Cookie {
+	return &http.Cookie{
+		Name: cookieName, Value: value, Path: "/", MaxAge: maxAge,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
+	}
+}
+
+// --- pages ---
+
+// eventsView is the events page: the filter form, the table and paging.
+type eventsView struct {
+	Query      events.Query
+	Since      string // as typed, so "24h" stays "24h"
+	MinImpact  string
+	Types      []string
+	Limits     []int
+	Events     []events.Event
+	Total      int
+	From, To   int
+	Prev, Next string
+	Sort       map[string]sortLink // by sort field
+}
+
+// sortLink is one sortable column header.
+type sortLink struct {
+	URL   string
+	Arrow string
+}
+
+func (c *console) eventsPage(w http.ResponseWriter, r *http.Request) {
+	params := r.URL.Query()
+	for k, vs := range params {
+		if len(vs) == 1 && strings.TrimSpace(vs[0]) == "" {
+			delete(params, k) // keep paging and sort links short
+		}
+	}
+	if params.Get("limit") == "" {
+		params.Set("limit", strconv.Itoa(consoleLimit))
+	}
+	v := eventsView{
+		Since: params.Get("since"), MinImpact: params.Get("min_impact"),
+		Types: eventTypes, Limits: []int{events.DefaultLimit, events.MaxLimit},
+		Events: []events.Event{},
+	}
+	p := page{Title: "Events", Nav: "events", Data: &v}
+	status := http.StatusOK
+	q, res, err := c.s.queryEvents(r.Context(), params)
+	if err != nil {
+		status, p.Error = c.s.classify(r, err)
+		// Show the form as submitted, so the mistake can be fixed.
+		q = events.Query{Type: params.Get("type"), Source: params.Get("source"), Status: params.Get("status"),
+			Sort: events.SortStartedAt, Order: events.OrderDesc, Limit: consoleLimit}
+	}
+	v.Query, v.Events, v.Total = q, res.Events, res.Total
+	if len(v.Events) > 0 {
+		v.From, v.To = q.Offset+1, q.Offset+len(v.Events)
+	}
+	if q.Offset > 0 {
+		v.Prev = eventsURL(params, "offset", strconv.Itoa(max(q.Offset-q.Limit, 0)))
+	}
+	if q.Offset+len(v.Events) < v.Total {
+		v.Next = eventsURL(params, "offset", strconv.Itoa(q.Offset+q.Limit))
+	}
+	v.Sort = map[string]sortLink{}
+	// A first click sorts dates and impact newest/largest first, names
+	// alphabetically; a click on the sorted column flips its order.
+	for f, first := range map[string]string{
+		events.SortStartedAt: events.OrderDesc, events.SortImpact: events.OrderDesc,
+		events.SortType: events.OrderAsc, events.SortSource: events.OrderAsc,
+	} {
+		var l sortLink
+		if f == q.Sort {
+			l.Arrow, first = "▼", events.OrderAsc
+			if q.Order == events.OrderAsc {
+				l.Arrow, first = "▲", events.OrderDesc
+			}
+		}
+		l.URL = eventsURL(params, "sort", f, "order", first, "offset", "")
+		v.Sort[f] = l
+	}
+	c.render(w, r, status, "events", p)
+}
+
+// eventsURL is /events with params changed by key, value pairs; an empty
+// value removes the key.
+func eventsURL(params url.Values, kv ...string) string {
+	u := url.Values{}
+	for k, vs := range params {
+		u[k] = vs
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] == "" {
+			u.Del(kv[i])
+		} else {
+			u.Set(kv[i], kv[i+1])
+		}
+	}
+	return "/events?" + u.Encode()
+}
+
+func (c *console) eventPage(w http.ResponseWriter, r *http.Request) {
+	e, err := c.s.event(r.Context(), r.PathValue("id"))
+	if err != nil {
+		status, msg := c.s.classify(r, err)
+		c.renderError(w, r, status, msg)
+		return
+	}
+	c.render(w, r, http.StatusOK, "event", page{Title: "Event " + strconv.FormatInt(e.ID, 10), Nav: "events", Data: e})
+}
+
+// blocksView is the blocks page; Form keeps a refused submission's values.
+type blocksView struct {
+	Blocks []events.Block
+	Form   struct{ Source, For, Reason string }
+}
+
+func (c *console) blocksPage(w http.ResponseWriter, r *http.Request) {
+	p := page{Title: "Blocks", Nav: "blocks"}
+	q := r.URL.Query()
+	if s := q.Get("added"); s != "" {
+		p.Flash = "Blocked " + s + "."
+	} else if s := q.Get("removed"); s != "" {
+		p.Flash = "Unblocked " + s + "."
+	}
+	v := blocksView{Blocks: c.s.blocks()}
+	v.Form.For = formatDuration(defaultBlockFor)
+	p.Data = &v
+	c.render(w, r, http.StatusOK, "blocks", p)
+}
+
+// addBlock and removeBlock answer with a redirect (post/redirect/get), so a
+// reload of the page does not post the form again.
+func (c *console) addBlock(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	source, forText, reason := r.PostFormValue("source"), r.PostFormValue("for"), r.PostFormValue("reason")
+	b, err := c.s.addBlock(r.Context(), source, forText, reason)
+	if err != nil {
+		status, msg := c.s.classify(r, err)
+		v := blocksView{Blocks: c.s.blocks()}
+		v.Form.Source, v.Form.For, v.Form.Reason = source, forText, reason
+		c.render(w, r, status, "blocks", page{Title: "Blocks", Nav: "blocks", Error: msg, Data: &v})
+		return
+	}
+	http.Redirect(w, r, "/blocks?added="+url.QueryEscape(b.Source), http.StatusSeeOther)
+}
+
+func (c *console) removeBlock(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	source := r.PostFormValue("source")
+	if err := c.s.removeBlock(r.Context(), source); err != nil {
+		status, msg := c.s.classify(r, err)
+		c.renderError(w, r, status, msg)
+		return
+	}
+	http.Redirect(w, r, "/blocks?removed="+url.QueryEscape(source), http.StatusSeeOther)
+}
+
+func (c *console) rulesPage(w http.ResponseWriter, r *http.Request) {
+	c.render(w, r, http.StatusOK, "rules", page{Title: "Rules", Nav: "rules", Data: c.s.rules()})
+}
+
+// --- rendering ---
+
+func (c *console) renderError(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	c.render(w, r, status, "error", page{Title: http.StatusText(status), Error: msg})
+}
+
+// render executes into a buffer first, so a template failure gives a clean
+// 500 rather than half a page.
+func (c *console) render(w http.ResponseWriter, r *http.Request, status int, name string, p page) {
+	p.LoggedIn = c.loggedIn(r)
+	p.Version = c.s.o.Version
+	var buf bytes.Buffer
+	if err := c.pages[name].Execute(&buf, p); err != nil {
+		c.s.log.ErrorContext(r.Context(), "admin: render console page", "page", name, "err", err)
+		http.Error(w, "internal error, see the server log", http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	// No script runs in the console; forbid framing (clickjacking) and any
+	// script or foreign resource an escaping bug could let in.
+	h.Set("Content-Security-Policy", "default-src 'self'; script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "same-origin")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// formatTime shows times in UTC, as mail logs of several hosts are compared.
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return "—"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05")
+}
+
+func deref(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return *t
+}
+
+// relative says how far t is from now, at a precision a reader needs:
+// "in 45m", "2h10m ago", "never" for a zero time.
+func (s *Server) relative(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	d := t.Sub(s.now())
+	unit := time.Second
+	if d.Abs() >= time.Hour {
+		unit = time.Minute
+	}
+	if d >= 0 {
+		return "in " + formatDuration(d.Round(unit))
+	}
+	return formatDuration((-d).Round(unit)) + " ago"
+}
+
+// formatSize writes a byte count the way the configuration accepts it.
+func formatSize(n int64) string {
+	units := []struct {
+		size int64
+		name string
+	}{{1 << 30, "GiB"}, {1e9, "GB"}, {1 << 20, "MiB"}, {1e6, "MB"}, {1 << 10, "KiB"}, {1e3, "KB"}}
+	for _, u := range units {
+		if n >= u.size && n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10) + "B"
+}
+
+func isIPOrPrefix(s string) bool {
+	if _, err := netip.ParseAddr(s); err == nil {
+		return true
+	}
+	_, err := netip.ParsePrefix(s)
+	return err == nil
+}
