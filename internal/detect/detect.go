@@ -1,0 +1,556 @@
+// Package detect is mxguard's detection engine (DESIGN.md "Detection",
+// INTERFACE.md §3). Front ends (smtpd, policyd, authpolicy) translate what
+// they see into Observations; rules count them per source or account in
+// sliding windows and, when a count reaches its threshold, start an event
+// and block the source, alert, or suspend the account. See README.md.
+package detect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"mxguard/internal/config"
+	"mxguard/internal/events"
+	"mxguard/internal/metrics"
+)
+
+// Clock gives the engine its notion of now; tests inject a fake one.
+type Clock interface{ Now() time.Time }
+
+// SystemClock is the wall clock.
+type SystemClock struct{}
+
+// Now returns time.Now().
+func (SystemClock) Now() time.Time { return time.Now() }
+
+var _ Clock = SystemClock{}
+
+// Kind is what an Observation reports; each kind feeds one rule type.
+type Kind uint8
+
+// Kinds of observation, one per rule type of INTERFACE.md §3 the engine
+// counts (outbound_queue, mail_server_down and org_down are not counted
+// per source or account and live elsewhere).
+const (
+	KindConnect          Kind = iota + 1 // dos: connection opened (per source)
+	KindBadSession                       // bad_sessions: session ended without a message sent (per source)
+	KindUnknownRecipient                 // directory_harvest: recipient rejected as unknown, 550 5.1.1 (per source)
+	KindMessage                          // mailbomb: message of Size bytes (counted when Size >= min_size) (per source)
+	KindSpam                             // spam_attack (per source)
+	KindVirus                            // virus_outbreak (per source)
+	KindAuthFailure                      // brute_force (per source; the rule's service filters Observation.Service)
+	KindAccountMessage                   // internal_spammer (per account)
+	KindBounce                           // bounce_spammer (per account)
+	KindBackscatter                      // backscatter (per source)
+	kindEnd
+)
+
+// kinds describes each Kind: its rule type, what it counts (for block
+// reasons) and whether it is counted per account.
+var kinds = [kindEnd]struct {
+	typ, noun  string
+	perAccount bool
+}{
+	KindConnect:          {"dos", "connections", false},
+	KindBadSession:       {"bad_sessions", "sessions without mail", false},
+	KindUnknownRecipient: {"directory_harvest", "unknown recipients", false},
+	KindMessage:          {"mailbomb", "large messages", false},
+	KindSpam:             {"spam_attack", "spam messages", false},
+	KindVirus:            {"virus_outbreak", "infected messages", false},
+	KindAuthFailure:      {"brute_force", "failed authentications", false},
+	KindAccountMessage:   {"internal_spammer", "messages", true},
+	KindBounce:           {"bounce_spammer", "bounces", true},
+	KindBackscatter:      {"backscatter", "unsigned bounces", false},
+}
+
+// String returns the rule type the kind feeds, e.g. "directory_harvest".
+func (k Kind) String() string {
+	if k == 0 || k >= kindEnd {
+		return fmt.Sprintf("Kind(%d)", uint8(k))
+	}
+	return kinds[k].typ
+}
+
+func kindOf(typ string) (Kind, bool) {
+	for k := KindConnect; k < kindEnd; k++ {
+		if kinds[k].typ == typ {
+			return k, true
+		}
+	}
+	return 0, false
+}
+
+// Observation is one thing a front end saw.
+type Observation struct {
+	Kind    Kind
+	Addr    netip.Addr // source address, for per-source kinds (and the address an account rule blocks)
+	Account string     // for per-account kinds
+	Service string     // "smtp", "submission", "imap", "pop3", ...
+	Size    int64      // KindMessage: message size in bytes
+	// Refused: the observed thing was itself refused (unknown recipient
+	// answered 550, virus rejected, auth failed, suspended account's
+	// message): it counts toward the impact of an active event.
+	Refused bool
+}
+
+// Change types passed to Options.OnChange.
+const (
+	ChangeEventStarted = "event_started"
+	ChangeEventEnded   = "event_ended"
+	ChangeBlockAdded   = "block_added"
+	ChangeBlockRemoved = "block_removed"
+)
+
+// Change reports an event or block change; Event or Block is a copy the
+// receiver may keep.
+type Change struct {
+	Type  string
+	Event *events.Event
+	Block *events.Block
+}
+
+// Options configure an Engine.
+type Options struct {
+	Rules      []config.Rule    // rules in force, defaults filled in by config
+	Trusted    []netip.Prefix   // never blocked; rules may still alert
+	Allowlist  []netip.Prefix   // never blocked
+	IPv6Prefix int              // IPv6 sources are aggregated to this prefix (default 64)
+	Store      events.Store     // nil: events and blocks in memory only
+	Clock      Clock            // nil: SystemClock
+	Logger     *slog.Logger     // nil: discard
+	Metrics    *metrics.Metrics // may be nil
+	MaxKeys    int              // max tracked keys per rule (default 1<<20)
+	// OnChange is called for every change, never while an engine lock is
+	// held; it must not block for long.
+	OnChange func(Change)
+}
+
+// ErrProtected is returned by AddBlock for a source that overlaps
+// trusted_networks or the allowlist, which are never blocked.
+var ErrProtected = errors.New("source overlaps trusted_networks or allowlist")
+
+const (
+	defaultMaxKeys = 1 << 20
+	// storeTimeout bounds store writes made on behalf of an Observe call,
+	// which has no context of its own.
+	storeTimeout = 5 * time.Second
+	// sweepBudget is how many counters per rule Tick inspects for expiry.
+	sweepBudget = 4096
+)
+
+// boundRule is a rule as compiled for the Observe path; immutable.
+type boundRule struct {
+	cfg                   config.Rule
+	kind                  Kind
+	threshold             uint32
+	minSize               int64
+	block, alert, suspend bool
+	reason                string
+	st                    *ruleState
+}
+
+func (r *boundRule) matches(o *Observation) bool {
+	switch r.kind {
+	case KindMessage:
+		return o.Size >= r.minSize
+	case KindAuthFailure:
+		return r.cfg.Service == "" || r.cfg.Service == o.Service
+	}
+	return true
+}
+
+// setup is everything Reconfigure replaces, swapped atomically so Observe
+// takes no lock to read it.
+type setup struct {
+	rules   []config.Rule
+	bound   []*boundRule
+	byKind  [kindEnd][]*boundRule
+	trusted []netip.Prefix
+	allow   []netip.Prefix
+	v6bits  int
+	maxKeys int
+}
+
+func (s *setup) rule(name, typ string) *boundRule {
+	for _, r := range s.bound {
+		if r.cfg.Name == name && r.cfg.Type == typ {
+			return r
+		}
+	}
+	return nil
+}
+
+func (s *setup) trustedAddr(a netip.Addr) bool { return containsAddr(s.trusted, a) }
+
+func (s *setup) protected(a netip.Addr) bool {
+	return containsAddr(s.trusted, a) || containsAddr(s.allow, a)
+}
+
+func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
+	a = a.Unmap().WithZone("")
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// Engine counts observations, fires rules, and keeps events and blocks.
+type Engine struct {
+	clock    Clock
+	log      *slog.Logger
+	store    events.Store
+	metrics  *metrics.Metrics
+	onChange func(Change)
+	obs      [kindEnd]prometheus.Counter
+	hash     hasher
+
+	setup atomic.Pointer[setup]
+
+	blocks blockTable
+	gen    atomic.Uint64
+
+	susMu     sync.RWMutex
+	suspended map[string]int64 // account → until (unix ns)
+
+	evMu    sync.Mutex
+	tracked map[*activeEvent]struct{} // active, or ended and not yet written
+	nextID  atomic.Int64              // event IDs when there is no store
+
+	// houseMu serializes Tick and Reconfigure: event ownership (which
+	// ruleState holds an event) and sweep cursors change only under it.
+	houseMu sync.Mutex
+	// flushMu makes Flush single-flight so an event is inserted once.
+	flushMu sync.Mutex
+}
+
+// New builds an engine and loads what the store remembers: unexpired
+// blocks (blocks survive restarts) and active events, which go on counting
+// impact and end after a quiet window.
+func New(ctx context.Context, o Options) (*Engine, error) {
+	e := &Engine{
+		clock:     o.Clock,
+		log:       o.Logger,
+		store:     o.Store,
+		metrics:   o.Metrics,
+		onChange:  o.OnChange,
+		hash:      newHasher(),
+		suspended: make(map[string]int64),
+		tracked:   make(map[*activeEvent]struct{}),
+	}
+	if e.clock == nil {
+		e.clock = SystemClock{}
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	if e.metrics != nil {
+		for k := KindConnect; k < kindEnd; k++ {
+			e.obs[k] = e.metrics.Observations.WithLabelValues(k.String())
+		}
+	}
+	s, err := e.compile(o, nil)
+	if err != nil {
+		return nil, err
+	}
+	e.setup.Store(s)
+	e.blocks.init(s.v6bits)
+	if e.store != nil {
+		evs, err := e.restoreEvents(ctx, s)
+		if err != nil {
+			return nil, err
+		}
+		if err := e.loadBlocks(ctx, evs); err != nil {
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// compile validates o and binds its rules to counting state, reusing the
+// state of old rules with the same name, type and window.
+func (e *Engine) compile(o Options, old *setup) (*setup, error) {
+	s := &setup{
+		rules:   slices.Clone(o.Rules),
+		v6bits:  o.IPv6Prefix,
+		maxKeys: o.MaxKeys,
+	}
+	if s.v6bits == 0 {
+		s.v6bits = 64
+	}
+	if s.v6bits < 1 || s.v6bits > 128 {
+		return nil, fmt.Errorf("detect: ipv6_prefix %d out of range 1-128", s.v6bits)
+	}
+	if s.maxKeys == 0 {
+		s.maxKeys = defaultMaxKeys
+	}
+	if s.maxKeys < 0 {
+		return nil, fmt.Errorf("detect: max keys %d is negative", s.maxKeys)
+	}
+	for _, p := range o.Trusted {
+		s.trusted = append(s.trusted, p.Masked())
+	}
+	for _, p := range o.Allowlist {
+		s.allow = append(s.allow, p.Masked())
+	}
+	seen := make(map[string]bool)
+	for _, rc := range o.Rules {
+		if seen[rc.Name] {
+			return nil, fmt.Errorf("detect: rule %q: duplicate name", rc.Name)
+		}
+		seen[rc.Name] = true
+		k, ok := kindOf(rc.Type)
+		if !ok {
+			continue // counted elsewhere (outbound_queue, mail_server_down, org_down)
+		}
+		r, err := bindRule(rc, k)
+		if err != nil {
+			return nil, err
+		}
+		if old != nil {
+			// After an ipv6_prefix change the old IPv6 keys are never
+			// matched again and age out; IPv4 and account keys stay valid.
+			if or := old.rule(rc.Name, rc.Type); or != nil && or.st.window == int64(rc.Window) && or.st.maxKeys == s.maxKeys {
+				r.st = or.st
+			}
+		}
+		if r.st == nil {
+			r.st = newRuleState(rc.Name, rc.Type, int64(rc.Window), s.maxKeys, &e.hash)
+		}
+		s.bound = append(s.bound, r)
+		s.byKind[k] = append(s.byKind[k], r)
+	}
+	return s, nil
+}
+
+func bindRule(rc config.Rule, k Kind) (*boundRule, error) {
+	if rc.Window <= 0 {
+		return nil, fmt.Errorf("detect: rule %q: window must be positive", rc.Name)
+	}
+	if rc.Threshold < 1 {
+		return nil, fmt.Errorf("detect: rule %q: threshold must be at least 1", rc.Name)
+	}
+	r := &boundRule{cfg: rc, kind: k, threshold: uint32(min(rc.Threshold, 1<<31)), minSize: int64(rc.MinSize)}
+	for _, a := range rc.Actions {
+		switch a {
+		case "block":
+			r.block = true
+		case "alert", "notify":
+			r.alert = true
+		case "suspend":
+			r.suspend = true
+		default:
+			return nil, fmt.Errorf("detect: rule %q: unknown action %q", rc.Name, a)
+		}
+	}
+	if (r.block || r.suspend) && rc.BlockFor <= 0 {
+		return nil, fmt.Errorf("detect: rule %q: block_for must be positive", rc.Name)
+	}
+	noun := kinds[k].noun
+	if k == KindMessage && rc.MinSize > 0 {
+		noun = fmt.Sprintf("messages of at least %d bytes", rc.MinSize)
+	}
+	r.reason = fmt.Sprintf("%s: %d %s in %s", rc.Type, rc.Threshold, noun, rc.Window)
+	return r, nil
+}
+
+// Observe counts o against every rule of its kind and fires the rules whose
+// count reaches their threshold. It returns whether o.Addr is blocked after
+// the observation. The common path takes one shard lock per matching rule
+// and allocates nothing.
+func (e *Engine) Observe(o Observation) bool {
+	if o.Kind == 0 || o.Kind >= kindEnd {
+		return false
+	}
+	if c := e.obs[o.Kind]; c != nil {
+		c.Inc()
+	}
+	s := e.setup.Load()
+	if rules := s.byKind[o.Kind]; len(rules) > 0 {
+		e.count(s, rules, o)
+	}
+	return o.Addr.IsValid() && e.Blocked(o.Addr)
+}
+
+func (e *Engine) count(s *setup, rules []*boundRule, o Observation) {
+	var k key
+	if kinds[o.Kind].perAccount {
+		if o.Account == "" {
+			return
+		}
+		k = e.hash.account(o.Account)
+	} else {
+		if !o.Addr.IsValid() {
+			return
+		}
+		k = addrKey(o.Addr, s.v6bits)
+	}
+	h := e.hash.sum(k)
+	now := e.clock.Now()
+	ns := now.UnixNano()
+	for _, r := range rules {
+		if !r.matches(&o) {
+			continue
+		}
+		ev, fired, reached := r.st.observe(k, h, ns, r.threshold, o.Refused)
+		switch {
+		case fired:
+			e.fire(s, r, ev, o, now)
+		case reached && ev != nil && (r.block || r.suspend):
+			e.renew(s, r, ev, o, now)
+		}
+	}
+}
+
+// Reconfigure applies new rules, trusted networks, allowlist, IPv6 prefix
+// and MaxKeys. Blocks and active events are kept; counters are kept for
+// rules whose name, type and window (and MaxKeys) are unchanged. Store, Clock, Logger, Metrics and OnChange are fixed by New.
+func (e *Engine) Reconfigure(o Options) error {
+	e.houseMu.Lock()
+	defer e.houseMu.Unlock()
+	old := e.setup.Load()
+	s, err := e.compile(o, old)
+	if err != nil {
+		return err
+	}
+	kept := make(map[*ruleState]bool)
+	for _, r := range s.bound {
+		kept[r.st] = true
+	}
+	for _, or := range old.bound {
+		if kept[or.st] {
+			continue
+		}
+		// The rule changed or went away: its counters go, its events stay.
+		// An event moves to the rule of the same name and type if there is
+		// one; otherwise it has no owner and ends after a quiet window.
+		nr := s.rule(or.cfg.Name, or.cfg.Type)
+		for _, ev := range or.st.retire() {
+			ev.owner = nil
+			if nr != nil {
+				ev.mu.Lock()
+				ev.window = nr.st.window
+				ev.mu.Unlock()
+				nr.st.adopt(ev)
+			}
+		}
+	}
+	e.blocks.reclassify(s.v6bits)
+	e.setup.Store(s)
+	return nil
+}
+
+// Rules returns the rules in force.
+func (e *Engine) Rules() []config.Rule { return slices.Clone(e.setup.Load().rules) }
+
+// SourceKey returns the canonical source of addr: the IPv4 address, or the
+// IPv6 prefix of length ipv6_prefix ("2001:db8:1:2::/64").
+func (e *Engine) SourceKey(addr netip.Addr) string {
+	return canonical(sourcePrefix(addr, e.setup.Load().v6bits))
+}
+
+// Protected reports whether addr is trusted or allowlisted.
+func (e *Engine) Protected(addr netip.Addr) bool { return e.setup.Load().protected(addr) }
+
+// Trusted reports whether addr is in trusted_networks.
+func (e *Engine) Trusted(addr netip.Addr) bool { return e.setup.Load().trustedAddr(addr) }
+
+// Suspended reports whether a "suspend" action holds account.
+func (e *Engine) Suspended(account string) bool {
+	e.susMu.RLock()
+	until, ok := e.suspended[account]
+	e.susMu.RUnlock()
+	return ok && e.clock.Now().UnixNano() < until
+}
+
+func (e *Engine) suspend(account string, until int64) {
+	e.susMu.Lock()
+	e.suspended[account] = max(until, e.suspended[account])
+	e.susMu.Unlock()
+}
+
+func (e *Engine) expireSuspensions(now int64) {
+	e.susMu.Lock()
+	for a, until := range e.suspended {
+		if until <= now {
+			delete(e.suspended, a)
+		}
+	}
+	e.susMu.Unlock()
+}
+
+// trackedKeys returns how many keys each rule tracks (for tests and the
+// memory benchmark).
+func (e *Engine) trackedKeys() map[string]int {
+	m := make(map[string]int)
+	for _, r := range e.setup.Load().bound {
+		m[r.cfg.Name] = r.st.keys()
+	}
+	return m
+}
+
+func (e *Engine) emit(c Change) {
+	if e.onChange != nil {
+		e.onChange(c)
+	}
+}
+
+// Run calls Tick every second until ctx is done, then flushes once more.
+func (e *Engine) Run(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			if err := e.Flush(fctx); err != nil {
+				e.log.Error("detect: final flush", "err", err)
+			}
+			cancel()
+			return
+		case <-t.C:
+			e.Tick(ctx)
+		}
+	}
+}
+
+// Tick does the housekeeping at Clock.Now(): expires blocks and
+// suspensions, ends events quiet for one full window, drops stale counters
+// (bounded work per call) and flushes impact to the store.
+func (e *Engine) Tick(ctx context.Context) {
+	now := e.clock.Now()
+	ns := now.UnixNano()
+	expired := e.expireBlocks(ns)
+	e.expireSuspensions(ns)
+
+	e.houseMu.Lock()
+	ended := e.endQuiet(now)
+	for _, r := range e.setup.Load().bound {
+		r.st.sweep(ns, sweepBudget)
+	}
+	e.houseMu.Unlock()
+
+	for _, b := range expired {
+		e.deleteStoredBlock(ctx, b.Source)
+		e.log.Info("detect: block expired", "source", b.Source, "rule", b.Rule)
+		e.emit(Change{Type: ChangeBlockRemoved, Block: &b})
+	}
+	if err := e.Flush(ctx); err != nil {
+		e.log.Error("detect: flush", "err", err)
+	}
+	for _, ev := range ended {
+		rec := ev.record()
+		e.log.Info("detect: event ended", "id", rec.ID, "type", rec.Type, "rule", rec.Rule, "source", rec.Source, "impact", rec.Impact)
+		e.emit(Change{Type: ChangeEventEnded, Event: &rec})
+	}
+}

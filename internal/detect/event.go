@@ -1,0 +1,354 @@
+package detect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"mxguard/internal/events"
+)
+
+// activeEvent is the in-memory side of an event from the moment its rule
+// fires until it is ended and written to the store. Impact and activity
+// live here and reach the store in batches (Flush), not per refusal.
+type activeEvent struct {
+	key key
+	// owner is the rule state whose shard maps key to this event; nil
+	// after Reconfigure dropped the rule. Guarded by Engine.houseMu once
+	// the event is tracked.
+	owner *ruleState
+
+	// Set by observe/fire before the event is tracked, then read-only.
+	typ, rule, source, service string
+	started                    time.Time
+	detail                     map[string]any
+
+	mu      sync.Mutex
+	id      int64
+	window  int64 // quiet time that ends the event, ns
+	last    int64 // last counted observation or refusal, unix ns
+	impact  int64
+	actions []string
+	endedAt time.Time // zero while active
+	live    bool      // fire finished: inserted (or tried) and tracked
+	stored  bool      // the store has a row for the event
+	dirty   bool      // changed since the last store write
+}
+
+// touch records activity: a counted observation, or a refusal when refused.
+func (ev *activeEvent) touch(now int64, refused bool) {
+	ev.mu.Lock()
+	if ev.endedAt.IsZero() {
+		ev.last = max(ev.last, now)
+		if refused {
+			ev.impact++
+			ev.dirty = true
+		}
+	}
+	ev.mu.Unlock()
+}
+
+func (ev *activeEvent) addAction(a string) {
+	ev.mu.Lock()
+	if !slices.Contains(ev.actions, a) {
+		ev.actions = append(ev.actions, a)
+		slices.Sort(ev.actions)
+		ev.dirty = true
+	}
+	ev.mu.Unlock()
+}
+
+func (ev *activeEvent) record() events.Event {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	return ev.recordLocked()
+}
+
+func (ev *activeEvent) recordLocked() events.Event {
+	r := events.Event{
+		ID: ev.id, Type: ev.typ, Rule: ev.rule, Status: events.StatusActive,
+		StartedAt: ev.started, Source: ev.source, Service: ev.service,
+		Impact: ev.impact, Actions: slices.Clone(ev.actions), Detail: ev.detail,
+	}
+	if r.Actions == nil {
+		r.Actions = []string{}
+	}
+	if !ev.endedAt.IsZero() {
+		t := ev.endedAt
+		r.Status, r.EndedAt = events.StatusEnded, &t
+	}
+	return r
+}
+
+// fire completes an event that observe just created: it takes the rule's
+// actions, stores the event and reports it. The block is in force in
+// memory before the store is written, so the next Blocked call refuses.
+func (e *Engine) fire(s *setup, r *boundRule, ev *activeEvent, o Observation, now time.Time) {
+	ev.typ, ev.rule, ev.service, ev.started = r.cfg.Type, r.cfg.Name, o.Service, now
+	ev.detail = map[string]any{"threshold": r.cfg.Threshold, "window": r.cfg.Window.String()}
+	if kinds[r.kind].perAccount {
+		ev.source = o.Account
+	} else {
+		ev.source = canonical(sourcePrefix(o.Addr, s.v6bits))
+	}
+	if r.alert {
+		ev.addAction("alert")
+	}
+	var b *block
+	if r.block && o.Addr.IsValid() && !s.protected(o.Addr) {
+		// An existing block (manual, or of another event) is left alone;
+		// then this event took no block action of its own.
+		if b = e.autoBlock(sourcePrefix(o.Addr, s.v6bits), r, ev, now); b != nil {
+			ev.addAction("block")
+		}
+	}
+	if r.suspend && kinds[r.kind].perAccount {
+		e.suspend(o.Account, now.Add(r.cfg.BlockFor).UnixNano())
+		ev.addAction("suspend")
+	}
+
+	rec := ev.record()
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	stored := true
+	if e.store != nil {
+		if err := e.store.Insert(ctx, &rec); err != nil {
+			// Flush retries the insert; the block is in force regardless.
+			e.log.Error("detect: store event", "rule", rec.Rule, "source", rec.Source, "err", err)
+			stored = false
+		}
+	} else {
+		rec.ID = e.nextID.Add(1)
+	}
+	ev.mu.Lock()
+	ev.id, ev.stored, ev.live = rec.ID, stored, true
+	ev.mu.Unlock()
+	e.track(ev)
+	if e.metrics != nil {
+		e.metrics.Events.WithLabelValues(rec.Type).Inc()
+		e.metrics.EventsActive.WithLabelValues(rec.Type).Inc()
+	}
+
+	attrs := []any{"id", rec.ID, "type", rec.Type, "rule", rec.Rule, "source", rec.Source, "service", rec.Service, "actions", rec.Actions}
+	if r.alert {
+		e.log.Warn("detect: attack detected", attrs...)
+	} else {
+		e.log.Info("detect: attack detected", attrs...)
+	}
+	e.emit(Change{Type: ChangeEventStarted, Event: &rec})
+	if b != nil {
+		e.blockAdded(ctx, b)
+	}
+}
+
+// renew re-applies block and suspend while an event lasts: a source that
+// keeps attacking after its block expired (its refusals kept the event
+// active) is blocked again instead of going on unhindered.
+func (e *Engine) renew(s *setup, r *boundRule, ev *activeEvent, o Observation, now time.Time) {
+	ev.mu.Lock()
+	live := ev.live && ev.endedAt.IsZero()
+	ev.mu.Unlock()
+	if !live {
+		return // fire is still taking the actions
+	}
+	if r.block && o.Addr.IsValid() && !s.protected(o.Addr) && !e.Blocked(o.Addr) {
+		if b := e.autoBlock(sourcePrefix(o.Addr, s.v6bits), r, ev, now); b != nil {
+			ev.addAction("block")
+			ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+			e.blockAdded(ctx, b)
+			cancel()
+		}
+	}
+	if r.suspend && kinds[r.kind].perAccount && !e.Suspended(o.Account) {
+		e.suspend(o.Account, now.Add(r.cfg.BlockFor).UnixNano())
+		ev.addAction("suspend")
+	}
+}
+
+func (e *Engine) track(ev *activeEvent) {
+	e.evMu.Lock()
+	e.tracked[ev] = struct{}{}
+	e.evMu.Unlock()
+}
+
+func (e *Engine) trackedEvents() []*activeEvent {
+	e.evMu.Lock()
+	defer e.evMu.Unlock()
+	evs := make([]*activeEvent, 0, len(e.tracked))
+	for ev := range e.tracked {
+		evs = append(evs, ev)
+	}
+	return evs
+}
+
+// endQuiet ends every event quiet for one full window. Caller holds houseMu.
+func (e *Engine) endQuiet(now time.Time) []*activeEvent {
+	ns := now.UnixNano()
+	var ended []*activeEvent
+	for _, ev := range e.trackedEvents() {
+		if !ev.quiet(ns) {
+			continue
+		}
+		if st := ev.owner; st != nil {
+			// Under the shard lock no observation can touch the event
+			// between the check and the removal from the shard.
+			h := st.h.sum(ev.key)
+			sh := st.shard(h)
+			sh.mu.Lock()
+			if !ev.end(ns, now) {
+				sh.mu.Unlock()
+				continue
+			}
+			if sh.events[ev.key] == ev {
+				delete(sh.events, ev.key)
+			}
+			if c := sh.t.lookup(ev.key, h); c != nil {
+				c.flags &^= flagEvent
+			}
+			sh.mu.Unlock()
+		} else if !ev.end(ns, now) {
+			continue
+		}
+		ended = append(ended, ev)
+		if e.metrics != nil {
+			e.metrics.EventsActive.WithLabelValues(ev.typ).Dec()
+		}
+	}
+	return ended
+}
+
+func (ev *activeEvent) quiet(now int64) bool {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	return ev.live && ev.endedAt.IsZero() && now-ev.last >= ev.window
+}
+
+// end marks the event ended if it is still quiet.
+func (ev *activeEvent) end(ns int64, now time.Time) bool {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	if !ev.live || !ev.endedAt.IsZero() || ns-ev.last < ev.window {
+		return false
+	}
+	ev.endedAt = now
+	ev.dirty = true
+	return true
+}
+
+// Flush writes new, changed and ended events to the store. Impact is kept
+// in memory between flushes so a flood of refusals costs no writes.
+func (e *Engine) Flush(ctx context.Context) error {
+	e.flushMu.Lock()
+	defer e.flushMu.Unlock()
+	var errs []error
+	for _, ev := range e.trackedEvents() {
+		ev.mu.Lock()
+		write := e.store != nil && (ev.dirty || !ev.stored)
+		insert := !ev.stored
+		rec := ev.recordLocked()
+		ev.dirty = false
+		ev.mu.Unlock()
+		var err error
+		if write {
+			if insert {
+				err = e.store.Insert(ctx, &rec)
+			} else {
+				err = e.store.Update(ctx, rec)
+			}
+		}
+		ev.mu.Lock()
+		switch {
+		case err != nil:
+			ev.dirty = true
+			errs = append(errs, fmt.Errorf("detect: event %d (%s %s): %w", rec.ID, rec.Rule, rec.Source, err))
+		case insert && write:
+			ev.id, ev.stored = rec.ID, true
+		}
+		done := !ev.endedAt.IsZero() && !ev.dirty && ev.stored
+		ev.mu.Unlock()
+		if done {
+			e.evMu.Lock()
+			delete(e.tracked, ev)
+			e.evMu.Unlock()
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// restoreEvents takes over the events a previous run left active: they go
+// on collecting impact and end after a quiet window. An event whose rule
+// is gone is ended now. Events of types this engine does not count are
+// left alone. It returns the restored events by ID.
+func (e *Engine) restoreEvents(ctx context.Context, s *setup) (map[int64]*activeEvent, error) {
+	const page = 500
+	var all []events.Event
+	for off := 0; ; off += page {
+		res, err := e.store.Query(ctx, events.Query{Status: events.StatusActive, Sort: "started_at", Order: "asc", Limit: page, Offset: off})
+		if err != nil {
+			return nil, fmt.Errorf("detect: load active events: %w", err)
+		}
+		all = append(all, res.Events...)
+		if len(res.Events) < page {
+			break
+		}
+	}
+	now := e.clock.Now()
+	byID := make(map[int64]*activeEvent)
+	for _, rec := range all {
+		k, ok := kindOf(rec.Type)
+		if !ok {
+			continue
+		}
+		r := s.rule(rec.Rule, rec.Type)
+		var evKey key
+		if r != nil {
+			evKey, ok = e.sourceKey(k, rec.Source, s.v6bits)
+		}
+		if r == nil || !ok {
+			rec.Status, rec.EndedAt = events.StatusEnded, &now
+			if err := e.store.Update(ctx, rec); err != nil {
+				return nil, fmt.Errorf("detect: end orphaned event %d: %w", rec.ID, err)
+			}
+			continue
+		}
+		ev := &activeEvent{
+			key: evKey, typ: rec.Type, rule: rec.Rule, source: rec.Source, service: rec.Service,
+			started: rec.StartedAt, detail: rec.Detail,
+			id: rec.ID, window: r.st.window, last: now.UnixNano(), impact: rec.Impact,
+			actions: rec.Actions, live: true, stored: true,
+		}
+		r.st.adopt(ev)
+		e.track(ev)
+		byID[ev.id] = ev
+		if e.metrics != nil {
+			e.metrics.EventsActive.WithLabelValues(ev.typ).Inc()
+		}
+	}
+	return byID, nil
+}
+
+// sourceKey parses an event's canonical source back into its counting key.
+func (e *Engine) sourceKey(k Kind, source string, v6bits int) (key, bool) {
+	if kinds[k].perAccount {
+		return e.hash.account(source), source != ""
+	}
+	p, err := parseSource(source)
+	if err != nil {
+		return key{}, false
+	}
+	return addrKey(p.Addr(), v6bits), true
+}
+
+// sourcePrefix is the prefix a source address is counted and blocked as.
+func sourcePrefix(a netip.Addr, v6bits int) netip.Prefix {
+	a = a.Unmap().WithZone("")
+	if a.Is4() {
+		return netip.PrefixFrom(a, 32)
+	}
+	p, _ := a.Prefix(v6bits) // cannot fail: v6bits is validated, a is IPv6
+	return p
+}
