@@ -42,7 +42,8 @@ type conn struct {
 	outMu     sync.Mutex
 	out       []byte
 	closeNext bool        // a 421 was answered: close at the next read
-	dead      atomic.Bool // refused mid-session: drop further output
+	dead      atomic.Bool // final reply sent: drop further output
+	refused   atomic.Bool // refused mid-session because the source got blocked
 	protected bool
 	blockGen  uint64
 	counted   bool // holds a slot of max_connections
@@ -143,7 +144,30 @@ func (c *conn) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		// bufio hands a partial line to go-smtp as a whole line when a
+		// read times out mid-line; a slow client would then get its line
+		// split into commands and live forever. A timeout ends the
+		// session here (RFC 5321 §4.5.3.2: the server may close after
+		// its timeout, with 421).
+		c.final(&replyTimeout)
+	}
 	return n, err
+}
+
+var replyTimeout = pipeline.Reply{Code: 421, Enhanced: [3]int{4, 4, 2}, Text: "Error: timeout exceeded, closing connection"}
+
+// final sends a last reply directly and drops whatever go-smtp writes after.
+func (c *conn) final(r *pipeline.Reply) {
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	if c.dead.Load() {
+		return
+	}
+	c.out = append(c.out, formatReply(r)...)
+	c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	c.flushLocked()
+	c.dead.Store(true)
 }
 
 // blockedNow is cheap: the engine's block generation only changes when a
@@ -165,12 +189,8 @@ func (c *conn) blockedNow() bool {
 func (c *conn) refuseNow() {
 	c.srv.o.Detector.Refused(c.addr)
 	c.log().Info("source blocked during session")
-	r := pipeline.ReplyBlocked
-	c.outMu.Lock()
-	c.out = append(c.out[:0], formatReply(&r)...)
-	c.flushLocked()
-	c.dead.Store(true)
-	c.outMu.Unlock()
+	c.refused.Store(true)
+	c.final(&pipeline.ReplyBlocked)
 }
 
 // SetReadDeadline replaces go-smtp's per-command deadline with the
@@ -217,7 +237,7 @@ func (c *conn) Close() error {
 		c.release()
 		// A source refused mid-session, or blocked meanwhile, is already
 		// handled: its sessions add nothing to other rules.
-		if d := c.srv.o.Detector; d != nil && !c.sentMessage.Load() && !c.dead.Load() && (c.protected || !d.Blocked(c.addr)) {
+		if d := c.srv.o.Detector; d != nil && !c.sentMessage.Load() && !c.refused.Load() && (c.protected || !d.Blocked(c.addr)) {
 			d.Observe(detect.Observation{Kind: detect.KindBadSession, Addr: c.addr, Service: c.srv.o.Name})
 		}
 		c.log().Debug("disconnect", "message", c.sentMessage.Load(), "duration", time.Since(c.start).Round(time.Millisecond))

@@ -49,6 +49,11 @@ func readProxyHeader(r io.Reader) (src netip.AddrPort, ok bool, err error) {
 		}
 		return src, false, fmt.Errorf("%w: v1 line too long", ErrProxyHeader)
 	}
+	// Anything else must be the v2 signature; fail at once on a client
+	// that speaks SMTP instead of waiting for bytes that never come.
+	if !bytes.Equal(first[:5], proxyV2Sig[:5]) {
+		return src, false, fmt.Errorf("%w: no PROXY header", ErrProxyHeader)
+	}
 	if _, err := io.ReadFull(r, first[5:]); err != nil {
 		return src, false, fmt.Errorf("%w: %v", ErrProxyHeader, err)
 	}
