@@ -1,0 +1,149 @@
+package smtpd
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"mxguard/internal/checks"
+	"mxguard/internal/config"
+	"mxguard/internal/mailsink"
+	"mxguard/internal/metrics"
+	"mxguard/internal/pipeline"
+	"mxguard/internal/relay"
+	"mxguard/internal/testutil"
+)
+
+// startServer runs a bare Server (no detection engine) relaying to an
+// in-process sink, with an optional extra data check.
+func startServer(t testing.TB, extra pipeline.DataCheck) (string, *metrics.Metrics) {
+	t.Helper()
+	sink, err := mailsink.Start(context.Background(), mailsink.Options{Mailboxes: []string{"alice@example.test"}, MaxStored: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sink.Close() })
+	m := metrics.New()
+	chain := checks.Build(checks.Deps{Domains: []string{"example.test"}, Metrics: m})
+	if extra != nil {
+		chain.Data = append(chain.Data, extra)
+	}
+	rl := relay.New(relay.Options{Servers: []string{sink.Addr()}, Hostname: "mx.test"})
+	t.Cleanup(func() { rl.Close() })
+	srv := New(Options{Relay: rl, Metrics: m}, &Settings{
+		Hostname: "mx.test",
+		Limits:   config.Limits{MaxConnections: 100, MaxConnectionsPerSource: 50, MaxMessageSize: 1 << 20, MaxRecipients: 10},
+		Timeouts: config.Timeouts{Greeting: time.Second, Command: time.Second, Data: 2 * time.Second},
+		Chain:    chain,
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String(), m
+}
+
+// panicCheck crashes on a marker, standing in for any bug in a check.
+type panicCheck struct{}
+
+func (panicCheck) Name() string { return "panic" }
+func (panicCheck) CheckData(_ context.Context, _ *pipeline.Session, m *pipeline.Message) *pipeline.Reply {
+	if strings.Contains(string(m.Data), "X-Crash: yes") {
+		panic("check bug")
+	}
+	return nil
+}
+
+// TestPanicIsolated: a panic in one session answers 421 and closes that
+// session only; a concurrent session completes its transaction.
+func TestPanicIsolated(t *testing.T) {
+	addr, m := startServer(t, panicCheck{})
+	good := testutil.Dial(t, addr, testutil.DialOptions{LocalIP: "127.0.0.2"})
+	good.Expect(220)
+	good.Cmd("EHLO good.test", 250)
+	good.Cmd("MAIL FROM:<a@remote.test>", 250)
+	good.Cmd("RCPT TO:<alice@example.test>", 250)
+
+	bad := testutil.Dial(t, addr, testutil.DialOptions{LocalIP: "127.0.0.3"})
+	bad.Expect(220)
+	bad.Cmd("EHLO bad.test", 250)
+	bad.Cmd("MAIL FROM:<a@remote.test>", 250)
+	bad.Cmd("RCPT TO:<alice@example.test>", 250)
+	bad.Data("X-Crash: yes\r\n\r\nboom\r\n", 421)
+	bad.ExpectClosed()
+
+	good.Data("Subject: fine\r\n\r\nfine\r\n", 250)
+	if n := promtest.ToFloat64(m.Panics); n != 1 {
+		t.Errorf("panics counted = %v, want 1", n)
+	}
+}
+
+var replyLine = regexp.MustCompile(`^[2-5][0-9][0-9][ -]`)
+
+// FuzzSession feeds arbitrary client bytes to a real listener: every line
+// the server writes must be a well-formed reply, and the server must keep
+// serving other clients.
+func FuzzSession(f *testing.F) {
+	for _, s := range []string{
+		"EHLO a\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nSubject: x\r\n\r\nx\r\n.\r\nQUIT\r\n",
+		"HELO\r\nMAIL FROM:<>\r\nRCPT TO:<postmaster>\r\nRSET\r\nNOOP\r\nVRFY x\r\nQUIT\r\n",
+		"EHLO a\r\nMAIL FROM:<a@b> SIZE=99999999999\r\nRCPT TO:<x@elsewhere>\r\nBDAT 5 LAST\r\nhello",
+		"EHLO a\r\nAUTH PLAIN AGFAYg==\r\nSTARTTLS\r\n\x00\x01\xff\r\n",
+		"EHLO a\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n.\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	addr, _ := startServer(f, nil)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if len(in) > 64<<10 {
+			return
+		}
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		go func() {
+			conn.Write(in)
+			conn.(*net.TCPConn).CloseWrite()
+		}()
+		r := bufio.NewReader(conn)
+		first := true
+		for {
+			line, err := r.ReadString('\n')
+			if err == io.EOF || (err != nil && strings.Contains(err.Error(), "reset")) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("reading replies: %v", err)
+			}
+			if first && !strings.HasPrefix(line, "220 ") {
+				t.Fatalf("no greeting: %q", line)
+			}
+			first = false
+			if !replyLine.MatchString(line) {
+				t.Fatalf("malformed reply line %q", line)
+			}
+		}
+		// The server still serves a fresh client.
+		c2, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c2.Close()
+		c2.SetDeadline(time.Now().Add(5 * time.Second))
+		if l, err := bufio.NewReader(c2).ReadString('\n'); err != nil || !strings.HasPrefix(l, "220 ") {
+			t.Fatalf("server stopped serving: %q %v", l, err)
+		}
+	})
+}
