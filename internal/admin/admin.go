@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -114,7 +115,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusUnauthorized, "missing or invalid bearer token")
 		return
 	}
-	jw := &jsonErrors{ResponseWriter: w}
+	jw := &jsonErrors{ResponseWriter: w, r: r}
 	s.api.ServeHTTP(jw, r)
 	jw.finish()
 }
@@ -134,6 +135,7 @@ func (s *Server) tokenOK(given string) bool {
 // form of INTERFACE.md §5.
 type jsonErrors struct {
 	http.ResponseWriter
+	r      *http.Request
 	status int // non-zero once a text error is being captured
 	text   strings.Builder
 }
@@ -163,7 +165,12 @@ func (j *jsonErrors) finish() {
 	}
 	j.Header().Del("X-Content-Type-Options")
 	msg := strings.TrimSpace(j.text.String())
-	if msg == "" {
+	switch {
+	case j.status == http.StatusNotFound && msg == "404 page not found": // ServeMux's text
+		msg = "no such endpoint: " + j.r.URL.Path
+	case j.status == http.StatusMethodNotAllowed:
+		msg = fmt.Sprintf("method %s not allowed on %s (allowed: %s)", j.r.Method, j.r.URL.Path, j.Header().Get("Allow"))
+	case msg == "":
 		msg = strings.ToLower(http.StatusText(j.status))
 	}
 	WriteError(j.ResponseWriter, j.status, msg)

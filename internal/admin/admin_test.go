@@ -242,9 +242,13 @@ func TestEmptyTokenClosesAPI(t *testing.T) {
 
 func TestAPIRouting(t *testing.T) {
 	f := newFixture(t)
-	wantError(t, f.api(t, "GET", "/api/v1/nothing", ""), 404)
+	if msg := wantError(t, f.api(t, "GET", "/api/v1/nothing", ""), 404); msg != "no such endpoint: /api/v1/nothing" {
+		t.Errorf("404 text %q", msg)
+	}
 	r := f.api(t, "PUT", "/api/v1/events", "")
-	wantError(t, r, 405)
+	if msg := wantError(t, r, 405); !strings.HasPrefix(msg, "method PUT not allowed on /api/v1/events (allowed: GET") {
+		t.Errorf("405 text %q", msg)
+	}
 	if allow := r.header.Get("Allow"); !strings.Contains(allow, "GET") {
 		t.Errorf("405 Allow header %q lacks GET", allow)
 	}
@@ -351,6 +355,8 @@ func TestBlocks(t *testing.T) {
 		{"ipv6 prefix", `{"source":"2001:db8:9::/48"}`, 201, "2001:db8:9::/48", time.Hour},
 		{"bad json", `{"source":`, 400, "", 0},
 		{"wrong type", `{"source":"1.2.3.4","for":60}`, 400, "", 0},
+		{"trailing data", `{"source":"1.2.3.4"} {"source":"5.6.7.8"}`, 400, "", 0},
+		{"not an object", `["1.2.3.4"]`, 400, "", 0},
 		{"no source", `{"for":"1h"}`, 400, "", 0},
 		{"bad source", `{"source":"mail.example.com"}`, 400, "", 0},
 		{"bad duration", `{"source":"1.2.3.4","for":"1 hour"}`, 400, "", 0},
@@ -499,4 +505,28 @@ func TestHandleMountsAuthenticatedRoutes(t *testing.T) {
 		}
 	}()
 	f.srv.Handle("GET /servers", http.NotFoundHandler())
+}
+
+// FuzzAddBlock feeds arbitrary bodies to POST /api/v1/blocks: whatever a
+// client sends, the answer is 201 or a JSON 400, never a 500 or a panic.
+func FuzzAddBlock(f *testing.F) {
+	for _, seed := range []string{
+		`{"source":"203.0.113.9","for":"2h","reason":"x"}`, `{"source":"10.0.0.0/8"}`, `{"source":"::1/200"}`,
+		`{"source":"1.2.3.4","for":"-1h"}`, `{"for":60}`, `[]`, `null`, `{"source":"1.2.3.4"} trailing`, "",
+	} {
+		f.Add(seed)
+	}
+	s := New(Options{Engine: &fakeEngine{blocks: map[string]events.Block{}}, Token: testToken})
+	f.Fuzz(func(t *testing.T, body string) {
+		req := httptest.NewRequest("POST", "/api/v1/blocks", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, req)
+		if w.Code != 201 && w.Code != 400 {
+			t.Fatalf("body %q: status %d", body, w.Code)
+		}
+		if !json.Valid(w.Body.Bytes()) {
+			t.Fatalf("body %q: answer is not JSON: %q", body, w.Body)
+		}
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -269,6 +270,10 @@ func (s *Server) apiAddBlock(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 	if err := dec.Decode(&req); err != nil {
 		s.fail(w, r, badRequest("bad JSON body: %v", err))
+		return
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		s.fail(w, r, badRequest("bad JSON body: data after the object"))
 		return
 	}
 	b, err := s.addBlock(r.Context(), req.Source, req.For, req.Reason)

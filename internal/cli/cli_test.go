@@ -1,0 +1,232 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+)
+
+const token = "tok"
+
+// request is what the fake API saw.
+type request struct {
+	method, path, query, body string
+}
+
+// fakeAPI answers like the admin API of INTERFACE.md §5 with canned data
+// and records the requests, so tests check both sides of the contract.
+type fakeAPI struct {
+	url  string
+	mu   sync.Mutex
+	reqs []request
+}
+
+func newFakeAPI(t *testing.T) *fakeAPI {
+	f := &fakeAPI{}
+	mux := http.NewServeMux()
+	reply := func(status int, body string) http.HandlerFunc {
+		return func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			io.WriteString(w, body)
+		}
+	}
+	mux.Handle("GET /api/v1/events", reply(200, `{"total": 137, "events": [
+		{"id": 42, "type": "directory_harvest", "rule": "harvest", "status": "active", "started_at": "2026-11-25T10:00:00Z",
+		 "ended_at": null, "source": "203.0.113.7", "service": "smtp", "impact": 137, "actions": ["alert", "block"], "detail": {}},
+		{"id": 41, "type": "dos", "rule": "dos", "status": "ended", "started_at": "2026-11-25T08:00:00Z",
+		 "ended_at": "2026-11-25T09:00:00Z", "source": "198.51.100.1", "service": "", "impact": 5000, "actions": [], "detail": {}}]}`))
+	mux.Handle("GET /api/v1/blocks", reply(200, `{"blocks": [
+		{"source": "10.0.0.0/8", "reason": "abuse\tdesk", "rule": "", "event_id": 0, "created_at": "2026-11-25T10:00:00Z", "expires_at": "2026-11-25T11:00:00Z", "manual": true},
+		{"source": "203.0.113.7", "reason": "harvest", "rule": "harvest", "event_id": 42, "created_at": "2026-11-25T10:00:00Z", "expires_at": "2026-11-25T11:00:00Z", "manual": false}]}`))
+	mux.HandleFunc("POST /api/v1/blocks", func(w http.ResponseWriter, r *http.Request) {
+		var req map[string]string
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req["source"] == "bad" {
+			reply(400, `{"error": "bad source \"bad\": want an IP address or a CIDR"}`)(w, r)
+			return
+		}
+		reply(201, `{"source": "`+req["source"]+`", "reason": "`+req["reason"]+`", "created_at": "2026-11-25T10:00:00Z", "expires_at": "2026-11-25T11:00:00Z", "manual": true}`)(w, r)
+	})
+	mux.HandleFunc("DELETE /api/v1/blocks/{source...}", func(w http.ResponseWriter, r *http.Request) {
+		if r.PathValue("source") != "10.0.0.0/8" {
+			reply(404, `{"error": "no block for `+r.PathValue("source")+`"}`)(w, r)
+			return
+		}
+		w.WriteHeader(204)
+	})
+	mux.Handle("GET /api/v1/servers", reply(200, `{"servers": [
+		{"address": "127.0.0.1:2526", "role": "primary", "state": "up", "since": "2026-11-25T09:00:00Z", "last_error": ""},
+		{"address": "127.0.0.1:2527", "role": "failover", "state": "down", "since": "2026-11-25T09:30:00Z", "last_error": "dial tcp: connection refused"}]}`))
+	mux.Handle("GET /api/v1/spool", reply(200, `{"state": "spooling", "messages": 12, "bytes": 3456789, "max_bytes": 10737418240}`))
+	mux.Handle("POST /api/v1/spool/suspend", reply(200, `{"state": "suspended", "messages": 12, "bytes": 3456789, "max_bytes": 10737418240}`))
+	mux.Handle("POST /api/v1/spool/unspool", reply(500, "internal error\nsee the log\n"))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		f.mu.Lock()
+		f.reqs = append(f.reqs, request{r.Method, r.URL.EscapedPath(), r.URL.RawQuery, string(body)})
+		f.mu.Unlock()
+		if r.Header.Get("Authorization") != "Bearer "+token {
+			reply(401, `{"error": "missing or invalid bearer token"}`)(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	f.url = srv.URL
+	return f
+}
+
+func (f *fakeAPI) last() request {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.reqs) == 0 {
+		return request{}
+	}
+	return f.reqs[len(f.reqs)-1]
+}
+
+func TestCommands(t *testing.T) {
+	api := newFakeAPI(t)
+	conn := []string{"--api", api.url, "--token", token}
+	type cmdFunc func([]string, io.Writer, io.Writer) int
+	for _, tc := range []struct {
+		name   string
+		cmd    cmdFunc
+		args   []string
+		code   int
+		stdout []string // substrings, in order
+		stderr string   // substring; "" means stderr must be empty
+		req    request  // the last request, when the command sent one
+	}{
+		{name: "events table", cmd: Events, args: conn, code: 0,
+			stdout: []string{"ID  ", "TYPE", "STATUS", "SOURCE", "SERVICE", "STARTED", "ENDED", "IMPACT", "ACTIONS\n",
+				"42  directory_harvest  active  203.0.113.7   smtp", "2026-11-25T10:00:00Z  -  ", "137     alert,block\n",
+				"41  dos", "2026-11-25T09:00:00Z", "5000", "2 of 137 events\n"},
+			req: request{method: "GET", path: "/api/v1/events"}},
+		{name: "events filters", cmd: Events, code: 0,
+			args:   append([]string{"--type", "dos", "--source=198.51.100.1", "-min-impact", "10", "--status", "ended", "--since", "24h", "--sort", "impact", "--order", "asc", "--limit", "500", "--offset", "5"}, conn...),
+			stdout: []string{"2 of 137 events"},
+			req:    request{method: "GET", path: "/api/v1/events", query: "limit=500&min_impact=10&offset=5&order=asc&since=24h&sort=impact&source=198.51.100.1&status=ended&type=dos"}},
+		{name: "events json", cmd: Events, args: append([]string{"--json"}, conn...), code: 0,
+			stdout: []string{"{\n", `"total": 137`, `"ended_at": null`}},
+		{name: "events positional", cmd: Events, args: append([]string{"dos"}, conn...), code: 2, stderr: `unexpected argument "dos"`},
+		{name: "events bad number", cmd: Events, args: append([]string{"--limit", "many"}, conn...), code: 2, stderr: "usage: mxguard events"},
+		{name: "events unknown flag", cmd: Events, args: []string{"--colour"}, code: 2, stderr: "flag provided but not defined: -colour"},
+		{name: "events help", cmd: Events, args: []string{"-h"}, code: 0, stderr: "usage: mxguard events"},
+		{name: "events wrong token", cmd: Events, args: []string{"--api", api.url, "--token", "nope"}, code: 1,
+			stderr: "mxguard events: HTTP 401: missing or invalid bearer token (check --token or MXGUARD_TOKEN)\n"},
+
+		{name: "blocks list", cmd: Blocks, args: append([]string{"list"}, conn...), code: 0,
+			stdout: []string{"SOURCE", "EXPIRES", "REASON", "RULE", "EVENT", "CREATED", "MANUAL\n",
+				"10.0.0.0/8", "2026-11-25T11:00:00Z", "abuse desk", "yes\n", "203.0.113.7", "harvest", "42", "no\n", "2 blocks\n"}},
+		{name: "blocks flags first", cmd: Blocks, args: append(append([]string{}, conn...), "list", "--json"), code: 0,
+			stdout: []string{`"blocks": [`}},
+		{name: "blocks add flags after", cmd: Blocks, args: append([]string{"add", "192.0.2.1", "--for", "2h", "--reason", "manual test"}, conn...), code: 0,
+			stdout: []string{"blocked 192.0.2.1 until 2026-11-25T11:00:00Z\n"},
+			req:    request{method: "POST", path: "/api/v1/blocks", body: `{"for":"2h0m0s","reason":"manual test","source":"192.0.2.1"}`}},
+		{name: "blocks add flags before", cmd: Blocks, args: append([]string{"add", "--for", "30m", "10.0.0.0/8"}, conn...), code: 0,
+			stdout: []string{"blocked 10.0.0.0/8"},
+			req:    request{method: "POST", path: "/api/v1/blocks", body: `{"for":"30m0s","reason":"","source":"10.0.0.0/8"}`}},
+		{name: "blocks add default for", cmd: Blocks, args: append([]string{"add", "192.0.2.2"}, conn...), code: 0,
+			req: request{method: "POST", path: "/api/v1/blocks", body: `{"reason":"","source":"192.0.2.2"}`}},
+		{name: "blocks add after --", cmd: Blocks, args: append(append([]string{"add"}, conn...), "--", "192.0.2.3"), code: 0,
+			stdout: []string{"blocked 192.0.2.3"}},
+		{name: "blocks add refused", cmd: Blocks, args: append([]string{"add", "bad"}, conn...), code: 1,
+			stderr: "mxguard blocks add: HTTP 400: bad source \"bad\": want an IP address or a CIDR\n"},
+		{name: "blocks add no source", cmd: Blocks, args: append([]string{"add", "--for", "1h"}, conn...), code: 2, stderr: "missing SOURCE"},
+		{name: "blocks add two sources", cmd: Blocks, args: append([]string{"add", "1.2.3.4", "5.6.7.8"}, conn...), code: 2, stderr: `unexpected argument "5.6.7.8"`},
+		{name: "blocks add bad for", cmd: Blocks, args: append([]string{"add", "1.2.3.4", "--for", "soon"}, conn...), code: 2, stderr: "invalid value"},
+		{name: "blocks add zero for", cmd: Blocks, args: append([]string{"add", "1.2.3.4", "--for", "0s"}, conn...), code: 2, stderr: "--for must be positive"},
+		{name: "blocks remove cidr", cmd: Blocks, args: append([]string{"remove", "10.0.0.0/8"}, conn...), code: 0,
+			stdout: []string{"unblocked 10.0.0.0/8\n"}, req: request{method: "DELETE", path: "/api/v1/blocks/10.0.0.0%2F8"}},
+		{name: "blocks remove missing", cmd: Blocks, args: append([]string{"remove", "192.0.2.9"}, conn...), code: 1,
+			stderr: "mxguard blocks remove: HTTP 404: no block for 192.0.2.9\n"},
+		{name: "blocks no subcommand", cmd: Blocks, args: conn, code: 2, stderr: "missing subcommand"},
+		{name: "blocks unknown subcommand", cmd: Blocks, args: []string{"purge"}, code: 2, stderr: `unknown subcommand "purge"`},
+
+		{name: "servers", cmd: Servers, args: conn, code: 0,
+			stdout: []string{"ADDRESS", "ROLE", "STATE", "SINCE", "LAST ERROR\n", "127.0.0.1:2526  primary   up", "127.0.0.1:2527  failover  down",
+				"dial tcp: connection refused\n"}},
+		{name: "spool status", cmd: Spool, args: append([]string{"status"}, conn...), code: 0,
+			stdout: []string{"STATE", "MESSAGES", "SIZE", "MAX SIZE\n", "spooling", "12", "3.3 MiB", "10.0 GiB\n"},
+			req:    request{method: "GET", path: "/api/v1/spool"}},
+		{name: "spool suspend", cmd: Spool, args: append([]string{"suspend", "--json"}, conn...), code: 0,
+			stdout: []string{`"state": "suspended"`}, req: request{method: "POST", path: "/api/v1/spool/suspend"}},
+		{name: "spool server error is one line", cmd: Spool, args: append([]string{"unspool"}, conn...), code: 1,
+			stderr: "mxguard spool unspool: HTTP 500: internal error see the log\n"},
+		{name: "spool not mounted yet", cmd: Spool, args: append([]string{"resume"}, conn...), code: 1,
+			stderr: "mxguard spool resume: HTTP 404: 404 page not found\n"},
+		{name: "spool unknown", cmd: Spool, args: []string{"drain"}, code: 2, stderr: `unknown subcommand "drain"`},
+
+		{name: "unreachable", cmd: Servers, args: []string{"--api", "127.0.0.1:1"}, code: 1,
+			stderr: "mxguard servers: cannot reach http://127.0.0.1:1: dial tcp 127.0.0.1:1: connect: connection refused\n"},
+		{name: "version", cmd: Version, args: nil, code: 0, stdout: []string{"mxguard ", "module", "go  ", "go1.", "platform"}},
+		{name: "version json", cmd: Version, args: []string{"--json"}, code: 0, stdout: []string{`"module": "mxguard"`, `"go": "go1.`}},
+		{name: "version takes no api", cmd: Version, args: []string{"--api", "x"}, code: 2, stderr: "not defined: -api"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := api.last()
+			var stdout, stderr bytes.Buffer
+			code := tc.cmd(tc.args, &stdout, &stderr)
+			if code != tc.code {
+				t.Errorf("exit code %d, want %d\nstdout: %s\nstderr: %s", code, tc.code, stdout.String(), stderr.String())
+			}
+			out := stdout.String()
+			for _, want := range tc.stdout {
+				i := strings.Index(out, want)
+				if i < 0 {
+					t.Errorf("stdout lacks %q (in order):\n%s", want, stdout.String())
+					break
+				}
+				out = out[i+len(want):]
+			}
+			if tc.stderr == "" && stderr.Len() > 0 {
+				t.Errorf("unexpected stderr: %s", stderr.String())
+			}
+			if !strings.Contains(stderr.String(), tc.stderr) {
+				t.Errorf("stderr %q lacks %q", stderr.String(), tc.stderr)
+			}
+			if tc.code == 1 && strings.Count(stderr.String(), "\n") != 1 {
+				t.Errorf("operational error is not one line: %q", stderr.String())
+			}
+			if tc.req != (request{}) {
+				got := api.last()
+				if got == before {
+					t.Fatal("no request sent")
+				}
+				if got != tc.req {
+					t.Errorf("request %+v, want %+v", got, tc.req)
+				}
+			}
+		})
+	}
+}
+
+func TestEnvironment(t *testing.T) {
+	api := newFakeAPI(t)
+	t.Setenv("MXGUARD_API", api.url+"/")
+	t.Setenv("MXGUARD_TOKEN", token)
+	var stdout, stderr bytes.Buffer
+	if code := Events(nil, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	// A flag overrides the environment.
+	stdout.Reset()
+	if code := Events([]string{"--token", "other"}, &stdout, &stderr); code != 1 {
+		t.Errorf("--token did not override MXGUARD_TOKEN: exit %d", code)
+	}
+}
+
+func TestHumanBytes(t *testing.T) {
+	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536: "1.5 KiB", 10 << 30: "10.0 GiB", 3 << 40: "3.0 TiB"} {
+		if got := humanBytes(n); got != want {
+			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
