@@ -2,6 +2,7 @@ package admin
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -189,5 +190,26 @@ func TestConsolePages(t *testing.T) {
 	}
 	if csp := f.browser(t, "GET", "/rules", "").header.Get("Content-Security-Policy"); !strings.Contains(csp, "frame-ancestors 'none'") {
 		t.Errorf("CSP %q", csp)
+	}
+}
+
+// A token with characters a cookie cannot hold raw still logs in.
+func TestConsoleLoginOddToken(t *testing.T) {
+	const odd = `p@ss; word,"x"\`
+	s := New(Options{Engine: &fakeEngine{}, Token: odd})
+	req := httptest.NewRequest("POST", "/login", strings.NewReader(url.Values{"token": {odd}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	w := httptest.NewRecorder()
+	s.ServeHTTP(w, req)
+	cookies := w.Result().Cookies()
+	if w.Code != http.StatusSeeOther || len(cookies) != 1 {
+		t.Fatalf("login: %d, cookies %v", w.Code, cookies)
+	}
+	req = httptest.NewRequest("GET", "/rules", nil)
+	req.AddCookie(cookies[0])
+	w = httptest.NewRecorder()
+	s.ServeHTTP(w, req)
+	if w.Code != 200 {
+		t.Errorf("rules with the login cookie: %d", w.Code)
 	}
 }
