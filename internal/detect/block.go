@@ -33,23 +33,34 @@ func (b *block) record() events.Block {
 	return r
 }
 
-// blockTable finds the block covering an address with at most three map
-// lookups: the IPv4 address, the IPv6 source prefix, the IPv6 address
-// (manual /128), then a scan of the other (manual CIDR) blocks, which are
-// few.
+// blockTable finds the block covering an address with at most two map
+// lookups (IPv4: the address; IPv6: the source prefix, then the address
+// for manual /128 blocks) and a scan of the other manual CIDR blocks,
+// which are few.
 type blockTable struct {
 	mu     sync.RWMutex
 	v6bits int
-	exact  map[netip.Prefix]*block
+	exact  map[blockKey]*block
 	cidrs  []*block
 	// n counts blocks so Blocked skips the lock and clock entirely when
 	// nothing is blocked, the normal state.
 	n atomic.Int64
 }
 
+// blockKey is a pointer-free map key (netip.Prefix holds a zone handle),
+// so lookups hash 24 plain bytes.
+type blockKey struct {
+	k    key
+	bits uint8
+}
+
+func prefixKey(p netip.Prefix) blockKey {
+	return blockKey{addrKey(p.Addr(), 128), uint8(p.Bits())}
+}
+
 func (t *blockTable) init(v6bits int) {
 	t.v6bits = v6bits
-	t.exact = make(map[netip.Prefix]*block)
+	t.exact = make(map[blockKey]*block)
 }
 
 func (t *blockTable) isExact(p netip.Prefix) bool {
@@ -61,16 +72,14 @@ func (t *blockTable) find(a netip.Addr, now int64) *block {
 	a = a.Unmap().WithZone("")
 	live := func(b *block) bool { return b != nil && now < b.expires }
 	if a.Is4() {
-		if b := t.exact[netip.PrefixFrom(a, 32)]; live(b) {
+		if b := t.exact[blockKey{addrKey(a, 128), 32}]; live(b) {
 			return b
 		}
 	} else if a.Is6() {
-		if p, err := a.Prefix(t.v6bits); err == nil {
-			if b := t.exact[p]; live(b) {
-				return b
-			}
+		if b := t.exact[blockKey{addrKey(a, t.v6bits), uint8(t.v6bits)}]; live(b) {
+			return b
 		}
-		if b := t.exact[netip.PrefixFrom(a, 128)]; live(b) {
+		if b := t.exact[blockKey{addrKey(a, 128), 128}]; live(b) {
 			return b
 		}
 	}
@@ -85,7 +94,7 @@ func (t *blockTable) find(a netip.Addr, now int64) *block {
 // get returns the block of exactly p, expired or not. Caller holds mu.
 func (t *blockTable) get(p netip.Prefix) *block {
 	if t.isExact(p) {
-		return t.exact[p]
+		return t.exact[prefixKey(p)]
 	}
 	for _, b := range t.cidrs {
 		if b.prefix == p {
@@ -113,7 +122,7 @@ func (t *blockTable) put(b *block) {
 		t.n.Add(-1)
 	}
 	if t.isExact(b.prefix) {
-		t.exact[b.prefix] = b
+		t.exact[prefixKey(b.prefix)] = b
 	} else {
 		t.cidrs = append(t.cidrs, b)
 	}
@@ -123,9 +132,9 @@ func (t *blockTable) put(b *block) {
 // remove deletes the block of exactly p. Caller holds mu.
 func (t *blockTable) remove(p netip.Prefix) *block {
 	if t.isExact(p) {
-		b := t.exact[p]
+		b := t.exact[prefixKey(p)]
 		if b != nil {
-			delete(t.exact, p)
+			delete(t.exact, prefixKey(p))
 		}
 		return b
 	}
@@ -156,7 +165,7 @@ func (t *blockTable) reclassify(v6bits int) {
 	}
 	bs := t.all()
 	t.v6bits = v6bits
-	t.exact = make(map[netip.Prefix]*block, len(bs))
+	t.exact = make(map[blockKey]*block, len(bs))
 	t.cidrs = nil
 	t.n.Store(0)
 	for _, b := range bs {
@@ -171,7 +180,7 @@ func (e *Engine) Blocked(addr netip.Addr) bool {
 	if e.blocks.n.Load() == 0 {
 		return false
 	}
-	now := e.clock.Now().UnixNano()
+	now := e.nowNano()
 	e.blocks.mu.RLock()
 	b := e.blocks.find(addr, now)
 	e.blocks.mu.RUnlock()
@@ -189,7 +198,7 @@ func (e *Engine) Refused(addr netip.Addr) {
 	if e.blocks.n.Load() == 0 {
 		return
 	}
-	now := e.clock.Now().UnixNano()
+	now := e.nowNano()
 	e.blocks.mu.RLock()
 	b := e.blocks.find(addr, now)
 	e.blocks.mu.RUnlock()

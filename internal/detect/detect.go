@@ -145,6 +145,7 @@ const (
 	storeTimeout = 5 * time.Second
 	// sweepBudget is how many counters per rule Tick inspects for expiry.
 	sweepBudget = 4096
+	coarseStep  = 10 * time.Millisecond
 )
 
 // boundRule is a rule as compiled for the Observe path; immutable.
@@ -214,6 +215,12 @@ type Engine struct {
 	onChange func(Change)
 	obs      [kindEnd]prometheus.Counter
 	hash     hasher
+	// coarse is the system time in unix ns, refreshed every coarseStep by
+	// Run, or 0. Reading the clock costs as much as the rest of an
+	// observation (two vDSO calls, far more in some VMs); counting slots
+	// of window/16 does not need better than 10ms.
+	coarse   atomic.Int64
+	sysClock bool
 
 	setup atomic.Pointer[setup]
 
@@ -251,6 +258,7 @@ func New(ctx context.Context, o Options) (*Engine, error) {
 	if e.clock == nil {
 		e.clock = SystemClock{}
 	}
+	_, e.sysClock = e.clock.(SystemClock)
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
@@ -396,18 +404,17 @@ func (e *Engine) count(s *setup, rules []*boundRule, o Observation) {
 		k = addrKey(o.Addr, s.v6bits)
 	}
 	h := e.hash.sum(k)
-	now := e.clock.Now()
-	ns := now.UnixNano()
+	now := e.nowNano()
 	for _, r := range rules {
 		if !r.matches(&o) {
 			continue
 		}
-		ev, fired, reached := r.st.observe(k, h, ns, r.threshold, o.Refused)
+		ev, fired, reached := r.st.observe(k, h, now, r.threshold, o.Refused)
 		switch {
 		case fired:
-			e.fire(s, r, ev, o, now)
+			e.fire(s, r, ev, o)
 		case reached && ev != nil && (r.block || r.suspend):
-			e.renew(s, r, ev, o, now)
+			e.renew(s, r, ev, o)
 		}
 	}
 }
@@ -470,7 +477,7 @@ func (e *Engine) Suspended(account string) bool {
 	e.susMu.RLock()
 	until, ok := e.suspended[account]
 	e.susMu.RUnlock()
-	return ok && e.clock.Now().UnixNano() < until
+	return ok && e.nowNano() < until
 }
 
 func (e *Engine) suspend(account string, until int64) {
@@ -505,8 +512,25 @@ func (e *Engine) emit(c Change) {
 	}
 }
 
+// nowNano is the time on the hot paths: the coarse clock while Run keeps
+// it, the Clock otherwise (always, with an injected clock).
+func (e *Engine) nowNano() int64 {
+	if c := e.coarse.Load(); c != 0 {
+		return c
+	}
+	return e.clock.Now().UnixNano()
+}
+
 // Run calls Tick every second until ctx is done, then flushes once more.
+// With the system clock it also keeps the coarse clock of the hot paths.
 func (e *Engine) Run(ctx context.Context) {
+	if e.sysClock {
+		var wg sync.WaitGroup
+		cctx, stop := context.WithCancel(ctx)
+		wg.Go(func() { e.runCoarseClock(cctx) })
+		defer wg.Wait()
+		defer stop()
+	}
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -520,6 +544,23 @@ func (e *Engine) Run(ctx context.Context) {
 			return
 		case <-t.C:
 			e.Tick(ctx)
+		}
+	}
+}
+
+// runCoarseClock refreshes e.coarse in its own goroutine so a slow Tick
+// (store writes) never freezes the time Observe sees.
+func (e *Engine) runCoarseClock(ctx context.Context) {
+	t := time.NewTicker(coarseStep)
+	defer t.Stop()
+	e.coarse.Store(time.Now().UnixNano())
+	defer e.coarse.Store(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			e.coarse.Store(now.UnixNano())
 		}
 	}
 }

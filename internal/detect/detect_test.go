@@ -933,3 +933,31 @@ func TestUnhandledRuleTypesKept(t *testing.T) {
 		t.Errorf("Rules() = %+v", got)
 	}
 }
+
+// Run keeps the coarse clock while it runs and flushes impact when it stops.
+func TestRunFlushesOnStop(t *testing.T) {
+	store := newMemStore()
+	e, err := New(context.Background(), Options{Store: store, Rules: []config.Rule{rule("d", "dos", time.Minute, 1, "block")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.Run(ctx); close(done) }()
+	src := addr("192.0.2.1")
+	if !e.Observe(Observation{Kind: KindConnect, Addr: src}) {
+		t.Fatal("not blocked")
+	}
+	for range 5 {
+		e.Refused(src)
+	}
+	cancel()
+	<-done
+	if e.coarse.Load() != 0 {
+		t.Error("coarse clock left running after Run returned")
+	}
+	evs := store.events()
+	if len(evs) != 1 || evs[0].Impact != 5 {
+		t.Errorf("events after Run stopped = %+v, want one with impact 5", evs)
+	}
+}

@@ -87,7 +87,8 @@ func (ev *activeEvent) recordLocked() events.Event {
 // fire completes an event that observe just created: it takes the rule's
 // actions, stores the event and reports it. The block is in force in
 // memory before the store is written, so the next Blocked call refuses.
-func (e *Engine) fire(s *setup, r *boundRule, ev *activeEvent, o Observation, now time.Time) {
+func (e *Engine) fire(s *setup, r *boundRule, ev *activeEvent, o Observation) {
+	now := e.clock.Now()
 	ev.typ, ev.rule, ev.service, ev.started = r.cfg.Type, r.cfg.Name, o.Service, now
 	ev.detail = map[string]any{"threshold": r.cfg.Threshold, "window": r.cfg.Window.String()}
 	if kinds[r.kind].perAccount {
@@ -148,15 +149,15 @@ func (e *Engine) fire(s *setup, r *boundRule, ev *activeEvent, o Observation, no
 // renew re-applies block and suspend while an event lasts: a source that
 // keeps attacking after its block expired (its refusals kept the event
 // active) is blocked again instead of going on unhindered.
-func (e *Engine) renew(s *setup, r *boundRule, ev *activeEvent, o Observation, now time.Time) {
+func (e *Engine) renew(s *setup, r *boundRule, ev *activeEvent, o Observation) {
 	ev.mu.Lock()
 	live := ev.live && ev.endedAt.IsZero()
 	ev.mu.Unlock()
 	if !live {
 		return // fire is still taking the actions
 	}
-	if r.block && o.Addr.IsValid() && !s.protected(o.Addr) && !e.Blocked(o.Addr) {
-		if b := e.autoBlock(sourcePrefix(o.Addr, s.v6bits), r, ev, now); b != nil {
+	if r.block && o.Addr.IsValid() && !e.Blocked(o.Addr) && !s.protected(o.Addr) {
+		if b := e.autoBlock(sourcePrefix(o.Addr, s.v6bits), r, ev, e.clock.Now()); b != nil {
 			ev.addAction("block")
 			ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 			e.blockAdded(ctx, b)
@@ -164,7 +165,7 @@ func (e *Engine) renew(s *setup, r *boundRule, ev *activeEvent, o Observation, n
 		}
 	}
 	if r.suspend && kinds[r.kind].perAccount && !e.Suspended(o.Account) {
-		e.suspend(o.Account, now.Add(r.cfg.BlockFor).UnixNano())
+		e.suspend(o.Account, e.clock.Now().Add(r.cfg.BlockFor).UnixNano())
 		ev.addAction("suspend")
 	}
 }

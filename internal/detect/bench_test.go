@@ -1,0 +1,182 @@
+package detect
+
+import (
+	"context"
+	"net/netip"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"mxguard/internal/config"
+)
+
+// benchRules is a realistic rule set: one rule per source kind the SMTP
+// listener reports, thresholds high enough that benchmarks measure
+// counting, not firing.
+func benchEngine(b *testing.B, maxKeys int) *Engine {
+	b.Helper()
+	e, err := New(context.Background(), Options{
+		MaxKeys: maxKeys,
+		Rules: []config.Rule{
+			rule("dos", "dos", time.Minute, 1<<30, "block"),
+			rule("harvest", "directory_harvest", 10*time.Minute, 1<<30, "block"),
+		},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	startRun(b, e)
+	return e
+}
+
+// startRun runs the engine as the gateway does, so the hot paths use the
+// coarse clock.
+func startRun(b *testing.B, e *Engine) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.Run(ctx); close(done) }()
+	b.Cleanup(func() { cancel(); <-done })
+	for e.coarse.Load() == 0 {
+		runtime.Gosched()
+	}
+}
+
+func v4(i uint32) netip.Addr {
+	return netip.AddrFrom4([4]byte{byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)})
+}
+
+func BenchmarkObserve(b *testing.B) {
+	b.Run("same_key", func(b *testing.B) {
+		e := benchEngine(b, 0)
+		o := Observation{Kind: KindConnect, Addr: addr("203.0.113.7"), Service: "smtp"}
+		b.ReportAllocs()
+		for b.Loop() {
+			e.Observe(o)
+		}
+	})
+	b.Run("many_keys", func(b *testing.B) {
+		// 64k sources: the working set fits the table, as in a busy MX.
+		e := benchEngine(b, 0)
+		addrs := make([]netip.Addr, 1<<16)
+		for i := range addrs {
+			addrs[i] = v4(0x0a000000 + uint32(i)*2654435761)
+		}
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			e.Observe(Observation{Kind: KindConnect, Addr: addrs[i&(len(addrs)-1)], Service: "smtp"})
+			i++
+		}
+	})
+	b.Run("ipv6", func(b *testing.B) {
+		e := benchEngine(b, 0)
+		o := Observation{Kind: KindConnect, Addr: addr("2001:db8:1:2::7"), Service: "smtp"}
+		b.ReportAllocs()
+		for b.Loop() {
+			e.Observe(o)
+		}
+	})
+	b.Run("while_blocked", func(b *testing.B) {
+		// Observations from a source that already has an event and a block.
+		e, err := New(context.Background(), Options{Rules: []config.Rule{rule("h", "directory_harvest", time.Minute, 1, "block")}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		startRun(b, e)
+		o := Observation{Kind: KindUnknownRecipient, Addr: addr("203.0.113.7"), Refused: true}
+		e.Observe(o)
+		b.ReportAllocs()
+		for b.Loop() {
+			e.Observe(o)
+		}
+	})
+}
+
+func BenchmarkObserveParallel(b *testing.B) {
+	e := benchEngine(b, 0)
+	var seq atomic.Uint32
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		base := seq.Add(1) << 20
+		i := uint32(0)
+		for pb.Next() {
+			e.Observe(Observation{Kind: KindConnect, Addr: v4(base + i&0xffff), Service: "smtp"})
+			i++
+		}
+	})
+}
+
+func BenchmarkBlocked(b *testing.B) {
+	for _, tt := range []struct {
+		name   string
+		blocks int
+		cidrs  int
+	}{
+		{"no_blocks", 0, 0},
+		{"10k_blocks", 10_000, 0},
+		{"10k_blocks_10_cidrs", 10_000, 10},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			e := benchEngine(b, 0)
+			ctx := context.Background()
+			for i := range tt.blocks {
+				if _, err := e.AddBlock(ctx, v4(0xc6000000+uint32(i)).String(), time.Hour, ""); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for i := range tt.cidrs {
+				if _, err := e.AddBlock(ctx, netip.PrefixFrom(v4(0x64000000+uint32(i)<<8), 24).String(), time.Hour, ""); err != nil {
+					b.Fatal(err)
+				}
+			}
+			hit, miss := v4(0xc6000000+7), addr("203.0.113.7")
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if i&1 == 0 {
+					e.Blocked(hit)
+				} else {
+					e.Blocked(miss)
+				}
+				i++
+			}
+		})
+	}
+}
+
+// BenchmarkDistinctSourcesFlood feeds 1M distinct sources (one Observe
+// each) to an engine with one rule at the default MaxKeys and reports the
+// heap held per tracked key.
+func BenchmarkDistinctSourcesFlood(b *testing.B) {
+	const sources = 1 << 20
+	for b.Loop() {
+		b.StopTimer()
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		e, err := New(context.Background(), Options{Rules: []config.Rule{rule("dos", "dos", time.Minute, 1<<30, "block")}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { e.Run(ctx); close(done) }()
+		b.StartTimer()
+		start := time.Now()
+		for i := range uint32(sources) {
+			e.Observe(Observation{Kind: KindConnect, Addr: v4(0x0a000000 + i*2654435761)})
+		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		keys := e.trackedKeys()["dos"]
+		b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/float64(keys), "bytes/key")
+		b.ReportMetric(float64(elapsed.Nanoseconds())/sources, "ns/obs")
+		b.ReportMetric(float64(keys), "keys")
+		cancel()
+		<-done
+		b.StartTimer()
+	}
+}
