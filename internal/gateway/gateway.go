@@ -115,7 +115,7 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (g *Gateway, err 
 		Version: o.Version,
 	})
 
-	if g.smtpLn, err = net.Listen("tcp", cfg.Listen.SMTP); err != nil {
+	if g.smtpLn, err = smtpd.Listen(ctx, cfg.Listen.SMTP); err != nil {
 		return nil, fmt.Errorf("listen smtp: %w", err)
 	}
 	if cfg.Listen.Admin != "" {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/netip"
 	"regexp"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"mxguard/internal/checks"
 	"mxguard/internal/config"
+	"mxguard/internal/detect"
 	"mxguard/internal/mailsink"
 	"mxguard/internal/metrics"
 	"mxguard/internal/pipeline"
@@ -146,4 +148,49 @@ func FuzzSession(f *testing.F) {
 			t.Fatalf("server stopped serving: %q %v", l, err)
 		}
 	})
+}
+
+// blockAll is a Detector that blocks every source.
+type blockAll struct{}
+
+func (blockAll) Observe(detect.Observation) bool { return true }
+func (blockAll) Blocked(netip.Addr) bool         { return true }
+func (blockAll) BlockGeneration() uint64         { return 1 }
+func (blockAll) Refused(netip.Addr)              {}
+
+// BenchmarkRefuseBlocked measures how fast a blocked source is refused at
+// connect (connect, read the 421, see the close), the target being
+// 20,000 connections per second (DESIGN.md).
+func BenchmarkRefuseBlocked(b *testing.B) {
+	m := metrics.New()
+	srv := New(Options{Detector: blockAll{}, Metrics: m}, &Settings{
+		Hostname: "mx.test",
+		Limits:   config.Limits{MaxConnections: 10000, MaxConnectionsPerSource: 10000, MaxMessageSize: 1 << 20, MaxRecipients: 10},
+		Timeouts: config.Timeouts{Greeting: time.Second, Command: time.Second, Data: time.Second},
+		Chain:    checks.Build(checks.Deps{Domains: []string{"example.test"}, Blocker: blockAll{}, Metrics: m}),
+	})
+	ln, err := Listen(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	addr := ln.Addr().String()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		buf := make([]byte, 128)
+		for pb.Next() {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			n, _ := io.ReadAtLeast(c, buf, 4)
+			if string(buf[:4]) != "421 " {
+				b.Errorf("got %q", buf[:n])
+			}
+			c.Close()
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "conn/s")
 }
