@@ -1,6 +1,14 @@
 // Package config defines the mxguard YAML configuration (INTERFACE.md §2),
 // its defaults, and its validation. Load reports every error at once as
 // "FILE:LINE: message (hint)".
+//
+// testdata/full.yaml shows every key. Beyond INTERFACE.md: a key written
+// with no value ("hostname:") keeps its default, except a list, which
+// becomes empty ("rules:" = no rules); relative file names (token_file,
+// users_file, key_file, cert_file, queue dir:) are resolved against the
+// config file's directory and stored resolved; data_dir is left as
+// written (relative to the working directory); admin.token_file is read
+// into Admin.Token.
 package config
 
 import (

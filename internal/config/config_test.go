@@ -1,0 +1,588 @@
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden")
+
+// minimal is the smallest valid file: the two keys without a default.
+const minimal = `domains: [example.test]
+delivery:
+  servers: [{address: 127.0.0.1:2526}]
+`
+
+func mustParse(t *testing.T, yaml string) *Config {
+	t.Helper()
+	c, err := Parse("t.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatalf("Parse:\n%v", err)
+	}
+	return c
+}
+
+// errorLines parses yaml and returns its errors as check-config prints them.
+func errorLines(t *testing.T, yaml string) []string {
+	t.Helper()
+	c, err := Parse("t.yaml", []byte(yaml))
+	if err == nil {
+		t.Fatalf("Parse accepted:\n%s", yaml)
+	}
+	if c != nil {
+		t.Errorf("Parse returned a config with an error")
+	}
+	var es Errors
+	if !errors.As(err, &es) {
+		t.Fatalf("error is %T, want Errors", err)
+	}
+	return strings.Split(es.Error(), "\n")
+}
+
+func TestDefaults(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil {
+		t.Skip("no host name on this machine")
+	}
+	got := mustParse(t, minimal)
+	want := &Config{
+		Hostname:        host,
+		Domains:         []string{"example.test"},
+		Listen:          Listen{SMTP: "127.0.0.1:2525", Admin: "127.0.0.1:8025"},
+		DataDir:         "./var",
+		TrustedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+		IPv6Prefix:      64,
+		Delivery: Delivery{
+			Servers:       []Server{{Address: "127.0.0.1:2526", Role: "primary"}},
+			CheckInterval: 5 * time.Second,
+			DownAfter:     3,
+		},
+		Spool:    Spool{Delay: 5 * time.Minute, MaxSize: 10 << 30, UnspoolRate: 50, AutoUnspool: true},
+		Storage:  Storage{Driver: "sqlite"},
+		Limits:   Limits{MaxConnections: 2000, MaxConnectionsPerSource: 20, MaxMessageSize: 50 << 20, MaxRecipients: 100},
+		Timeouts: Timeouts{Greeting: 30 * time.Second, Command: 5 * time.Minute, Data: 10 * time.Minute},
+		Content:  Content{BlockedAttachments: []string{"exe", "scr", "pif", "com", "bat", "cmd", "vbs", "js", "jar", "msi"}},
+		File:     "t.yaml",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("defaults:\n got %+v\nwant %+v", got, want)
+	}
+	if got.Rules != nil {
+		t.Errorf("Rules = %v, want nil when the key is absent", got.Rules)
+	}
+}
+
+// TestExplicitEmpty checks that a key given as [] or false is kept and not
+// replaced by its default.
+func TestExplicitEmpty(t *testing.T) {
+	c := mustParse(t, minimal+`trusted_networks: []
+content: {blocked_attachments: []}
+spool: {auto_unspool: false, delay: 0}
+listen: {admin: ""}
+rules: []
+`)
+	if c.TrustedNetworks == nil || len(c.TrustedNetworks) != 0 {
+		t.Errorf("TrustedNetworks = %#v, want empty", c.TrustedNetworks)
+	}
+	if len(c.Content.BlockedAttachments) != 0 {
+		t.Errorf("BlockedAttachments = %v, want empty", c.Content.BlockedAttachments)
+	}
+	if c.Spool.AutoUnspool || c.Spool.Delay != 0 {
+		t.Errorf("Spool = %+v, want auto_unspool false and delay 0", c.Spool)
+	}
+	if c.Listen.Admin != "" {
+		t.Errorf("Listen.Admin = %q, want off", c.Listen.Admin)
+	}
+	if c.Rules == nil || len(c.Rules) != 0 || len(c.EffectiveRules()) != 0 {
+		t.Errorf("rules: [] gave Rules %#v, EffectiveRules %v; want none", c.Rules, c.EffectiveRules())
+	}
+}
+
+func TestNormalization(t *testing.T) {
+	c := mustParse(t, `hostname: MX.Example.TEST
+domains: [Example.TEST., example.org]
+trusted_networks: [10.1.2.3/8, 192.0.2.7, "2001:DB8::1", "2001:db8:1:2:3::/64"]
+content: {blocked_attachments: [.EXE, exe, Js]}
+delivery:
+  servers:
+    - {address: "[::1]:2526", role: PRIMARY}
+    - address: 127.0.0.1:2527
+      role: failover
+`)
+	if want := []string{"example.test", "example.org"}; !slices.Equal(c.Domains, want) {
+		t.Errorf("Domains = %v, want %v", c.Domains, want)
+	}
+	wantNets := []netip.Prefix{
+		netip.MustParsePrefix("10.0.0.0/8"),
+		netip.MustParsePrefix("192.0.2.7/32"),
+		netip.MustParsePrefix("2001:db8::1/128"),
+		netip.MustParsePrefix("2001:db8:1:2::/64"),
+	}
+	if !slices.Equal(c.TrustedNetworks, wantNets) {
+		t.Errorf("TrustedNetworks = %v, want %v", c.TrustedNetworks, wantNets)
+	}
+	if want := []string{"exe", "js"}; !slices.Equal(c.Content.BlockedAttachments, want) {
+		t.Errorf("BlockedAttachments = %v, want %v", c.Content.BlockedAttachments, want)
+	}
+	if c.Delivery.Servers[0].Role != "primary" || c.Delivery.Servers[1].Role != "failover" {
+		t.Errorf("Servers = %+v", c.Delivery.Servers)
+	}
+}
+
+// TestErrors checks each kind of error with the exact line check-config
+// prints. Every case is a whole file so line numbers read directly.
+func TestErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []string
+	}{
+		{"required keys missing", `hostname: mx.example.test
+`, []string{
+			`t.yaml:1: domains: required (the recipient domains this gateway accepts mail for, e.g. [example.test])`,
+			`t.yaml:1: delivery.servers: at least one downstream server is required (e.g. [{address: 127.0.0.1:2526, role: primary}])`,
+		}},
+		{"empty file", ``, []string{
+			`t.yaml:1: domains: required (the recipient domains this gateway accepts mail for, e.g. [example.test])`,
+			`t.yaml:1: delivery.servers: at least one downstream server is required (e.g. [{address: 127.0.0.1:2526, role: primary}])`,
+		}},
+		{"missing servers reported at the delivery key", minimal[:24] + `delivery:
+  check_interval: 5s
+`, []string{
+			`t.yaml:2: delivery.servers: at least one downstream server is required (e.g. [{address: 127.0.0.1:2526, role: primary}])`,
+		}},
+		{"unknown top-level key with a close match", minimal + `domain: [example.org]
+`, []string{
+			`t.yaml:4: unknown key domain (did you mean "domains"?)`,
+		}},
+		{"unknown nested keys at their own lines", minimal + `limits:
+  max_connections: 10
+  max_mesage_size: 1MB
+content:
+  blocked_attachments: [exe]
+  antivirus: clamd
+`, []string{
+			`t.yaml:6: unknown key limits.max_mesage_size (did you mean "max_message_size"?)`,
+			`t.yaml:9: unknown key content.antivirus (valid: rspamd, spamd, clamd, blocked_attachments)`,
+		}},
+		{"unknown key in a list item", `domains: [example.test]
+delivery:
+  servers:
+    - address: 127.0.0.1:2526
+      weight: 10
+`, []string{
+			`t.yaml:5: unknown key delivery.servers[0].weight (valid: address, role)`,
+		}},
+		{"duplicate key", minimal + `ipv6_prefix: 48
+ipv6_prefix: 56
+`, []string{
+			`t.yaml:5: duplicate key ipv6_prefix (first given at line 4)`,
+		}},
+		{"wrong types", minimal + `ipv6_prefix: "64"
+spool: {auto_unspool: yes please}
+domains2: 1
+listen: [127.0.0.1:2525]
+`, []string{
+			`t.yaml:4: ipv6_prefix: expected a whole number, got the string "64"`,
+			`t.yaml:5: spool.auto_unspool: expected true or false, got the string "yes please"`,
+			`t.yaml:6: unknown key domains2 (did you mean "domains"?)`,
+			`t.yaml:7: listen: expected a mapping, got a list`,
+		}},
+		{"list given as a scalar", `domains: example.test
+delivery: {servers: [{address: 127.0.0.1:2526}]}
+`, []string{
+			`t.yaml:1: domains: expected a list, got the string "example.test"`,
+		}},
+		{"bad durations", minimal + `timeouts:
+  greeting: 30
+  command: 5 minutes
+  data: -1s
+`, []string{
+			`t.yaml:5: timeouts.greeting: 30 has no unit (Go syntax: 30s, 10m, 1h30m)`,
+			`t.yaml:6: timeouts.command: "5 minutes" is not a duration (Go syntax: 30s, 10m, 1h30m)`,
+			`t.yaml:7: timeouts.data: must be greater than zero, got -1s`,
+		}},
+		{"bad sizes", minimal + `limits: {max_message_size: 10 MB, max_recipients: 0}
+spool:
+  max_size: 2 GiB
+rules:
+  - {name: big, type: mailbomb, threshold: 5, min_size: 0.1B}
+`, []string{
+			`t.yaml:4: limits.max_recipients: must be greater than zero, got 0`,
+			`t.yaml:8: rules[0].min_size: "0.1B" is not a whole number of bytes (e.g. 500KB, 10MiB, 2GB or a number of bytes)`,
+		}},
+		{"unknown size unit", minimal + `spool: {max_size: 10M}
+`, []string{
+			`t.yaml:4: spool.max_size: "10M" has an unknown unit "M" (e.g. 500KB, 10MiB, 2GB or a number of bytes)`,
+		}},
+		{"bad addresses and networks", minimal + `trusted_networks: [10.0.0.0/33, "fe80::1%eth0", 300.1.1.1]
+blocklist: [example.test]
+proxy_protocol: [1]
+`, []string{
+			`t.yaml:4: trusted_networks[0]: "10.0.0.0/33" is not an IP address or CIDR (an address such as 192.0.2.1 or a network such as 192.0.2.0/24; quote IPv6 like "::1")`,
+			`t.yaml:4: trusted_networks[1]: "fe80::1%eth0" is not an IP address or CIDR (an address such as 192.0.2.1 or a network such as 192.0.2.0/24; quote IPv6 like "::1")`,
+			`t.yaml:4: trusted_networks[2]: "300.1.1.1" is not an IP address or CIDR (an address such as 192.0.2.1 or a network such as 192.0.2.0/24; quote IPv6 like "::1")`,
+			`t.yaml:5: blocklist[0]: "example.test" is not an IP address or CIDR (an address such as 192.0.2.1 or a network such as 192.0.2.0/24; quote IPv6 like "::1")`,
+			`t.yaml:6: proxy_protocol[0]: "1" is not an IP address or CIDR (an address such as 192.0.2.1 or a network such as 192.0.2.0/24; quote IPv6 like "::1")`,
+		}},
+		{"listeners", minimal + `listen:
+  smtp: ""
+  submission: 2587
+  policy: 127.0.0.1:99999
+  auth_policy: 127.0.0.1:8025
+auth: {downstream: true}
+`, []string{
+			`t.yaml:5: listen.smtp: required (the inbound MX listener cannot be turned off)`,
+			`t.yaml:6: listen.submission: "2587" is not host:port (host:port, e.g. 127.0.0.1:2525 or [::1]:2525)`,
+			`t.yaml:7: listen.policy: "127.0.0.1:99999" has a bad port (a port number from 1 to 65535)`,
+			`t.yaml:8: listen.auth_policy: 127.0.0.1:8025 is also listen.admin (give each listener its own port)`,
+		}},
+		{"submission needs a way to check AUTH", minimal + `listen: {submission: 127.0.0.1:2587}
+`, []string{
+			`t.yaml:4: listen.submission: submission requires AUTH but no way to check it is configured (set auth.users_file or auth.downstream: true)`,
+		}},
+		{"servers", `domains: [example.test]
+delivery:
+  servers:
+    - {address: mx1.example.test:25, role: failover}
+    - {address: "mx1.example.test:25", role: failover}
+    - {role: backup}
+    - {address: ":25"}
+  down_after: 0
+`, []string{
+			`t.yaml:5: delivery.servers[1].address: mx1.example.test:25 is listed twice (first given at line 4)`,
+			`t.yaml:6: delivery.servers[2].address: required (the downstream's host:port)`,
+			`t.yaml:6: delivery.servers[2].role: unknown role "backup" (primary or failover)`,
+			`t.yaml:7: delivery.servers[3].address: ":25" has no host (host:port, e.g. 127.0.0.1:2525 or [::1]:2525)`,
+			`t.yaml:8: delivery.down_after: must be greater than zero, got 0`,
+		}},
+		{"list items that are not mappings", `domains: [example.test]
+delivery:
+  servers: [127.0.0.1:2526]
+rules: [dos]
+`, []string{
+			`t.yaml:3: delivery.servers[0]: expected a mapping, got the string "127.0.0.1:2526"`,
+			`t.yaml:4: rules[0]: expected a mapping, got the string "dos"`,
+		}},
+		{"no primary", `domains: [example.test]
+delivery:
+  servers: [{address: 127.0.0.1:2526, role: failover}]
+`, []string{
+			`t.yaml:3: delivery.servers: no primary server (mail goes to a failover only while every primary is down; mark one role: primary)`,
+		}},
+		{"names", `hostname: ""
+domains: [example.test, -bad.test, "bücher.test", example.test]
+dnsbl: {zones: [zen..example], resolver: localhost}
+ipv6_prefix: 129
+delivery: {servers: [{address: 127.0.0.1:2526}]}
+`, []string{
+			`t.yaml:1: hostname: must not be empty (the name this gateway gives in its SMTP greeting)`,
+			`t.yaml:2: domains[1]: "-bad.test" is not a domain name (letters, digits and hyphens, labels separated by dots)`,
+			`t.yaml:2: domains[2]: "bücher.test" is not a domain name (write internationalized names in their xn-- form)`,
+			`t.yaml:2: domains[3]: example.test is listed twice (first given at line 2)`,
+			`t.yaml:3: dnsbl.zones[0]: "zen..example" is not a domain name (letters, digits and hyphens, labels separated by dots)`,
+			`t.yaml:3: dnsbl.resolver: "localhost" is not host:port (host:port, e.g. 127.0.0.1:2525 or [::1]:2525)`,
+			`t.yaml:4: ipv6_prefix: must be between 32 and 128, got 129 (64 groups one customer site, 48 one organisation)`,
+		}},
+		{"stores and services", minimal + `storage: {driver: postgres}
+cluster: {redis: "localhost:6379"}
+content: {clamd: "tcp://localhost", rspamd: "127.0.0.1:11333", spamd: "localhost:0"}
+spool: {delay: -1m, unspool_rate: 0}
+data_dir: ""
+`, []string{
+			`t.yaml:4: storage.dsn: required with driver postgres (e.g. postgres://mxguard@localhost/mxguard)`,
+			`t.yaml:5: cluster.redis: "localhost:6379" is not a redis:// URL (redis://host:port/db)`,
+			`t.yaml:6: content.rspamd: "127.0.0.1:11333" is not an http(s) URL (e.g. http://127.0.0.1:11333)`,
+			`t.yaml:6: content.spamd: "localhost:0" has a bad port (a port number from 1 to 65535)`,
+			`t.yaml:6: content.clamd: "tcp://localhost" is not tcp://host:port (tcp://127.0.0.1:3310 or unix:/run/clamav/clamd.ctl)`,
+			`t.yaml:7: spool.delay: must not be negative (0 spools as soon as every server is down)`,
+			`t.yaml:7: spool.unspool_rate: must be greater than zero, got 0`,
+			`t.yaml:8: data_dir: must not be empty (the spool, events database and state live here)`,
+		}},
+		{"dsn with sqlite", minimal + `storage: {dsn: "host=db"}
+`, []string{
+			`t.yaml:4: storage.dsn: not used with driver sqlite (the sqlite database is a file in data_dir; dsn is for driver: postgres)`,
+		}},
+		{"alerts", minimal + `alerts:
+  email:
+    to: [postmaster@example.test, "not an address"]
+  webhook: {url: "hooks.example.test/x"}
+  min_impact: -1
+`, []string{
+			`t.yaml:5: alerts.email.server: required when alerts.email.to is set (the host:port of an SMTP server that relays the alerts)`,
+			`t.yaml:6: alerts.email.to[1]: "not an address" is not a mail address (e.g. postmaster@example.test)`,
+			`t.yaml:7: alerts.webhook.url: "hooks.example.test/x" is not an http(s) URL (e.g. http://127.0.0.1:11333)`,
+			`t.yaml:8: alerts.min_impact: must not be negative (0 alerts on every event)`,
+		}},
+		{"tls needs both files", minimal + `tls: {cert_file: cert.pem}
+`, []string{
+			`t.yaml:4: tls.key_file: required with tls.cert_file (give both cert_file and key_file, or neither for a self-signed certificate)`,
+		}},
+		{"missing files", minimal + `auth: {users_file: /nonexistent/users}
+batv: {key_file: /nonexistent/batv.key}
+`, []string{
+			`t.yaml:4: auth.users_file: cannot read /nonexistent/users: no such file or directory (relative names start at the config file's directory)`,
+			`t.yaml:5: batv.key_file: cannot read /nonexistent/batv.key: no such file or directory (relative names start at the config file's directory)`,
+		}},
+		{"syntax error stops at the one real problem", minimal + `listen:
+  smtp: [127.0.0.1:2525
+`, []string{
+			`t.yaml:5: YAML syntax: sequence end token ']' not found`,
+		}},
+		{"two documents", minimal + `---
+domains: [example.org]
+`, []string{
+			`t.yaml:5: a second YAML document (put the whole configuration in one document)`,
+		}},
+		{"alias to nothing", minimal + `ipv6_prefix: *nothing
+`, []string{
+			`t.yaml:4: ipv6_prefix: alias *nothing refers to no anchor`,
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := errorLines(t, tt.yaml)
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
+	}
+}
+
+// TestGolden checks the whole check-config output for a file with many
+// mistakes: every problem is reported at once, in line order.
+func TestGolden(t *testing.T) {
+	_, err := Load("testdata/errors.yaml")
+	if err == nil {
+		t.Fatal("testdata/errors.yaml loaded without error")
+	}
+	got := err.Error() + "\n"
+	golden := "testdata/errors.golden"
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("check-config output differs from %s (go test -update rewrites it):\n%s", golden, got)
+	}
+	// Every line marked "!" in the file has at least one error.
+	src, _ := os.ReadFile("testdata/errors.yaml")
+	for i, line := range strings.Split(string(src), "\n") {
+		if strings.Contains(line, "# !") && !strings.Contains(got, "testdata/errors.yaml:"+strconv.Itoa(i+1)+":") {
+			t.Errorf("line %d is marked wrong but has no error: %s", i+1, line)
+		}
+	}
+}
+
+func TestFull(t *testing.T) {
+	c, err := Load("testdata/full.yaml")
+	if err != nil {
+		t.Fatalf("full.yaml:\n%v", err)
+	}
+	if c.Listen.Policy != "127.0.0.1:10040" || c.Cluster.Redis == "" || len(c.DNSBL.Zones) != 1 {
+		t.Errorf("keys not loaded: %+v %+v %+v", c.Listen, c.Cluster, c.DNSBL)
+	}
+	if c.Auth.UsersFile != filepath.Join("testdata", "users.txt") || c.TLS.KeyFile != filepath.Join("testdata", "tls", "example-key.pem") {
+		t.Errorf("file names not resolved against the config directory: %q %q", c.Auth.UsersFile, c.TLS.KeyFile)
+	}
+	if len(c.Rules) != 11 {
+		t.Errorf("%d rules, want 11", len(c.Rules))
+	}
+}
+
+// TestFullHasEveryKey keeps testdata/full.yaml, the documented example,
+// complete: a new Config field fails here until the example shows it.
+func TestFullHasEveryKey(t *testing.T) {
+	data, err := os.ReadFile("testdata/full.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newLoader("testdata/full.yaml")
+	root := l.parseRoot(data)
+	l.decodeValue(root, reflect.ValueOf(Default()).Elem(), "")
+	index := regexp.MustCompile(`\[\d+\]`)
+	given := map[string]bool{}
+	for p := range l.lines {
+		given[index.ReplaceAllString(p, "[]")] = true
+	}
+	// token and token_file exclude each other; the example uses token.
+	given["admin.token_file"] = true
+	for _, key := range keyPaths(reflect.TypeFor[Config](), "") {
+		if !given[key] {
+			t.Errorf("testdata/full.yaml does not show %s", key)
+		}
+	}
+}
+
+// keyPaths lists every YAML key of a struct type, list items as "[]".
+func keyPaths(t reflect.Type, prefix string) []string {
+	var out []string
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		p := prefix + name
+		out = append(out, p)
+		ft := t.Field(i).Type
+		switch {
+		case ft.Kind() == reflect.Struct && ft != prefixType:
+			out = append(out, keyPaths(ft, p+".")...)
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct && ft.Elem() != prefixType:
+			out = append(out, keyPaths(ft.Elem(), p+"[].")...)
+		}
+	}
+	return out
+}
+
+func TestLoadUnreadable(t *testing.T) {
+	_, err := Load("testdata/does-not-exist.yaml")
+	var es Errors
+	if !errors.As(err, &es) || len(es) != 1 {
+		t.Fatalf("err = %v, want one Error", err)
+	}
+	if want := "testdata/does-not-exist.yaml: cannot read config: no such file or directory"; es.Error() != want {
+		t.Errorf("got %q, want %q", es.Error(), want)
+	}
+}
+
+func TestErrorFormat(t *testing.T) {
+	for _, tt := range []struct {
+		e    Error
+		want string
+	}{
+		{Error{File: "a.yaml", Line: 3, Msg: "bad"}, "a.yaml:3: bad"},
+		{Error{File: "a.yaml", Line: 3, Msg: "bad", Hint: "fix it"}, "a.yaml:3: bad (fix it)"},
+		{Error{File: "a.yaml", Msg: "unreadable"}, "a.yaml: unreadable"},
+	} {
+		if got := tt.e.Error(); got != tt.want {
+			t.Errorf("got %q, want %q", got, tt.want)
+		}
+	}
+	es := Errors{{File: "a", Line: 1, Msg: "x"}, {File: "a", Line: 2, Msg: "y"}}
+	if got := es.Error(); got != "a:1: x\na:2: y" {
+		t.Errorf("Errors.Error() = %q", got)
+	}
+}
+
+func TestAdminToken(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "token"), []byte("  s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "empty"), []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "mxguard.yaml")
+	parse := func(extra string) (*Config, error) {
+		return Parse(cfgPath, []byte(minimal+extra))
+	}
+
+	c, err := parse("listen: {admin: 0.0.0.0:8025}\nadmin: {token_file: token}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Admin.Token != "s3cret" || c.Admin.TokenFile != filepath.Join(dir, "token") {
+		t.Errorf("Admin = %+v, want the trimmed token read next to the config", c.Admin)
+	}
+
+	for _, addr := range []string{"127.0.0.1:8025", "localhost:8025", "[::1]:8025", "127.0.0.2:0"} {
+		if _, err := parse("listen: {admin: \"" + addr + "\"}\n"); err != nil {
+			t.Errorf("loopback %s without token: %v", addr, err)
+		}
+	}
+	for _, tt := range []struct{ extra, want string }{
+		{"listen: {admin: \":8025\"}\n", `:4: listen.admin: :8025 is reachable from other hosts, so an admin token is required (set admin.token or admin.token_file)`},
+		{"listen: {admin: \"mx.example.test:8025\"}\n", `:4: listen.admin: mx.example.test:8025 is reachable from other hosts, so an admin token is required (set admin.token or admin.token_file)`},
+		{"admin: {token: a, token_file: token}\n", `:4: admin.token_file: admin.token is set too (give either token or token_file)`},
+		{"admin: {token_file: empty}\n", `:4: admin.token_file: ` + filepath.Join(dir, "empty") + ` is empty`},
+		{"admin: {token_file: missing}\n", `:4: admin.token_file: cannot read ` + filepath.Join(dir, "missing") + `: no such file or directory (relative names start at the config file's directory)`},
+		{"admin: {token: \"two words\"}\n", `:4: admin.token: the token contains white space (it is sent as an HTTP Bearer token)`},
+		{"admin: {token_file: .}\n", `:4: admin.token_file: cannot read ` + dir + `: not a regular file (relative names start at the config file's directory)`},
+	} {
+		_, err := parse(tt.extra)
+		if err == nil || err.Error() != cfgPath+tt.want {
+			t.Errorf("%q: got error\n%v\nwant\n%s", tt.extra, err, cfgPath+tt.want)
+		}
+	}
+}
+
+func TestAnchorsAndMerge(t *testing.T) {
+	c := mustParse(t, minimal+`rules:
+  - &harvest {name: harvest, type: directory_harvest, threshold: 20, actions: [alert, block]}
+  - <<: *harvest
+    name: harvest-slow
+    window: 1h
+    threshold: 50
+dnsbl: {zones: &zones [zen.example], resolver: "127.0.0.1:53"}
+`)
+	if len(c.Rules) != 2 {
+		t.Fatalf("rules: %+v", c.Rules)
+	}
+	r := c.Rules[1]
+	if r.Name != "harvest-slow" || r.Type != "directory_harvest" || r.Window != time.Hour || r.Threshold != 50 || r.BlockFor != time.Hour {
+		t.Errorf("merged rule = %+v", r)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want Size
+		str  string
+	}{
+		{"1024", 1024, "1KiB"},
+		{"0", 0, "0B"},
+		{"17B", 17, "17B"},
+		{"500KB", 500_000, "500KB"},
+		{"500kb", 500_000, "500KB"},
+		{"10MiB", 10 << 20, "10MiB"},
+		{"10mib", 10 << 20, "10MiB"},
+		{"2GB", 2_000_000_000, "2GB"},
+		{"10GiB", 10 << 30, "10GiB"},
+		{"1.5MB", 1_500_000, "1500KB"},
+		{"0.5KiB", 512, "512B"},
+		{"1 TiB", 1 << 40, "1TiB"},
+		{"3TB", 3_000_000_000_000, "3TB"},
+	} {
+		got, err := ParseSize(tt.in)
+		if err != nil || got != tt.want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", tt.in, got, err, tt.want)
+			continue
+		}
+		if s := got.String(); s != tt.str {
+			t.Errorf("Size(%d).String() = %q, want %q", got, s, tt.str)
+		}
+		if back, err := ParseSize(got.String()); err != nil || back != got {
+			t.Errorf("ParseSize(%q) = %d, %v; want round trip to %d", got.String(), back, err, got)
+		}
+	}
+	for _, bad := range []string{"", "MB", "-1", "1.", ".5MB", "1.2.3", "10M", "10 parsecs", "1/2", "1e3", "0.3B", "9999999999999999999", "8EiB"} {
+		if got, err := ParseSize(bad); err == nil {
+			t.Errorf("ParseSize(%q) = %d, want an error", bad, got)
+		}
+	}
+}
+
+func TestSizeJSON(t *testing.T) {
+	b, err := json.Marshal(struct{ S Size }{50 * MiB})
+	if err != nil || string(b) != `{"S":52428800}` {
+		t.Errorf("json = %s, %v; want the byte count as an integer", b, err)
+	}
+}

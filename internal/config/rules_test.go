@@ -1,0 +1,153 @@
+package config
+
+import (
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRulesPresence(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		extra     string
+		wantNil   bool
+		wantRules int
+	}{
+		{"absent: built-in defaults", "", true, len(DefaultRules())},
+		{"empty list: none", "rules: []\n", false, 0},
+		{"key without value: none", "rules:\n", false, 0},
+		{"given: exactly these", "rules: [{name: a, type: dos, threshold: 5}]\n", false, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := mustParse(t, minimal+tt.extra)
+			if (c.Rules == nil) != tt.wantNil {
+				t.Errorf("Rules = %#v, want nil %v", c.Rules, tt.wantNil)
+			}
+			if got := len(c.EffectiveRules()); got != tt.wantRules {
+				t.Errorf("%d effective rules, want %d", got, tt.wantRules)
+			}
+		})
+	}
+}
+
+// TestDefaultRulesSpelledOut checks DefaultRules against the same rules
+// written in a file, so the built-ins pass the validation users' rules do.
+func TestDefaultRulesSpelledOut(t *testing.T) {
+	c := mustParse(t, minimal+`rules:
+  - {name: dos, type: dos, window: 1m, threshold: 300, actions: [alert, block], block_for: 10m}
+  - {name: bad_sessions, type: bad_sessions, window: 1m, threshold: 100, actions: [alert, block], block_for: 10m}
+  - {name: directory_harvest, type: directory_harvest, window: 10m, threshold: 20, actions: [alert, block], block_for: 1h}
+  - {name: mailbomb, type: mailbomb, window: 10m, threshold: 20, min_size: 500KB, actions: [alert, block], block_for: 1h}
+`)
+	if !reflect.DeepEqual(c.Rules, DefaultRules()) {
+		t.Errorf("spelled out:\n%+v\nDefaultRules:\n%+v", c.Rules, DefaultRules())
+	}
+	if got := mustParse(t, minimal).EffectiveRules(); !reflect.DeepEqual(got, DefaultRules()) {
+		t.Errorf("EffectiveRules without a rules key = %+v", got)
+	}
+}
+
+func TestRuleDefaults(t *testing.T) {
+	c := mustParse(t, minimal+`rules:
+  - {name: spam, type: spam_attack, threshold: 50}
+  - {name: guess, type: brute_force, threshold: 10, actions: [block]}
+  - {name: bomb, type: mailbomb, threshold: 20, actions: [notify, alert, block, block]}
+  - {name: queue, type: outbound_queue, threshold: 1000}
+  - {name: sender, type: internal_spammer, threshold: 500, actions: [suspend, notify], service: smtp}
+  - {name: drop, type: Outbound_Queue, threshold: 1, queue: "dir:maildrop", actions: []}
+`)
+	want := []Rule{
+		{Name: "spam", Type: "spam_attack", Service: "smtp", Window: 10 * time.Minute, Threshold: 50, Actions: []string{"alert"}},
+		{Name: "guess", Type: "brute_force", Service: "", Window: 10 * time.Minute, Threshold: 10, Actions: []string{"block"}, BlockFor: time.Hour},
+		{Name: "bomb", Type: "mailbomb", Service: "smtp", Window: 10 * time.Minute, Threshold: 20, MinSize: 500 * KB, Actions: []string{"alert", "block"}, BlockFor: time.Hour},
+		{Name: "queue", Type: "outbound_queue", Service: "smtp", Window: 10 * time.Minute, Threshold: 1000, Actions: []string{"alert"}, Queue: "spool"},
+		{Name: "sender", Type: "internal_spammer", Service: "smtp", Window: 10 * time.Minute, Threshold: 500, Actions: []string{"alert", "suspend"}},
+		{Name: "drop", Type: "outbound_queue", Service: "smtp", Window: 10 * time.Minute, Threshold: 1, Actions: []string{}, Queue: "dir:maildrop"},
+	}
+	if !reflect.DeepEqual(c.Rules, want) {
+		for i := range want {
+			if i < len(c.Rules) && !reflect.DeepEqual(c.Rules[i], want[i]) {
+				t.Errorf("rule %d:\n got %+v\nwant %+v", i, c.Rules[i], want[i])
+			}
+		}
+	}
+}
+
+func TestRuleErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		rule string // one line, the rule is rules[0] on line 5
+		want []string
+	}{
+		{"name and type required", `{threshold: 1}`, []string{
+			`t.yaml:5: rules[0].name: required (events and the console show it)`,
+			`t.yaml:5: rules[0].type: required (one of dos, bad_sessions, directory_harvest, spam_attack, virus_outbreak, mailbomb, brute_force, internal_spammer, bounce_spammer, backscatter, outbound_queue)`,
+		}},
+		{"threshold required", `{name: a, type: dos}`, []string{
+			`t.yaml:5: rules[0].threshold: required (the count within the window that fires the rule)`,
+		}},
+		{"unknown type with a close match", `{name: a, type: directory_harvesting, threshold: 1}`, []string{
+			`t.yaml:5: rules[0].type: unknown rule type "directory_harvesting" (did you mean "directory_harvest"?)`,
+		}},
+		{"delivery manager types", `{name: a, type: mail_server_down, threshold: 1}`, []string{
+			`t.yaml:5: rules[0].type: mail_server_down is not a rule type (the delivery manager raises it from health checks; no rule is needed)`,
+		}},
+		{"window must be positive", `{name: a, type: dos, threshold: 1, window: 0s}`, []string{
+			`t.yaml:5: rules[0].window: must be greater than zero, got 0s`,
+		}},
+		{"suspend needs an account rule", `{name: a, type: dos, threshold: 1, actions: [suspend]}`, []string{
+			`t.yaml:5: rules[0].actions: dos rules cannot suspend (only internal_spammer and bounce_spammer rules count accounts)`,
+		}},
+		{"accounts are not blocked", `{name: a, type: bounce_spammer, threshold: 1, actions: [block]}`, []string{
+			`t.yaml:5: rules[0].actions: bounce_spammer rules cannot block (accounts are suspended: use suspend)`,
+		}},
+		{"queues are not blocked", `{name: a, type: outbound_queue, threshold: 1, actions: [block]}`, []string{
+			`t.yaml:5: rules[0].actions: outbound_queue rules cannot block (a queue has no source to block: use alert)`,
+		}},
+		{"block_for without block", `{name: a, type: dos, threshold: 1, block_for: 1h}`, []string{
+			`t.yaml:5: rules[0].block_for: has no effect without the block action (add block to actions or remove block_for)`,
+		}},
+		{"block_for must be positive", `{name: a, type: dos, threshold: 1, actions: [block], block_for: 0s}`, []string{
+			`t.yaml:5: rules[0].block_for: must be greater than zero, got 0s`,
+		}},
+		{"service only for brute_force", `{name: a, type: dos, threshold: 1, service: imap}`, []string{
+			`t.yaml:5: rules[0].service: only brute_force rules use it (remove it)`,
+		}},
+		{"bad service name", `{name: a, type: brute_force, threshold: 1, service: IMAP}`, []string{
+			`t.yaml:5: rules[0].service: "IMAP" is not a service name (a lowercase service name such as smtp, submission, imap, pop3 or sieve; leave it out for all services)`,
+		}},
+		{"min_size only for mailbomb", `{name: a, type: dos, threshold: 1, min_size: 1MB}`, []string{
+			`t.yaml:5: rules[0].min_size: only mailbomb rules use it (remove it)`,
+		}},
+		{"queue only for outbound_queue", `{name: a, type: dos, threshold: 1, queue: spool}`, []string{
+			`t.yaml:5: rules[0].queue: only outbound_queue rules use it (remove it)`,
+		}},
+		{"bad queue", `{name: a, type: outbound_queue, threshold: 1, queue: "command:"}`, []string{
+			`t.yaml:5: rules[0].queue: "command:" is not a queue (spool, dir:/var/spool/postfix/maildrop or command:postqueue -j)`,
+		}},
+		{"bad window type", `{name: a, type: dos, threshold: many, window: 10}`, []string{
+			`t.yaml:5: rules[0].threshold: expected a whole number, got the string "many"`,
+			`t.yaml:5: rules[0].window: 10 has no unit (Go syntax: 30s, 10m, 1h30m)`,
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := errorLines(t, minimal+"rules:\n  - "+tt.rule+"\n")
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
+	}
+}
+
+func TestEffectiveRulesIsACopy(t *testing.T) {
+	c := mustParse(t, minimal+"rules: [{name: a, type: dos, threshold: 5, actions: [block]}]\n")
+	r := c.EffectiveRules()
+	r[0].Threshold = 1
+	r[0].Actions[0] = "alert"
+	if c.Rules[0].Threshold != 5 || c.Rules[0].Actions[0] != "block" {
+		t.Errorf("changing EffectiveRules changed the config: %+v", c.Rules[0])
+	}
+}

@@ -1,0 +1,476 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/mail"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+)
+
+// Default returns what an empty file gives before validation: every
+// default of INTERFACE.md §2. Domains and Delivery.Servers have no default
+// and Hostname is the machine's name.
+func Default() *Config {
+	host, _ := os.Hostname() // an unknown name is reported by validation
+	return &Config{
+		Hostname: host,
+		Listen:   Listen{SMTP: "127.0.0.1:2525", Admin: "127.0.0.1:8025"},
+		DataDir:  "./var",
+		TrustedNetworks: []netip.Prefix{
+			netip.MustParsePrefix("127.0.0.0/8"),
+			netip.MustParsePrefix("::1/128"),
+		},
+		IPv6Prefix: 64,
+		Delivery:   Delivery{CheckInterval: 5 * time.Second, DownAfter: 3},
+		Spool:      Spool{Delay: 5 * time.Minute, MaxSize: 10 * GiB, UnspoolRate: 50, AutoUnspool: true},
+		Storage:    Storage{Driver: "sqlite"},
+		Limits: Limits{
+			MaxConnections:          2000,
+			MaxConnectionsPerSource: 20,
+			MaxMessageSize:          50 * MiB,
+			MaxRecipients:           100,
+		},
+		Timeouts: Timeouts{Greeting: 30 * time.Second, Command: 5 * time.Minute, Data: 10 * time.Minute},
+		Content: Content{
+			BlockedAttachments: []string{"exe", "scr", "pif", "com", "bat", "cmd", "vbs", "js", "jar", "msi"},
+		},
+	}
+}
+
+// check validates the decoded configuration, normalizes values (lower
+// case names, resolved file paths) and fills defaults that depend on other
+// keys.
+func (l *loader) check(c *Config) {
+	l.checkNames(c)
+	l.checkListen(c)
+	l.checkAdmin(c)
+	l.checkDelivery(c)
+	l.checkStores(c)
+	l.checkLimits(c)
+	l.checkContent(c)
+	l.checkFiles(c)
+	l.checkAlerts(c)
+	l.checkRules(c)
+}
+
+func (l *loader) checkNames(c *Config) {
+	switch {
+	case c.Hostname == "" && !l.has("hostname"):
+		l.errAt("hostname", "the machine's name is unknown; set hostname", "required")
+	case c.Hostname == "":
+		l.errAt("hostname", "the name this gateway gives in its SMTP greeting", "must not be empty")
+	case !validDomain(strings.ToLower(strings.TrimSuffix(c.Hostname, "."))):
+		l.errAt("hostname", domainHint(c.Hostname), "%q is not a valid host name", c.Hostname)
+	}
+	if len(c.Domains) == 0 {
+		l.errAt("domains", "the recipient domains this gateway accepts mail for, e.g. [example.test]", "required")
+	}
+	l.domainList("domains", c.Domains)
+	l.domainList("dnsbl.zones", c.DNSBL.Zones)
+	if c.DNSBL.Resolver != "" {
+		l.hostPort("dnsbl.resolver", c.DNSBL.Resolver, dialAddr)
+	}
+	// End sites get a /48 to /64 (RFC 6177), the granularity of one
+	// attacker; below /32 a single event would block whole providers.
+	if c.IPv6Prefix < 32 || c.IPv6Prefix > 128 {
+		l.errAt("ipv6_prefix", "64 groups one customer site, 48 one organisation", "must be between 32 and 128, got %d", c.IPv6Prefix)
+	}
+}
+
+// domainList lower-cases the names in place and reports invalid and
+// repeated ones.
+func (l *loader) domainList(path string, names []string) {
+	seen := map[string]string{}
+	for i, d := range names {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		d = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), ".")
+		names[i] = d
+		if !validDomain(d) {
+			l.errAt(p, domainHint(d), "%q is not a domain name", d)
+			continue
+		}
+		if first, dup := seen[d]; dup {
+			l.errAt(p, fmt.Sprintf("first given at line %d", l.line(first)), "%s is listed twice", d)
+			continue
+		}
+		seen[d] = p
+	}
+}
+
+// validDomain checks the LDH syntax of RFC 1035 §2.3.1 (with RFC 1123
+// §2.1's leading digits); single labels are allowed for test setups.
+func validDomain(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func domainHint(s string) string {
+	for _, r := range s {
+		if r > unicode.MaxASCII {
+			return "write internationalized names in their xn-- form"
+		}
+	}
+	return "letters, digits and hyphens, labels separated by dots"
+}
+
+// addrUse tells hostPort whether an address is listened on (empty host
+// and port 0 allowed) or dialled.
+type addrUse int
+
+const (
+	listenAddr addrUse = iota
+	dialAddr
+)
+
+// hostPort checks a host:port address and reports whether it is one.
+func (l *loader) hostPort(path, s string, use addrUse) bool {
+	const hint = "host:port, e.g. 127.0.0.1:2525 or [::1]:2525"
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		l.errAt(path, hint, "%q is not host:port", s)
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 || (n == 0 && use == dialAddr) {
+		l.errAt(path, "a port number from 1 to 65535", "%q has a bad port", s)
+		return false
+	}
+	if host == "" {
+		if use == dialAddr {
+			l.errAt(path, hint, "%q has no host", s)
+			return false
+		}
+		return true
+	}
+	if _, err := netip.ParseAddr(host); err != nil && !validDomain(strings.ToLower(host)) {
+		l.errAt(path, hint, "%q is not a host name or IP address", host)
+		return false
+	}
+	return true
+}
+
+func (l *loader) checkListen(c *Config) {
+	if c.Listen.SMTP == "" {
+		l.errAt("listen.smtp", "the inbound MX listener cannot be turned off", "required")
+	}
+	seen := map[string]string{}
+	for _, ln := range []struct{ key, addr string }{
+		{"smtp", c.Listen.SMTP},
+		{"submission", c.Listen.Submission},
+		{"admin", c.Listen.Admin},
+		{"policy", c.Listen.Policy},
+		{"auth_policy", c.Listen.AuthPolicy},
+	} {
+		path := "listen." + ln.key
+		if ln.addr == "" || !l.hostPort(path, ln.addr, listenAddr) {
+			continue
+		}
+		if strings.HasSuffix(ln.addr, ":0") {
+			continue // each gets its own free port
+		}
+		if other, dup := seen[ln.addr]; dup {
+			l.errAt(path, "give each listener its own port", "%s is also %s", ln.addr, other)
+			continue
+		}
+		seen[ln.addr] = path
+	}
+}
+
+func (l *loader) checkAdmin(c *Config) {
+	a := &c.Admin
+	if a.Token != "" && a.TokenFile != "" {
+		l.errAt("admin.token_file", "give either token or token_file", "admin.token is set too")
+		return
+	}
+	if a.TokenFile != "" {
+		data, err := l.readLocal("admin.token_file", &a.TokenFile, 64<<10)
+		if err != nil {
+			return
+		}
+		a.Token = strings.TrimSpace(string(data))
+		if a.Token == "" {
+			l.errAt("admin.token_file", "", "%s is empty", a.TokenFile)
+			return
+		}
+	}
+	if strings.ContainsFunc(a.Token, unicode.IsSpace) {
+		l.errAt(adminTokenKey(a), "it is sent as an HTTP Bearer token", "the token contains white space")
+		return
+	}
+	if a.Token == "" && c.Listen.Admin != "" && !isLoopback(c.Listen.Admin) {
+		l.errAt("listen.admin", "set admin.token or admin.token_file", "%s is reachable from other hosts, so an admin token is required", c.Listen.Admin)
+	}
+}
+
+func adminTokenKey(a *Admin) string {
+	if a.TokenFile != "" {
+		return "admin.token_file"
+	}
+	return "admin.token"
+}
+
+// isLoopback is true for addresses only this host can reach. An empty
+// host listens on every interface.
+func isLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+func (l *loader) checkDelivery(c *Config) {
+	d := &c.Delivery
+	if len(d.Servers) == 0 {
+		l.errAt("delivery.servers", "e.g. [{address: 127.0.0.1:2526, role: primary}]", "at least one downstream server is required")
+	}
+	primaries, broken := 0, false
+	seen := map[string]string{}
+	for i := range d.Servers {
+		s := &d.Servers[i]
+		p := fmt.Sprintf("delivery.servers[%d]", i)
+		if l.failed[p] {
+			broken = true // not a mapping; already reported
+			continue
+		}
+		switch {
+		case s.Address == "":
+			l.errAt(p+".address", "the downstream's host:port", "required")
+		case !l.hostPort(p+".address", s.Address, dialAddr):
+		default:
+			if first, dup := seen[s.Address]; dup {
+				l.errAt(p+".address", fmt.Sprintf("first given at line %d", l.line(first)), "%s is listed twice", s.Address)
+			}
+			seen[s.Address] = p + ".address"
+		}
+		if !l.has(p + ".role") {
+			s.Role = "primary"
+		}
+		s.Role = strings.ToLower(s.Role)
+		switch s.Role {
+		case "primary":
+			primaries++
+		case "failover":
+		default:
+			l.errAt(p+".role", "primary or failover", "unknown role %q", s.Role)
+			broken = true
+		}
+	}
+	if len(d.Servers) > 0 && primaries == 0 && !broken {
+		l.errAt("delivery.servers", "mail goes to a failover only while every primary is down; mark one role: primary", "no primary server")
+	}
+	positive(l, "delivery.check_interval", d.CheckInterval)
+	positive(l, "delivery.down_after", d.DownAfter)
+}
+
+// positive reports a value that must be greater than zero.
+func positive[T int | int64 | time.Duration | Size](l *loader, path string, v T) {
+	if v <= 0 {
+		l.errAt(path, "", "must be greater than zero, got %v", v)
+	}
+}
+
+func (l *loader) checkStores(c *Config) {
+	if c.DataDir == "" {
+		l.errAt("data_dir", "the spool, events database and state live here", "must not be empty")
+	}
+	if c.Spool.Delay < 0 {
+		l.errAt("spool.delay", "0 spools as soon as every server is down", "must not be negative")
+	}
+	positive(l, "spool.max_size", c.Spool.MaxSize)
+	positive(l, "spool.unspool_rate", c.Spool.UnspoolRate)
+
+	s := &c.Storage
+	s.Driver = strings.ToLower(s.Driver)
+	switch s.Driver {
+	case "sqlite":
+		if s.DSN != "" {
+			l.errAt("storage.dsn", "the sqlite database is a file in data_dir; dsn is for driver: postgres", "not used with driver sqlite")
+		}
+	case "postgres":
+		if s.DSN == "" {
+			l.errAt("storage.dsn", "e.g. postgres://mxguard@localhost/mxguard", "required with driver postgres")
+		}
+	default:
+		l.errAt("storage.driver", "sqlite or postgres", "unknown driver %q", s.Driver)
+	}
+	if r := c.Cluster.Redis; r != "" {
+		u, err := url.Parse(r)
+		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+			l.errAt("cluster.redis", "redis://host:port/db", "%q is not a redis:// URL", r)
+		}
+	}
+}
+
+func (l *loader) checkLimits(c *Config) {
+	positive(l, "limits.max_connections", c.Limits.MaxConnections)
+	positive(l, "limits.max_connections_per_source", c.Limits.MaxConnectionsPerSource)
+	positive(l, "limits.max_message_size", c.Limits.MaxMessageSize)
+	positive(l, "limits.max_recipients", c.Limits.MaxRecipients)
+	positive(l, "timeouts.greeting", c.Timeouts.Greeting)
+	positive(l, "timeouts.command", c.Timeouts.Command)
+	positive(l, "timeouts.data", c.Timeouts.Data)
+}
+
+func (l *loader) checkContent(c *Config) {
+	ct := &c.Content
+	if ct.Rspamd != "" {
+		l.httpURL("content.rspamd", ct.Rspamd)
+	}
+	if ct.Spamd != "" {
+		l.hostPort("content.spamd", ct.Spamd, dialAddr)
+	}
+	if ct.Clamd != "" {
+		const hint = "tcp://127.0.0.1:3310 or unix:/run/clamav/clamd.ctl"
+		if hp, ok := strings.CutPrefix(ct.Clamd, "tcp://"); ok {
+			if _, _, err := net.SplitHostPort(hp); err != nil {
+				l.errAt("content.clamd", hint, "%q is not tcp://host:port", ct.Clamd)
+			} else {
+				l.hostPort("content.clamd", hp, dialAddr)
+			}
+		} else if p, ok := strings.CutPrefix(ct.Clamd, "unix:"); !ok || strings.TrimLeft(p, "/") == "" {
+			l.errAt("content.clamd", hint, "%q is neither tcp:// nor unix:", ct.Clamd)
+		}
+	}
+	// Extensions are compared with a file name's suffix, so ".EXE" and
+	// "exe" must be the same entry.
+	out := ct.BlockedAttachments[:0]
+	seen := map[string]bool{}
+	for i, ext := range ct.BlockedAttachments {
+		ext = strings.ToLower(strings.TrimPrefix(strings.TrimSpace(ext), "."))
+		if ext == "" || strings.ContainsAny(ext, "./\\ \t") {
+			l.errAt(fmt.Sprintf("content.blocked_attachments[%d]", i), "a file extension such as exe", "%q is not a file extension", ext)
+			continue
+		}
+		if !seen[ext] {
+			seen[ext] = true
+			out = append(out, ext)
+		}
+	}
+	ct.BlockedAttachments = out
+}
+
+// httpURL checks an http or https URL with a host.
+func (l *loader) httpURL(path, s string) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		l.errAt(path, "e.g. http://127.0.0.1:11333", "%q is not an http(s) URL", s)
+	}
+}
+
+// checkFiles resolves the file names of the auth, batv and tls sections
+// and checks that they can be read, so a typo shows in check-config rather
+// than at the first login.
+func (l *loader) checkFiles(c *Config) {
+	if c.Auth.UsersFile != "" {
+		l.checkLocal("auth.users_file", &c.Auth.UsersFile)
+	}
+	if c.Listen.Submission != "" && c.Auth.UsersFile == "" && !c.Auth.Downstream {
+		l.errAt("listen.submission", "set auth.users_file or auth.downstream: true", "submission requires AUTH but no way to check it is configured")
+	}
+	if c.BATV.KeyFile != "" {
+		l.checkLocal("batv.key_file", &c.BATV.KeyFile)
+	}
+	t := &c.TLS
+	switch {
+	case t.CertFile != "" && t.KeyFile == "":
+		l.errAt("tls.key_file", "give both cert_file and key_file, or neither for a self-signed certificate", "required with tls.cert_file")
+	case t.CertFile == "" && t.KeyFile != "":
+		l.errAt("tls.cert_file", "give both cert_file and key_file, or neither for a self-signed certificate", "required with tls.key_file")
+	case t.CertFile != "":
+		l.checkLocal("tls.cert_file", &t.CertFile)
+		l.checkLocal("tls.key_file", &t.KeyFile)
+	}
+}
+
+// checkLocal resolves a file name in place and checks it can be opened.
+func (l *loader) checkLocal(path string, name *string) {
+	_, _ = l.readLocal(path, name, 0)
+}
+
+// readLocal resolves *name against the config file's directory, stores
+// the result back, and reads at most limit bytes of it. Only regular
+// files are opened: a FIFO or device given by mistake must not hang or
+// flood check-config.
+func (l *loader) readLocal(path string, name *string, limit int64) ([]byte, error) {
+	const hint = "relative names start at the config file's directory"
+	if !filepath.IsAbs(*name) {
+		*name = filepath.Join(l.dir, *name)
+	}
+	fi, err := os.Stat(*name)
+	if err == nil && !fi.Mode().IsRegular() {
+		err = errors.New("not a regular file")
+	}
+	var data []byte
+	if err == nil {
+		var f *os.File
+		if f, err = os.Open(*name); err == nil {
+			data, err = io.ReadAll(io.LimitReader(f, limit))
+			f.Close()
+		}
+	}
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		l.errAt(path, hint, "cannot read %s: %v", *name, err)
+	}
+	return data, err
+}
+
+func (l *loader) checkAlerts(c *Config) {
+	e := &c.Alerts.Email
+	for i, to := range e.To {
+		if _, err := mail.ParseAddress(to); err != nil {
+			l.errAt(fmt.Sprintf("alerts.email.to[%d]", i), "e.g. postmaster@example.test", "%q is not a mail address", to)
+		}
+	}
+	if e.From != "" {
+		if _, err := mail.ParseAddress(e.From); err != nil {
+			l.errAt("alerts.email.from", "e.g. mxguard@example.test", "%q is not a mail address", e.From)
+		}
+	}
+	if len(e.To) > 0 {
+		if e.From == "" && c.Hostname != "" {
+			e.From = "mxguard@" + strings.TrimSuffix(c.Hostname, ".")
+		}
+		if e.Server == "" {
+			l.errAt("alerts.email.server", "the host:port of an SMTP server that relays the alerts", "required when alerts.email.to is set")
+		} else {
+			l.hostPort("alerts.email.server", e.Server, dialAddr)
+		}
+	}
+	if c.Alerts.Webhook.URL != "" {
+		l.httpURL("alerts.webhook.url", c.Alerts.Webhook.URL)
+	}
+	if c.Alerts.MinImpact < 0 {
+		l.errAt("alerts.min_impact", "0 alerts on every event", "must not be negative")
+	}
+}
