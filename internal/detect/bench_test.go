@@ -11,35 +11,37 @@ import (
 	"mxguard/internal/config"
 )
 
-// benchRules is a realistic rule set: one rule per source kind the SMTP
-// listener reports, thresholds high enough that benchmarks measure
-// counting, not firing.
-func benchEngine(b *testing.B, maxKeys int) *Engine {
+// benchRules are the dos and harvest rules, with thresholds high enough
+// that benchmarks measure counting, not firing.
+var benchRules = []config.Rule{
+	rule("dos", "dos", time.Minute, 1<<30, "block"),
+	rule("harvest", "directory_harvest", 10*time.Minute, 1<<30, "block"),
+}
+
+// benchEngine returns a running engine with rules (benchRules if none).
+func benchEngine(b *testing.B, rules ...config.Rule) *Engine {
 	b.Helper()
-	e, err := New(context.Background(), Options{
-		MaxKeys: maxKeys,
-		Rules: []config.Rule{
-			rule("dos", "dos", time.Minute, 1<<30, "block"),
-			rule("harvest", "directory_harvest", 10*time.Minute, 1<<30, "block"),
-		},
-	})
+	if rules == nil {
+		rules = benchRules
+	}
+	e, err := New(context.Background(), Options{Rules: rules})
 	if err != nil {
 		b.Fatal(err)
 	}
-	startRun(b, e)
+	b.Cleanup(startRun(e))
 	return e
 }
 
 // startRun runs the engine as the gateway does, so the hot paths use the
-// coarse clock.
-func startRun(b *testing.B, e *Engine) {
+// coarse clock, and returns what stops it.
+func startRun(e *Engine) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { e.Run(ctx); close(done) }()
-	b.Cleanup(func() { cancel(); <-done })
 	for e.coarse.Load() == 0 {
 		runtime.Gosched()
 	}
+	return func() { cancel(); <-done }
 }
 
 func v4(i uint32) netip.Addr {
@@ -47,17 +49,29 @@ func v4(i uint32) netip.Addr {
 }
 
 func BenchmarkObserve(b *testing.B) {
-	b.Run("same_key", func(b *testing.B) {
-		e := benchEngine(b, 0)
-		o := Observation{Kind: KindConnect, Addr: addr("203.0.113.7"), Service: "smtp"}
-		b.ReportAllocs()
-		for b.Loop() {
-			e.Observe(o)
-		}
-	})
+	repeated := []struct {
+		name  string
+		rules []config.Rule
+		o     Observation
+	}{
+		{"same_key", nil, Observation{Kind: KindConnect, Addr: addr("203.0.113.7"), Service: "smtp"}},
+		{"ipv6", nil, Observation{Kind: KindConnect, Addr: addr("2001:db8:1:2::7"), Service: "smtp"}},
+		// A source that already has an event and a block.
+		{"while_blocked", []config.Rule{rule("h", "directory_harvest", time.Minute, 1, "block")},
+			Observation{Kind: KindUnknownRecipient, Addr: addr("203.0.113.7"), Refused: true}},
+	}
+	for _, bc := range repeated {
+		b.Run(bc.name, func(b *testing.B) {
+			e := benchEngine(b, bc.rules...)
+			b.ReportAllocs()
+			for b.Loop() {
+				e.Observe(bc.o)
+			}
+		})
+	}
 	b.Run("many_keys", func(b *testing.B) {
-		// 64k sources: the working set fits the table, as in a busy MX.
-		e := benchEngine(b, 0)
+		// 64k sources: the working set of a busy MX.
+		e := benchEngine(b)
 		addrs := make([]netip.Addr, 1<<16)
 		for i := range addrs {
 			addrs[i] = v4(0x0a000000 + uint32(i)*2654435761)
@@ -69,32 +83,10 @@ func BenchmarkObserve(b *testing.B) {
 			i++
 		}
 	})
-	b.Run("ipv6", func(b *testing.B) {
-		e := benchEngine(b, 0)
-		o := Observation{Kind: KindConnect, Addr: addr("2001:db8:1:2::7"), Service: "smtp"}
-		b.ReportAllocs()
-		for b.Loop() {
-			e.Observe(o)
-		}
-	})
-	b.Run("while_blocked", func(b *testing.B) {
-		// Observations from a source that already has an event and a block.
-		e, err := New(context.Background(), Options{Rules: []config.Rule{rule("h", "directory_harvest", time.Minute, 1, "block")}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		startRun(b, e)
-		o := Observation{Kind: KindUnknownRecipient, Addr: addr("203.0.113.7"), Refused: true}
-		e.Observe(o)
-		b.ReportAllocs()
-		for b.Loop() {
-			e.Observe(o)
-		}
-	})
 }
 
 func BenchmarkObserveParallel(b *testing.B) {
-	e := benchEngine(b, 0)
+	e := benchEngine(b)
 	var seq atomic.Uint32
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -118,7 +110,7 @@ func BenchmarkBlocked(b *testing.B) {
 		{"10k_blocks_10_cidrs", 10_000, 10},
 	} {
 		b.Run(tt.name, func(b *testing.B) {
-			e := benchEngine(b, 0)
+			e := benchEngine(b)
 			ctx := context.Background()
 			for i := range tt.blocks {
 				if _, err := e.AddBlock(ctx, v4(0xc6000000+uint32(i)).String(), time.Hour, ""); err != nil {
@@ -159,9 +151,7 @@ func BenchmarkDistinctSourcesFlood(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { e.Run(ctx); close(done) }()
+		stop := startRun(e)
 		b.StartTimer()
 		start := time.Now()
 		for i := range uint32(sources) {
@@ -175,8 +165,7 @@ func BenchmarkDistinctSourcesFlood(b *testing.B) {
 		b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/float64(keys), "bytes/key")
 		b.ReportMetric(float64(elapsed.Nanoseconds())/sources, "ns/obs")
 		b.ReportMetric(float64(keys), "keys")
-		cancel()
-		<-done
+		stop()
 		b.StartTimer()
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -72,7 +73,7 @@ func (ev *activeEvent) recordLocked() events.Event {
 	r := events.Event{
 		ID: ev.id, Type: ev.typ, Rule: ev.rule, Status: events.StatusActive,
 		StartedAt: ev.started, Source: ev.source, Service: ev.service,
-		Impact: ev.impact, Actions: slices.Clone(ev.actions), Detail: ev.detail,
+		Impact: ev.impact, Actions: slices.Clone(ev.actions), Detail: maps.Clone(ev.detail),
 	}
 	if r.Actions == nil {
 		r.Actions = []string{}

@@ -123,7 +123,7 @@ func TestTableMatchesModel(t *testing.T) {
 		for _, v := range tb.idx {
 			if v != 0 {
 				refs++
-				if int(v-1) >= tb.n {
+				if int(uint32(v))-1 >= tb.n {
 					t.Fatalf("cap %d: index refers past the counters", capacity)
 				}
 			}
