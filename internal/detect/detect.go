@@ -333,7 +333,7 @@ func (e *Engine) compile(o Options, old *setup) (*setup, error) {
 			}
 		}
 		if r.st == nil {
-			r.st = newRuleState(rc.Name, rc.Type, int64(rc.Window), s.maxKeys, &e.hash)
+			r.st = newRuleState(int64(rc.Window), s.maxKeys, &e.hash)
 		}
 		s.bound = append(s.bound, r)
 		s.byKind[k] = append(s.byKind[k], r)

@@ -333,25 +333,24 @@ type shard struct {
 // ruleState is the counting state of one rule: it survives Reconfigure
 // when the rule's name, type and window are unchanged.
 type ruleState struct {
-	name, typ string
-	window    int64 // ns
-	width     int64 // slot width, ns
-	maxKeys   int
-	shift     uint // shard = hash >> shift
-	h         *hasher
-	shards    []shard
+	window  int64 // ns
+	width   int64 // slot width, ns
+	maxKeys int
+	shift   uint // shard = hash >> shift
+	h       *hasher
+	shards  []shard
 
 	// sweep cursor, guarded by Engine.houseMu
 	sweepShard, sweepPos int
 }
 
-func newRuleState(name, typ string, window int64, maxKeys int, h *hasher) *ruleState {
+func newRuleState(window int64, maxKeys int, h *hasher) *ruleState {
 	n := maxShards
 	for n > 1 && maxKeys/n < minPerShard {
 		n /= 2
 	}
 	st := &ruleState{
-		name: name, typ: typ, window: window,
+		window:  window,
 		width:   max(1, window/nSlots),
 		maxKeys: maxKeys,
 		shift:   uint(64 - bits.TrailingZeros(uint(n))),
