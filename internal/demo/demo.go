@@ -34,6 +34,9 @@ type Options struct {
 	Logger   *slog.Logger  // gateway logs (default: discarded)
 	// Cycle is the pause between attack rounds after the first; default 3m.
 	Cycle time.Duration
+	// Step is the pause between two attacks of a round; default 12s, so
+	// each attack's lines stand apart on the screen.
+	Step time.Duration
 }
 
 // Mailboxes of the embedded downstream servers.
@@ -49,6 +52,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if o.Cycle <= 0 {
 		o.Cycle = 3 * time.Minute
+	}
+	if o.Step <= 0 {
+		o.Step = 12 * time.Second
 	}
 	if o.Duration > 0 {
 		var cancel context.CancelFunc
@@ -117,7 +123,7 @@ Press Ctrl-C to stop.
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); sim.normalTraffic(ctx) }()
-	go func() { defer wg.Done(); sim.attacks(ctx, o.Cycle) }()
+	go func() { defer wg.Done(); sim.attacks(ctx, o.Step, o.Cycle) }()
 	<-ctx.Done()
 	wg.Wait()
 	n.say("stopping: %d messages reached the primary server, %d the failover", primary.Count(), failover.Count())

@@ -36,7 +36,7 @@ func (s *simulator) normalTraffic(ctx context.Context) {
 }
 
 // attacks runs one round of every attack, then repeats with new sources.
-func (s *simulator) attacks(ctx context.Context, cycle time.Duration) {
+func (s *simulator) attacks(ctx context.Context, step, cycle time.Duration) {
 	for round := 0; ; round++ {
 		base := 60 + round*40%180 // new source addresses each round
 		steps := []struct {
@@ -44,10 +44,10 @@ func (s *simulator) attacks(ctx context.Context, cycle time.Duration) {
 			run  func(context.Context, string)
 			ip   int
 		}{
-			{3 * time.Second, s.harvest, base},
-			{12 * time.Second, s.flood, base + 1},
-			{12 * time.Second, s.badSessions, base + 2},
-			{12 * time.Second, s.mailbomb, base + 3},
+			{step / 4, s.harvest, base},
+			{step, s.flood, base + 1},
+			{step, s.badSessions, base + 2},
+			{step, s.mailbomb, base + 3},
 		}
 		for _, st := range steps {
 			if !sleep(ctx, st.wait) {

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"mxguard/internal/mailsink"
+	"mxguard/internal/testutil"
+)
+
+func TestUsageExitCodes(t *testing.T) {
+	tests := []struct {
+		args []string
+		code int
+	}{
+		{nil, 2},
+		{[]string{"frobnicate"}, 2},
+		{[]string{"serve"}, 2},
+		{[]string{"check-config"}, 2},
+		{[]string{"check-config", "-c", "/nonexistent.yaml"}, 1},
+		{[]string{"help"}, 0},
+	}
+	for _, tt := range tests {
+		var out, errb bytes.Buffer
+		if got := run(tt.args, &out, &errb); got != tt.code {
+			t.Errorf("mxguard %v: exit %d, want %d (stderr %q)", tt.args, got, tt.code, errb.String())
+		}
+	}
+}
+
+func TestCheckConfig(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte("domains: [example.test]\ndelivery:\n  servers: [{address: 127.0.0.1:2526}]\n"), 0o600)
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("domains: [example.test]\nlisten:\n  smtpp: 1.2.3.4:25\ntimeouts: {greeting: 30 seconds}\n"), 0o600)
+
+	var out, errb bytes.Buffer
+	if code := run([]string{"check-config", "-c", good}, &out, &errb); code != 0 {
+		t.Fatalf("valid config: exit %d: %s", code, errb.String())
+	}
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"check-config", "-c", bad}, &out, &errb); code != 1 {
+		t.Fatalf("invalid config: exit %d", code)
+	}
+	// Every problem at once, each as FILE:LINE: message.
+	for _, want := range []string{bad + ":3: ", bad + ":4: ", "delivery.servers"} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("check-config output lacks %q:\n%s", want, errb.String())
+		}
+	}
+}
+
+// TestServeEndToEnd builds the binary, runs `mxguard serve`, attacks it,
+// lists the event with `mxguard events`, reloads (a bad config is refused,
+// the process keeps serving) and stops it with SIGTERM.
+func TestServeEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "mxguard")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	sink, err := mailsink.Start(t.Context(), mailsink.Options{Mailboxes: []string{"alice@example.test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	smtpAddr, adminAddr := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	cfgFile := filepath.Join(dir, "mxguard.yaml")
+	cfg := fmt.Sprintf(`hostname: mx.example.test
+domains: [example.test]
+listen: {smtp: %s, admin: %s}
+admin: {token: e2e-token}
+data_dir: %s
+trusted_networks: [127.0.0.1/32]
+delivery:
+  servers: [{address: %s}]
+rules:
+  - {name: harvest, type: directory_harvest, window: 10m, threshold: 3, actions: [alert, block], block_for: 1h}
+`, smtpAddr, adminAddr, filepath.Join(dir, "var"), sink.Addr())
+	os.WriteFile(cfgFile, []byte(cfg), 0o600)
+
+	cmd := exec.Command(bin, "serve", "-c", cfgFile)
+	var logs bytes.Buffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("mxguard log:\n%s", logs.String())
+		}
+	}()
+	waitListening(t, smtpAddr)
+	waitListening(t, adminAddr)
+
+	c := testutil.Dial(t, smtpAddr, testutil.DialOptions{LocalIP: "127.0.0.90"})
+	c.Expect(220)
+	c.Cmd("EHLO attacker.test", 250)
+	c.Cmd("MAIL FROM:<a@attacker.test>", 250)
+	for i := 0; i < 3; i++ {
+		c.Cmd(fmt.Sprintf("RCPT TO:<guess%d@example.test>", i), 550)
+	}
+	c.Cmd("RCPT TO:<alice@example.test>", 421)
+
+	cli := func(args ...string) (string, int) {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), "MXGUARD_API=http://"+adminAddr, "MXGUARD_TOKEN=e2e-token")
+		out, err := cmd.Output()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return string(out), code
+	}
+	out, code := cli("events", "--type", "directory_harvest", "--json")
+	if code != 0 {
+		t.Fatalf("mxguard events: exit %d", code)
+	}
+	var res struct {
+		Total  int `json:"total"`
+		Events []struct {
+			Source string `json:"source"`
+			Status string `json:"status"`
+		} `json:"events"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Total != 1 || res.Events[0].Source != "127.0.0.90" {
+		t.Fatalf("mxguard events --json: %v %s", err, out)
+	}
+	if out, _ := cli("blocks", "list"); !strings.Contains(out, "127.0.0.90") {
+		t.Errorf("mxguard blocks list lacks the blocked source:\n%s", out)
+	}
+
+	// A broken config on SIGHUP is refused; the old one keeps serving.
+	os.WriteFile(cfgFile, []byte(cfg+"bogus_key: 1\n"), 0o600)
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(t, &logs, "reload refused")
+	testutil.Dial(t, smtpAddr, testutil.DialOptions{LocalIP: "127.0.0.91"}).Expect(220)
+
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("mxguard did not stop on SIGTERM")
+	}
+}
+
+func waitListening(t *testing.T, addr string) {
+	t.Helper()
+	for i := 0; i < 200; i++ {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("nothing listening on %s", addr)
+}
+
+func waitLog(t *testing.T, logs *bytes.Buffer, want string) {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		sc := bufio.NewScanner(bytes.NewReader(logs.Bytes()))
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), want) {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("log never said %q", want)
+}

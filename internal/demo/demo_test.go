@@ -1,0 +1,78 @@
+package demo
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a bytes.Buffer safe for the narrator and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestDemoShowsEveryAttack runs one fast round of the demo and checks that
+// each attack was detected and blocked, and that normal mail kept flowing.
+func TestDemoShowsEveryAttack(t *testing.T) {
+	var out syncBuffer
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{Admin: "127.0.0.1:0", Out: &out, Step: 800 * time.Millisecond, Cycle: time.Hour})
+	}()
+	want := []string{
+		"EVENT STARTED  #1 directory_harvest from 127.0.0.60",
+		"BLOCKED        127.0.0.60",
+		"reconnects and is refused at once: 421 4.7.0",
+		"dos from 127.0.0.61",
+		"bad_sessions from 127.0.0.62",
+		"mailbomb from 127.0.0.63",
+		"attack round 1 done",
+	}
+	deadline := time.Now().Add(50 * time.Second)
+	for {
+		s := out.String()
+		missing := ""
+		for _, w := range want {
+			if !strings.Contains(s, w) {
+				missing = w
+				break
+			}
+		}
+		if missing == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("demo output lacks %q:\n%s", missing, s)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	s := out.String()
+	if strings.Contains(s, "was NOT accepted") {
+		t.Errorf("normal mail was refused during the demo:\n%s", s)
+	}
+	if !strings.Contains(s, "messages reached the primary server") {
+		t.Errorf("no closing summary:\n%s", s)
+	}
+}
