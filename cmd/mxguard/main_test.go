@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -95,8 +96,8 @@ rules:
 	os.WriteFile(cfgFile, []byte(cfg), 0o600)
 
 	cmd := exec.Command(bin, "serve", "-c", cfgFile)
-	var logs bytes.Buffer
-	cmd.Stderr = &logs
+	logs := &lockedBuffer{}
+	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +150,7 @@ rules:
 	// A broken config on SIGHUP is refused; the old one keeps serving.
 	os.WriteFile(cfgFile, []byte(cfg+"bogus_key: 1\n"), 0o600)
 	cmd.Process.Signal(syscall.SIGHUP)
-	waitLog(t, &logs, "reload refused")
+	waitLog(t, logs, "reload refused")
 	testutil.Dial(t, smtpAddr, testutil.DialOptions{LocalIP: "127.0.0.91"}).Expect(220)
 
 	cmd.Process.Signal(syscall.SIGTERM)
@@ -177,10 +178,29 @@ func waitListening(t *testing.T, addr string) {
 	t.Fatalf("nothing listening on %s", addr)
 }
 
-func waitLog(t *testing.T, logs *bytes.Buffer, want string) {
+// lockedBuffer collects the child's stderr, written by os/exec's copier
+// goroutine while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func waitLog(t *testing.T, logs *lockedBuffer, want string) {
 	t.Helper()
 	for i := 0; i < 100; i++ {
-		sc := bufio.NewScanner(bytes.NewReader(logs.Bytes()))
+		sc := bufio.NewScanner(strings.NewReader(logs.String()))
 		for sc.Scan() {
 			if strings.Contains(sc.Text(), want) {
 				return
