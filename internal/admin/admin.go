@@ -77,6 +77,7 @@ func New(o Options) *Server {
 	}
 	s.mux.Handle("/api/", http.HandlerFunc(s.serveAPI))
 	s.routeAPI()
+	s.routePprof()
 	s.console = newConsole(s)
 	s.console.route(s.mux)
 	return s
