@@ -1,0 +1,640 @@
+// Package spool is mxguard's outage spool: a durable store of messages
+// accepted while every downstream server is down (store.go, format.go), and
+// the manager that decides per transaction whether to pass mail through,
+// spool it or defer it, and releases the spool when a server is back
+// (manager.go, unspool.go, dsn.go). See README.md.
+package spool
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"mxguard/internal/metrics"
+)
+
+// Clock gives the spool and the manager their notion of now; tests inject a
+// fake one.
+type Clock interface{ Now() time.Time }
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// ErrFull is returned by Put when the message would take the spool over
+// Options.MaxBytes (the front end answers 452 4.3.1).
+var ErrFull = errors.New("spool: full")
+
+// ErrNotFound is returned for an id that is not in the spool.
+var ErrNotFound = errors.New("spool: no such message")
+
+// Envelope is what the spool keeps about a message besides its bytes.
+type Envelope struct {
+	ID         string    `json:"id"`
+	From       string    `json:"from"` // "" is the null reverse-path of a bounce
+	Recipients []string  `json:"recipients"`
+	Received   time.Time `json:"received"`
+	Source     string    `json:"source,omitempty"` // client address, for logs
+	Size       int64     `json:"-"`                // message bytes
+
+	// Delivery state, kept in a sidecar file beside the message so that
+	// updating it never rewrites the message (see Defer).
+	Attempts    int       `json:"-"`
+	NextAttempt time.Time `json:"-"` // zero: due now
+	LastError   string    `json:"-"`
+	// Done lists the recipients already delivered or bounced; the
+	// unspooler hands on only the others.
+	Done []string `json:"-"`
+	// Redelivery is set when the process stopped while this message was
+	// being handed on, so the downstream may already have it: delivering
+	// it again can make a duplicate (counted, see README).
+	Redelivery bool `json:"-"`
+}
+
+// Pending returns the recipients not yet delivered or bounced.
+func (e *Envelope) Pending() []string {
+	var p []string
+	for _, r := range e.Recipients {
+		if !slices.Contains(e.Done, r) {
+			p = append(p, r)
+		}
+	}
+	return p
+}
+
+// state is the sidecar JSON.
+type state struct {
+	Attempts    int       `json:"attempts"`
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
+	Done        []string  `json:"done,omitempty"`
+}
+
+// Options configures a Spool.
+type Options struct {
+	// MaxBytes bounds the bytes on disk (message files, headers included);
+	// 0 or less means no limit.
+	MaxBytes int64
+	Logger   *slog.Logger     // nil: discard
+	Metrics  *metrics.Metrics // nil: no gauges
+	Clock    Clock            // receive time of Put; nil: system clock
+}
+
+// Spool is a directory of message files:
+//
+//	DIR/ID.msg       header, envelope and message (format.go)
+//	DIR/ID.state     delivery state of ID, once it has been deferred
+//	DIR/inflight     journal of attempts started (duplicate accounting)
+//	DIR/tmp/         files being written; emptied by Open
+//	DIR/corrupt/     files Open could not read, kept for the operator
+//
+// A Spool is safe for concurrent use.
+type Spool struct {
+	dir   string
+	o     Options
+	log   *slog.Logger
+	clock Clock
+	dirf  *os.File // DIR, kept open to fsync renames and unlinks
+
+	mu       sync.Mutex
+	msgs     map[string]*Envelope
+	order    []*Envelope // by Received, then ID
+	bytes    int64       // bytes of committed message files
+	reserved int64       // bytes of Puts in progress
+	journal  *os.File
+}
+
+const (
+	msgExt      = ".msg"
+	stateExt    = ".state"
+	journalName = "inflight"
+	tmpDir      = "tmp"
+	corruptDir  = "corrupt"
+)
+
+// Open opens (creating it if needed) the spool in dir and recovers it:
+// files left in tmp/ by a crash are deleted (their Put never returned, so
+// no client got 250 for them), message files are checked and indexed, an
+// unreadable one is moved to corrupt/ and logged, and a state file without
+// its message is deleted.
+func Open(dir string, o Options) (*Spool, error) {
+	s := &Spool{dir: dir, o: o, log: o.Logger, clock: o.Clock, msgs: map[string]*Envelope{}}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.clock == nil {
+		s.clock = systemClock{}
+	}
+	for _, d := range []string{dir, filepath.Join(dir, tmpDir), filepath.Join(dir, corruptDir)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("spool: %w", err)
+		}
+	}
+	var err error
+	if s.dirf, err = os.Open(dir); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	if err := s.recover(); err != nil {
+		s.dirf.Close()
+		return nil, err
+	}
+	if s.journal, err = os.OpenFile(filepath.Join(dir, journalName), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err != nil {
+		s.dirf.Close()
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	s.gauges()
+	return s, nil
+}
+
+func (s *Spool) recover() error {
+	tmps, err := os.ReadDir(filepath.Join(s.dir, tmpDir))
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	for _, t := range tmps {
+		if err := os.Remove(filepath.Join(s.dir, tmpDir, t.Name())); err != nil {
+			return fmt.Errorf("spool: remove temporary file: %w", err)
+		}
+		s.log.Info("spool: removed incomplete temporary file", "file", t.Name())
+	}
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	var states []string
+	for _, e := range ents {
+		name := e.Name()
+		switch {
+		case strings.HasSuffix(name, msgExt) && validID(strings.TrimSuffix(name, msgExt)):
+			env, size, err := s.load(strings.TrimSuffix(name, msgExt))
+			if err != nil {
+				s.quarantine(name, err)
+				continue
+			}
+			s.insert(env, size)
+		case strings.HasSuffix(name, stateExt):
+			states = append(states, name)
+		case name == tmpDir || name == corruptDir || name == journalName:
+		default:
+			s.log.Warn("spool: ignoring unknown file", "file", name)
+		}
+	}
+	for _, name := range states {
+		env := s.msgs[strings.TrimSuffix(name, stateExt)]
+		if env == nil {
+			// Remove unlinks the message first; a crash before the state
+			// file went leaves it orphaned.
+			if err := os.Remove(filepath.Join(s.dir, name)); err != nil {
+				return fmt.Errorf("spool: %w", err)
+			}
+			continue
+		}
+		if err := s.loadState(env, name); err != nil {
+			// Losing the retry schedule only means an early retry.
+			s.log.Warn("spool: unreadable state file, retrying from scratch", "id", env.ID, "err", err)
+		}
+	}
+	if err := s.recoverJournal(); err != nil {
+		return err
+	}
+	if err := s.dirf.Sync(); err != nil {
+		return fmt.Errorf("spool: sync directory: %w", err)
+	}
+	s.log.Info("spool: opened", "dir", s.dir, "messages", len(s.msgs), "bytes", s.bytes)
+	return nil
+}
+
+// load reads and checks the header of ID.msg.
+func (s *Spool) load(id string) (*Envelope, int64, error) {
+	f, err := os.Open(filepath.Join(s.dir, id+msgExt))
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	fh, err := decodeHeader(bufio.NewReader(f), fi.Size())
+	if err != nil {
+		return nil, 0, err
+	}
+	if fh.env.ID != id {
+		return nil, 0, fmt.Errorf("%w: envelope id %q in file %s", errCorrupt, fh.env.ID, id)
+	}
+	return &fh.env, fi.Size(), nil
+}
+
+func (s *Spool) loadState(env *Envelope, name string) error {
+	b, err := os.ReadFile(filepath.Join(s.dir, name))
+	if err != nil {
+		return err
+	}
+	var st state
+	if err := json.Unmarshal(b, &st); err != nil {
+		return err
+	}
+	env.Attempts, env.NextAttempt, env.LastError, env.Done = st.Attempts, st.NextAttempt, st.LastError, st.Done
+	return nil
+}
+
+// quarantine moves an unreadable message file out of the way: it is never
+// delivered (a truncated message must not reach anyone half), and never
+// silently deleted either, since it may be all that is left of a message.
+func (s *Spool) quarantine(name string, cause error) {
+	s.log.Error("spool: unreadable message file moved to corrupt/", "file", name, "err", cause)
+	if err := os.Rename(filepath.Join(s.dir, name), filepath.Join(s.dir, corruptDir, name)); err != nil {
+		s.log.Error("spool: cannot move corrupt file", "file", name, "err", err)
+	}
+}
+
+// recoverJournal flags messages whose delivery was in progress when the
+// process stopped. A journal line is "ID ATTEMPTS", appended before each
+// attempt with the attempt count it started from; if the state file shows a
+// higher count, that attempt ended in a deferral and reached no one.
+func (s *Spool) recoverJournal() error {
+	path := filepath.Join(s.dir, journalName)
+	b, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("spool: %w", err)
+	}
+	var keep []byte
+	for line := range strings.Lines(string(b)) {
+		id, n, ok := strings.Cut(strings.TrimSpace(line), " ")
+		attempts, err := strconv.Atoi(n)
+		env := s.msgs[id]
+		if !ok || err != nil || env == nil {
+			continue
+		}
+		if env.Attempts <= attempts && !env.Redelivery {
+			env.Redelivery = true
+			keep = fmt.Appendf(keep, "%s %d\n", id, env.Attempts)
+		}
+	}
+	// Rewrite the journal with the flags still relevant, so that they
+	// survive another crash before the redelivery.
+	return s.writeAtomic(journalName, keep)
+}
+
+func (s *Spool) insert(env *Envelope, size int64) {
+	s.msgs[env.ID] = env
+	i, _ := slices.BinarySearchFunc(s.order, env, compareEnv)
+	s.order = slices.Insert(s.order, i, env)
+	s.bytes += size
+}
+
+func compareEnv(a, b *Envelope) int {
+	if c := a.Received.Compare(b.Received); c != 0 {
+		return c
+	}
+	return strings.Compare(a.ID, b.ID)
+}
+
+// validID guards file names built from ids (Open(id) may be called with an
+// id that came from outside): 24 lowercase hex digits.
+func validID(id string) bool {
+	if len(id) != 24 {
+		return false
+	}
+	for _, c := range []byte(id) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// newID returns 16 hex digits of the receive time in nanoseconds, so ids
+// sort by time, and 8 random ones against collisions within a nanosecond.
+func newID(t time.Time) string {
+	return fmt.Sprintf("%016x%08x", uint64(t.UnixNano()), rand.Uint32())
+}
+
+// Put writes a message made of parts (typically our Received header and
+// the message as received) and returns its id once it is durable: the file
+// is written under tmp/, fsynced, renamed into DIR and DIR is fsynced. Only
+// then may the front end answer 250 (INTERFACE.md §4). Put returns ErrFull
+// when MaxBytes would be exceeded, and a wrapped error on any disk failure;
+// in both cases nothing was spooled.
+func (s *Spool) Put(ctx context.Context, env Envelope, parts ...[]byte) (string, error) {
+	return s.put(ctx, env, true, parts...)
+}
+
+func (s *Spool) put(ctx context.Context, env Envelope, limit bool, parts ...[]byte) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	if env.Received.IsZero() {
+		env.Received = s.clock.Now()
+	}
+	env.Attempts, env.NextAttempt, env.LastError, env.Done, env.Redelivery = 0, time.Time{}, "", nil, false
+	var size int64
+	var crc uint32
+	for _, p := range parts {
+		size += int64(len(p))
+		crc = crc32.Update(crc, castagnoli, p)
+	}
+	env.Size = size
+
+	s.mu.Lock()
+	env.ID = newID(env.Received)
+	for s.msgs[env.ID] != nil {
+		env.ID = newID(env.Received)
+	}
+	hdr, err := encodeHeader(&env, size, crc)
+	if err != nil {
+		s.mu.Unlock()
+		return "", fmt.Errorf("spool: encode envelope: %w", err)
+	}
+	fileSize := int64(len(hdr)) + size
+	if limit && s.o.MaxBytes > 0 && s.bytes+s.reserved+fileSize > s.o.MaxBytes {
+		s.mu.Unlock()
+		return "", ErrFull
+	}
+	s.reserved += fileSize
+	s.mu.Unlock()
+
+	err = s.write(env.ID, hdr, parts)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reserved -= fileSize
+	if err != nil {
+		return "", err
+	}
+	s.insert(&env, fileSize)
+	s.gauges()
+	return env.ID, nil
+}
+
+// write makes DIR/ID.msg durable.
+func (s *Spool) write(id string, hdr []byte, parts [][]byte) error {
+	tmp := filepath.Join(s.dir, tmpDir, id+msgExt)
+	if err := writeSynced(tmp, append([][]byte{hdr}, parts...)); err != nil {
+		return fmt.Errorf("spool: write %s: %w", id, err)
+	}
+	final := filepath.Join(s.dir, id+msgExt)
+	if err := os.Rename(tmp, final); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("spool: rename %s: %w", id, err)
+	}
+	if err := s.dirf.Sync(); err != nil {
+		// The rename may or may not survive a power loss; the client
+		// will be told 4xx and send again, so take the file back rather
+		// than risk delivering it twice.
+		os.Remove(final)
+		return fmt.Errorf("spool: sync directory after %s: %w", id, err)
+	}
+	return nil
+}
+
+// writeSynced creates path with the concatenated parts and fsyncs it; on
+// error the file is removed.
+func writeSynced(path string, parts [][]byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	for _, p := range parts {
+		if _, err = f.Write(p); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+	}
+	return err
+}
+
+// writeAtomic replaces DIR/name with b: tmp file, fsync, rename, fsync DIR.
+func (s *Spool) writeAtomic(name string, b []byte) error {
+	tmp := filepath.Join(s.dir, tmpDir, name)
+	if err := writeSynced(tmp, [][]byte{b}); err != nil {
+		return fmt.Errorf("spool: write %s: %w", name, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(s.dir, name)); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("spool: rename %s: %w", name, err)
+	}
+	if err := s.dirf.Sync(); err != nil {
+		return fmt.Errorf("spool: sync directory after %s: %w", name, err)
+	}
+	return nil
+}
+
+// Stats returns the number of messages and the bytes of their files.
+func (s *Spool) Stats() (messages int, bytes int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.msgs), s.bytes
+}
+
+// MaxBytes returns Options.MaxBytes.
+func (s *Spool) MaxBytes() int64 { return s.o.MaxBytes }
+
+// List returns copies of every envelope, oldest first (received time, then
+// id).
+func (s *Spool) List() []Envelope {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Envelope, len(s.order))
+	for i, e := range s.order {
+		out[i] = e.clone()
+	}
+	return out
+}
+
+// due returns up to n envelopes whose next attempt is not after now,
+// oldest first, and whether more are due.
+func (s *Spool) due(now time.Time, n int) ([]Envelope, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Envelope
+	for _, e := range s.order {
+		if e.NextAttempt.After(now) {
+			continue
+		}
+		if len(out) == n {
+			return out, true
+		}
+		out = append(out, e.clone())
+	}
+	return out, false
+}
+
+// nextAttempt returns the earliest next attempt time; false when the spool
+// is empty.
+func (s *Spool) nextAttempt() (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var next time.Time
+	for i, e := range s.order {
+		if i == 0 || e.NextAttempt.Before(next) {
+			next = e.NextAttempt
+		}
+	}
+	return next, len(s.order) > 0
+}
+
+func (e *Envelope) clone() Envelope {
+	c := *e
+	c.Recipients = slices.Clone(e.Recipients)
+	c.Done = slices.Clone(e.Done)
+	return c
+}
+
+// Open returns the envelope of id and a reader of its message. The reader
+// fails at the end, instead of returning io.EOF, if the bytes do not match
+// the checksum written by Put: read the whole message before committing it
+// downstream.
+func (s *Spool) Open(id string) (Envelope, io.ReadCloser, error) {
+	s.mu.Lock()
+	e := s.msgs[id]
+	var env Envelope
+	if e != nil {
+		env = e.clone()
+	}
+	s.mu.Unlock()
+	if e == nil {
+		return env, nil, ErrNotFound
+	}
+	f, err := os.Open(filepath.Join(s.dir, id+msgExt))
+	if err != nil {
+		return env, nil, fmt.Errorf("spool: open %s: %w", id, err)
+	}
+	fi, err := f.Stat()
+	if err == nil {
+		var fh fileHeader
+		if fh, err = decodeHeader(bufio.NewReaderSize(f, 4096), fi.Size()); err == nil {
+			sr := io.NewSectionReader(f, fh.offset, fh.msgLen)
+			return env, &checkedReader{r: sr, want: fh.msgCRC, c: f}, nil
+		}
+	}
+	f.Close()
+	return env, nil, fmt.Errorf("spool: open %s: %w", id, err)
+}
+
+// Remove deletes a message: unlink, then fsync DIR so it stays deleted.
+func (s *Spool) Remove(id string) error {
+	if err := s.unlink(id); err != nil {
+		return err
+	}
+	if err := s.dirf.Sync(); err != nil {
+		return fmt.Errorf("spool: sync directory after removing %s: %w", id, err)
+	}
+	return nil
+}
+
+func (s *Spool) unlink(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.msgs[id]
+	if e == nil {
+		return ErrNotFound
+	}
+	fi, err := os.Stat(filepath.Join(s.dir, id+msgExt))
+	if err != nil {
+		return fmt.Errorf("spool: remove %s: %w", id, err)
+	}
+	// The message goes first: a state file left by a crash here is
+	// orphaned and deleted by Open, never the other way round.
+	if err := os.Remove(filepath.Join(s.dir, id+msgExt)); err != nil {
+		return fmt.Errorf("spool: remove %s: %w", id, err)
+	}
+	if err := os.Remove(filepath.Join(s.dir, id+stateExt)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("spool: cannot remove state file", "id", id, "err", err)
+	}
+	delete(s.msgs, id)
+	if i, ok := slices.BinarySearchFunc(s.order, e, compareEnv); ok {
+		s.order = slices.Delete(s.order, i, i+1)
+	}
+	s.bytes -= fi.Size()
+	s.gauges()
+	if len(s.msgs) == 0 {
+		// Every journal line is obsolete once the spool is empty.
+		if err := s.journal.Truncate(0); err != nil {
+			s.log.Warn("spool: cannot truncate journal", "err", err)
+		}
+	}
+	return nil
+}
+
+// Defer records a failed attempt: one more attempt, the time of the next
+// one and the error, plus recipients now done (delivered or bounced) that
+// must not get the message again. The state file is replaced atomically
+// (tmp, fsync, rename, fsync DIR); the message file is never rewritten.
+// Defer and Remove of one id must not run concurrently (the unspooler
+// handles each message in one goroutine).
+func (s *Spool) Defer(id string, next time.Time, lastErr string, done ...string) error {
+	s.mu.Lock()
+	e := s.msgs[id]
+	var st state
+	if e != nil {
+		st = state{Attempts: e.Attempts + 1, NextAttempt: next, LastError: lastErr, Done: slices.Clone(e.Done)}
+	}
+	s.mu.Unlock()
+	if e == nil {
+		return ErrNotFound
+	}
+	for _, r := range done {
+		if !slices.Contains(st.Done, r) {
+			st.Done = append(st.Done, r)
+		}
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("spool: defer %s: %w", id, err)
+	}
+	if err := s.writeAtomic(id+stateExt, b); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	e.Attempts, e.NextAttempt, e.LastError, e.Done = st.Attempts, st.NextAttempt, st.LastError, st.Done
+	s.mu.Unlock()
+	return nil
+}
+
+// startAttempt appends "ID ATTEMPTS" to the journal before a delivery
+// attempt. It is not fsynced: it survives a crash of the process (the
+// write is in the page cache), which is what duplicate accounting is for;
+// after a power loss the count may be low, never the mail lost.
+func (s *Spool) startAttempt(env *Envelope) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, err := fmt.Fprintf(s.journal, "%s %d\n", env.ID, env.Attempts); err != nil {
+		s.log.Warn("spool: cannot append to journal", "err", err)
+	}
+}
+
+func (s *Spool) gauges() {
+	if s.o.Metrics == nil {
+		return
+	}
+	s.o.Metrics.SpoolMessages.Set(float64(len(s.msgs)))
+	s.o.Metrics.SpoolBytes.Set(float64(s.bytes))
+}
+
+// Close releases the spool's file handles. Messages stay on disk.
+func (s *Spool) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return errors.Join(s.journal.Close(), s.dirf.Close())
+}
