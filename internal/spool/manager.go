@@ -41,8 +41,10 @@ type State string
 //	            still passes through while a server is up
 //	delay       every server is down and spool.delay has not passed since
 //	            the start of org_down: 451 4.4.1
-//	full        every server is down, the delay is over, the spool holds
-//	            max_size bytes or more: 452 4.3.1
+//	full        every server is down, the delay is over, and the spool
+//	            is full (Spool.Full: max_size reached, or a message was
+//	            refused for lack of room since the last one left):
+//	            452 4.3.1
 //	spooling    every server is down, the delay is over: mail is spooled
 //	unspooling  a server is up, messages wait and release is on
 //	            (auto_unspool, or an unspool request)
@@ -266,14 +268,13 @@ func (m *Manager) Status() Status {
 
 // stateLocked applies the precedence documented at State.
 func (m *Manager) stateLocked() State {
-	n, b := m.o.Spool.Stats()
-	limit := m.o.Spool.MaxBytes()
+	n, _ := m.o.Spool.Stats()
 	switch {
 	case m.suspended:
 		return StateSuspended
 	case m.orgDown && m.clock.Now().Before(m.downSince.Add(m.o.Delay)):
 		return StateDelay
-	case m.orgDown && limit > 0 && b >= limit:
+	case m.orgDown && m.o.Spool.Full():
 		return StateFull
 	case m.orgDown:
 		return StateSpooling

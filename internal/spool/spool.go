@@ -114,6 +114,7 @@ type Spool struct {
 	order    []*Envelope // by Received, then ID
 	bytes    int64       // bytes of committed message files
 	reserved int64       // bytes of Puts in progress
+	refused  bool        // a Put got ErrFull and no message left since
 	journal  *os.File
 }
 
@@ -361,6 +362,7 @@ func (s *Spool) put(ctx context.Context, env Envelope, limit bool, parts ...[]by
 	}
 	fileSize := int64(len(hdr)) + size
 	if limit && s.o.MaxBytes > 0 && s.bytes+s.reserved+fileSize > s.o.MaxBytes {
+		s.refused = true
 		s.mu.Unlock()
 		return "", ErrFull
 	}
@@ -449,6 +451,17 @@ func (s *Spool) Stats() (messages int, bytes int64) {
 
 // MaxBytes returns Options.MaxBytes.
 func (s *Spool) MaxBytes() int64 { return s.o.MaxBytes }
+
+// Full reports whether the spool holds MaxBytes or more, or refused a
+// message for lack of room since a message last left. The second half
+// matters because Put never exceeds MaxBytes: without it a spool short by
+// less than one message would look fine while refusing every one of them
+// after their DATA.
+func (s *Spool) Full() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.o.MaxBytes > 0 && (s.bytes >= s.o.MaxBytes || s.refused)
+}
 
 // List returns copies of every envelope, oldest first (received time, then
 // id).
@@ -563,6 +576,7 @@ func (s *Spool) unlink(id string) error {
 		s.log.Warn("spool: cannot remove state file", "id", id, "err", err)
 	}
 	delete(s.msgs, id)
+	s.refused = false
 	if i, ok := slices.BinarySearchFunc(s.order, e, compareEnv); ok {
 		s.order = slices.Delete(s.order, i, i+1)
 	}

@@ -1,0 +1,103 @@
+package spool
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// fakeClock is set by the test; nothing waits on it.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+var _ Clock = (*fakeClock)(nil)
+
+// delivery is one Deliver call as the recorder saw it.
+type delivery struct {
+	Env Envelope
+	Msg string
+}
+
+// recorder is a Deliverer that keeps what it got and answers with
+// answer(env) (nil: 250).
+type recorder struct {
+	mu     sync.Mutex
+	got    []delivery
+	answer func(env Envelope) error
+}
+
+func (r *recorder) Deliver(_ context.Context, env Envelope, msg io.Reader) error {
+	b, err := io.ReadAll(msg)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.got = append(r.got, delivery{Env: env, Msg: string(b)})
+	answer := r.answer
+	r.mu.Unlock()
+	if answer != nil {
+		return answer(env)
+	}
+	return nil
+}
+
+func (r *recorder) deliveries() []delivery {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]delivery(nil), r.got...)
+}
+
+var _ Deliverer = (*recorder)(nil)
+
+func smtpErr(code int, enh [3]int, text string) error {
+	return &smtp.SMTPError{Code: code, EnhancedCode: smtp.EnhancedCode(enh), Message: text}
+}
+
+// openSpool opens a spool in a fresh directory, closed at cleanup.
+func openSpool(t testing.TB, o Options) (*Spool, string) {
+	t.Helper()
+	dir := t.TempDir()
+	s, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, dir
+}
+
+// testMessage is a small message whose Subject names n.
+func testMessage(n int) []byte {
+	return fmt.Appendf(nil, "From: a@example.org\r\nTo: b@example.test\r\nSubject: message %d\r\nMessage-ID: <%d@example.org>\r\n\r\nbody of message %d\r\n", n, n, n)
+}
+
+func mustPut(t testing.TB, s *Spool, env Envelope, parts ...[]byte) string {
+	t.Helper()
+	id, err := s.Put(context.Background(), env, parts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}

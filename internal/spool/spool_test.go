@@ -1,0 +1,258 @@
+package spool
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"mxguard/internal/metrics"
+)
+
+func TestPutOpenRoundTrip(t *testing.T) {
+	clock := newFakeClock()
+	m := metrics.New()
+	s, _ := openSpool(t, Options{Clock: clock, Metrics: m})
+	received := []byte("Received: from client by mx.example.test\r\n")
+	msg := testMessage(1)
+	id := mustPut(t, s, Envelope{From: "a@example.org", Recipients: []string{"b@example.test", "c@example.test"}, Source: "192.0.2.1"}, received, msg)
+	if !validID(id) {
+		t.Fatalf("id %q is not valid", id)
+	}
+	env, rc, err := s.Open(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	got, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := append(slices.Clone(received), msg...); !bytes.Equal(got, want) {
+		t.Errorf("message = %q, want %q", got, want)
+	}
+	if env.ID != id || env.From != "a@example.org" || !slices.Equal(env.Recipients, []string{"b@example.test", "c@example.test"}) ||
+		env.Source != "192.0.2.1" || !env.Received.Equal(clock.Now()) || env.Size != int64(len(received)+len(msg)) {
+		t.Errorf("envelope = %+v", env)
+	}
+	n, b := s.Stats()
+	if n != 1 || b <= env.Size {
+		t.Errorf("Stats = %d, %d", n, b)
+	}
+	if g := testutil.ToFloat64(m.SpoolMessages); g != 1 {
+		t.Errorf("spool_messages = %v", g)
+	}
+	if g := testutil.ToFloat64(m.SpoolBytes); g != float64(b) {
+		t.Errorf("spool_bytes = %v, want %d", g, b)
+	}
+	if err := s.Remove(id); err != nil {
+		t.Fatal(err)
+	}
+	if n, b := s.Stats(); n != 0 || b != 0 {
+		t.Errorf("Stats after Remove = %d, %d", n, b)
+	}
+	if g := testutil.ToFloat64(m.SpoolMessages); g != 0 {
+		t.Errorf("spool_messages after Remove = %v", g)
+	}
+	if _, _, err := s.Open(id); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Open after Remove: %v", err)
+	}
+	if err := s.Remove(id); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second Remove: %v", err)
+	}
+}
+
+func TestOpenRejectsForeignIDs(t *testing.T) {
+	s, _ := openSpool(t, Options{})
+	for _, id := range []string{"", "../etc/passwd", "0123456789abcdef01234567/../x"} {
+		if _, _, err := s.Open(id); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Open(%q) = %v, want ErrNotFound", id, err)
+		}
+	}
+}
+
+func TestReopenKeepsOrderAndState(t *testing.T) {
+	clock := newFakeClock()
+	s, dir := openSpool(t, Options{Clock: clock})
+	var ids []string
+	for i := range 5 {
+		// Received times out of insertion order: List sorts by them.
+		env := Envelope{From: "a@example.org", Recipients: []string{"b@example.test"}, Received: clock.Now().Add(time.Duration(5-i) * time.Minute)}
+		ids = append(ids, mustPut(t, s, env, testMessage(i)))
+	}
+	next := clock.Now().Add(time.Hour).Truncate(time.Second)
+	if err := s.Defer(ids[2], next, "451 4.3.0 try later", "b@example.test"); err != nil {
+		t.Fatal(err)
+	}
+	n, b := s.Stats()
+	s.Close()
+
+	s2, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if n2, b2 := s2.Stats(); n2 != n || b2 != b {
+		t.Errorf("Stats after reopen = %d, %d, want %d, %d", n2, b2, n, b)
+	}
+	var got []string
+	for _, e := range s2.List() {
+		got = append(got, e.ID)
+		if e.ID == ids[2] {
+			if e.Attempts != 1 || !e.NextAttempt.Equal(next) || e.LastError != "451 4.3.0 try later" || !slices.Equal(e.Done, []string{"b@example.test"}) {
+				t.Errorf("deferred envelope after reopen = %+v", e)
+			}
+			if len(e.Pending()) != 0 {
+				t.Errorf("Pending = %v", e.Pending())
+			}
+		}
+	}
+	want := slices.Clone(ids)
+	slices.Reverse(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("List order = %v, want %v", got, want)
+	}
+}
+
+func TestRecoveryScan(t *testing.T) {
+	s, dir := openSpool(t, Options{})
+	good := mustPut(t, s, Envelope{From: "a@example.org", Recipients: []string{"b@example.test"}}, testMessage(1))
+	truncated := mustPut(t, s, Envelope{From: "a@example.org", Recipients: []string{"b@example.test"}}, testMessage(2))
+	deleted := mustPut(t, s, Envelope{From: "a@example.org", Recipients: []string{"b@example.test"}}, testMessage(3))
+	if err := s.Defer(deleted, time.Now(), "x"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	path := func(p ...string) string { return filepath.Join(append([]string{dir}, p...)...) }
+	// A crash mid-Put leaves a temp file; one on a filesystem that lost
+	// data leaves a short file; one mid-Remove leaves an orphan state.
+	if err := os.WriteFile(path(tmpDir, "0000000000000000deadbeef.msg"), []byte("MXGSPOOL partial"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(path(truncated + msgExt))
+	if err := os.Truncate(path(truncated+msgExt), fi.Size()-3); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path(deleted + msgExt)); err != nil {
+		t.Fatal(err)
+	}
+	garbage := "00000000000000000badf00d"
+	if err := os.WriteFile(path(garbage+msgExt), []byte("not a spool file at all, long enough to have a header......"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	s2, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if l := s2.List(); len(l) != 1 || l[0].ID != good {
+		t.Errorf("List = %v, want only %s", l, good)
+	}
+	if ents, _ := os.ReadDir(path(tmpDir)); len(ents) != 0 {
+		t.Errorf("tmp/ not emptied: %v", ents)
+	}
+	for _, id := range []string{truncated, garbage} {
+		if _, err := os.Stat(path(corruptDir, id+msgExt)); err != nil {
+			t.Errorf("%s not moved to corrupt/: %v", id, err)
+		}
+	}
+	if _, err := os.Stat(path(deleted + stateExt)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("orphan state file kept: %v", err)
+	}
+	_, b := s2.Stats()
+	fi, _ = os.Stat(path(good + msgExt))
+	if b != fi.Size() {
+		t.Errorf("bytes = %d, want %d", b, fi.Size())
+	}
+}
+
+// A damaged body passes the header checks but fails the read at its end,
+// before a Deliverer that reads to the end can commit it.
+func TestDamagedBodyFailsRead(t *testing.T) {
+	s, dir := openSpool(t, Options{})
+	id := mustPut(t, s, Envelope{From: "a@example.org", Recipients: []string{"b@example.test"}}, testMessage(1))
+	p := filepath.Join(dir, id+msgExt)
+	b, _ := os.ReadFile(p)
+	b[len(b)-4] ^= 0x20
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, rc, err := s.Open(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if _, err := io.ReadAll(rc); !errors.Is(err, errCorrupt) {
+		t.Errorf("ReadAll of damaged message: %v, want errCorrupt", err)
+	}
+}
+
+func TestFull(t *testing.T) {
+	s, dir := openSpool(t, Options{MaxBytes: 600})
+	mustPut(t, s, Envelope{From: "a@example.org", Recipients: []string{"b@example.test"}}, testMessage(1))
+	n, b := s.Stats()
+	_, err := s.Put(context.Background(), Envelope{From: "a@example.org", Recipients: []string{"b@example.test"}}, bytes.Repeat([]byte("x"), 600))
+	if !errors.Is(err, ErrFull) {
+		t.Fatalf("Put over max: %v, want ErrFull", err)
+	}
+	if n2, b2 := s.Stats(); n2 != n || b2 != b {
+		t.Errorf("Stats changed by a refused Put: %d, %d", n2, b2)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(dir, tmpDir)); len(ents) != 0 {
+		t.Errorf("temp files left: %v", ents)
+	}
+}
+
+// Root ignores permission bits, so a read-only directory cannot make a
+// write fail in this test; a file where tmp/ should be can.
+func TestDiskErrorNeverSucceeds(t *testing.T) {
+	s, dir := openSpool(t, Options{})
+	if err := os.Remove(filepath.Join(dir, tmpDir)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, tmpDir), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	id, err := s.Put(context.Background(), Envelope{From: "a@example.org", Recipients: []string{"b@example.test"}}, testMessage(1))
+	if err == nil || errors.Is(err, ErrFull) {
+		t.Fatalf("Put with a broken spool = %q, %v; want a disk error", id, err)
+	}
+	if n, b := s.Stats(); n != 0 || b != 0 {
+		t.Errorf("Stats after a failed Put = %d, %d", n, b)
+	}
+	// And a spool that cannot be opened says so.
+	if _, err := Open(filepath.Join(dir, tmpDir, "sub"), Options{}); err == nil {
+		t.Error("Open below a file succeeded")
+	}
+}
+
+func TestPutHonoursContext(t *testing.T) {
+	s, _ := openSpool(t, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.Put(ctx, Envelope{}, testMessage(1)); !errors.Is(err, context.Canceled) {
+		t.Errorf("Put with a cancelled context: %v", err)
+	}
+}
+
+func FuzzDecodeHeader(f *testing.F) {
+	env := Envelope{ID: "0123456789abcdef01234567", From: "a@example.org", Recipients: []string{"b@example.test"}}
+	hdr, _ := encodeHeader(&env, 4, 0)
+	f.Add(append(hdr, "body"...))
+	f.Add([]byte(magic))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fh, err := decodeHeader(bytes.NewReader(b), int64(len(b)))
+		if err == nil && fh.offset+fh.msgLen != int64(len(b)) {
+			t.Errorf("accepted a header whose lengths do not match the file: %+v", fh)
+		}
+	})
+}
