@@ -233,6 +233,7 @@ type Engine struct {
 	evMu    sync.Mutex
 	tracked map[*activeEvent]struct{} // active, or ended and not yet written
 	nextID  atomic.Int64              // event IDs when there is no store
+	ext     externalEvents            // events raised by other components (StartEvent)
 
 	// houseMu serializes Tick and Reconfigure: event ownership (which
 	// ruleState holds an event) and sweep cursors change only under it.

@@ -82,12 +82,17 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (g *Gateway, err 
 		return nil, fmt.Errorf("detection engine: %w", err)
 	}
 	g.Relay = relay.New(relay.Options{
-		Servers:        serverAddrs(cfg),
+		Servers:        deliveryServers(cfg),
 		Hostname:       cfg.Hostname,
 		Dial:           o.Dial,
 		CommandTimeout: 2 * time.Minute,
 		DataTimeout:    cfg.Timeouts.Data,
 		Logger:         o.Logger.With("component", "relay"),
+		CheckInterval:  cfg.Delivery.CheckInterval,
+		DownAfter:      cfg.Delivery.DownAfter,
+		Clock:          o.Clock,
+		Events:         g.Engine,
+		Metrics:        g.Metrics,
 	})
 	set, err := g.smtpSettings(cfg)
 	if err != nil {
@@ -114,6 +119,7 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (g *Gateway, err 
 		Logger:  o.Logger.With("component", "admin"),
 		Version: o.Version,
 	})
+	g.Admin.Handle("GET /api/v1/servers", g.Relay.ServersHandler())
 
 	if g.smtpLn, err = smtpd.Listen(ctx, cfg.Listen.SMTP); err != nil {
 		return nil, fmt.Errorf("listen smtp: %w", err)
@@ -126,13 +132,14 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (g *Gateway, err 
 	runCtx, cancel := context.WithCancel(context.Background())
 	g.cancel = cancel
 	g.goRun(func() { g.Engine.Run(runCtx) })
+	g.goRun(func() { g.Relay.Run(runCtx) })
 	g.goRun(func() { _ = g.SMTP.Serve(g.smtpLn) })
 	if g.adminLn != nil {
 		g.httpSrv = &http.Server{Handler: g.Admin, ReadHeaderTimeout: 10 * time.Second}
 		g.goRun(func() { _ = g.httpSrv.Serve(g.adminLn) })
 	}
 	o.Logger.Info("mxguard started", "smtp", g.SMTPAddr(), "admin", g.AdminAddr(),
-		"servers", serverAddrs(cfg), "rules", len(g.Engine.Rules()))
+		"servers", deliveryServers(cfg), "rules", len(g.Engine.Rules()))
 	return g, nil
 }
 
@@ -193,7 +200,7 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	if err := g.Engine.Reconfigure(g.engineOptions(cfg)); err != nil {
 		return fmt.Errorf("rules: %w", err)
 	}
-	g.Relay.SetServers(serverAddrs(cfg))
+	g.Relay.SetServers(deliveryServers(cfg))
 	g.SMTP.Reload(set)
 	if cfg.Listen != g.cfg.Listen || cfg.DataDir != g.cfg.DataDir || cfg.Storage != g.cfg.Storage {
 		g.o.Logger.Warn("listen addresses, data_dir and storage change only on restart")
@@ -240,14 +247,20 @@ func (g *Gateway) smtpSettings(cfg *config.Config) (*smtpd.Settings, error) {
 	}, nil
 }
 
-// serverAddrs lists primaries before failovers, each in configured order.
-func serverAddrs(cfg *config.Config) []string {
-	var prim, fail []string
+// The engine records the relay's events and hands back those a previous
+// run left open, so an outage spanning a restart stays one event.
+var _ relay.EventResumer = (*detect.Engine)(nil)
+
+// deliveryServers lists primaries before failovers, each in configured
+// order: the order the relay tries them in.
+func deliveryServers(cfg *config.Config) []relay.Server {
+	var prim, fail []relay.Server
 	for _, s := range cfg.Delivery.Servers {
+		rs := relay.Server{Address: s.Address, Role: s.Role}
 		if s.Role == "failover" {
-			fail = append(fail, s.Address)
+			fail = append(fail, rs)
 		} else {
-			prim = append(prim, s.Address)
+			prim = append(prim, rs)
 		}
 	}
 	return append(prim, fail...)

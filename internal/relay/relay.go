@@ -7,6 +7,11 @@
 // session is back in its initial state (RFC 5321 §4.1.4) and is reused for
 // the next transaction, which saves a TCP handshake, a greeting and an EHLO
 // per message.
+//
+// The delivery manager (health.go) keeps the state of every downstream
+// server: active checks and the failures of real traffic mark a server
+// down, Begin skips down servers, and the transitions raise the
+// mail_server_down and org_down events. See README.md.
 package relay
 
 import (
@@ -20,14 +25,22 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"mxguard/internal/metrics"
 )
+
+// Server is one downstream server as configured.
+type Server struct {
+	Address string // host:port exactly as configured; also the source of its mail_server_down event
+	Role    string // "primary" or "failover"
+}
 
 // Options configures a Relay.
 type Options struct {
-	// Servers are tried in order; the first that accepts a connection and
-	// greets is used for the transaction.
-	Servers  []string
-	Hostname string // EHLO name
+	// Servers are tried in order, primaries first, then failovers, each in
+	// configured order; servers that are down are skipped.
+	Servers  []Server
+	Hostname string // EHLO name; also the source of the org_down event
 	// Dial opens a TCP connection; nil uses a net.Dialer with DialTimeout.
 	Dial        func(ctx context.Context, network, addr string) (net.Conn, error)
 	DialTimeout time.Duration // default 10s
@@ -39,19 +52,56 @@ type Options struct {
 	MaxIdle        int           // idle connections kept per server, default 64
 	IdleTimeout    time.Duration // idle connections older than this are closed, default 30s
 	Logger         *slog.Logger
+
+	// CheckInterval is the period of the active health checks run by Run
+	// (delivery.check_interval), default 5s.
+	CheckInterval time.Duration
+	// CheckTimeout bounds one check from connect to QUIT, default 5s but
+	// never more than CheckInterval, so rounds do not pile up.
+	CheckTimeout time.Duration
+	// DownAfter consecutive failures (checks or real traffic) mark a server
+	// down (delivery.down_after), default 3.
+	DownAfter int
+	Clock     Clock            // stamps state changes; nil: wall clock
+	Events    EventSink        // records mail_server_down and org_down; nil: none
+	Metrics   *metrics.Metrics // mxguard_server_up; may be nil
+	// OnOrgDown is called once when every server is down, with the time the
+	// last one went down; OnOrgUp once when a server is up again after
+	// that. They are called in order, one at a time, and must return
+	// quickly without calling back into the Relay on the same goroutine.
+	OnOrgDown func(since time.Time)
+	OnOrgUp   func()
 }
 
 // Relay hands transactions to downstream servers.
 type Relay struct {
-	o     Options
-	mu    sync.Mutex
-	idle  map[string][]*pooled
-	dials func(ctx context.Context, network, addr string) (net.Conn, error)
+	o      Options
+	clock  Clock
+	dials  func(ctx context.Context, network, addr string) (net.Conn, error)
+	orgSrc string // source of the org_down event
+
+	mu sync.Mutex
+	// servers is replaced as a whole by SetServers and never modified in
+	// place, so it can be iterated after the lock is released; the
+	// *server values it points to are guarded by mu.
+	servers []*server
+	// retired are removed servers whose event is still open.
+	retired  []*server
+	orgDown  bool      // every server is down
+	orgSince time.Time // when the last one went down
+	// What sync has made the outside world see: the open org_down event
+	// and whether OnOrgDown was called without OnOrgUp since.
+	orgEvent    int64
+	orgNotified bool
+
+	// syncMu serialises sync, so events and callbacks happen one at a
+	// time and in the order of the state changes.
+	syncMu sync.Mutex
 }
 
 type pooled struct {
 	c      *smtp.Client
-	addr   string
+	s      *server
 	idleAt time.Time
 }
 
@@ -78,12 +128,30 @@ func New(o Options) *Relay {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Relay{o: o, idle: make(map[string][]*pooled)}
-	r.dials = o.Dial
+	orgSrc := o.Hostname
+	if o.Hostname == "" {
+		o.Hostname, orgSrc = "localhost", OrgSourceDefault
+	}
+	if o.CheckInterval <= 0 {
+		o.CheckInterval = 5 * time.Second
+	}
+	if o.CheckTimeout <= 0 {
+		o.CheckTimeout = min(5*time.Second, o.CheckInterval)
+	}
+	if o.DownAfter <= 0 {
+		o.DownAfter = 3
+	}
+	r := &Relay{o: o, clock: o.Clock, dials: o.Dial, orgSrc: orgSrc}
+	if r.clock == nil {
+		r.clock = systemClock{}
+	}
 	if r.dials == nil {
 		d := &net.Dialer{Timeout: o.DialTimeout}
 		r.dials = d.DialContext
 	}
+	r.mu.Lock()
+	r.setServersLocked(o.Servers)
+	r.mu.Unlock()
 	return r
 }
 
@@ -110,7 +178,8 @@ func (r *Relay) Begin(ctx context.Context, from string, o MailOptions) (*Txn, er
 		mo.Body = smtp.Body8BitMIME
 	}
 	// A pooled connection may have been closed by the server while idle;
-	// such a failure is not the sender's fault, so retry on a fresh one.
+	// such a failure is not the sender's fault, nor the server's, so retry
+	// on a fresh one.
 	for attempt := 0; ; attempt++ {
 		p, reused, err := r.get(ctx)
 		if err != nil {
@@ -121,21 +190,27 @@ func (r *Relay) Begin(ctx context.Context, from string, o MailOptions) (*Txn, er
 			return &Txn{r: r, p: p}, nil
 		}
 		var se *smtp.SMTPError
-		if errors.As(err, &se) {
+		// 421 is the server closing the channel (RFC 5321 §3.8), not a
+		// verdict on this sender.
+		if errors.As(err, &se) && se.Code != 421 {
 			// The server answered: the connection is healthy, the
 			// verdict is about this sender.
 			r.put(p)
 			return nil, se
 		}
 		p.c.Close()
-		if !reused || attempt > 0 {
-			return nil, fmt.Errorf("%w: MAIL to %s: %v", ErrUnavailable, p.addr, err)
+		if reused && attempt == 0 {
+			continue
 		}
+		if !reused {
+			r.failed(ctx, p.s, fmt.Errorf("MAIL: %w", err))
+		}
+		return nil, fmt.Errorf("%w: MAIL to %s: %v", ErrUnavailable, p.s.Address, err)
 	}
 }
 
 // Server is the address of the downstream carrying this transaction.
-func (t *Txn) Server() string { return t.p.addr }
+func (t *Txn) Server() string { return t.p.s.Address }
 
 // Rcpt relays one recipient. A downstream refusal is a *smtp.SMTPError; any
 // other error means the connection broke and the transaction is lost.
@@ -143,7 +218,7 @@ func (t *Txn) Rcpt(ctx context.Context, to string) error {
 	err := t.p.c.Rcpt(to, nil)
 	var se *smtp.SMTPError
 	if err != nil && !errors.As(err, &se) {
-		t.fail()
+		t.fail(ctx, fmt.Errorf("RCPT: %w", err))
 	}
 	return err
 }
@@ -154,27 +229,17 @@ func (t *Txn) Rcpt(ctx context.Context, to string) error {
 func (t *Txn) Data(ctx context.Context, header, body []byte) (string, error) {
 	w, err := t.p.c.Data()
 	if err != nil {
-		var se *smtp.SMTPError
-		if errors.As(err, &se) {
-			t.finish()
-		} else {
-			t.fail()
-		}
+		t.end(ctx, "DATA", err)
 		return "", err
 	}
 	t.p.c.SubmissionTimeout = t.r.o.DataTimeout
 	if err := writeAll(w, header, body); err != nil {
-		t.fail()
+		t.fail(ctx, fmt.Errorf("DATA: %w", err))
 		return "", err
 	}
 	resp, err := w.CloseWithResponse()
 	if err != nil {
-		var se *smtp.SMTPError
-		if errors.As(err, &se) {
-			t.finish()
-		} else {
-			t.fail()
-		}
+		t.end(ctx, "end of DATA", err)
 		return "", err
 	}
 	t.finish()
@@ -199,9 +264,21 @@ func (t *Txn) Abort() {
 	t.done = true
 	if err := t.p.c.Reset(); err != nil {
 		t.p.c.Close()
+		t.r.failed(context.Background(), t.p.s, fmt.Errorf("RSET: %w", err))
 		return
 	}
 	t.r.put(t.p)
+}
+
+// end closes the transaction after a failed DATA step: a downstream reply
+// leaves the connection usable, anything else broke it.
+func (t *Txn) end(ctx context.Context, stage string, err error) {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		t.finish()
+	} else {
+		t.fail(ctx, fmt.Errorf("%s: %w", stage, err))
+	}
 }
 
 // finish returns a connection whose transaction completed to the pool.
@@ -213,52 +290,81 @@ func (t *Txn) finish() {
 	t.r.put(t.p)
 }
 
-// fail drops a connection that broke mid-transaction.
-func (t *Txn) fail() {
+// fail drops a connection that broke mid-transaction; the break counts
+// as a failure of the server.
+func (t *Txn) fail(ctx context.Context, err error) {
 	if t.done {
 		return
 	}
 	t.done = true
 	t.p.c.Close()
+	t.r.failed(ctx, t.p.s, err)
 }
 
-// get returns an idle connection or dials the servers in order.
+// get returns a connection to the first server that is up and can be
+// reached: its idle connection, or a new one. Servers are taken strictly in
+// order (an idle connection to a failover is not preferred over dialing a
+// primary), so traffic returns to the primary as soon as it is back up.
 func (r *Relay) get(ctx context.Context) (*pooled, bool, error) {
 	now := time.Now()
 	r.mu.Lock()
-	servers := r.o.Servers
-	for _, addr := range servers {
-		list := r.idle[addr]
-		for len(list) > 0 {
-			p := list[len(list)-1]
-			list = list[:len(list)-1]
-			if now.Sub(p.idleAt) < r.o.IdleTimeout {
-				r.idle[addr] = list
-				r.mu.Unlock()
-				return p, true, nil
-			}
-			go p.c.Close()
-		}
-		r.idle[addr] = list
-	}
+	servers := r.servers
 	r.mu.Unlock()
-
 	var errs []error
-	for _, addr := range servers {
-		p, err := r.dial(ctx, addr)
+	for _, s := range servers {
+		r.mu.Lock()
+		if !s.up || s.removed {
+			r.mu.Unlock()
+			continue
+		}
+		p := r.popIdleLocked(s, now)
+		r.mu.Unlock()
+		if p != nil {
+			return p, true, nil
+		}
+		p, err := r.dial(ctx, s)
 		if err == nil {
+			r.succeeded(ctx, s)
 			return p, false, nil
 		}
-		r.o.Logger.Warn("downstream unavailable", "server", addr, "err", err)
 		errs = append(errs, err)
+		if ctx.Err() != nil {
+			// The client went away during the dial: that says
+			// nothing about the server.
+			break
+		}
+		r.o.Logger.Warn("downstream unavailable", "server", s.Address, "err", err)
+		r.failed(ctx, s, err)
+	}
+	if len(errs) == 0 {
+		// Fail fast: the health checks bring servers back.
+		return nil, false, errAllDown
 	}
 	return nil, false, fmt.Errorf("%w: %v", ErrUnavailable, errors.Join(errs...))
 }
 
-func (r *Relay) dial(ctx context.Context, addr string) (*pooled, error) {
+// errAllDown is returned without dialing while every server is down.
+var errAllDown = fmt.Errorf("%w: every delivery server is down", ErrUnavailable)
+
+// popIdleLocked returns an idle connection of s that is not too old,
+// closing the stale ones it passes.
+func (r *Relay) popIdleLocked(s *server, now time.Time) *pooled {
+	for len(s.idle) > 0 {
+		p := s.idle[len(s.idle)-1]
+		s.idle[len(s.idle)-1] = nil
+		s.idle = s.idle[:len(s.idle)-1]
+		if now.Sub(p.idleAt) < r.o.IdleTimeout {
+			return p
+		}
+		go p.c.Close()
+	}
+	return nil
+}
+
+func (r *Relay) dial(ctx context.Context, s *server) (*pooled, error) {
 	dctx, cancel := context.WithTimeout(ctx, r.o.DialTimeout)
 	defer cancel()
-	conn, err := r.dials(dctx, "tcp", addr)
+	conn, err := r.dials(dctx, "tcp", s.Address)
 	if err != nil {
 		return nil, err
 	}
@@ -266,17 +372,19 @@ func (r *Relay) dial(ctx context.Context, addr string) (*pooled, error) {
 	c.CommandTimeout = r.o.CommandTimeout
 	if err := c.Hello(r.o.Hostname); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("greeting/EHLO from %s: %w", addr, err)
+		return nil, fmt.Errorf("greeting/EHLO from %s: %w", s.Address, err)
 	}
-	return &pooled{c: c, addr: addr}, nil
+	return &pooled{c: c, s: s}, nil
 }
 
+// put keeps a connection for the next transaction, unless its server went
+// down or away meanwhile or the pool is full.
 func (r *Relay) put(p *pooled) {
 	p.idleAt = time.Now()
 	r.mu.Lock()
-	list := r.idle[p.addr]
-	if len(list) < r.o.MaxIdle {
-		r.idle[p.addr] = append(list, p)
+	s := p.s
+	if s.up && !s.removed && len(s.idle) < r.o.MaxIdle {
+		s.idle = append(s.idle, p)
 		p = nil
 	}
 	r.mu.Unlock()
@@ -285,23 +393,29 @@ func (r *Relay) put(p *pooled) {
 	}
 }
 
-// Close quits every idle connection.
+// Close quits every idle connection. The health state and open events
+// stay: an outage outlives a restart.
 func (r *Relay) Close() error {
 	r.mu.Lock()
-	idle := r.idle
-	r.idle = make(map[string][]*pooled)
+	var idle []*pooled
+	for _, s := range r.servers {
+		idle = append(idle, s.idle...)
+		s.idle = nil
+	}
 	r.mu.Unlock()
-	for _, list := range idle {
-		for _, p := range list {
-			p.c.Quit()
-		}
+	for _, p := range idle {
+		p.c.Quit()
 	}
 	return nil
 }
 
-// SetServers replaces the server list (config reload).
-func (r *Relay) SetServers(servers []string) {
+// SetServers replaces the server list (config reload). A server that
+// stays keeps its state; a new one starts up; the open event of a removed
+// one is ended.
+func (r *Relay) SetServers(servers []Server) {
 	r.mu.Lock()
-	r.o.Servers = append([]string(nil), servers...)
+	idle := r.setServersLocked(servers)
 	r.mu.Unlock()
+	closeAll(idle)
+	r.sync(context.Background())
 }

@@ -37,7 +37,7 @@ func startServer(t testing.TB, extra pipeline.DataCheck) (string, *metrics.Metri
 	if extra != nil {
 		chain.Data = append(chain.Data, extra)
 	}
-	rl := relay.New(relay.Options{Servers: []string{sink.Addr()}, Hostname: "mx.test"})
+	rl := relay.New(relay.Options{Servers: []relay.Server{{Address: sink.Addr(), Role: "primary"}}, Hostname: "mx.test"})
 	t.Cleanup(func() { rl.Close() })
 	srv := New(Options{Relay: rl, Metrics: m}, &Settings{
 		Hostname: "mx.test",
