@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -607,4 +608,82 @@ func lastLine(s string) string {
 		return s[i+1:]
 	}
 	return s
+}
+
+func TestMaxConnections(t *testing.T) {
+	e := start(t, "limits: {max_connections: 2}\n")
+	a := e.dial("127.0.0.72")
+	a.Expect(220)
+	b := e.dial("127.0.0.73")
+	b.Expect(220)
+	c := e.dial("127.0.0.74")
+	if text := c.Expect(421); !strings.HasPrefix(text, "4.3.2 ") {
+		t.Errorf("over max_connections: want 421 4.3.2, got %s", text)
+	}
+	c.ExpectClosed()
+	a.Cmd("QUIT", 221)
+	waitFor(t, func() bool {
+		d := e.dial("127.0.0.75")
+		defer d.Close()
+		code, _, _ := d.ReadReply()
+		return code == 220
+	})
+}
+
+// TestReloadAPI: POST /api/v1/reload applies a valid new file and refuses an
+// invalid one with every error, keeping the rules in force.
+func TestReloadAPI(t *testing.T) {
+	sink, err := mailsink.Start(t.Context(), mailsink.Options{Mailboxes: []string{"alice@example.test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	dir := t.TempDir()
+	file := dir + "/mxguard.yaml"
+	base := fmt.Sprintf(`hostname: mx.example.test
+domains: [example.test]
+listen: {smtp: 127.0.0.1:0, admin: 127.0.0.1:0}
+admin: {token: %s}
+data_dir: %s
+trusted_networks: [127.0.0.1/32]
+delivery:
+  servers: [{address: %s}]
+`, token, dir, sink.Addr())
+	write := func(rules string) {
+		if err := os.WriteFile(file, []byte(base+rules), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("rules:\n  - {name: first, type: dos, window: 1m, threshold: 50}\n")
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := gateway.Start(t.Context(), cfg, gateway.Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close()
+	e := &env{t: t, gw: gw, sink: sink}
+
+	write("rules:\n  - {name: second, type: directory_harvest, window: 1m, threshold: 1, actions: [block]}\n")
+	if code, body := e.api("POST", "/api/v1/reload", ""); code != 200 {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	if _, body := e.api("GET", "/api/v1/rules", ""); !strings.Contains(body, `"second"`) || strings.Contains(body, `"first"`) {
+		t.Errorf("rules after reload: %s", body)
+	}
+	// The new rule is live: one unknown recipient blocks.
+	c := e.session("127.0.0.76")
+	c.Cmd("RCPT TO:<nobody@example.test>", 550)
+	c.Cmd("RCPT TO:<alice@example.test>", 421)
+
+	write("rules:\n  - {name: third, type: no_such_type, window: 1m, threshold: 1}\nbogus: 1\n")
+	code, body := e.api("POST", "/api/v1/reload", "")
+	if code != 400 || !strings.Contains(body, "mxguard.yaml:10") || !strings.Contains(body, "mxguard.yaml:11") {
+		t.Errorf("invalid reload: want 400 listing lines 10 and 11, got %d %s", code, body)
+	}
+	if _, body := e.api("GET", "/api/v1/rules", ""); !strings.Contains(body, `"second"`) {
+		t.Errorf("rules changed by a refused reload: %s", body)
+	}
 }
