@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -579,5 +581,30 @@ func TestRunDrains(t *testing.T) {
 	}
 	if len(rec.deliveries()) != 20 {
 		t.Errorf("%d deliveries", len(rec.deliveries()))
+	}
+}
+
+// A message damaged on disk is never handed on, and never retried forever:
+// it goes to corrupt/ for the operator.
+func TestDamagedMessageQuarantined(t *testing.T) {
+	f := newFixture(t, ManagerOptions{AutoUnspool: true}, Options{})
+	id := f.put(t, 1)
+	p := filepath.Join(f.dir, id+msgExt)
+	b, _ := os.ReadFile(p)
+	b[len(b)-3] ^= 1
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.m.RunOnce(context.Background()); n != 1 {
+		t.Fatalf("RunOnce = %d", n)
+	}
+	if len(f.rec.deliveries()) != 0 {
+		t.Error("damaged message delivered")
+	}
+	if n, bytes := f.spool.Stats(); n != 0 || bytes != 0 {
+		t.Errorf("Stats = %d, %d after quarantine", n, bytes)
+	}
+	if _, err := os.Stat(filepath.Join(f.dir, corruptDir, id+msgExt)); err != nil {
+		t.Errorf("not in corrupt/: %v", err)
 	}
 }

@@ -252,6 +252,36 @@ func (s *Spool) loadState(env *Envelope, name string) error {
 	return nil
 }
 
+// quarantineID takes a message found damaged while the spool runs out of
+// the index and moves it to corrupt/, like Open does at start.
+func (s *Spool) quarantineID(id string, cause error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.msgs[id]
+	if e == nil {
+		return
+	}
+	if fi, err := os.Stat(filepath.Join(s.dir, id+msgExt)); err == nil {
+		s.bytes -= fi.Size()
+	}
+	s.quarantine(id+msgExt, cause)
+	os.Remove(filepath.Join(s.dir, id+stateExt))
+	s.drop(e)
+	if err := s.dirf.Sync(); err != nil {
+		s.log.Error("spool: sync directory", "err", err)
+	}
+}
+
+// drop removes e from the index; s.mu is held.
+func (s *Spool) drop(e *Envelope) {
+	delete(s.msgs, e.ID)
+	s.refused = false
+	if i, ok := slices.BinarySearchFunc(s.order, e, compareEnv); ok {
+		s.order = slices.Delete(s.order, i, i+1)
+	}
+	s.gauges()
+}
+
 // quarantine moves an unreadable message file out of the way: it is never
 // delivered (a truncated message must not reach anyone half), and never
 // silently deleted either, since it may be all that is left of a message.
@@ -575,13 +605,8 @@ func (s *Spool) unlink(id string) error {
 	if err := os.Remove(filepath.Join(s.dir, id+stateExt)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		s.log.Warn("spool: cannot remove state file", "id", id, "err", err)
 	}
-	delete(s.msgs, id)
-	s.refused = false
-	if i, ok := slices.BinarySearchFunc(s.order, e, compareEnv); ok {
-		s.order = slices.Delete(s.order, i, i+1)
-	}
 	s.bytes -= fi.Size()
-	s.gauges()
+	s.drop(e)
 	if len(s.msgs) == 0 {
 		// Every journal line is obsolete once the spool is empty.
 		if err := s.journal.Truncate(0); err != nil {
@@ -622,6 +647,7 @@ func (s *Spool) Defer(id string, next time.Time, lastErr string, done ...string)
 	}
 	s.mu.Lock()
 	e.Attempts, e.NextAttempt, e.LastError, e.Done = st.Attempts, st.NextAttempt, st.LastError, st.Done
+	e.Redelivery = false // the interrupted attempt has been made again
 	s.mu.Unlock()
 	return nil
 }

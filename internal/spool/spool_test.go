@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -255,4 +256,47 @@ func FuzzDecodeHeader(f *testing.F) {
 			t.Errorf("accepted a header whose lengths do not match the file: %+v", fh)
 		}
 	})
+}
+
+// A full disk fails the Put that does not fit, loses none of the messages
+// already spooled, and leaves no temporary file. It needs a small
+// filesystem of its own: a 256 KiB tmpfs, which only root may mount.
+func TestDiskFull(t *testing.T) {
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=256k"); err != nil {
+		t.Skipf("cannot mount a small tmpfs (needs root): %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, 0) })
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	msg := bytes.Repeat([]byte("0123456789abcdef"), 20<<10/16)
+	var ids []string
+	for {
+		id, err := s.Put(context.Background(), Envelope{From: "a@example.org", Recipients: []string{"b@example.test"}}, msg)
+		if err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("Put on a full disk: %v, want ENOSPC", err)
+			}
+			break
+		}
+		if ids = append(ids, id); len(ids) > 100 {
+			t.Fatal("a 256 KiB filesystem never filled up")
+		}
+	}
+	if n, _ := s.Stats(); n != len(ids) {
+		t.Errorf("Stats = %d messages, %d Puts succeeded", n, len(ids))
+	}
+	envs := checkIntact(t, dir)
+	for _, id := range ids {
+		if _, ok := envs[id]; !ok {
+			t.Errorf("message %s lost", id)
+		}
+	}
+	if err := s.Remove(ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, s, Envelope{From: "a@example.org", Recipients: []string{"b@example.test"}}, msg)
 }

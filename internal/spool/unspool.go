@@ -164,7 +164,11 @@ func (m *Manager) handle(ctx context.Context, env Envelope) {
 	}
 	_, rc, err := m.o.Spool.Open(env.ID)
 	if err != nil {
-		if !errors.Is(err, ErrNotFound) {
+		switch {
+		case errors.Is(err, ErrNotFound):
+		case errors.Is(err, errCorrupt):
+			m.o.Spool.quarantineID(env.ID, err)
+		default:
 			log.Error("spool: cannot read message", "err", err)
 			m.deferMsg(env, nil, err)
 		}
@@ -187,8 +191,15 @@ func (m *Manager) handle(ctx context.Context, env Envelope) {
 // after a delivery attempt that returned err.
 func (m *Manager) outcome(ctx context.Context, env Envelope, pending []string, err error) {
 	log := m.log.With("id", env.ID)
+	if errors.Is(err, errCorrupt) {
+		// The Deliverer stopped at the checksum failure of our reader:
+		// nothing reached the downstream, and no retry can fix it.
+		m.o.Spool.quarantineID(env.ID, err)
+		return
+	}
 	var delivered, retry []string
 	var bounced []failure
+	retryErr := map[string]error{}
 	var rerrs RecipientErrors
 	switch {
 	case err == nil:
@@ -206,6 +217,7 @@ func (m *Manager) outcome(ctx context.Context, env Envelope, pending []string, e
 				bounced = append(bounced, failureOf(r, e))
 			default:
 				retry = append(retry, r)
+				retryErr[r] = e
 			}
 		}
 	case permanent(err):
@@ -214,6 +226,9 @@ func (m *Manager) outcome(ctx context.Context, env Envelope, pending []string, e
 		}
 	default:
 		retry = pending
+		for _, r := range pending {
+			retryErr[r] = err
+		}
 	}
 	if len(delivered) > 0 {
 		log.Info("spool: delivered", "recipients", delivered, "attempt", env.Attempts+1)
@@ -231,7 +246,7 @@ func (m *Manager) outcome(ctx context.Context, env Envelope, pending []string, e
 		// Too long in the spool: stop retrying, like Postfix at
 		// maximal_queue_lifetime (RFC 5321 §4.5.4.1 give-up time).
 		for _, r := range retry {
-			bounced = append(bounced, expired(r, err))
+			bounced = append(bounced, expired(r, retryErr[r]))
 		}
 		retry = nil
 	}
