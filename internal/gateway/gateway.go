@@ -24,6 +24,7 @@ import (
 	"mxguard/internal/metrics"
 	"mxguard/internal/relay"
 	"mxguard/internal/smtpd"
+	"mxguard/internal/spool"
 )
 
 // Options are the process-level inputs besides the configuration.
@@ -44,14 +45,16 @@ type Gateway struct {
 	Engine  *detect.Engine
 	Metrics *metrics.Metrics
 	Relay   *relay.Relay
+	Spool   *spool.Manager
 	SMTP    *smtpd.Server
 	Admin   *admin.Server
 
-	smtpLn  net.Listener
-	adminLn net.Listener
-	httpSrv *http.Server
-	cancel  context.CancelFunc
-	done    sync.WaitGroup
+	spoolStore *spool.Spool
+	smtpLn     net.Listener
+	adminLn    net.Listener
+	httpSrv    *http.Server
+	cancel     context.CancelFunc
+	done       sync.WaitGroup
 }
 
 // Start opens the store, builds every component and starts listening.
@@ -81,6 +84,9 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (g *Gateway, err 
 	if err != nil {
 		return nil, fmt.Errorf("detection engine: %w", err)
 	}
+	if err := g.openSpool(cfg); err != nil {
+		return nil, err
+	}
 	g.Relay = relay.New(relay.Options{
 		Servers:        deliveryServers(cfg),
 		Hostname:       cfg.Hostname,
@@ -93,6 +99,8 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (g *Gateway, err 
 		Clock:          o.Clock,
 		Events:         g.Engine,
 		Metrics:        g.Metrics,
+		OnOrgDown:      g.Spool.OrgDown,
+		OnOrgUp:        g.Spool.OrgUp,
 	})
 	set, err := g.smtpSettings(cfg)
 	if err != nil {
@@ -102,6 +110,7 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (g *Gateway, err 
 		Name:     "smtp",
 		Detector: g.Engine,
 		Relay:    g.Relay,
+		Spooler:  spooler{Manager: g.Spool, store: g.spoolStore},
 		Metrics:  g.Metrics,
 		Logger:   o.Logger.With("component", "smtpd"),
 	}, set)
@@ -120,6 +129,9 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (g *Gateway, err 
 		Version: o.Version,
 	})
 	g.Admin.Handle("GET /api/v1/servers", g.Relay.ServersHandler())
+	sh := g.Spool.Handler()
+	g.Admin.Handle("GET /api/v1/spool", sh)
+	g.Admin.Handle("POST /api/v1/spool/{action}", sh)
 
 	if g.smtpLn, err = smtpd.Listen(ctx, cfg.Listen.SMTP); err != nil {
 		return nil, fmt.Errorf("listen smtp: %w", err)
@@ -133,6 +145,7 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (g *Gateway, err 
 	g.cancel = cancel
 	g.goRun(func() { g.Engine.Run(runCtx) })
 	g.goRun(func() { g.Relay.Run(runCtx) })
+	g.goRun(func() { g.Spool.Run(runCtx) })
 	g.goRun(func() { _ = g.SMTP.Serve(g.smtpLn) })
 	if g.adminLn != nil {
 		g.httpSrv = &http.Server{Handler: g.Admin, ReadHeaderTimeout: 10 * time.Second}
@@ -321,6 +334,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	}
 	if g.Store != nil {
 		err = errors.Join(err, g.Store.Close())
+	}
+	if g.spoolStore != nil {
+		err = errors.Join(err, g.spoolStore.Close())
 	}
 	return err
 }

@@ -180,7 +180,7 @@ func (r *Relay) Begin(ctx context.Context, from string, o MailOptions) (*Txn, er
 	// A pooled connection may have been closed by the server while idle;
 	// such a failure is not the sender's fault, nor the server's, so retry
 	// on a fresh one.
-	for attempt := 0; ; attempt++ {
+	for {
 		p, reused, err := r.get(ctx)
 		if err != nil {
 			return nil, err
@@ -199,7 +199,9 @@ func (r *Relay) Begin(ctx context.Context, from string, o MailOptions) (*Txn, er
 			return nil, se
 		}
 		p.c.Close()
-		if reused && attempt == 0 {
+		if reused {
+			// Every pooled connection may be stale (the server
+			// restarted): drop them one by one until a fresh dial.
 			continue
 		}
 		if !reused {

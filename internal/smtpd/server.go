@@ -27,6 +27,7 @@ import (
 	"mxguard/internal/metrics"
 	"mxguard/internal/pipeline"
 	"mxguard/internal/relay"
+	"mxguard/internal/spool"
 )
 
 // Detector is what the front end needs of the detection engine.
@@ -38,6 +39,13 @@ type Detector interface {
 }
 
 var _ Detector = (*detect.Engine)(nil)
+
+// Spooler decides, per transaction, between pass-through, the outage spool
+// and a deferral (internal/spool), and stores spooled messages durably.
+type Spooler interface {
+	Decide() spool.Decision
+	Put(ctx context.Context, env spool.Envelope, parts ...[]byte) (string, error)
+}
 
 // Settings is the reloadable part of the configuration. A connection keeps
 // the Settings it started with for its whole life.
@@ -58,6 +66,7 @@ type Options struct {
 	Name     string // listener name for metrics and logs: "smtp"
 	Detector Detector
 	Relay    *relay.Relay
+	Spooler  Spooler          // nil: always pass-through
 	Metrics  *metrics.Metrics // may be nil
 	Logger   *slog.Logger
 }

@@ -18,6 +18,7 @@ import (
 	"mxguard/internal/metrics"
 	"mxguard/internal/pipeline"
 	"mxguard/internal/relay"
+	"mxguard/internal/spool"
 )
 
 // backend creates a session per EHLO/HELO (go-smtp's model).
@@ -57,6 +58,10 @@ type session struct {
 	rcpts    []string
 	broken   bool // the downstream transaction was lost: defer until RSET
 	mailSeen bool
+	// spooling: every server is down and this transaction goes to the
+	// outage spool; recipients are checked locally only.
+	spooling bool
+	decided  bool
 }
 
 var _ smtp.Session = (*session)(nil)
@@ -94,6 +99,31 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		}
 		s.c.log().Info("recipient refused", "rcpt", to, "reply", r.Error())
 		return s.reply(r, "refused")
+	}
+	if !s.decided {
+		// One decision per transaction, at its first acceptable
+		// recipient: relay-denied recipients still get their 554 during
+		// an outage.
+		s.decided = true
+		if sp := s.c.srv.o.Spooler; sp != nil {
+			d := sp.Decide()
+			switch d.Mode {
+			case spool.ModeRefuse:
+				s.decided = false
+				s.c.log().Info("transaction deferred", "reply", d.Reply.Error())
+				return s.reply(d.Reply, "deferred")
+			case spool.ModeSpool:
+				s.spooling = true
+			}
+		}
+	}
+	if s.spooling {
+		s.rcpts = append(s.rcpts, to)
+		s.c.ps.Rcpts = append(s.c.ps.Rcpts, to)
+		if m != nil {
+			m.Recipients.WithLabelValues("spooled").Inc()
+		}
+		return nil
 	}
 	if s.txn == nil {
 		txn, err := s.c.srv.o.Relay.Begin(s.ctx(), s.from, s.opts)
@@ -189,7 +219,7 @@ func (s *session) Data(r io.Reader) error {
 	if d := c.srv.o.Detector; d != nil {
 		d.Observe(detect.Observation{Kind: detect.KindMessage, Addr: c.addr, Service: c.srv.o.Name, Size: size})
 	}
-	if s.txn == nil || s.broken {
+	if !s.spooling && (s.txn == nil || s.broken) {
 		countMsg(m, "deferred")
 		return s.reply(&pipeline.ReplyServersDown, "deferred")
 	}
@@ -202,6 +232,9 @@ func (s *session) Data(r io.Reader) error {
 	}
 	id := newID()
 	hdr := s.received(id)
+	if s.spooling {
+		return s.spool(hdr, buf.Bytes(), size)
+	}
 	txn := s.txn
 	s.txn = nil
 	text, err := txn.Data(s.ctx(), hdr, buf.Bytes())
@@ -223,6 +256,30 @@ func (s *session) Data(r io.Reader) error {
 	// A 250 from Data must carry our own text; go-smtp sends an
 	// SMTPError's code verbatim.
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
+}
+
+// spool writes the message durably into the outage spool; 250 only after
+// the file and its directory were fsynced (INTERFACE.md §4).
+func (s *session) spool(hdr, body []byte, size int64) error {
+	c := s.c
+	m := c.srv.o.Metrics
+	env := spool.Envelope{From: s.from, Recipients: append([]string(nil), s.rcpts...), Source: c.addr.String()}
+	id, err := c.srv.o.Spooler.Put(s.ctx(), env, hdr, body)
+	s.abort()
+	if errors.Is(err, spool.ErrFull) {
+		countMsg(m, "deferred")
+		c.log().Warn("spool full", "size", size)
+		return s.reply(&pipeline.ReplySpoolFull, "deferred")
+	}
+	if err != nil {
+		countMsg(m, "deferred")
+		c.log().Error("spool write failed", "err", err)
+		return s.reply(&pipeline.ReplyInternalError, "deferred")
+	}
+	c.sentMessage.Store(true)
+	countMsg(m, "spooled")
+	c.log().Info("spooled", "id", id, "from", env.From, "rcpts", len(env.Recipients), "size", size)
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id + " (servers unavailable, spooled)"}
 }
 
 func countMsg(m *metrics.Metrics, result string) {
@@ -281,6 +338,8 @@ func (s *session) abort() {
 		s.txn = nil
 	}
 	s.broken = false
+	s.spooling = false
+	s.decided = false
 	s.rcpts = s.rcpts[:0]
 }
 

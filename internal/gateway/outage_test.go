@@ -1,0 +1,152 @@
+package gateway_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"mxguard/internal/config"
+	"mxguard/internal/gateway"
+	"mxguard/internal/testutil"
+)
+
+const outageConfig = `delivery:
+  servers: [{address: %s, role: primary}]
+  check_interval: 200ms
+  down_after: 2
+spool: {delay: 1s, unspool_rate: 100, max_size: 10MiB}
+`
+
+type spoolStatus struct {
+	State    string `json:"state"`
+	Messages int    `json:"messages"`
+}
+
+func (e *env) spool() spoolStatus {
+	e.t.Helper()
+	code, body := e.api("GET", "/api/v1/spool", "")
+	if code != 200 {
+		e.t.Fatalf("spool status: %d %s", code, body)
+	}
+	var s spoolStatus
+	if err := json.Unmarshal([]byte(body), &s); err != nil {
+		e.t.Fatal(err)
+	}
+	return s
+}
+
+func (e *env) waitSpool(what string, cond func(spoolStatus) bool) {
+	e.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		s := e.spool()
+		if cond(s) {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("spool never reached %s; last status %+v", what, s)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// send delivers one message with the given Message-ID and returns the final
+// reply code (the code of the first refusal if any).
+func (e *env) send(ip, msgID string) int {
+	e.t.Helper()
+	c := e.dial(ip)
+	defer c.Close()
+	c.Expect(220)
+	c.Cmd("EHLO client.test", 250)
+	c.Cmd("MAIL FROM:<sender@remote.test>", 250)
+	c.Send("RCPT TO:<alice@example.test>\r\n")
+	if code, _, _ := c.ReadReply(); code != 250 {
+		return code
+	}
+	c.Cmd("DATA", 354)
+	c.Send(fmt.Sprintf("Subject: outage test\r\nMessage-ID: <%s>\r\n\r\nbody\r\n.\r\n", msgID))
+	code, _, _ := c.ReadReply()
+	return code
+}
+
+// TestOutageSpoolUnspool runs a full outage cycle against a real Postfix:
+// mail flows; Postfix stops; mail_server_down and org_down start; during
+// spool.delay mail is deferred with 451 4.4.1; then it is spooled (250 only
+// after fsync); Postfix returns; the events end and the spool drains into
+// Postfix. Every Message-ID that got 250 is delivered.
+func TestOutageSpoolUnspool(t *testing.T) {
+	pf := testutil.StartPostfix(t, testutil.PostfixOptions{})
+	yaml := fmt.Sprintf(`hostname: mx.example.test
+domains: [example.test]
+listen: {smtp: 127.0.0.1:0, admin: 127.0.0.1:0}
+admin: {token: %s}
+data_dir: %s
+trusted_networks: [127.0.0.1/32]
+`+outageConfig, token, t.TempDir(), pf.Addr())
+	cfg, err := config.Parse("outage.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := gateway.Start(t.Context(), cfg, gateway.Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gw.Close() })
+	e := &env{t: t, gw: gw}
+
+	var accepted []string
+	if code := e.send("127.0.0.100", "before@outage.test"); code != 250 {
+		t.Fatalf("before the outage: %d", code)
+	}
+	accepted = append(accepted, "before@outage.test")
+
+	pf.Stop()
+	e.waitSpool("delay", func(s spoolStatus) bool { return s.State == "delay" })
+	if code := e.send("127.0.0.100", "deferred@outage.test"); code != 451 {
+		t.Errorf("during spool.delay: want 451, got %d", code)
+	}
+	for _, typ := range []string{"mail_server_down", "org_down"} {
+		if l := e.events("status=active&type=" + typ); l.Total != 1 {
+			t.Errorf("%s events during the outage: %+v", typ, l)
+		}
+	}
+	e.waitSpool("spooling", func(s spoolStatus) bool { return s.State == "spooling" })
+	for i := 0; i < 5; i++ {
+		id := fmt.Sprintf("spooled-%d@outage.test", i)
+		if code := e.send("127.0.0.100", id); code != 250 {
+			t.Fatalf("spooling: message %d got %d", i, code)
+		}
+		accepted = append(accepted, id)
+	}
+	if s := e.spool(); s.Messages != 5 {
+		t.Errorf("spool holds %d messages, want 5", s.Messages)
+	}
+
+	pf.Start()
+	e.waitSpool("drained", func(s spoolStatus) bool { return s.Messages == 0 && s.State == "off" })
+	for _, typ := range []string{"mail_server_down", "org_down"} {
+		if l := e.events("status=ended&type=" + typ); l.Total != 1 {
+			t.Errorf("%s should have ended: %+v", typ, l)
+		}
+	}
+	files := pf.WaitDelivered(t, "alice@example.test", len(accepted), 30*time.Second)
+	var all strings.Builder
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all.Write(b)
+	}
+	for _, id := range accepted {
+		if !strings.Contains(all.String(), "Message-ID: <"+id+">") {
+			t.Errorf("message %s got 250 but never reached Postfix", id)
+		}
+	}
+	if strings.Contains(all.String(), "deferred@outage.test") {
+		t.Error("a message answered 451 was delivered anyway")
+	}
+}

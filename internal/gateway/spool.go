@@ -1,0 +1,90 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+
+	"github.com/emersion/go-smtp"
+
+	"mxguard/internal/config"
+	"mxguard/internal/relay"
+	"mxguard/internal/spool"
+)
+
+// spooler joins the spool manager (the decision) and the spool (the
+// storage) for the SMTP front end.
+type spooler struct {
+	*spool.Manager
+	store *spool.Spool
+}
+
+func (s spooler) Put(ctx context.Context, env spool.Envelope, parts ...[]byte) (string, error) {
+	return s.store.Put(ctx, env, parts...)
+}
+
+// openSpool opens data_dir/spool (recovering what a crash left) and builds
+// its manager; the relay delivers what it releases.
+func (g *Gateway) openSpool(cfg *config.Config) error {
+	store, err := spool.Open(filepath.Join(cfg.DataDir, "spool"), spool.Options{
+		MaxBytes: int64(cfg.Spool.MaxSize),
+		Logger:   g.o.Logger.With("component", "spool"),
+		Metrics:  g.Metrics,
+	})
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	g.spoolStore = store
+	g.Spool = spool.NewManager(spool.ManagerOptions{
+		Spool:       store,
+		Delay:       cfg.Spool.Delay,
+		UnspoolRate: cfg.Spool.UnspoolRate,
+		AutoUnspool: cfg.Spool.AutoUnspool,
+		Deliver:     relayDeliverer{g},
+		Clock:       g.o.Clock,
+		Logger:      g.o.Logger.With("component", "spool"),
+		Metrics:     g.Metrics,
+		Hostname:    cfg.Hostname,
+	})
+	return nil
+}
+
+// relayDeliverer hands spooled messages to the downstream through the
+// relay, with the Deliverer contract of internal/spool.
+type relayDeliverer struct{ g *Gateway }
+
+func (d relayDeliverer) Deliver(ctx context.Context, env spool.Envelope, msg io.Reader) error {
+	// Read it all first: a damaged spool file fails here, before the
+	// downstream could take a truncated message.
+	body, err := io.ReadAll(msg)
+	if err != nil {
+		return err
+	}
+	txn, err := d.g.Relay.Begin(ctx, env.From, relay.MailOptions{Size: int64(len(body)), EightBit: true})
+	if err != nil {
+		return err
+	}
+	var refused spool.RecipientErrors
+	for _, rcpt := range env.Recipients {
+		if err := txn.Rcpt(ctx, rcpt); err != nil {
+			var se *smtp.SMTPError
+			if !errors.As(err, &se) {
+				return err // connection lost: retry the whole message later
+			}
+			refused = append(refused, spool.RecipientError{Recipient: rcpt, Err: se})
+		}
+	}
+	if len(refused) == len(env.Recipients) {
+		txn.Abort()
+		return refused
+	}
+	if _, err := txn.Data(ctx, nil, body); err != nil {
+		return err
+	}
+	if len(refused) > 0 {
+		return refused
+	}
+	return nil
+}
