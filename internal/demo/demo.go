@@ -120,6 +120,9 @@ Press Ctrl-C to stop.
 `, g.SMTPAddr(), primary.Addr(), failover.Addr(), api, token, file, api, token)
 
 	sim := &simulator{gw: g.SMTPAddr(), n: n}
+	out := &outage{g: g, primary: primary, failover: failover, n: n}
+	sim.outage = out.run
+	go out.watchSpool(ctx)
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); sim.normalTraffic(ctx) }()
@@ -148,6 +151,9 @@ delivery:
   servers:
     - {address: %s, role: primary}
     - {address: %s, role: failover}
+  check_interval: 1s
+  down_after: 2
+spool: {delay: 5s, unspool_rate: 20}
 limits:
   max_connections_per_source: 20
 timeouts: {greeting: 10s, command: 1m, data: 2m}
@@ -183,10 +189,18 @@ func (n *narrator) change(c detect.Change) {
 	switch c.Type {
 	case "event_started":
 		e := c.Event
-		n.say("EVENT STARTED  #%d %s from %s (rule %s) actions: %s", e.ID, e.Type, e.Source, e.Rule, strings.Join(e.Actions, ", "))
+		rule := ""
+		if e.Rule != "" {
+			rule = " (rule " + e.Rule + ")"
+		}
+		n.say("EVENT STARTED  #%d %s from %s%s actions: %s", e.ID, e.Type, e.Source, rule, strings.Join(e.Actions, ", "))
 	case "event_ended":
 		e := c.Event
-		n.say("EVENT ENDED    #%d %s from %s, impact %d (quiet for one window)", e.ID, e.Type, e.Source, e.Impact)
+		why := "quiet for one window"
+		if e.Rule == "" {
+			why = "service is back"
+		}
+		n.say("EVENT ENDED    #%d %s from %s, impact %d (%s)", e.ID, e.Type, e.Source, e.Impact, why)
 	case "block_added":
 		b := c.Block
 		n.say("BLOCKED        %s until %s (%s)", b.Source, b.ExpiresAt.Local().Format("15:04:05"), b.Reason)

@@ -15,6 +15,8 @@ import (
 type simulator struct {
 	gw string
 	n  *narrator
+	// outage stops and restarts the downstream servers (demo.go).
+	outage func(ctx context.Context, step time.Duration)
 }
 
 // normalTraffic sends one ordinary message every two seconds.
@@ -22,15 +24,32 @@ func (s *simulator) normalTraffic(ctx context.Context) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	rcpts := []string{"alice@example.test", "bob@example.test", "carol@example.test"}
+	last := "250"
 	for i := 0; ; i++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		body := fmt.Sprintf("Subject: status report %d\r\n\r\nAll systems nominal.\r\n", i)
-		if code, err := s.send(ctx, "127.0.0.10", "reports@partner.test", []string{rcpts[i%len(rcpts)]}, body); err != nil || code != 250 {
-			s.n.say("normal mail from 127.0.0.10 was NOT accepted: %d %v", code, err)
+		body := fmt.Sprintf("Subject: status report %d\r\nMessage-ID: <report-%d@partner.test>\r\n\r\nAll systems nominal.\r\n", i, i)
+		code, reply, err := s.send(ctx, "127.0.0.10", "reports@partner.test", []string{rcpts[i%len(rcpts)]}, body)
+		// Tell only when the answer changes: relayed, spooled, deferred.
+		kind := fmt.Sprint(code)
+		if strings.Contains(reply, "spooled") {
+			kind = "spooled"
+		}
+		if kind != last {
+			switch {
+			case err != nil:
+				s.n.say("normal mail from 127.0.0.10 could not be sent: %v", err)
+			case code == 250 && kind == "spooled":
+				s.n.say("NORMAL MAIL    accepted into the spool: %s", reply)
+			case code == 250:
+				s.n.say("NORMAL MAIL    relayed: %s", reply)
+			default:
+				s.n.say("NORMAL MAIL    deferred, the sender will retry: %s", reply)
+			}
+			last = kind
 		}
 	}
 }
@@ -54,6 +73,9 @@ func (s *simulator) attacks(ctx context.Context, step, cycle time.Duration) {
 				return
 			}
 			st.run(ctx, "127.0.0."+strconv.Itoa(st.ip))
+		}
+		if s.outage != nil && sleep(ctx, step) {
+			s.outage(ctx, step)
 		}
 		s.n.say("attack round %d done; events end once their source is quiet for one window. Next round in %s", round+1, cycle)
 		if !sleep(ctx, cycle) {
@@ -163,7 +185,7 @@ func (s *simulator) mailbomb(ctx context.Context, ip string) {
 	body := "Subject: you won\r\n\r\n" + strings.Repeat(strings.Repeat("X", 76)+"\r\n", 300*1024/78)
 	accepted, refused := 0, 0
 	for i := 0; i < 8; i++ {
-		code, err := s.send(ctx, ip, "bomber@bomb.test", []string{"bob@example.test"}, body)
+		code, _, err := s.send(ctx, ip, "bomber@bomb.test", []string{"bob@example.test"}, body)
 		if err == nil && code == 250 {
 			accepted++
 		} else {
@@ -173,28 +195,28 @@ func (s *simulator) mailbomb(ctx context.Context, ip string) {
 	s.n.say("  %s: %d large messages accepted, %d refused", ip, accepted, refused)
 }
 
-// send delivers one message and returns the final reply code.
-func (s *simulator) send(ctx context.Context, ip, from string, to []string, body string) (int, error) {
+// send delivers one message and returns the final reply.
+func (s *simulator) send(ctx context.Context, ip, from string, to []string, body string) (int, string, error) {
 	c, err := s.dial(ctx, ip)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	defer c.close()
 	if !strings.HasPrefix(c.greeting, "220") {
-		return atoi(c.greeting), nil
+		return atoi(c.greeting), c.greeting, nil
 	}
 	for _, line := range append([]string{"EHLO client.test", "MAIL FROM:<" + from + ">"}, rcptLines(to)...) {
-		if code, _ := c.cmd(line); code >= 400 {
-			return code, nil
+		if code, text := c.cmd(line); code >= 400 {
+			return code, text, nil
 		}
 	}
-	if code, _ := c.cmd("DATA"); code != 354 {
-		return code, nil
+	if code, text := c.cmd("DATA"); code != 354 {
+		return code, text, nil
 	}
 	fmt.Fprintf(c.w, "%s\r\n.\r\n", strings.TrimSuffix(body, "\r\n"))
-	code, _ := c.reply()
+	code, text := c.reply()
 	c.cmd("QUIT")
-	return code, nil
+	return code, text, nil
 }
 
 func rcptLines(to []string) []string {

@@ -32,6 +32,7 @@ func (g *Gateway) openSpool(cfg *config.Config) error {
 		MaxBytes: int64(cfg.Spool.MaxSize),
 		Logger:   g.o.Logger.With("component", "spool"),
 		Metrics:  g.Metrics,
+		Clock:    g.o.Clock,
 	})
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
