@@ -141,6 +141,9 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (g *Gateway, err 
 			return nil, fmt.Errorf("listen admin: %w", err)
 		}
 	}
+	// Know the servers' state (and tell the spool) before the spool
+	// starts releasing or the listener takes mail.
+	g.Relay.Init(ctx)
 	runCtx, cancel := context.WithCancel(context.Background())
 	g.cancel = cancel
 	g.goRun(func() { g.Engine.Run(runCtx) })

@@ -64,6 +64,9 @@ func (d relayDeliverer) Deliver(ctx context.Context, env spool.Envelope, msg io.
 		return err
 	}
 	txn, err := d.g.Relay.Begin(ctx, env.From, relay.MailOptions{Size: int64(len(body)), EightBit: true})
+	if errors.Is(err, relay.ErrUnavailable) {
+		return fmt.Errorf("%w: %v", spool.ErrNoServer, err)
+	}
 	if err != nil {
 		return err
 	}

@@ -209,19 +209,29 @@ func closeAll(idle []*pooled) {
 	}
 }
 
+// Init takes over the events a previous run left open and runs a first
+// round of checks, so the servers' state (and OnOrgDown) is known before
+// traffic and the spool rely on it. Run calls it if the caller did not.
+func (r *Relay) Init(ctx context.Context) {
+	r.initOnce.Do(func() {
+		r.resume(ctx)
+		r.CheckNow(ctx)
+	})
+}
+
 // Run checks every server now and then every CheckInterval until ctx is
 // done. Run it once per Relay.
 func (r *Relay) Run(ctx context.Context) {
-	r.resume(ctx)
+	r.Init(ctx)
 	t := time.NewTicker(r.o.CheckInterval)
 	defer t.Stop()
 	for {
-		r.CheckNow(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		r.CheckNow(ctx)
 	}
 }
 

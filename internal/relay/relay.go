@@ -96,7 +96,8 @@ type Relay struct {
 
 	// syncMu serialises sync, so events and callbacks happen one at a
 	// time and in the order of the state changes.
-	syncMu sync.Mutex
+	syncMu   sync.Mutex
+	initOnce sync.Once
 }
 
 type pooled struct {

@@ -127,6 +127,7 @@ type Manager struct {
 	downSince time.Time
 	suspended bool
 	requested bool // unspool asked for by the operator
+	noServer  bool // a delivery of this round found no server: pause
 	tokens    float64
 	refilled  time.Time
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -606,5 +607,32 @@ func TestDamagedMessageQuarantined(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(f.dir, corruptDir, id+msgExt)); err != nil {
 		t.Errorf("not in corrupt/: %v", err)
+	}
+}
+
+// TestNoServerIsNoAttempt: a Deliverer that finds no server at all (every
+// one down) does not cost the message an attempt nor a backoff: it is
+// delivered as soon as a server is back.
+func TestNoServerIsNoAttempt(t *testing.T) {
+	s, _ := openSpool(t, Options{})
+	clock := newFakeClock()
+	down := true
+	rec := &recorder{answer: func(Envelope) error {
+		if down {
+			return fmt.Errorf("%w: every delivery server is down", ErrNoServer)
+		}
+		return nil
+	}}
+	mustPut(t, s, Envelope{From: "a@example.org", Recipients: []string{"b@example.test"}}, testMessage(1))
+	m := NewManager(ManagerOptions{Spool: s, Clock: clock, Deliver: rec, AutoUnspool: true})
+	m.RunOnce(context.Background())
+	env := s.List()[0]
+	if env.Attempts != 0 || !env.NextAttempt.IsZero() {
+		t.Fatalf("no-server failure was counted as an attempt: %+v", env)
+	}
+	down = false
+	m.RunOnce(context.Background()) // same instant: no backoff to wait for
+	if n, _ := s.Stats(); n != 0 {
+		t.Fatalf("message still spooled after the server came back")
 	}
 }

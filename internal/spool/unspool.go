@@ -63,6 +63,15 @@ func DefaultBackoff(n int) time.Duration {
 
 const idleWait = time.Minute // re-check now and then even without a wake-up
 
+// noServerWait is the pause after a Deliverer found no server at all.
+const noServerWait = time.Second
+
+// ErrNoServer is what a Deliverer returns when no downstream server can
+// take a message at all (every one is down): that is not an attempt on the
+// message, so it is not deferred with backoff; the unspooler pauses and
+// tries again when a server is back.
+var ErrNoServer = errors.New("spool: no delivery server available")
+
 // Run releases the spool until ctx ends: whenever a server is up, release
 // is on and the spool is not suspended, due messages are delivered oldest
 // first at no more than UnspoolRate per second. Decisions use the Clock;
@@ -127,6 +136,13 @@ func (m *Manager) step(ctx context.Context) (int, time.Duration) {
 	}
 	wg.Wait()
 
+	m.mu.Lock()
+	noServer := m.noServer
+	m.noServer = false
+	m.mu.Unlock()
+	if noServer {
+		return len(batch), noServerWait
+	}
 	if more {
 		m.mu.Lock()
 		defer m.mu.Unlock()
@@ -182,6 +198,12 @@ func (m *Manager) handle(ctx context.Context, env Envelope) {
 	if err != nil && ctx.Err() != nil {
 		// Shutting down: this was no real attempt, the next start
 		// retries it (flagged as a possible redelivery by the journal).
+		return
+	}
+	if errors.Is(err, ErrNoServer) {
+		m.mu.Lock()
+		m.noServer = true
+		m.mu.Unlock()
 		return
 	}
 	m.outcome(ctx, env, pending, err)
