@@ -147,6 +147,21 @@ rules:
 		t.Errorf("mxguard blocks list lacks the blocked source:\n%s", out)
 	}
 
+	if out, code := cli("servers"); code != 0 || !strings.Contains(out, sink.Addr()) || !strings.Contains(out, "up") {
+		t.Errorf("mxguard servers: exit %d\n%s", code, out)
+	}
+	for _, step := range []struct{ args, want string }{
+		{"spool status", "off"},
+		{"spool suspend", "suspended"},
+		{"spool resume", "off"},
+		{"spool unspool", "off"},
+	} {
+		out, code := cli(strings.Fields(step.args)...)
+		if code != 0 || !strings.Contains(out, step.want) {
+			t.Errorf("mxguard %s: exit %d, want %q in\n%s", step.args, code, step.want, out)
+		}
+	}
+
 	// A broken config on SIGHUP is refused; the old one keeps serving.
 	os.WriteFile(cfgFile, []byte(cfg+"bogus_key: 1\n"), 0o600)
 	cmd.Process.Signal(syscall.SIGHUP)

@@ -54,14 +54,17 @@ func startWith(t *testing.T, extra string, sink *mailsink.Server, dir string) *e
 	if !strings.Contains(extra, "trusted_networks:") {
 		extra = "trusted_networks: [127.0.0.1/32]\n" + extra
 	}
+	// extra may bring its own delivery section, naming the sink {SINK}.
+	if !strings.Contains(extra, "delivery:") {
+		extra = "delivery:\n  servers: [{address: {SINK}, role: primary}]\n" + extra
+	}
+	extra = strings.ReplaceAll(extra, "{SINK}", sink.Addr())
 	yaml := fmt.Sprintf(`hostname: mx.example.test
 domains: [example.test]
 listen: {smtp: 127.0.0.1:0, admin: 127.0.0.1:0}
 admin: {token: %s}
 data_dir: %s
-delivery:
-  servers: [{address: %s, role: primary}]
-%s`, token, dir, sink.Addr(), extra)
+%s`, token, dir, extra)
 	cfg, err := config.Parse("test.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yaml)

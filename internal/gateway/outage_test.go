@@ -150,3 +150,95 @@ trusted_networks: [127.0.0.1/32]
 		t.Error("a message answered 451 was delivered anyway")
 	}
 }
+
+// TestSpoolOperations: with auto_unspool off the backlog is held after
+// recovery until an unspool request; a suspended spool defers (451) during
+// an outage; a full spool answers 452 4.3.1 and never 250.
+func TestSpoolOperations(t *testing.T) {
+	e := start(t, `delivery:
+  servers: [{address: {SINK}}]
+  check_interval: 100ms
+  down_after: 1
+spool: {delay: 100ms, max_size: 6KB, auto_unspool: false}
+`)
+	e.sink.SetDown(true)
+	e.waitSpool("spooling", func(s spoolStatus) bool { return s.State == "spooling" })
+
+	// Suspended: deferred, not spooled.
+	if code, body := e.api("POST", "/api/v1/spool/suspend", ""); code != 200 || !strings.Contains(body, `"state":"suspended"`) {
+		t.Fatalf("suspend: %d %s", code, body)
+	}
+	if code := e.send("127.0.0.101", "suspended@ops.test"); code != 451 {
+		t.Errorf("suspended spool: want 451, got %d", code)
+	}
+	if code, body := e.api("POST", "/api/v1/spool/resume", ""); code != 200 || !strings.Contains(body, `"state":"spooling"`) {
+		t.Fatalf("resume: %d %s", code, body)
+	}
+
+	// Fill it: each message is about 1 KB on disk; 6 KB holds a few.
+	var accepted []string
+	full := false
+	for i := 0; i < 20 && !full; i++ {
+		id := fmt.Sprintf("fill-%d@ops.test", i)
+		switch code := e.send("127.0.0.101", id); code {
+		case 250:
+			accepted = append(accepted, id)
+		case 452:
+			full = true
+		default:
+			t.Fatalf("filling the spool: message %d got %d", i, code)
+		}
+	}
+	if !full || len(accepted) == 0 {
+		t.Fatalf("spool never answered 452 (accepted %d)", len(accepted))
+	}
+	if s := e.spool(); s.State != "full" || s.Messages != len(accepted) {
+		t.Errorf("after 452: status %+v, want full with %d messages", s, len(accepted))
+	}
+
+	// Recovery without auto_unspool: held until asked.
+	e.sink.SetDown(false)
+	e.waitSpool("off with a held backlog", func(s spoolStatus) bool { return s.State == "off" })
+	if e.sink.Count() != 0 {
+		t.Fatalf("auto_unspool is off but %d messages were released", e.sink.Count())
+	}
+	if code, body := e.api("POST", "/api/v1/spool/unspool", ""); code != 200 {
+		t.Fatalf("unspool: %d %s", code, body)
+	}
+	e.waitSpool("drained", func(s spoolStatus) bool { return s.Messages == 0 })
+	if n := e.sink.Count(); n != len(accepted) {
+		t.Errorf("downstream got %d messages, want the %d that got 250", n, len(accepted))
+	}
+	if code, body := e.api("GET", "/api/v1/servers", ""); code != 200 || !strings.Contains(body, `"state":"up"`) {
+		t.Errorf("servers: %d %s", code, body)
+	}
+}
+
+// TestSpoolDiskError: when the spool cannot write, the client gets a
+// temporary failure (451 4.3.0), never a 250.
+func TestSpoolDiskError(t *testing.T) {
+	e := start(t, `delivery:
+  servers: [{address: {SINK}}]
+  check_interval: 100ms
+  down_after: 1
+spool: {delay: 100ms}
+`)
+	e.sink.SetDown(true)
+	e.waitSpool("spooling", func(s spoolStatus) bool { return s.State == "spooling" })
+	// The temporary-file directory becomes a plain file: every write fails.
+	tmp := e.dir + "/spool/tmp"
+	if err := os.RemoveAll(tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tmp, []byte("not a directory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := e.session("127.0.0.102")
+	c.Cmd("RCPT TO:<alice@example.test>", 250)
+	if text := c.Data("Subject: doomed\r\n\r\nbody\r\n", 451); !strings.HasPrefix(text, "4.3.0 ") {
+		t.Errorf("disk error: want 451 4.3.0, got 451 %s", text)
+	}
+	if s := e.spool(); s.Messages != 0 {
+		t.Errorf("spool claims %d messages after a failed write", s.Messages)
+	}
+}
