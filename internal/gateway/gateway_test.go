@@ -51,30 +51,49 @@ func start(t *testing.T, extra string) *env {
 
 func startWith(t *testing.T, extra string, sink *mailsink.Server, dir string) *env {
 	t.Helper()
+	e := startAt(t, sink.Addr(), extra, dir)
+	e.sink = sink
+	return e
+}
+
+// testConfig is the YAML of a test gateway in front of downstream, plus
+// extra top-level lines. extra may bring its own trusted_networks and
+// delivery sections; {SINK} in it stands for downstream.
+func testConfig(downstream, extra, dir string) string {
 	if !strings.Contains(extra, "trusted_networks:") {
 		extra = "trusted_networks: [127.0.0.1/32]\n" + extra
 	}
-	// extra may bring its own delivery section, naming the sink {SINK}.
 	if !strings.Contains(extra, "delivery:") {
 		extra = "delivery:\n  servers: [{address: {SINK}, role: primary}]\n" + extra
 	}
-	extra = strings.ReplaceAll(extra, "{SINK}", sink.Addr())
-	yaml := fmt.Sprintf(`hostname: mx.example.test
+	extra = strings.ReplaceAll(extra, "{SINK}", downstream)
+	return fmt.Sprintf(`hostname: mx.example.test
 domains: [example.test]
 listen: {smtp: 127.0.0.1:0, admin: 127.0.0.1:0}
 admin: {token: %s}
 data_dir: %s
 %s`, token, dir, extra)
+}
+
+// startAt runs a gateway in front of downstream (any SMTP server).
+func startAt(t *testing.T, downstream, extra, dir string) *env {
+	t.Helper()
+	yaml := testConfig(downstream, extra, dir)
 	cfg, err := config.Parse("test.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yaml)
 	}
+	return run(t, cfg, dir)
+}
+
+func run(t *testing.T, cfg *config.Config, dir string) *env {
+	t.Helper()
 	gw, err := gateway.Start(t.Context(), cfg, gateway.Options{Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { gw.Close() })
-	return &env{t: t, gw: gw, sink: sink, dir: dir}
+	return &env{t: t, gw: gw, dir: dir}
 }
 
 func (e *env) dial(ip string) *testutil.SMTPClient {
@@ -170,16 +189,26 @@ func TestUnknownRecipientFromDownstream(t *testing.T) {
 }
 
 func TestRelayDenied(t *testing.T) {
-	e := start(t, "")
+	// A downstream that takes every domain: refusals come from mxguard.
+	sink, err := mailsink.Start(t.Context(), mailsink.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sink.Close() })
+	e := startWith(t, "", sink, t.TempDir())
 	c := e.session("127.0.0.22")
 	text := c.Cmd("RCPT TO:<victim@elsewhere.test>", 554)
 	if !strings.HasPrefix(text, "5.7.1 ") {
 		t.Errorf("want 554 5.7.1, got 554 %s", text)
 	}
-	// A trusted client may relay (the downstream decides; the sink takes
-	// any domain it serves, so use a domain it serves via our domains).
+	c.Cmd("RCPT TO:<alice@example.test>", 250)
+	// A trusted client may relay to any domain.
 	tc := e.session("127.0.0.1")
-	tc.Cmd("RCPT TO:<alice@example.test>", 250)
+	tc.Cmd("RCPT TO:<victim@elsewhere.test>", 250)
+	tc.Data("Subject: outbound\r\n\r\nfrom a trusted host\r\n", 250)
+	if n := sink.Count(); n != 1 {
+		t.Errorf("downstream got %d messages, want 1", n)
+	}
 }
 
 func TestLimits(t *testing.T) {
@@ -643,17 +672,8 @@ func TestReloadAPI(t *testing.T) {
 	defer sink.Close()
 	dir := t.TempDir()
 	file := dir + "/mxguard.yaml"
-	base := fmt.Sprintf(`hostname: mx.example.test
-domains: [example.test]
-listen: {smtp: 127.0.0.1:0, admin: 127.0.0.1:0}
-admin: {token: %s}
-data_dir: %s
-trusted_networks: [127.0.0.1/32]
-delivery:
-  servers: [{address: %s}]
-`, token, dir, sink.Addr())
 	write := func(rules string) {
-		if err := os.WriteFile(file, []byte(base+rules), 0o600); err != nil {
+		if err := os.WriteFile(file, []byte(testConfig(sink.Addr(), "", dir)+rules), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -662,12 +682,8 @@ delivery:
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw, err := gateway.Start(t.Context(), cfg, gateway.Options{Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gw.Close()
-	e := &env{t: t, gw: gw, sink: sink}
+	e := run(t, cfg, dir)
+	e.sink = sink
 
 	write("rules:\n  - {name: second, type: directory_harvest, window: 1m, threshold: 1, actions: [block]}\n")
 	if code, body := e.api("POST", "/api/v1/reload", ""); code != 200 {

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"mxguard/internal/config"
-	"mxguard/internal/gateway"
 	"mxguard/internal/testutil"
 )
 
@@ -79,23 +77,7 @@ func (e *env) send(ip, msgID string) int {
 // Postfix. Every Message-ID that got 250 is delivered.
 func TestOutageSpoolUnspool(t *testing.T) {
 	pf := testutil.StartPostfix(t, testutil.PostfixOptions{})
-	yaml := fmt.Sprintf(`hostname: mx.example.test
-domains: [example.test]
-listen: {smtp: 127.0.0.1:0, admin: 127.0.0.1:0}
-admin: {token: %s}
-data_dir: %s
-trusted_networks: [127.0.0.1/32]
-`+outageConfig, token, t.TempDir(), pf.Addr())
-	cfg, err := config.Parse("outage.yaml", []byte(yaml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := gateway.Start(t.Context(), cfg, gateway.Options{Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { gw.Close() })
-	e := &env{t: t, gw: gw}
+	e := startAt(t, pf.Addr(), fmt.Sprintf(outageConfig, pf.Addr()), t.TempDir())
 
 	var accepted []string
 	if code := e.send("127.0.0.100", "before@outage.test"); code != 250 {

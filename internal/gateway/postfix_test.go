@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"mxguard/internal/config"
-	"mxguard/internal/gateway"
 	"mxguard/internal/testutil"
 )
 
@@ -18,27 +16,9 @@ import (
 // session and counts toward directory harvest until the source is blocked.
 func TestPostfixDownstream(t *testing.T) {
 	pf := testutil.StartPostfix(t, testutil.PostfixOptions{})
-	yaml := fmt.Sprintf(`hostname: mx.example.test
-domains: [example.test]
-listen: {smtp: 127.0.0.1:0, admin: 127.0.0.1:0}
-admin: {token: %s}
-data_dir: %s
-trusted_networks: [127.0.0.1/32]
-delivery:
-  servers: [{address: %s, role: primary}]
-rules:
+	e := startAt(t, pf.Addr(), `rules:
   - {name: harvest, type: directory_harvest, window: 10m, threshold: 3, actions: [alert, block], block_for: 1h}
-`, token, t.TempDir(), pf.Addr())
-	cfg, err := config.Parse("postfix.yaml", []byte(yaml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := gateway.Start(t.Context(), cfg, gateway.Options{Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { gw.Close() })
-	e := &env{t: t, gw: gw}
+`, t.TempDir())
 
 	c := e.session("127.0.0.80")
 	c.Cmd("RCPT TO:<alice@example.test>", 250)

@@ -18,29 +18,13 @@ import (
 	"mxguard/internal/mailsink"
 	"mxguard/internal/metrics"
 	"mxguard/internal/relay"
+	"mxguard/internal/testutil"
 )
 
-// fakeClock is a settable clock; tests move it instead of sleeping.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+// fakeClock is the shared settable test clock.
+type fakeClock = testutil.FakeClock
 
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+func newFakeClock() *fakeClock { return testutil.NewFakeClock() }
 
 // fakeSink records the events it is asked for as log lines
 // ("start mail_server_down 127.0.0.1:2526", "end org_down mx.example.test").

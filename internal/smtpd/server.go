@@ -83,6 +83,7 @@ type Server struct {
 	closing atomic.Bool
 	lnMu    sync.Mutex
 	lns     []net.Listener
+	gens    []*generation // every generation, for Close/Shutdown
 }
 
 // generation pairs a Settings with the go-smtp server built from it, so a
@@ -120,6 +121,9 @@ func (s *Server) newGeneration(set *Settings) *generation {
 	ss.TLSConfig = set.TLS
 	ss.ErrorLog = errorLog{s}
 	g.smtp = ss
+	s.lnMu.Lock()
+	s.gens = append(s.gens, g)
+	s.lnMu.Unlock()
 	go func() { _ = ss.Serve(g.ln) }()
 	return g
 }
@@ -166,34 +170,40 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // Close stops accepting and closes every session.
 func (s *Server) Close() error {
-	s.closing.Store(true)
-	s.lnMu.Lock()
-	for _, ln := range s.lns {
-		ln.Close()
+	var errs []error
+	for _, g := range s.stopAccepting() {
+		errs = append(errs, ignoreClosed(g.smtp.Close()))
 	}
-	s.lnMu.Unlock()
-	g := s.cur.Load()
-	g.ln.Close()
-	err := g.smtp.Close()
-	if errors.Is(err, smtp.ErrServerClosed) {
-		err = nil
-	}
-	return err
+	return errors.Join(errs...)
 }
 
 // Shutdown stops accepting and waits for sessions to end until ctx is done.
 func (s *Server) Shutdown(ctx context.Context) error {
+	var errs []error
+	for _, g := range s.stopAccepting() {
+		errs = append(errs, ignoreClosed(g.smtp.Shutdown(ctx)))
+	}
+	return errors.Join(errs...)
+}
+
+// stopAccepting closes the listeners and returns every generation, the
+// current one and those still serving sessions from before a reload.
+func (s *Server) stopAccepting() []*generation {
 	s.closing.Store(true)
 	s.lnMu.Lock()
+	defer s.lnMu.Unlock()
 	for _, ln := range s.lns {
 		ln.Close()
 	}
-	s.lnMu.Unlock()
-	g := s.cur.Load()
-	g.ln.Close()
-	err := g.smtp.Shutdown(ctx)
+	for _, g := range s.gens {
+		g.ln.Close()
+	}
+	return s.gens
+}
+
+func ignoreClosed(err error) error {
 	if errors.Is(err, smtp.ErrServerClosed) {
-		err = nil
+		return nil
 	}
 	return err
 }

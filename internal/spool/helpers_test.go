@@ -6,32 +6,16 @@ import (
 	"io"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"mxguard/internal/testutil"
 )
 
-// fakeClock is set by the test; nothing waits on it.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+// fakeClock is the shared settable test clock.
+type fakeClock = testutil.FakeClock
 
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
+func newFakeClock() *fakeClock { return testutil.NewFakeClock() }
 
 var _ Clock = (*fakeClock)(nil)
 
