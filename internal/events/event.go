@@ -81,3 +81,10 @@ type Store interface {
 	Blocks(ctx context.Context) ([]Block, error)
 	Close() error
 }
+
+// Types are the event types of INTERFACE.md §3.
+var Types = []string{
+	"dos", "bad_sessions", "directory_harvest", "spam_attack", "virus_outbreak",
+	"mailbomb", "brute_force", "internal_spammer", "bounce_spammer", "backscatter",
+	"outbound_queue", "mail_server_down", "org_down",
+}

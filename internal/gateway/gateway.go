@@ -106,6 +106,7 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (g *Gateway, err 
 	if err != nil {
 		return nil, err
 	}
+	g.Metrics.Prime("smtp", events.Types, set.Chain.Names())
 	g.SMTP = smtpd.New(smtpd.Options{
 		Name:     "smtp",
 		Detector: g.Engine,
@@ -127,6 +128,8 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (g *Gateway, err 
 		Reload:  g.ReloadFile,
 		Logger:  o.Logger.With("component", "admin"),
 		Version: o.Version,
+		Servers: g.consoleServers,
+		Spool:   consoleSpool{g.Spool},
 	})
 	g.Admin.Handle("GET /api/v1/servers", g.Relay.ServersHandler())
 	sh := g.Spool.Handler()

@@ -706,3 +706,31 @@ func TestReloadAPI(t *testing.T) {
 		t.Errorf("rules changed by a refused reload: %s", body)
 	}
 }
+
+// TestMetricsFromTheFirstScrape: every metric of INTERFACE.md §6 is there on
+// a fresh instance, before any traffic.
+func TestMetricsFromTheFirstScrape(t *testing.T) {
+	e := start(t, "")
+	resp, err := http.Get("http://" + e.gw.AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	body := string(b)
+	for _, want := range []string{
+		`mxguard_connections_total{listener="smtp",result="accepted"} 0`,
+		`mxguard_messages_total{direction="inbound",result="relayed"} 0`,
+		`mxguard_events_total{type="directory_harvest"} 0`,
+		`mxguard_events_active{type="org_down"} 0`,
+		`mxguard_blocks_active 0`,
+		`mxguard_spool_messages 0`,
+		`mxguard_spool_bytes 0`,
+		`mxguard_server_up{address="` + e.sink.Addr() + `"} 1`,
+		`mxguard_check_duration_seconds_count{check="blocklist"} 0`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}

@@ -72,3 +72,23 @@ func New() *Metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
+
+// Prime creates the series operators and alert rules expect from the first
+// scrape (a vector shows no series until a label value is used): every
+// event type, the listener's connection results, the message results and
+// every check of the pipeline, all at zero.
+func (m *Metrics) Prime(listener string, eventTypes, checks []string) {
+	for _, r := range []string{"accepted", "blocked", "refused", "limit", "busy", "proxy_error"} {
+		m.Connections.WithLabelValues(listener, r)
+	}
+	for _, r := range []string{"relayed", "spooled", "rejected", "deferred"} {
+		m.Messages.WithLabelValues("inbound", r)
+	}
+	for _, t := range eventTypes {
+		m.Events.WithLabelValues(t)
+		m.EventsActive.WithLabelValues(t)
+	}
+	for _, c := range checks {
+		m.CheckDuration.WithLabelValues(c)
+	}
+}

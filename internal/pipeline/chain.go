@@ -61,3 +61,18 @@ func (c *Chain) observe(name string, start time.Time) {
 		c.Metrics.CheckDuration.WithLabelValues(name).Observe(time.Since(start).Seconds())
 	}
 }
+
+// Names lists the checks of every stage, for metrics.
+func (c *Chain) Names() []string {
+	var n []string
+	for _, ch := range c.Connect {
+		n = append(n, ch.Name())
+	}
+	for _, ch := range c.Rcpt {
+		n = append(n, ch.Name())
+	}
+	for _, ch := range c.Data {
+		n = append(n, ch.Name())
+	}
+	return n
+}
