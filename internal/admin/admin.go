@@ -47,6 +47,10 @@ type Options struct {
 	Reload  func(ctx context.Context) error
 	Logger  *slog.Logger // nil: discard
 	Version string       // shown in the console footer
+	// Servers and Spool feed the console's status page; nil leaves that
+	// part of the page out (an instance without a relay or spool).
+	Servers func() []ServerView
+	Spool   SpoolControl
 }
 
 // Server is the admin http.Handler.

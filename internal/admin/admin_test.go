@@ -94,7 +94,8 @@ type fixture struct {
 
 // newFixture starts the admin handler on a real listener (escaped paths go
 // through the real HTTP stack) over a real SQLite store holding five events.
-func newFixture(t *testing.T) *fixture {
+// Each with func may set further options before the handler is built.
+func newFixture(t *testing.T, with ...func(*Options)) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	store, err := events.OpenSQLite(ctx, filepath.Join(t.TempDir(), "events.db"))
@@ -119,10 +120,14 @@ func newFixture(t *testing.T) *fixture {
 		}
 		f.events = append(f.events, e)
 	}
-	f.srv = New(Options{
+	o := Options{
 		Engine: f.engine, Store: store, Metrics: metrics.New(), Token: testToken, Version: "v1.2.3",
 		Reload: func(ctx context.Context) error { return f.reload(ctx) },
-	})
+	}
+	for _, w := range with {
+		w(&o)
+	}
+	f.srv = New(o)
 	f.srv.now = func() time.Time { return t0 }
 	f.reload = func(context.Context) error { return nil }
 	hs := httptest.NewServer(f.srv)

@@ -65,9 +65,10 @@ func newConsole(s *Server) *console {
 		"relative": s.relative,
 		"join":     strings.Join,
 		"size":     formatSize,
+		"approx":   approxSize,
 		"isIP":     isIPOrPrefix,
 	}
-	for _, name := range []string{"login", "events", "event", "blocks", "rules", "error"} {
+	for _, name := range []string{"login", "events", "event", "blocks", "rules", "status", "error"} {
 		c.pages[name] = template.Must(template.New("layout.html").Funcs(funcs).
 			ParseFS(assets, "templates/layout.html", "templates/"+name+".html"))
 	}
@@ -94,6 +95,8 @@ func (c *console) route(mux *http.ServeMux) {
 	mux.Handle("POST /blocks", c.protect(c.auth(c.addBlock)))
 	mux.Handle("POST /blocks/remove", c.protect(c.auth(c.removeBlock)))
 	mux.Handle("GET /rules", c.auth(c.rulesPage))
+	mux.Handle("GET /status", c.auth(c.statusPage))
+	mux.Handle("POST /status/spool/{action}", c.protect(c.auth(c.spoolAction)))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		c.renderError(w, r, http.StatusNotFound, "No such page.")
 	})

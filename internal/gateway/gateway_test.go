@@ -477,6 +477,23 @@ func TestTimeouts(t *testing.T) {
 			t.Errorf("closed after %s", d)
 		}
 	})
+	t.Run("stalled DATA", func(t *testing.T) {
+		c := e.session("127.0.0.53")
+		c.Cmd("RCPT TO:<alice@example.test>", 250)
+		c.Cmd("DATA", 354)
+		c.Send("Subject: never finished\r\n\r\nfirst line\r\n")
+		start := time.Now()
+		if text := c.Expect(421); !strings.HasPrefix(text, "4.4.2 ") {
+			t.Errorf("stalled DATA: want 421 4.4.2, got %s", text)
+		}
+		c.ExpectClosed()
+		if d := time.Since(start); d < 1500*time.Millisecond || d > 6*time.Second {
+			t.Errorf("DATA timeout of 2s fired after %s", d)
+		}
+		if e.sink.Count() != 0 {
+			t.Error("a half-received message was relayed")
+		}
+	})
 	t.Run("one byte per second", func(t *testing.T) {
 		conn := rawDial(t, e.gw.SMTPAddr(), "127.0.0.52")
 		readLine(t, conn) // greeting

@@ -1,0 +1,146 @@
+package admin
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The status page shows what the relay and the spool report. admin cannot
+// import those packages (both mount their API through admin), so it defines
+// the views it renders and the gateway adapts the components to them.
+
+// ServerView is one delivery server on the status page (the fields of
+// GET /api/v1/servers, INTERFACE.md §5).
+type ServerView struct {
+	Address   string
+	Role      string // "primary" or "failover"
+	State     string // "up" or "down"
+	Since     time.Time
+	LastError string // kept after recovery, so a flapping server shows why
+}
+
+// SpoolView is the spool on the status page (GET /api/v1/spool).
+type SpoolView struct {
+	State    string // off, delay, spooling, suspended, full, unspooling
+	Messages int
+	Bytes    int64
+	MaxBytes int64 // 0: no limit
+}
+
+// SpoolControl is what the console needs of the spool manager: its state,
+// and the three operator requests of POST /api/v1/spool/{action}.
+type SpoolControl interface {
+	View() SpoolView
+	Suspend()
+	Resume()
+	Unspool()
+}
+
+// statusView is the status page.
+type statusView struct {
+	Servers     []ServerView
+	HaveServers bool // false: this instance reports no servers (not "none configured")
+	Spool       SpoolView
+	HaveSpool   bool
+	SpoolHint   string
+	SpoolUse    string // "42%" of MaxBytes; "<1%" rather than a misleading 0%
+}
+
+func (c *console) statusPage(w http.ResponseWriter, r *http.Request) {
+	p := page{Title: "Status", Nav: "status"}
+	if done := r.URL.Query().Get("done"); spoolDone[done] != "" {
+		p.Flash = spoolDone[done]
+	}
+	v := statusView{}
+	if c.s.o.Servers != nil {
+		v.Servers, v.HaveServers = c.s.o.Servers(), true
+	}
+	if c.s.o.Spool != nil {
+		v.Spool, v.HaveSpool = c.s.o.Spool.View(), true
+		v.SpoolHint = spoolHint(v.Spool)
+		if sp := v.Spool; sp.MaxBytes > 0 {
+			pct := min(100, sp.Bytes*100/sp.MaxBytes)
+			v.SpoolUse = strconv.FormatInt(pct, 10) + "%"
+			if pct == 0 && sp.Bytes > 0 {
+				v.SpoolUse = "<1%"
+			}
+		}
+	}
+	p.Data = &v
+	c.render(w, r, http.StatusOK, "status", p)
+}
+
+// spoolDone is the flash message after each operator request; its keys are
+// the actions the form may post.
+var spoolDone = map[string]string{
+	"suspend": "Spool suspended: nothing is spooled or released until you resume it.",
+	"resume":  "Spool resumed.",
+	"unspool": "Unspool requested: the waiting messages are released while a server is up.",
+}
+
+// spoolAction runs one operator request and redirects back to the status
+// page (post/redirect/get, so a reload does not repeat it).
+func (c *console) spoolAction(w http.ResponseWriter, r *http.Request) {
+	sp := c.s.o.Spool
+	if sp == nil {
+		c.renderError(w, r, http.StatusNotFound, "This instance has no spool.")
+		return
+	}
+	action := r.PathValue("action")
+	switch action {
+	case "suspend":
+		sp.Suspend()
+	case "resume":
+		sp.Resume()
+	case "unspool":
+		sp.Unspool()
+	default:
+		c.renderError(w, r, http.StatusNotFound, "No such spool action.")
+		return
+	}
+	// Same message as the API's, so the log tells one story whichever
+	// way the operator came.
+	c.s.log.InfoContext(r.Context(), "spool: operator request", "action", action, "via", "console")
+	http.Redirect(w, r, "/status?done="+action, http.StatusSeeOther)
+}
+
+// spoolHint explains a spool state in the operator's terms (the states
+// and their replies are those of internal/spool, INTERFACE.md §5).
+func spoolHint(v SpoolView) string {
+	switch v.State {
+	case "off":
+		if v.Messages > 0 {
+			return "Held: a server is up, but auto_unspool is off. Unspool releases the waiting messages."
+		}
+		return "A server is up: mail passes straight through."
+	case "delay":
+		return "Every server is down; new mail is answered 451 until spool.delay has passed, then spooled."
+	case "spooling":
+		return "Every server is down; new mail is accepted into the spool."
+	case "full":
+		return "Every server is down and the spool is full; new mail is answered 452."
+	case "suspended":
+		return "Suspended by an operator: nothing is spooled (451 while every server is down) and nothing is released."
+	case "unspooling":
+		return "A server is up; the spooled messages are being released to it."
+	}
+	return ""
+}
+
+// approxSize is a byte count for reading, not for the configuration:
+// "1.5 MiB" (formatSize would write "1572864B").
+func approxSize(n int64) string {
+	const units = "KMGT"
+	if n < 1024 {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	f, i := float64(n)/1024, 0
+	for f >= 1024 && i < len(units)-1 {
+		f /= 1024
+		i++
+	}
+	s := strconv.FormatFloat(f, 'f', 1, 64)
+	return strings.TrimSuffix(s, ".0") + " " + units[i:i+1] + "iB"
+}
