@@ -11,9 +11,12 @@ import (
 	"mxguard/internal/testutil"
 )
 
+// A real Postfix forks an smtpd per connection: under -race on a loaded
+// machine a health check can take a few hundred ms, so the interval (which
+// also bounds each check) stays at 1s to avoid a false "down".
 const outageConfig = `delivery:
   servers: [{address: %s, role: primary}]
-  check_interval: 200ms
+  check_interval: 1s
   down_after: 2
 spool: {delay: 1s, unspool_rate: 100, max_size: 10MiB}
 `
