@@ -1,37 +1,19 @@
 package demo
 
 import (
-	"bytes"
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"mxguard/internal/testutil"
 )
-
-// syncBuffer is a bytes.Buffer safe for the narrator and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestDemoShowsEveryAttack runs one fast round of the demo and checks that
 // each attack was detected and blocked, and that the outage went through
 // failover, org_down, the spool delay, spooling and recovery.
 func TestDemoShowsEveryAttack(t *testing.T) {
-	var out syncBuffer
+	var out testutil.LockedBuffer
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
