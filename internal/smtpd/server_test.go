@@ -32,12 +32,17 @@ func startServer(t testing.TB, extra pipeline.DataCheck) (string, *metrics.Metri
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sink.Close() })
+	return startServerTo(t, sink.Addr(), extra)
+}
+
+func startServerTo(t testing.TB, downstream string, extra pipeline.DataCheck) (string, *metrics.Metrics) {
+	t.Helper()
 	m := metrics.New()
 	chain := checks.Build(checks.Deps{Domains: []string{"example.test"}, Metrics: m})
 	if extra != nil {
 		chain.Data = append(chain.Data, extra)
 	}
-	rl := relay.New(relay.Options{Servers: []relay.Server{{Address: sink.Addr(), Role: "primary"}}, Hostname: "mx.test"})
+	rl := relay.New(relay.Options{Servers: []relay.Server{{Address: downstream, Role: "primary"}}, Hostname: "mx.test"})
 	t.Cleanup(func() { rl.Close() })
 	srv := New(Options{Relay: rl, Metrics: m}, &Settings{
 		Hostname: "mx.test",
@@ -198,4 +203,63 @@ func BenchmarkRefuseBlocked(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "conn/s")
+}
+
+// scriptedDownstream is a downstream that answers each command with the
+// reply its prefix maps to, then closes after a 421, like a server that
+// shuts down mid-transaction.
+func scriptedDownstream(t *testing.T, replies map[string]string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				c.Write([]byte("220 scripted ESMTP\r\n"))
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					reply := "250 2.0.0 ok"
+					for prefix, rep := range replies {
+						if strings.HasPrefix(strings.ToUpper(line), prefix) {
+							reply = rep
+						}
+					}
+					c.Write([]byte(reply + "\r\n"))
+					if strings.HasPrefix(reply, "421") {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestDownstream421IsDeferral: a downstream closing the channel with 421 is
+// no verdict on the recipient; the client gets 451 4.4.1 and its session
+// stays open.
+func TestDownstream421IsDeferral(t *testing.T) {
+	down := scriptedDownstream(t, map[string]string{"RCPT": "421 4.3.2 shutting down"})
+	addr, _ := startServerTo(t, down, nil)
+	c := testutil.Dial(t, addr, testutil.DialOptions{LocalIP: "127.0.0.4"})
+	c.Expect(220)
+	c.Cmd("EHLO client.test", 250)
+	c.Cmd("MAIL FROM:<a@remote.test>", 250)
+	if text := c.Cmd("RCPT TO:<alice@example.test>", 451); !strings.HasPrefix(text, "4.4.1 ") {
+		t.Errorf("want 451 4.4.1, got 451 %s", text)
+	}
+	c.Cmd("RSET", 250)
+	c.Cmd("NOOP", 250)
 }

@@ -57,7 +57,6 @@ type session struct {
 	from     string
 	rcpts    []string
 	broken   bool // the downstream transaction was lost: defer until RSET
-	mailSeen bool
 	// spooling: every server is down and this transaction goes to the
 	// outage spool; recipients are checked locally only.
 	spooling bool
@@ -74,7 +73,6 @@ func (s *session) ctx() context.Context { return context.Background() }
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.abort()
 	s.from = from
-	s.mailSeen = true
 	s.opts = relay.MailOptions{}
 	if opts != nil {
 		s.opts.Size = opts.Size
@@ -162,7 +160,7 @@ func (s *session) observeUnknown() {
 // unreachable server is a temporary failure (451 4.4.1), never a 5xx.
 func (s *session) downstreamError(stage, to string, err error) error {
 	var se *smtp.SMTPError
-	if errors.As(err, &se) {
+	if refusal(err, &se) {
 		s.c.log().Info("downstream refused", "stage", stage, "rcpt", to, "code", se.Code, "text", se.Message)
 		if stage == "MAIL" {
 			// The downstream refused the sender; the transaction did
@@ -187,6 +185,14 @@ func (s *session) reply(r *pipeline.Reply, result string) error {
 		s.c.closeNext = true
 	}
 	return &smtp.SMTPError{Code: r.Code, EnhancedCode: smtp.EnhancedCode(r.Enhanced), Message: r.Text}
+}
+
+// refusal reports whether err is the downstream's verdict on this
+// transaction. A 421 is not: it is the downstream closing the channel
+// (RFC 5321 §3.8); passed through, the client would take it as ours and
+// the lost transaction would look refused rather than deferred.
+func refusal(err error, se **smtp.SMTPError) bool {
+	return errors.As(err, se) && (*se).Code != 421
 }
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -240,7 +246,7 @@ func (s *session) Data(r io.Reader) error {
 	text, err := txn.Data(s.ctx(), hdr, buf.Bytes())
 	if err != nil {
 		var se *smtp.SMTPError
-		if errors.As(err, &se) {
+		if refusal(err, &se) {
 			countMsg(m, "rejected")
 			c.log().Info("downstream refused message", "code", se.Code, "text", se.Message)
 			return se
