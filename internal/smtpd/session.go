@@ -50,13 +50,13 @@ func underlying(nc net.Conn) *conn {
 
 // session is one EHLO-to-QUIT (or STARTTLS) span of a connection.
 type session struct {
-	c        *conn
-	tls      bool
-	txn      *relay.Txn
-	opts     relay.MailOptions
-	from     string
-	rcpts    []string
-	broken   bool // the downstream transaction was lost: defer until RSET
+	c      *conn
+	tls    bool
+	txn    *relay.Txn
+	opts   relay.MailOptions
+	from   string
+	rcpts  []string
+	broken bool // the downstream transaction was lost: defer until RSET
 	// spooling: every server is down and this transaction goes to the
 	// outage spool; recipients are checked locally only.
 	spooling bool
