@@ -246,6 +246,14 @@ func TestLimits(t *testing.T) {
 		c.ExpectClosed()
 		// Another source is not affected.
 		e.dial("127.0.0.26").Expect(220)
+		// A trusted source is limited too: a limit is not a block.
+		t1 := e.dial("127.0.0.1")
+		t1.Expect(220)
+		t2 := e.dial("127.0.0.1")
+		t2.Expect(220)
+		e.dial("127.0.0.1").Expect(421)
+		t1.Close()
+		t2.Close()
 		a.Cmd("QUIT", 221)
 		waitFor(t, func() bool {
 			d := e.dial("127.0.0.25")

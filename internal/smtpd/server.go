@@ -264,7 +264,9 @@ func (s *Server) admit(raw net.Conn) {
 	if s.o.Detector != nil {
 		s.o.Detector.Observe(detect.Observation{Kind: detect.KindConnect, Addr: c.addr, Service: s.o.Name})
 	}
-	if !c.ps.Trusted && !s.addSource(c) {
+	// Every source is limited, trusted ones too: a limit is not a block,
+	// and an internal relay that needs more raises the limit.
+	if !s.addSource(c) {
 		s.count("limit")
 		c.refuse(&pipeline.ReplyTooManyConns)
 		return
