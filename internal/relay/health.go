@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
 	"mxguard/internal/admin"
 )
 
@@ -205,7 +203,7 @@ func (r *Relay) failed(ctx context.Context, s *server, err error) {
 
 func closeAll(idle []*pooled) {
 	for _, p := range idle {
-		p.c.Close()
+		p.c.close()
 	}
 }
 
@@ -281,13 +279,10 @@ func (r *Relay) check(ctx context.Context, addr string) error {
 	if err != nil {
 		return err
 	}
-	// go-smtp sets a deadline per command; closing the connection when
-	// ctx ends bounds the check as a whole.
+	// The client sets a deadline per command; closing the connection
+	// when ctx ends bounds the check as a whole.
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	c := smtp.NewClient(conn)
-	defer c.Close()
-	c.CommandTimeout = r.o.CheckTimeout
 	failed := func(stage string, err error) error {
 		if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
 			// Whichever of the two deadlines fired first, "use of
@@ -297,10 +292,13 @@ func (r *Relay) check(ctx context.Context, addr string) error {
 		}
 		return fmt.Errorf("%s: %w", stage, err)
 	}
-	if err := c.Hello(r.o.Hostname); err != nil {
+	c, err := newClient(conn, r.o.Hostname, r.o.CheckTimeout)
+	if err != nil {
+		conn.Close()
 		return failed("greeting/EHLO", err)
 	}
-	if err := c.Quit(); err != nil {
+	defer c.close()
+	if _, err := c.cmd(221, "QUIT"); err != nil {
 		return failed("QUIT", err)
 	}
 	return nil

@@ -18,7 +18,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -101,7 +100,7 @@ type Relay struct {
 }
 
 type pooled struct {
-	c      *smtp.Client
+	c      *client
 	s      *server
 	idleAt time.Time
 }
@@ -163,110 +162,111 @@ type MailOptions struct {
 	UTF8     bool
 }
 
-// Txn is one mail transaction on one downstream connection.
+// Txn is one mail transaction on one downstream connection. MAIL FROM is
+// sent with the first RCPT TO (pipelined when the server allows), so a
+// transaction costs the downstream one round trip less.
 type Txn struct {
-	r    *Relay
-	p    *pooled
-	done bool
+	r      *Relay
+	p      *pooled
+	reused bool // p came from the pool: a failure may be staleness
+	from   string
+	opts   MailOptions
+	mailed bool // the server accepted MAIL FROM
+	done   bool
 }
 
-// Begin opens (or reuses) a downstream connection and sends MAIL FROM. A
-// downstream refusal of the sender is returned as *smtp.SMTPError; when no
-// server is reachable the error wraps ErrUnavailable.
+// Begin takes a downstream connection for a transaction from sender from.
+// When no server is reachable the error wraps ErrUnavailable.
 func (r *Relay) Begin(ctx context.Context, from string, o MailOptions) (*Txn, error) {
-	mo := &smtp.MailOptions{Size: o.Size, UTF8: o.UTF8}
-	if o.EightBit {
-		mo.Body = smtp.Body8BitMIME
+	p, reused, err := r.get(ctx)
+	if err != nil {
+		return nil, err
 	}
-	// A pooled connection may have been closed by the server while idle;
-	// such a failure is not the sender's fault, nor the server's, so retry
-	// on a fresh one.
-	for {
-		p, reused, err := r.get(ctx)
-		if err != nil {
-			return nil, err
-		}
-		err = p.c.Mail(from, mo)
-		if err == nil {
-			return &Txn{r: r, p: p}, nil
-		}
-		var se *smtp.SMTPError
-		// 421 is the server closing the channel (RFC 5321 §3.8), not a
-		// verdict on this sender.
-		if errors.As(err, &se) && se.Code != 421 {
-			// The server answered: the connection is healthy, the
-			// verdict is about this sender.
-			r.put(p)
-			return nil, se
-		}
-		p.c.Close()
-		if reused {
-			// Every pooled connection may be stale (the server
-			// restarted): drop them one by one until a fresh dial.
-			continue
-		}
-		if !reused {
-			r.failed(ctx, p.s, fmt.Errorf("MAIL: %w", err))
-		}
-		return nil, fmt.Errorf("%w: MAIL to %s: %v", ErrUnavailable, p.s.Address, err)
-	}
+	return &Txn{r: r, p: p, reused: reused, from: from, opts: o}, nil
 }
 
 // Server is the address of the downstream carrying this transaction.
 func (t *Txn) Server() string { return t.p.s.Address }
 
-// Rcpt relays one recipient. A downstream refusal is a *smtp.SMTPError; any
-// other error means the connection broke and the transaction is lost.
+// Rcpt relays one recipient (with MAIL FROM, the first time). A downstream
+// refusal of the recipient, or of the sender, is a *smtp.SMTPError; any
+// other error means the connection broke and the transaction is lost (it
+// wraps ErrUnavailable when no server could take it).
 func (t *Txn) Rcpt(ctx context.Context, to string) error {
-	err := t.p.c.Rcpt(to, nil)
-	var se *smtp.SMTPError
-	if err != nil && !errors.As(err, &se) {
-		t.fail(ctx, fmt.Errorf("RCPT: %w", err))
+	if t.mailed {
+		err := t.p.c.rcpt(to)
+		if err != nil && !isReply(err) {
+			t.fail(ctx, fmt.Errorf("RCPT: %w", err))
+		}
+		return err
 	}
-	return err
+	for {
+		mailErr, rcptErr := t.p.c.mailRcpt(t.from, t.opts, to)
+		if mailErr == nil {
+			t.mailed = true
+			if rcptErr != nil && !isReply(rcptErr) {
+				t.fail(ctx, fmt.Errorf("RCPT: %w", rcptErr))
+			}
+			return rcptErr
+		}
+		if isReply(mailErr) {
+			// The server answered: the connection is healthy, the
+			// verdict is about this sender.
+			return mailErr
+		}
+		t.p.c.close()
+		if !t.reused {
+			t.done = true
+			t.r.failed(ctx, t.p.s, fmt.Errorf("MAIL: %w", mailErr))
+			return fmt.Errorf("%w: MAIL to %s: %v", ErrUnavailable, t.p.s.Address, mailErr)
+		}
+		// A pooled connection may have been closed by the server while
+		// idle (every one of them, if it restarted): not the sender's
+		// fault, nor the server's; retry on the next one, then a fresh
+		// one.
+		p, reused, err := t.r.get(ctx)
+		if err != nil {
+			t.done = true
+			return err
+		}
+		t.p, t.reused = p, reused
+	}
+}
+
+// isReply tells a downstream verdict from a broken connection. 421 is the
+// server closing the channel (RFC 5321 §3.8), not a verdict.
+func isReply(err error) bool {
+	se, ok := err.(*smtp.SMTPError)
+	return ok && se.Code != 421
 }
 
 // Data sends the message (header is written first, typically our Received
 // line) and returns the downstream's final reply text. The transaction is
 // over afterwards, whatever the outcome.
 func (t *Txn) Data(ctx context.Context, header, body []byte) (string, error) {
-	w, err := t.p.c.Data()
+	text, err := t.p.c.data(t.r.o.DataTimeout, header, body)
 	if err != nil {
 		t.end(ctx, "DATA", err)
 		return "", err
 	}
-	t.p.c.SubmissionTimeout = t.r.o.DataTimeout
-	if err := writeAll(w, header, body); err != nil {
-		t.fail(ctx, fmt.Errorf("DATA: %w", err))
-		return "", err
-	}
-	resp, err := w.CloseWithResponse()
-	if err != nil {
-		t.end(ctx, "end of DATA", err)
-		return "", err
-	}
 	t.finish()
-	return resp.StatusText, nil
-}
-
-func writeAll(w io.Writer, parts ...[]byte) error {
-	for _, p := range parts {
-		if _, err := w.Write(p); err != nil {
-			return err
-		}
-	}
-	return nil
+	return text, nil
 }
 
 // Abort ends an unfinished transaction (client sent RSET, or left). The
-// connection goes back to the pool after a successful RSET.
+// connection goes back to the pool after a successful RSET; one that never
+// sent MAIL needs none.
 func (t *Txn) Abort() {
 	if t == nil || t.done {
 		return
 	}
+	if !t.mailed {
+		t.finish()
+		return
+	}
 	t.done = true
-	if err := t.p.c.Reset(); err != nil {
-		t.p.c.Close()
+	if err := t.p.c.reset(); err != nil {
+		t.p.c.close()
 		t.r.failed(context.Background(), t.p.s, fmt.Errorf("RSET: %w", err))
 		return
 	}
@@ -276,8 +276,7 @@ func (t *Txn) Abort() {
 // end closes the transaction after a failed DATA step: a downstream reply
 // leaves the connection usable, anything else broke it.
 func (t *Txn) end(ctx context.Context, stage string, err error) {
-	var se *smtp.SMTPError
-	if errors.As(err, &se) {
+	if isReply(err) {
 		t.finish()
 	} else {
 		t.fail(ctx, fmt.Errorf("%s: %w", stage, err))
@@ -300,7 +299,7 @@ func (t *Txn) fail(ctx context.Context, err error) {
 		return
 	}
 	t.done = true
-	t.p.c.Close()
+	t.p.c.close()
 	t.r.failed(ctx, t.p.s, err)
 }
 
@@ -359,7 +358,7 @@ func (r *Relay) popIdleLocked(s *server, now time.Time) *pooled {
 		if now.Sub(p.idleAt) < r.o.IdleTimeout {
 			return p
 		}
-		go p.c.Close()
+		go p.c.close()
 	}
 	return nil
 }
@@ -371,11 +370,10 @@ func (r *Relay) dial(ctx context.Context, s *server) (*pooled, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := smtp.NewClient(conn)
-	c.CommandTimeout = r.o.CommandTimeout
-	if err := c.Hello(r.o.Hostname); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("greeting/EHLO from %s: %w", s.Address, err)
+	c, err := newClient(conn, r.o.Hostname, r.o.CommandTimeout)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("%s: %w", s.Address, err)
 	}
 	return &pooled{c: c, s: s}, nil
 }
@@ -392,7 +390,7 @@ func (r *Relay) put(p *pooled) {
 	}
 	r.mu.Unlock()
 	if p != nil {
-		p.c.Quit()
+		p.c.quit()
 	}
 }
 
@@ -407,7 +405,7 @@ func (r *Relay) Close() error {
 	}
 	r.mu.Unlock()
 	for _, p := range idle {
-		p.c.Quit()
+		p.c.quit()
 	}
 	return nil
 }
