@@ -12,11 +12,9 @@ import (
 	"github.com/emersion/go-smtp"
 )
 
-// fakeServer answers client commands over a pipe with scripted replies and
-// records what the client wrote, write by write.
+// fakeServer is the server end of a pipe; tests script its replies.
 type fakeServer struct {
-	conn   net.Conn
-	writes chan string
+	conn net.Conn
 }
 
 func newPair(t *testing.T, greeting, ehlo string) (*fakeServer, net.Conn) {
