@@ -64,18 +64,16 @@ func (d relayDeliverer) Deliver(ctx context.Context, env spool.Envelope, msg io.
 		return err
 	}
 	txn, err := d.g.Relay.Begin(ctx, env.From, relay.MailOptions{Size: int64(len(body)), EightBit: true})
-	if errors.Is(err, relay.ErrUnavailable) {
-		return fmt.Errorf("%w: %v", spool.ErrNoServer, err)
-	}
 	if err != nil {
-		return err
+		return noServer(err)
 	}
 	var refused spool.RecipientErrors
 	for _, rcpt := range env.Recipients {
 		if err := txn.Rcpt(ctx, rcpt); err != nil {
 			var se *smtp.SMTPError
-			if !errors.As(err, &se) {
-				return err // connection lost: retry the whole message later
+			if !errors.As(err, &se) || se.Code == 421 {
+				txn.Abort()
+				return noServer(err) // connection lost: retry the whole message later
 			}
 			refused = append(refused, spool.RecipientError{Recipient: rcpt, Err: se})
 		}
@@ -91,4 +89,13 @@ func (d relayDeliverer) Deliver(ctx context.Context, env spool.Envelope, msg io.
 		return refused
 	}
 	return nil
+}
+
+// noServer marks "no server could take it" for the spool, which then waits
+// for a server instead of counting an attempt (spool.ErrNoServer).
+func noServer(err error) error {
+	if errors.Is(err, relay.ErrUnavailable) {
+		return fmt.Errorf("%w: %v", spool.ErrNoServer, err)
+	}
+	return err
 }
