@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -586,7 +587,10 @@ func TestSTARTTLS(t *testing.T) {
 	if err := c.SendMail("a@remote.test", []string{"alice@example.test"}, strings.NewReader("Subject: tls\r\n\r\nsecret\r\n")); err != nil {
 		t.Fatal(err)
 	}
-	c.Quit()
+	// The 221 must arrive over TLS before the close.
+	if err := c.Quit(); err != nil {
+		t.Errorf("QUIT over TLS: %v", err)
+	}
 	if m := e.sink.Messages(); len(m) != 1 || !strings.Contains(string(m[0].Data), "with ESMTPS id") {
 		t.Errorf("Received header should say ESMTPS (RFC 3848): %v", m)
 	}
@@ -757,5 +761,35 @@ func TestMetricsFromTheFirstScrape(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+// TestSwaks drives the gateway with swaks, a real SMTP client users test
+// mail servers with: STARTTLS then a message, and a refused recipient.
+func TestSwaks(t *testing.T) {
+	path, err := exec.LookPath("swaks")
+	testutil.RequireComponent(t, "swaks", err == nil, "apt-get install swaks")
+	e := start(t, "")
+	host, port, _ := net.SplitHostPort(e.gw.SMTPAddr())
+	swaks := func(args ...string) (string, int) {
+		cmd := exec.Command(path, append([]string{"--server", host, "--port", port, "--local-interface", "127.0.0.110",
+			"--ehlo", "swaks.test", "--from", "sender@remote.test"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return string(out), code
+	}
+	out, code := swaks("--to", "alice@example.test", "--tls", "--header", "Subject: via swaks", "--body", "hello from swaks")
+	if code != 0 || !strings.Contains(out, "<~  250 2.0.0 Ok: queued as") {
+		t.Fatalf("swaks with STARTTLS: exit %d\n%s", code, out)
+	}
+	if msgs := e.sink.Messages(); len(msgs) != 1 || !strings.Contains(string(msgs[0].Data), "hello from swaks") {
+		t.Errorf("downstream did not get the swaks message: %v", msgs)
+	}
+	// swaks exits 24 when a RCPT is refused.
+	if out, code := swaks("--to", "nobody@example.test"); code != 24 || !strings.Contains(out, "550 5.1.1") {
+		t.Errorf("unknown recipient: exit %d, want 24 with 550 5.1.1\n%s", code, out)
 	}
 }

@@ -232,6 +232,10 @@ func (c *conn) closeRaw() {
 func (c *conn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
+		// tls.Conn.Close sets a write deadline of "now" after queueing
+		// its close_notify: without a fresh deadline the last replies
+		// (the 221 to QUIT) would never leave the buffer.
+		c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		c.flush()
 		err = c.Conn.Close()
 		c.release()
