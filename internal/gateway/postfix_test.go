@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -47,5 +48,39 @@ func TestPostfixDownstream(t *testing.T) {
 	}
 	if !strings.Contains(pf.Log(), "User unknown in virtual mailbox table") {
 		t.Errorf("Postfix log does not show its own recipient check:\n%s", pf.Log())
+	}
+}
+
+// TestPostfixAsClient has a real Postfix relay mail through mxguard: its
+// smtp client (pipelining, ESMTP, opportunistic STARTTLS) talks to our
+// server, the way a sending MTA on the internet does.
+func TestPostfixAsClient(t *testing.T) {
+	e := start(t, "")
+	pf := testutil.StartPostfix(t, testutil.PostfixOptions{
+		RelayTo: e.gw.SMTPAddr(),
+		Main:    map[string]string{"smtp_tls_security_level": "may", "smtp_tls_loglevel": "1"},
+	})
+	for i := 0; i < 3; i++ {
+		c := testutil.Dial(t, pf.Addr(), testutil.DialOptions{})
+		c.Expect(220)
+		c.Cmd("EHLO submitter.test", 250)
+		c.Cmd("MAIL FROM:<sender@remote.test>", 250)
+		c.Cmd("RCPT TO:<alice@example.test>", 250)
+		c.Cmd("RCPT TO:<bob@example.test>", 250)
+		c.Data(fmt.Sprintf("Subject: via postfix %d\r\nMessage-ID: <pfc-%d@remote.test>\r\n\r\nrelayed by Postfix\r\n", i, i), 250)
+		c.Cmd("QUIT", 221)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	if err := e.sink.WaitCount(ctx, 3); err != nil {
+		t.Fatalf("mxguard relayed %d of 3 messages from Postfix: %v\n%s", e.sink.Count(), err, pf.Log())
+	}
+	for _, m := range e.sink.Messages() {
+		if len(m.To) != 2 || !strings.Contains(string(m.Data), "by mx.example.test (mxguard) with ESMTPS") {
+			t.Errorf("message from Postfix: to %v, want both recipients, over TLS:\n%s", m.To, m.Data)
+		}
+	}
+	if !strings.Contains(pf.Log(), "status=sent") {
+		t.Errorf("Postfix does not report the delivery:\n%s", pf.Log())
 	}
 }
