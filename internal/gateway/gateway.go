@@ -58,18 +58,24 @@ type Gateway struct {
 }
 
 // Start opens the store, builds every component and starts listening.
-func Start(ctx context.Context, cfg *config.Config, o Options) (g *Gateway, err error) {
+func Start(ctx context.Context, cfg *config.Config, o Options) (*Gateway, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	g = &Gateway{o: o, cfg: cfg, Metrics: metrics.New()}
-	defer func() {
-		if err != nil {
-			g.Close()
-		}
-	}()
+	g := &Gateway{o: o, cfg: cfg, Metrics: metrics.New()}
+	if err := g.start(ctx, cfg); err != nil {
+		// Release what was opened before the failure (store, spool,
+		// listeners), so a retry in the same process can have them.
+		g.Close()
+		return nil, err
+	}
+	return g, nil
+}
+
+func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
+	o := g.o
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("data_dir: %w", err)
+		return fmt.Errorf("data_dir: %w", err)
 	}
 	switch cfg.Storage.Driver {
 	case "", "sqlite":
@@ -78,14 +84,14 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (g *Gateway, err 
 		err = fmt.Errorf("storage driver %q is not available in this build", cfg.Storage.Driver)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("events store: %w", err)
+		return fmt.Errorf("events store: %w", err)
 	}
 	g.Engine, err = detect.New(ctx, g.engineOptions(cfg))
 	if err != nil {
-		return nil, fmt.Errorf("detection engine: %w", err)
+		return fmt.Errorf("detection engine: %w", err)
 	}
 	if err := g.openSpool(cfg); err != nil {
-		return nil, err
+		return err
 	}
 	g.Relay = relay.New(relay.Options{
 		Servers:        deliveryServers(cfg),
@@ -104,7 +110,7 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (g *Gateway, err 
 	})
 	set, err := g.smtpSettings(cfg)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	g.Metrics.Prime("smtp", events.Types, set.Chain.Names())
 	g.SMTP = smtpd.New(smtpd.Options{
@@ -118,7 +124,7 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (g *Gateway, err 
 
 	token, err := adminToken(cfg)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	g.Admin = admin.New(admin.Options{
 		Engine:  g.Engine,
@@ -137,11 +143,11 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (g *Gateway, err 
 	g.Admin.Handle("POST /api/v1/spool/{action}", sh)
 
 	if g.smtpLn, err = smtpd.Listen(ctx, cfg.Listen.SMTP); err != nil {
-		return nil, fmt.Errorf("listen smtp: %w", err)
+		return fmt.Errorf("listen smtp: %w", err)
 	}
 	if cfg.Listen.Admin != "" {
 		if g.adminLn, err = net.Listen("tcp", cfg.Listen.Admin); err != nil {
-			return nil, fmt.Errorf("listen admin: %w", err)
+			return fmt.Errorf("listen admin: %w", err)
 		}
 	}
 	// Know the servers' state (and tell the spool) before the spool
@@ -159,7 +165,7 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (g *Gateway, err 
 	}
 	o.Logger.Info("mxguard started", "smtp", g.SMTPAddr(), "admin", g.AdminAddr(),
 		"servers", deliveryServers(cfg), "rules", len(g.Engine.Rules()))
-	return g, nil
+	return nil
 }
 
 func (g *Gateway) goRun(f func()) {
@@ -319,8 +325,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		if err := g.SMTP.Shutdown(ctx); err != nil {
 			g.SMTP.Close()
 		}
-	} else if g.smtpLn != nil {
-		g.smtpLn.Close()
+	}
+	if g.smtpLn != nil {
+		g.smtpLn.Close() // also when Start failed before Serve took it
 	}
 	if g.httpSrv != nil {
 		g.httpSrv.Shutdown(ctx)

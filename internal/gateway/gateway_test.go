@@ -345,12 +345,19 @@ func TestConnectionFloodBlocks(t *testing.T) {
 	e := start(t, `rules:
   - {name: flood, type: dos, window: 1m, threshold: 10, actions: [block], block_for: 10m}
 `)
-	for i := 1; i <= 10; i++ {
+	for i := 1; i < 10; i++ {
 		c := e.dial("127.0.0.43")
 		c.Expect(220)
 		c.Cmd("QUIT", 221)
 	}
+	// The 10th connection fires the rule: it was greeted, and its first
+	// command gets 421 4.7.0 (the block takes effect at once).
 	c := e.dial("127.0.0.43")
+	c.Expect(220)
+	if text := c.Cmd("EHLO flood.test", 421); !strings.HasPrefix(text, "4.7.0 ") {
+		t.Errorf("triggering connection: want 421 4.7.0, got %s", text)
+	}
+	c = e.dial("127.0.0.43")
 	c.Expect(421)
 	if l := e.events("type=dos&source=127.0.0.43"); l.Total != 1 {
 		t.Errorf("dos events: %+v", l)
@@ -792,4 +799,37 @@ func TestSwaks(t *testing.T) {
 	if out, code := swaks("--to", "nobody@example.test"); code != 24 || !strings.Contains(out, "550 5.1.1") {
 		t.Errorf("unknown recipient: exit %d, want 24 with 550 5.1.1\n%s", code, out)
 	}
+}
+
+// TestStartFailureReleasesEverything: a port in use is an error, not a
+// panic, and what was opened before it (the SMTP port, the store) is
+// released, so a second try in the same process works.
+func TestStartFailureReleasesEverything(t *testing.T) {
+	sink, err := mailsink.Start(t.Context(), mailsink.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	smtpAddr := testutil.FreeAddr(t)
+	dir := t.TempDir()
+	yaml := strings.Replace(testConfig(sink.Addr(), "", dir), "listen: {smtp: 127.0.0.1:0, admin: 127.0.0.1:0}",
+		"listen: {smtp: "+smtpAddr+", admin: "+busy.Addr().String()+"}", 1)
+	cfg, err := config.Parse("busy.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gw, err := gateway.Start(t.Context(), cfg, gateway.Options{Logger: testLogger(t)}); err == nil {
+		gw.Close()
+		t.Fatal("Start succeeded with the admin port in use")
+	}
+	busy.Close()
+	gw, err := gateway.Start(t.Context(), cfg, gateway.Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatalf("second Start after the port was freed: %v", err)
+	}
+	gw.Close()
 }

@@ -143,6 +143,9 @@ func (s *Server) listenLocked(addr string) error {
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	srv.Domain = s.opts.Hostname
 	srv.MaxMessageBytes = s.opts.MaxMessageBytes
+	// Real downstreams (Postfix) take message lines far beyond RFC 5321's
+	// 1000 octets; so does the sink, like mxguard itself.
+	srv.MaxLineLength = 64 << 10
 	srv.ErrorLog = slogPrinter{s.log}
 	// go-smtp already advertises PIPELINING, 8BITMIME, ENHANCEDSTATUSCODES,
 	// CHUNKING and SIZE; nothing to enable here.

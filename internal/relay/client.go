@@ -27,6 +27,9 @@ type client struct {
 	ext        map[string]string
 	pipelining bool
 	cmdTimeout time.Duration
+	// broken marks a connection whose state is unknown (a failed RSET):
+	// the pool closes it instead of keeping it.
+	broken bool
 }
 
 // newClient reads the greeting and says EHLO (HELO if refused).
@@ -123,6 +126,14 @@ func (c *client) rcpt(to string) error {
 // final dot in one write, and returns the server's reply text.
 func (c *client) data(dataTimeout time.Duration, parts ...[]byte) (string, error) {
 	if _, err := c.cmd(354, "DATA"); err != nil {
+		// A refused DATA leaves the transaction open on the server
+		// (Postfix answers a later MAIL with "503 nested MAIL"): end it
+		// before the connection is pooled again.
+		if _, ok := err.(*smtp.SMTPError); ok {
+			if rerr := c.reset(); rerr != nil {
+				c.broken = true
+			}
+		}
 		return "", err
 	}
 	c.deadline(dataTimeout)
@@ -218,7 +229,9 @@ func (c *client) reply(want int) (int, string, error) {
 		}
 	}
 	text := strings.Join(lines, "\n")
-	if code == want {
+	// Any 2xx is success where a 250 is expected: 251 "user not local;
+	// will forward" accepts the recipient (RFC 5321 §4.2.2).
+	if code == want || (want/100 == 2 && code/100 == 2) {
 		return code, text, nil
 	}
 	se := &smtp.SMTPError{Code: code, EnhancedCode: smtp.NoEnhancedCode, Message: text}

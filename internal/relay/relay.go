@@ -209,9 +209,11 @@ func (t *Txn) Rcpt(ctx context.Context, to string) error {
 			}
 			return rcptErr
 		}
-		if isReply(mailErr) {
+		if isReply(mailErr) && !(t.reused && mailErr.(*smtp.SMTPError).Code == 503) {
 			// The server answered: the connection is healthy, the
-			// verdict is about this sender.
+			// verdict is about this sender. (A 503 "bad sequence" on
+			// a reused connection says the connection was left in a
+			// transaction: treat it as stale.)
 			return mailErr
 		}
 		t.p.c.close()
@@ -384,7 +386,7 @@ func (r *Relay) put(p *pooled) {
 	p.idleAt = time.Now()
 	r.mu.Lock()
 	s := p.s
-	if s.up && !s.removed && len(s.idle) < r.o.MaxIdle {
+	if !p.c.broken && s.up && !s.removed && len(s.idle) < r.o.MaxIdle {
 		s.idle = append(s.idle, p)
 		p = nil
 	}

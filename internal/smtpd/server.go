@@ -113,6 +113,11 @@ func (s *Server) newGeneration(set *Settings) *generation {
 	ss.Domain = set.Hostname
 	ss.MaxMessageBytes = int64(set.Limits.MaxMessageSize)
 	ss.MaxRecipients = set.Limits.MaxRecipients
+	// RFC 5321 §4.5.3.1.6 allows 1000 octets per text line, but real mail
+	// (HTML newsletters) has longer lines and Postfix takes them; go-smtp
+	// applies one limit to commands and message lines, so it is generous
+	// here and max_message_size bounds the message.
+	ss.MaxLineLength = maxLine
 	// The command timeout applies per command line (RFC 5321 §4.5.3.2.7
 	// server timeout); conn.SetReadDeadline swaps in the greeting timeout
 	// before the first command and Data sets the DATA timeout.
@@ -135,6 +140,9 @@ func (s *Server) Reload(set *Settings) {
 	// listener only stops it from taking new connections.
 	old.ln.Close()
 }
+
+// maxLine is the longest command or message line accepted.
+const maxLine = 64 << 10
 
 // Listen opens a TCP listener for Serve. TCP keep-alive is off: every
 // session phase has its own timeout, and the two setsockopt calls per
@@ -261,7 +269,11 @@ func (s *Server) admit(raw net.Conn) {
 	}
 	// Count the connection toward dos after the block check: a blocked
 	// source's refused attempts are impact of its event, not new evidence.
+	// The block generation is read before: if this very connection fires
+	// the rule, the session sees the new block at its first command
+	// (INTERFACE.md §3: 421 4.7.0 at the next command).
 	if s.o.Detector != nil {
+		c.blockGen = s.o.Detector.BlockGeneration()
 		s.o.Detector.Observe(detect.Observation{Kind: detect.KindConnect, Addr: c.addr, Service: s.o.Name})
 	}
 	// Every source is limited, trusted ones too: a limit is not a block,
@@ -272,9 +284,7 @@ func (s *Server) admit(raw net.Conn) {
 		return
 	}
 	c.protected = c.ps.Trusted || c.ps.Allowlisted
-	if s.o.Detector != nil {
-		c.blockGen = s.o.Detector.BlockGeneration()
-	}
+	c.log() // made now: with BDAT a session logs from two goroutines
 	s.count("accepted")
 	if !g.ln.deliver(c) {
 		// The generation was replaced between Load and deliver: hand the

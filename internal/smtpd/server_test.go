@@ -263,3 +263,41 @@ func TestDownstream421IsDeferral(t *testing.T) {
 	c.Cmd("RSET", 250)
 	c.Cmd("NOOP", 250)
 }
+
+// TestBDATResetRace: with CHUNKING, go-smtp runs Data on its own goroutine;
+// an RSET between chunks must not race with it (run with -race), and the
+// session goes on to a clean transaction.
+func TestBDATResetRace(t *testing.T) {
+	addr, _ := startServer(t, nil)
+	for i := 0; i < 20; i++ {
+		c := testutil.Dial(t, addr, testutil.DialOptions{LocalIP: "127.0.0.5"})
+		c.Expect(220)
+		c.Cmd("EHLO chunky.test", 250)
+		c.Cmd("MAIL FROM:<a@remote.test>", 250)
+		c.Cmd("RCPT TO:<alice@example.test>", 250)
+		c.Send("BDAT 10\r\n0123456789")
+		c.Expect(250)
+		c.Cmd("RSET", 250)
+		c.Cmd("MAIL FROM:<a@remote.test>", 250)
+		c.Cmd("RCPT TO:<alice@example.test>", 250)
+		c.Data("Subject: after BDAT\r\n\r\nok\r\n", 250)
+		c.Cmd("QUIT", 221)
+	}
+}
+
+// TestLongLines: message lines beyond RFC 5321's 1000 octets are common in
+// real mail and pass; a line beyond 64 KiB is refused permanently.
+func TestLongLines(t *testing.T) {
+	addr, _ := startServer(t, nil)
+	c := testutil.Dial(t, addr, testutil.DialOptions{LocalIP: "127.0.0.6"})
+	c.Expect(220)
+	c.Cmd("EHLO long.test", 250)
+	c.Cmd("MAIL FROM:<a@remote.test>", 250)
+	c.Cmd("RCPT TO:<alice@example.test>", 250)
+	c.Data("Subject: newsletter\r\n\r\n<html>"+strings.Repeat("x", 10000)+"</html>\r\n", 250)
+	c.Cmd("MAIL FROM:<a@remote.test>", 250)
+	c.Cmd("RCPT TO:<alice@example.test>", 250)
+	if text := c.Data("Subject: absurd\r\n\r\n"+strings.Repeat("y", 70000)+"\r\n", 554); !strings.HasPrefix(text, "5.6.0 ") {
+		t.Errorf("70 KB line: want 554 5.6.0, got 554 %s", text)
+	}
+}

@@ -49,7 +49,13 @@ func underlying(nc net.Conn) *conn {
 }
 
 // session is one EHLO-to-QUIT (or STARTTLS) span of a connection.
+//
+// mu serialises the session's methods: with BDAT (CHUNKING, which go-smtp
+// always offers) Data runs on a goroutine of its own while RSET, QUIT or a
+// disconnect call Reset or Logout; go-smtp ends the BDAT pipe first, so
+// Data returns and the others wait only for that.
 type session struct {
+	mu     sync.Mutex
 	c      *conn
 	tls    bool
 	txn    *relay.Txn
@@ -71,6 +77,8 @@ func (s *session) ctx() context.Context { return context.Background() }
 // recipient that passes the checks, so a transaction whose recipients are
 // all refused locally never occupies a downstream connection.
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.abort()
 	s.from = from
 	s.opts = relay.MailOptions{}
@@ -87,6 +95,8 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 // Rcpt runs the recipient checks, then asks the downstream in the same
 // session: its verdict is the client's verdict.
 func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	m := s.c.srv.o.Metrics
 	if s.broken {
 		return s.reply(&pipeline.ReplyServersDown, "deferred")
@@ -177,10 +187,16 @@ func (s *session) downstreamError(stage, to string, err error) error {
 	return s.reply(&pipeline.ReplyServersDown, "deferred")
 }
 
+// reply answers a recipient with r and counts it.
 func (s *session) reply(r *pipeline.Reply, result string) error {
 	if m := s.c.srv.o.Metrics; m != nil {
 		m.Recipients.WithLabelValues(result).Inc()
 	}
+	return s.answer(r)
+}
+
+// answer turns r into go-smtp's reply; a 421 closes the session after it.
+func (s *session) answer(r *pipeline.Reply) error {
 	if r.Close || r.Code == 421 {
 		s.c.closeNext = true
 	}
@@ -200,6 +216,8 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // Data receives the whole message (content checks need all of it), hands it
 // downstream, and answers 250 only after the downstream's 250.
 func (s *session) Data(r io.Reader) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	c := s.c
 	m := c.srv.o.Metrics
 	// DATA timeout: the whole transfer, RFC 5321 §4.5.3.2.5/6 in spirit.
@@ -215,11 +233,20 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		s.abort()
 		countMsg(m, "rejected")
-		if errors.Is(err, smtp.ErrDataTooLarge) {
-			rep := pipeline.ReplyTooBig
-			return &smtp.SMTPError{Code: rep.Code, EnhancedCode: smtp.EnhancedCode(rep.Enhanced), Message: rep.Text}
+		switch {
+		case errors.Is(err, smtp.ErrDataTooLarge):
+			return s.answer(&pipeline.ReplyTooBig)
+		case errors.Is(err, smtp.ErrTooLongLine):
+			r := pipeline.ReplyContent
+			r.Enhanced, r.Text = [3]int{5, 6, 0}, "Message has a line longer than 64 KiB"
+			return s.answer(&r)
+		case errors.Is(err, smtp.ErrDataReset):
+			return err // BDAT ended by RSET: go-smtp answers it
 		}
-		return err
+		// The connection failed mid-message: a temporary failure, never
+		// the 554 go-smtp would make of a plain error.
+		c.log().Info("message not received", "err", err)
+		return s.answer(&pipeline.ReplyInternalError)
 	}
 	size := int64(buf.Len())
 	if d := c.srv.o.Detector; d != nil {
@@ -227,14 +254,14 @@ func (s *session) Data(r io.Reader) error {
 	}
 	if !s.spooling && (s.txn == nil || s.broken) {
 		countMsg(m, "deferred")
-		return s.reply(&pipeline.ReplyServersDown, "deferred")
+		return s.answer(&pipeline.ReplyServersDown)
 	}
 	msg := &pipeline.Message{Data: buf.Bytes()}
 	if rep := c.set.Chain.RunData(s.ctx(), &c.ps, msg); rep != nil {
 		s.abort()
 		countMsg(m, "rejected")
 		c.log().Info("message refused", "reply", rep.Error())
-		return s.reply(rep, "refused")
+		return s.answer(rep)
 	}
 	id := newID()
 	hdr := s.received(id)
@@ -253,7 +280,7 @@ func (s *session) Data(r io.Reader) error {
 		}
 		countMsg(m, "deferred")
 		c.log().Warn("downstream failed during DATA", "err", err)
-		return s.reply(&pipeline.ReplyServersDown, "deferred")
+		return s.answer(&pipeline.ReplyServersDown)
 	}
 	c.sentMessage.Store(true)
 	countMsg(m, "relayed")
@@ -275,12 +302,12 @@ func (s *session) spool(hdr, body []byte, size int64) error {
 	if errors.Is(err, spool.ErrFull) {
 		countMsg(m, "deferred")
 		c.log().Warn("spool full", "size", size)
-		return s.reply(&pipeline.ReplySpoolFull, "deferred")
+		return s.answer(&pipeline.ReplySpoolFull)
 	}
 	if err != nil {
 		countMsg(m, "deferred")
 		c.log().Error("spool write failed", "err", err)
-		return s.reply(&pipeline.ReplyInternalError, "deferred")
+		return s.answer(&pipeline.ReplyInternalError)
 	}
 	c.sentMessage.Store(true)
 	countMsg(m, "spooled")
@@ -350,10 +377,16 @@ func (s *session) abort() {
 }
 
 // Reset is RSET, a new EHLO, or the end of DATA.
-func (s *session) Reset() { s.abort() }
+func (s *session) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.abort()
+}
 
 // Logout ends the session (QUIT, disconnect, or STARTTLS).
 func (s *session) Logout() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.abort()
 	return nil
 }
