@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -59,7 +60,7 @@ type Server struct {
 	log       *slog.Logger
 	mux       *http.ServeMux
 	api       *http.ServeMux // authenticated, JSON errors
-	tokenHash [sha256.Size]byte
+	token     atomic.Pointer[tokenState] // SetToken swaps it on reload
 	console   *console
 	now       func() time.Time // for "expires in 45m"; a field so tests can fix it
 }
@@ -70,7 +71,7 @@ func New(o Options) *Server {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	s.tokenHash = sha256.Sum256([]byte(o.Token))
+	s.SetToken(o.Token)
 
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -128,11 +129,24 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 // tokenOK compares hashes in constant time: hashing first makes the time
 // independent of the length of the guess as well as of its content.
 func (s *Server) tokenOK(given string) bool {
-	if s.o.Token == "" {
+	t := s.token.Load()
+	if t.empty {
 		return false
 	}
 	h := sha256.Sum256([]byte(given))
-	return subtle.ConstantTimeCompare(h[:], s.tokenHash[:]) == 1
+	return subtle.ConstantTimeCompare(h[:], t.hash[:]) == 1
+}
+
+// tokenState is the bearer token in force, kept as its hash.
+type tokenState struct {
+	empty bool // no token: API and console refuse everyone
+	hash  [sha256.Size]byte
+}
+
+// SetToken replaces the bearer token (configuration reload): the old one
+// stops working at once, sessions holding it in a cookie included.
+func (s *Server) SetToken(token string) {
+	s.token.Store(&tokenState{empty: token == "", hash: sha256.Sum256([]byte(token))})
 }
 
 // jsonErrors turns the plain-text errors of http.ServeMux (404, 405 with its

@@ -177,7 +177,7 @@ func (c *console) login(w http.ResponseWriter, r *http.Request) {
 	token := strings.TrimSpace(r.PostFormValue("token"))
 	if !c.s.tokenOK(token) {
 		msg := "Wrong token."
-		if c.s.o.Token == "" {
+		if c.s.token.Load().empty {
 			msg = "The console is disabled: no admin token is configured."
 		}
 		c.render(w, r, http.StatusUnauthorized, "login", page{Title: "Log in", Error: msg, Data: next})

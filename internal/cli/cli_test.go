@@ -117,6 +117,8 @@ func TestCommands(t *testing.T) {
 			stdout: []string{"{\n", `"total": 137`, `"ended_at": null`}},
 		{name: "events positional", cmd: Events, args: append([]string{"dos"}, conn...), code: 2, stderr: `unexpected argument "dos"`},
 		{name: "events bad number", cmd: Events, args: append([]string{"--limit", "many"}, conn...), code: 2, stderr: "usage: mxguard events"},
+		{name: "events bad order", cmd: Events, args: append([]string{"--order", "up"}, conn...), code: 2, stderr: `unknown order "up"`},
+		{name: "events bad sort", cmd: Events, args: append([]string{"--sort", "colour"}, conn...), code: 2, stderr: "usage: mxguard events"},
 		{name: "events unknown flag", cmd: Events, args: []string{"--colour"}, code: 2, stderr: "flag provided but not defined: -colour"},
 		{name: "events help", cmd: Events, args: []string{"-h"}, code: 0, stderr: "usage: mxguard events"},
 		{name: "events wrong token", cmd: Events, args: []string{"--api", api.url, "--token", "nope"}, code: 1,

@@ -46,6 +46,11 @@ func Events(args []string, stdout, stderr io.Writer) int {
 		}
 	})
 
+	// Bad values (an unknown --sort or --order, a negative --limit) are a
+	// usage error (exit 2), caught with the server's own rules.
+	if _, err := events.ParseQuery(q); err != nil {
+		return c.usage("%v", err)
+	}
 	var res events.Result
 	if code, done := c.fetch("GET", "/api/v1/events", q, nil, &res); done {
 		return code

@@ -222,11 +222,21 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	token, err := adminToken(cfg)
+	if err != nil {
+		return err
+	}
 	if err := g.Engine.Reconfigure(g.engineOptions(cfg)); err != nil {
 		return fmt.Errorf("rules: %w", err)
 	}
 	g.Relay.SetServers(deliveryServers(cfg))
 	g.SMTP.Reload(set)
+	g.Spool.Reconfigure(cfg.Spool.Delay, cfg.Spool.UnspoolRate, cfg.Spool.AutoUnspool)
+	g.spoolStore.SetMaxBytes(int64(cfg.Spool.MaxSize))
+	g.Admin.SetToken(token)
+	if cfg.Delivery.CheckInterval != g.cfg.Delivery.CheckInterval || cfg.Delivery.DownAfter != g.cfg.Delivery.DownAfter {
+		g.o.Logger.Warn("delivery.check_interval and delivery.down_after change only on restart")
+	}
 	if cfg.Listen != g.cfg.Listen || cfg.DataDir != g.cfg.DataDir || cfg.Storage != g.cfg.Storage {
 		g.o.Logger.Warn("listen addresses, data_dir and storage change only on restart")
 	}

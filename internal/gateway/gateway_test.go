@@ -741,6 +741,26 @@ func TestReloadAPI(t *testing.T) {
 	if _, body := e.api("GET", "/api/v1/rules", ""); !strings.Contains(body, `"second"`) {
 		t.Errorf("rules changed by a refused reload: %s", body)
 	}
+
+	// A reload rotates the admin token and resizes the spool.
+	os.WriteFile(file, []byte(strings.Replace(testConfig(sink.Addr(), "spool: {max_size: 1MiB}\n", dir), "token: "+token, "token: rotated", 1)), 0o600)
+	if code, body := e.api("POST", "/api/v1/reload", ""); code != 200 {
+		t.Fatalf("reload with a new token: %d %s", code, body)
+	}
+	if code, _ := e.api("GET", "/api/v1/spool", ""); code != 401 {
+		t.Errorf("old token after rotation: %d, want 401", code)
+	}
+	req, _ := http.NewRequest("GET", "http://"+e.gw.AdminAddr()+"/api/v1/spool", nil)
+	req.Header.Set("Authorization", "Bearer rotated")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `"max_bytes":1048576`) {
+		t.Errorf("new token and spool size after reload: %d %s", resp.StatusCode, b)
+	}
 }
 
 // TestMetricsFromTheFirstScrape: every metric of INTERFACE.md §6 is there on

@@ -286,6 +286,23 @@ func (m *Manager) stateLocked() State {
 	}
 }
 
+// Reconfigure applies a reloaded configuration: spool.delay (for an
+// outage in progress too, still counted from the start of org_down),
+// unspool_rate and auto_unspool.
+func (m *Manager) Reconfigure(delay time.Duration, unspoolRate int, autoUnspool bool) {
+	m.mu.Lock()
+	m.o.Delay, m.o.AutoUnspool = delay, autoUnspool
+	if unspoolRate <= 0 {
+		unspoolRate = DefaultUnspoolRate
+	}
+	m.o.UnspoolRate = unspoolRate
+	m.rate = float64(unspoolRate)
+	m.burst = max(1, m.rate/10)
+	m.tokens = min(m.tokens, m.burst)
+	m.mu.Unlock()
+	m.poke()
+}
+
 // releasing reports whether the unspooler may deliver now.
 func (m *Manager) releasing() bool {
 	return !m.orgDown && !m.suspended && (m.o.AutoUnspool || m.requested)

@@ -636,3 +636,23 @@ func TestNoServerIsNoAttempt(t *testing.T) {
 		t.Fatalf("message still spooled after the server came back")
 	}
 }
+
+// TestReconfigure: a reload changes the delay of an outage in progress
+// (still counted from the start of org_down) and the release switch.
+func TestReconfigure(t *testing.T) {
+	s, _ := openSpool(t, Options{})
+	clock := newFakeClock()
+	m := NewManager(ManagerOptions{Spool: s, Clock: clock, Delay: time.Hour, Deliver: &recorder{}})
+	m.OrgDown(clock.Now())
+	clock.Advance(10 * time.Minute)
+	if d := m.Decide(); d.Mode != ModeRefuse {
+		t.Fatalf("within the 1h delay: %+v", d)
+	}
+	m.Reconfigure(5*time.Minute, 10, true)
+	if d := m.Decide(); d.Mode != ModeSpool {
+		t.Fatalf("delay shortened to 5m, 10m into the outage: %+v", d)
+	}
+	if st := m.Status(); st.State != StateSpooling {
+		t.Errorf("state %s, want spooling", st.State)
+	}
+}

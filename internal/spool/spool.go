@@ -479,8 +479,21 @@ func (s *Spool) Stats() (messages int, bytes int64) {
 	return len(s.msgs), s.bytes
 }
 
-// MaxBytes returns Options.MaxBytes.
-func (s *Spool) MaxBytes() int64 { return s.o.MaxBytes }
+// MaxBytes returns the size limit in force.
+func (s *Spool) MaxBytes() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.o.MaxBytes
+}
+
+// SetMaxBytes changes the size limit (spool.max_size on reload); 0 or less
+// means none. Messages already spooled stay.
+func (s *Spool) SetMaxBytes(n int64) {
+	s.mu.Lock()
+	s.o.MaxBytes = n
+	s.refused = false
+	s.mu.Unlock()
+}
 
 // Full reports whether the spool holds MaxBytes or more, or refused a
 // message for lack of room since a message last left. The second half
