@@ -56,13 +56,13 @@ type Options struct {
 
 // Server is the admin http.Handler.
 type Server struct {
-	o         Options
-	log       *slog.Logger
-	mux       *http.ServeMux
-	api       *http.ServeMux // authenticated, JSON errors
-	token     atomic.Pointer[tokenState] // SetToken swaps it on reload
-	console   *console
-	now       func() time.Time // for "expires in 45m"; a field so tests can fix it
+	o       Options
+	log     *slog.Logger
+	mux     *http.ServeMux
+	api     *http.ServeMux             // authenticated, JSON errors
+	token   atomic.Pointer[tokenState] // SetToken swaps it on reload
+	console *console
+	now     func() time.Time // for "expires in 45m"; a field so tests can fix it
 }
 
 // New builds the handler; it does not listen.
