@@ -1,84 +1,55 @@
 package relay_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
-	"net"
 	"strings"
 	"testing"
 
 	"github.com/emersion/go-smtp"
 
 	"mxguard/internal/relay"
+	"mxguard/internal/testutil"
 )
 
 // postfixLike is a downstream that keeps the transaction open after it
 // refuses DATA and answers a nested MAIL with 503, as Postfix does.
 func postfixLike(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				w := func(s string) { c.Write([]byte(s + "\r\n")) }
-				w("220 pf ESMTP")
-				inTxn, grey := false, false
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					cmd := strings.ToUpper(strings.TrimSpace(line))
-					switch {
-					case strings.HasPrefix(cmd, "EHLO"):
-						w("250-pf")
-						w("250 PIPELINING")
-					case strings.HasPrefix(cmd, "MAIL"):
-						if inTxn {
-							w("503 5.5.1 Error: nested MAIL command")
-							continue
-						}
-						inTxn, grey = true, strings.Contains(cmd, "GREY@")
-						w("250 2.1.0 Ok")
-					case strings.HasPrefix(cmd, "RCPT"):
-						w("250 2.1.5 Ok")
-					case cmd == "DATA" && grey:
-						w("450 4.7.1 greylisted, try later")
-					case cmd == "DATA":
-						w("354 go")
-						for {
-							l, err := r.ReadString('\n')
-							if err != nil || l == ".\r\n" {
-								break
-							}
-						}
-						inTxn = false
-						w("250 2.0.0 Ok: queued")
-					case cmd == "RSET":
-						inTxn = false
-						w("250 2.0.0 Ok")
-					case cmd == "QUIT":
-						w("221 2.0.0 Bye")
-						return
-					default:
-						w("502 5.5.2 what")
-					}
+	return testutil.FakeSMTP(t, "220 pf ESMTP", func() func(string) (string, bool) {
+		inTxn, grey, inData := false, false, false
+		return func(line string) (string, bool) {
+			if inData {
+				if line != "." {
+					return "", false
 				}
-			}()
+				inData, inTxn = false, false
+				return "250 2.0.0 Ok: queued", false
+			}
+			cmd := strings.ToUpper(line)
+			switch {
+			case strings.HasPrefix(cmd, "EHLO"):
+				return "250-pf\n250 PIPELINING", false
+			case strings.HasPrefix(cmd, "MAIL") && inTxn:
+				return "503 5.5.1 Error: nested MAIL command", false
+			case strings.HasPrefix(cmd, "MAIL"):
+				inTxn, grey = true, strings.Contains(cmd, "GREY@")
+				return "250 2.1.0 Ok", false
+			case strings.HasPrefix(cmd, "RCPT"):
+				return "250 2.1.5 Ok", false
+			case cmd == "DATA" && grey:
+				return "450 4.7.1 greylisted, try later", false
+			case cmd == "DATA":
+				inData = true
+				return "354 go", false
+			case cmd == "RSET":
+				inTxn = false
+				return "250 2.0.0 Ok", false
+			case cmd == "QUIT":
+				return "221 2.0.0 Bye", true
+			}
+			return "502 5.5.2 what", false
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 // TestRefusedDataLeavesCleanConnection: after a downstream refuses DATA,

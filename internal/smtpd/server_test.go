@@ -205,46 +205,21 @@ func BenchmarkRefuseBlocked(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "conn/s")
 }
 
-// scriptedDownstream is a downstream that answers each command with the
-// reply its prefix maps to, then closes after a 421, like a server that
-// shuts down mid-transaction.
+// scriptedDownstream answers each command with the reply its prefix maps
+// to (250 otherwise) and closes after a 421, like a server that shuts down
+// mid-transaction.
 func scriptedDownstream(t *testing.T, replies map[string]string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				c.Write([]byte("220 scripted ESMTP\r\n"))
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					reply := "250 2.0.0 ok"
-					for prefix, rep := range replies {
-						if strings.HasPrefix(strings.ToUpper(line), prefix) {
-							reply = rep
-						}
-					}
-					c.Write([]byte(reply + "\r\n"))
-					if strings.HasPrefix(reply, "421") {
-						return
-					}
+	return testutil.FakeSMTP(t, "220 scripted ESMTP", func() func(string) (string, bool) {
+		return func(line string) (string, bool) {
+			reply := "250 2.0.0 ok"
+			for prefix, rep := range replies {
+				if strings.HasPrefix(strings.ToUpper(line), prefix) {
+					reply = rep
 				}
-			}()
+			}
+			return reply, strings.HasPrefix(reply, "421")
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 // TestDownstream421IsDeferral: a downstream closing the channel with 421 is
