@@ -52,6 +52,7 @@ type conn struct {
 	// a session that ends without one is a "bad session".
 	sentMessage atomic.Bool
 	logger      *slog.Logger
+	logOnce     sync.Once
 
 	closeOnce sync.Once
 }
@@ -84,10 +85,12 @@ func (c *conn) resolveSource() error {
 // RemoteAddr is the real client address (after PROXY protocol).
 func (c *conn) RemoteAddr() net.Addr { return c.peer }
 
+// log is the connection's logger, made on first use (most connections
+// log nothing at info level); with BDAT two goroutines may ask at once.
 func (c *conn) log() *slog.Logger {
-	if c.logger == nil {
+	c.logOnce.Do(func() {
 		c.logger = c.srv.o.Logger.With("conn", c.id, "client", c.addr.String())
-	}
+	})
 	return c.logger
 }
 

@@ -284,7 +284,6 @@ func (s *Server) admit(raw net.Conn) {
 		return
 	}
 	c.protected = c.ps.Trusted || c.ps.Allowlisted
-	c.log() // made now: with BDAT a session logs from two goroutines
 	s.count("accepted")
 	if !g.ln.deliver(c) {
 		// The generation was replaced between Load and deliver: hand the
