@@ -19,35 +19,24 @@ type Chain struct {
 
 // RunConnect runs the connect checks in order; the first refusal wins.
 func (c *Chain) RunConnect(ctx context.Context, s *Session) *Reply {
-	for _, ch := range c.Connect {
-		start := time.Now()
-		r := ch.CheckConnect(ctx, s)
-		c.observe(ch.Name(), start)
-		if r != nil {
-			return r
-		}
-	}
-	return nil
+	return run(c, c.Connect, func(ch ConnectCheck) *Reply { return ch.CheckConnect(ctx, s) })
 }
 
 // RunRcpt runs the recipient checks in order; the first refusal wins.
 func (c *Chain) RunRcpt(ctx context.Context, s *Session, rcpt string) *Reply {
-	for _, ch := range c.Rcpt {
-		start := time.Now()
-		r := ch.CheckRcpt(ctx, s, rcpt)
-		c.observe(ch.Name(), start)
-		if r != nil {
-			return r
-		}
-	}
-	return nil
+	return run(c, c.Rcpt, func(ch RcptCheck) *Reply { return ch.CheckRcpt(ctx, s, rcpt) })
 }
 
 // RunData runs the content checks in order; the first refusal wins.
 func (c *Chain) RunData(ctx context.Context, s *Session, m *Message) *Reply {
-	for _, ch := range c.Data {
+	return run(c, c.Data, func(ch DataCheck) *Reply { return ch.CheckData(ctx, s, m) })
+}
+
+// run calls each check in order, timing it, until one refuses.
+func run[C interface{ Name() string }](c *Chain, checks []C, call func(C) *Reply) *Reply {
+	for _, ch := range checks {
 		start := time.Now()
-		r := ch.CheckData(ctx, s, m)
+		r := call(ch)
 		c.observe(ch.Name(), start)
 		if r != nil {
 			return r
