@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -69,45 +68,16 @@ func TestServeEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "mxguard")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
 	sink, err := mailsink.Start(t.Context(), mailsink.Options{Mailboxes: []string{"alice@example.test"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sink.Close()
-	smtpAddr, adminAddr := testutil.FreeAddr(t), testutil.FreeAddr(t)
-	cfgFile := filepath.Join(dir, "mxguard.yaml")
-	cfg := fmt.Sprintf(`hostname: mx.example.test
-domains: [example.test]
-listen: {smtp: %s, admin: %s}
-admin: {token: e2e-token}
-data_dir: %s
-trusted_networks: [127.0.0.1/32]
-delivery:
-  servers: [{address: %s}]
-rules:
+	r := newRig(t, sink, `rules:
   - {name: harvest, type: directory_harvest, window: 10m, threshold: 3, actions: [alert, block], block_for: 1h}
-`, smtpAddr, adminAddr, filepath.Join(dir, "var"), sink.Addr())
-	os.WriteFile(cfgFile, []byte(cfg), 0o600)
-
-	cmd := exec.Command(bin, "serve", "-c", cfgFile)
-	logs := &lockedBuffer{}
-	cmd.Stderr = logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Kill()
-		if t.Failed() {
-			t.Logf("mxguard log:\n%s", logs.String())
-		}
-	}()
-	waitListening(t, smtpAddr)
-	waitListening(t, adminAddr)
+`)
+	r.start()
+	smtpAddr, cli := r.smtpAddr, r.cli
 
 	c := testutil.Dial(t, smtpAddr, testutil.DialOptions{LocalIP: "127.0.0.90"})
 	c.Expect(220)
@@ -118,16 +88,6 @@ rules:
 	}
 	c.Cmd("RCPT TO:<alice@example.test>", 421)
 
-	cli := func(args ...string) (string, int) {
-		cmd := exec.Command(bin, args...)
-		cmd.Env = append(os.Environ(), "MXGUARD_API=http://"+adminAddr, "MXGUARD_TOKEN=e2e-token")
-		out, err := cmd.Output()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		}
-		return string(out), code
-	}
 	out, code := cli("events", "--type", "directory_harvest", "--json")
 	if code != 0 {
 		t.Fatalf("mxguard events: exit %d", code)
@@ -162,11 +122,13 @@ rules:
 	}
 
 	// A broken config on SIGHUP is refused; the old one keeps serving.
-	os.WriteFile(cfgFile, []byte(cfg+"bogus_key: 1\n"), 0o600)
-	cmd.Process.Signal(syscall.SIGHUP)
-	waitLog(t, logs, "reload refused")
+	os.WriteFile(r.cfg, []byte(r.yaml+"bogus_key: 1\n"), 0o600)
+	r.cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(t, r.logs, "reload refused")
 	testutil.Dial(t, smtpAddr, testutil.DialOptions{LocalIP: "127.0.0.91"}).Expect(220)
 
+	cmd := r.cmd
+	r.cmd = nil // stopped here, not by the rig's cleanup
 	cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
