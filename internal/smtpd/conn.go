@@ -59,9 +59,14 @@ type conn struct {
 
 // resolveSource reads the PROXY header when the peer must send one.
 func (c *conn) resolveSource() error {
-	ap, err := netip.ParseAddrPort(c.Conn.RemoteAddr().String())
-	if err != nil {
-		return fmt.Errorf("peer address %q: %w", c.Conn.RemoteAddr(), err)
+	var ap netip.AddrPort
+	if ta, ok := c.Conn.RemoteAddr().(*net.TCPAddr); ok {
+		ap = ta.AddrPort() // no formatting and re-parsing per connection
+	} else {
+		var err error
+		if ap, err = netip.ParseAddrPort(c.Conn.RemoteAddr().String()); err != nil {
+			return fmt.Errorf("peer address %q: %w", c.Conn.RemoteAddr(), err)
+		}
 	}
 	c.addr = ap.Addr().Unmap()
 	c.peer = c.Conn.RemoteAddr()
