@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"mxguard/internal/metrics"
+	"mxguard/internal/reply"
 )
 
 // Chain is the ordered list of checks for each stage. It is built once per
@@ -18,27 +19,31 @@ type Chain struct {
 }
 
 // RunConnect runs the connect checks in order; the first refusal wins.
-func (c *Chain) RunConnect(ctx context.Context, s *Session) *Reply {
-	return run(c, c.Connect, func(ch ConnectCheck) *Reply { return ch.CheckConnect(ctx, s) })
+func (c *Chain) RunConnect(ctx context.Context, s *Session) *reply.Reply {
+	return run(c, c.Connect, func(ch ConnectCheck) *reply.Reply { return ch.CheckConnect(ctx, s) })
 }
 
 // RunRcpt runs the recipient checks in order; the first refusal wins.
-func (c *Chain) RunRcpt(ctx context.Context, s *Session, rcpt string) *Reply {
-	return run(c, c.Rcpt, func(ch RcptCheck) *Reply { return ch.CheckRcpt(ctx, s, rcpt) })
+func (c *Chain) RunRcpt(ctx context.Context, s *Session, rcpt string) *reply.Reply {
+	return run(c, c.Rcpt, func(ch RcptCheck) *reply.Reply { return ch.CheckRcpt(ctx, s, rcpt) })
 }
 
 // RunData runs the content checks in order; the first refusal wins.
-func (c *Chain) RunData(ctx context.Context, s *Session, m *Message) *Reply {
-	return run(c, c.Data, func(ch DataCheck) *Reply { return ch.CheckData(ctx, s, m) })
+func (c *Chain) RunData(ctx context.Context, s *Session, m *Message) *reply.Reply {
+	return run(c, c.Data, func(ch DataCheck) *reply.Reply { return ch.CheckData(ctx, s, m) })
 }
 
-// run calls each check in order, timing it, until one refuses.
-func run[C interface{ Name() string }](c *Chain, checks []C, call func(C) *Reply) *Reply {
+// run calls each check in order, timing it, until one refuses; the
+// refusal is attributed to the check that made it.
+func run[C interface{ Name() string }](c *Chain, checks []C, call func(C) *reply.Reply) *reply.Reply {
 	for _, ch := range checks {
 		start := time.Now()
 		r := call(ch)
 		c.observe(ch.Name(), start)
 		if r != nil {
+			if r.Check == "" {
+				r.Check = ch.Name()
+			}
 			return r
 		}
 	}

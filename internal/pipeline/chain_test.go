@@ -3,15 +3,17 @@ package pipeline
 import (
 	"context"
 	"testing"
+
+	"mxguard/internal/reply"
 )
 
 type rcptFunc struct {
 	name string
-	f    func(rcpt string) *Reply
+	f    func(rcpt string) *reply.Reply
 }
 
 func (r rcptFunc) Name() string { return r.name }
-func (r rcptFunc) CheckRcpt(_ context.Context, _ *Session, rcpt string) *Reply {
+func (r rcptFunc) CheckRcpt(_ context.Context, _ *Session, rcpt string) *reply.Reply {
 	return r.f(rcpt)
 }
 
@@ -19,10 +21,10 @@ func (r rcptFunc) CheckRcpt(_ context.Context, _ *Session, rcpt string) *Reply {
 func TestChainOrder(t *testing.T) {
 	var ran []string
 	check := func(name string, refuse bool) RcptCheck {
-		return rcptFunc{name, func(string) *Reply {
+		return rcptFunc{name, func(string) *reply.Reply {
 			ran = append(ran, name)
 			if refuse {
-				r := ReplyRelayDenied
+				r := reply.RelayDenied
 				return &r
 			}
 			return nil

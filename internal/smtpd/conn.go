@@ -12,6 +12,7 @@ import (
 
 	"mxguard/internal/detect"
 	"mxguard/internal/pipeline"
+	"mxguard/internal/reply"
 )
 
 // conn wraps the client connection under go-smtp. It is where the
@@ -158,21 +159,19 @@ func (c *conn) Read(p []byte) (int, error) {
 		// split into commands and live forever. A timeout ends the
 		// session here (RFC 5321 §4.5.3.2: the server may close after
 		// its timeout, with 421).
-		c.final(&replyTimeout)
+		c.final(&reply.Timeout)
 	}
 	return n, err
 }
 
-var replyTimeout = pipeline.Reply{Code: 421, Enhanced: [3]int{4, 4, 2}, Text: "Error: timeout exceeded, closing connection"}
-
 // final sends a last reply directly and drops whatever go-smtp writes after.
-func (c *conn) final(r *pipeline.Reply) {
+func (c *conn) final(r *reply.Reply) {
 	c.outMu.Lock()
 	defer c.outMu.Unlock()
 	if c.dead.Load() {
 		return
 	}
-	c.out = append(c.out, formatReply(r)...)
+	c.out = append(c.out, append(r.Line(), "\r\n"...)...)
 	c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	c.flushLocked()
 	c.dead.Store(true)
@@ -198,7 +197,7 @@ func (c *conn) refuseNow() {
 	c.srv.o.Detector.Refused(c.addr)
 	c.log().Info("source blocked during session")
 	c.refused.Store(true)
-	c.final(&pipeline.ReplyBlocked)
+	c.final(&reply.Blocked)
 }
 
 // SetReadDeadline replaces go-smtp's per-command deadline with the
@@ -220,9 +219,9 @@ func (c *conn) SetDeadline(t time.Time) error {
 
 // refuse answers r to a connection that was never handed to go-smtp and
 // closes it.
-func (c *conn) refuse(r *pipeline.Reply) {
+func (c *conn) refuse(r *reply.Reply) {
 	c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	c.Conn.Write(formatReply(r))
+	c.Conn.Write(append(r.Line(), "\r\n"...))
 	c.closeRaw()
 }
 
@@ -266,10 +265,4 @@ func (c *conn) release() {
 		c.srv.conns.Add(-1)
 		c.counted = false
 	}
-}
-
-// formatReply renders a one-line reply with its enhanced status code
-// (RFC 3463, RFC 2034).
-func formatReply(r *pipeline.Reply) []byte {
-	return fmt.Appendf(nil, "%d %d.%d.%d %s\r\n", r.Code, r.Enhanced[0], r.Enhanced[1], r.Enhanced[2], r.Text)
 }

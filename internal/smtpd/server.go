@@ -27,6 +27,7 @@ import (
 	"mxguard/internal/metrics"
 	"mxguard/internal/pipeline"
 	"mxguard/internal/relay"
+	"mxguard/internal/reply"
 	"mxguard/internal/spool"
 )
 
@@ -237,7 +238,7 @@ func (s *Server) admit(raw net.Conn) {
 	if n := s.conns.Add(1); n > int64(set.Limits.MaxConnections) {
 		s.conns.Add(-1)
 		s.count("busy")
-		c.refuse(&pipeline.ReplyBusy)
+		c.refuse(&reply.Busy)
 		return
 	}
 	c.counted = true
@@ -256,7 +257,7 @@ func (s *Server) admit(raw net.Conn) {
 	}
 	ctx := context.Background()
 	if r := set.Chain.RunConnect(ctx, &c.ps); r != nil {
-		if r.Code == pipeline.ReplyBlocked.Code && r.Text == pipeline.ReplyBlocked.Text {
+		if r.Check == "blocklist" {
 			s.count("blocked")
 		} else {
 			s.count("refused")
@@ -280,7 +281,7 @@ func (s *Server) admit(raw net.Conn) {
 	// and an internal relay that needs more raises the limit.
 	if !s.addSource(c) {
 		s.count("limit")
-		c.refuse(&pipeline.ReplyTooManyConns)
+		c.refuse(&reply.TooManyConns)
 		return
 	}
 	c.protected = c.ps.Trusted || c.ps.Allowlisted

@@ -20,6 +20,7 @@ import (
 	"mxguard/internal/metrics"
 	"mxguard/internal/pipeline"
 	"mxguard/internal/relay"
+	"mxguard/internal/reply"
 	"mxguard/internal/testutil"
 )
 
@@ -63,7 +64,7 @@ func startServerTo(t testing.TB, downstream string, extra pipeline.DataCheck) (s
 type panicCheck struct{}
 
 func (panicCheck) Name() string { return "panic" }
-func (panicCheck) CheckData(_ context.Context, _ *pipeline.Session, m *pipeline.Message) *pipeline.Reply {
+func (panicCheck) CheckData(_ context.Context, _ *pipeline.Session, m *pipeline.Message) *reply.Reply {
 	if strings.Contains(string(m.Data), "X-Crash: yes") {
 		panic("check bug")
 	}

@@ -18,6 +18,7 @@ import (
 	"mxguard/internal/metrics"
 	"mxguard/internal/pipeline"
 	"mxguard/internal/relay"
+	"mxguard/internal/reply"
 	"mxguard/internal/spool"
 )
 
@@ -99,7 +100,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	defer s.mu.Unlock()
 	m := s.c.srv.o.Metrics
 	if s.broken {
-		return s.reply(&pipeline.ReplyServersDown, "deferred")
+		return s.reply(&reply.ServersDown, "deferred")
 	}
 	if r := s.c.set.Chain.RunRcpt(s.ctx(), &s.c.ps, to); r != nil {
 		if isUnknownUser(r.Code, r.Enhanced, r.Text) {
@@ -145,7 +146,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		if errors.As(err, &se) && isUnknownUser(se.Code, [3]int(se.EnhancedCode), se.Message) {
 			s.observeUnknown()
 			s.c.log().Info("unknown recipient", "rcpt", to, "downstream", se.Message)
-			r := pipeline.ReplyUnknownUser
+			r := reply.UnknownUser
 			r.Text = "<" + to + ">: Recipient address rejected: user unknown"
 			return s.reply(&r, "unknown")
 		}
@@ -184,11 +185,11 @@ func (s *session) downstreamError(stage, to string, err error) error {
 		s.broken = true
 	}
 	s.txn = nil
-	return s.reply(&pipeline.ReplyServersDown, "deferred")
+	return s.reply(&reply.ServersDown, "deferred")
 }
 
 // reply answers a recipient with r and counts it.
-func (s *session) reply(r *pipeline.Reply, result string) error {
+func (s *session) reply(r *reply.Reply, result string) error {
 	if m := s.c.srv.o.Metrics; m != nil {
 		m.Recipients.WithLabelValues(result).Inc()
 	}
@@ -196,7 +197,7 @@ func (s *session) reply(r *pipeline.Reply, result string) error {
 }
 
 // answer turns r into go-smtp's reply; a 421 closes the session after it.
-func (s *session) answer(r *pipeline.Reply) error {
+func (s *session) answer(r *reply.Reply) error {
 	if r.Close || r.Code == 421 {
 		s.c.closeNext = true
 	}
@@ -235,9 +236,9 @@ func (s *session) Data(r io.Reader) error {
 		countMsg(m, "rejected")
 		switch {
 		case errors.Is(err, smtp.ErrDataTooLarge):
-			return s.answer(&pipeline.ReplyTooBig)
+			return s.answer(&reply.TooBig)
 		case errors.Is(err, smtp.ErrTooLongLine):
-			r := pipeline.ReplyContent
+			r := reply.Content
 			r.Enhanced, r.Text = [3]int{5, 6, 0}, "Message has a line longer than 64 KiB"
 			return s.answer(&r)
 		case errors.Is(err, smtp.ErrDataReset):
@@ -246,7 +247,7 @@ func (s *session) Data(r io.Reader) error {
 		// The connection failed mid-message: a temporary failure, never
 		// the 554 go-smtp would make of a plain error.
 		c.log().Info("message not received", "err", err)
-		return s.answer(&pipeline.ReplyInternalError)
+		return s.answer(&reply.InternalError)
 	}
 	size := int64(buf.Len())
 	if d := c.srv.o.Detector; d != nil {
@@ -254,7 +255,7 @@ func (s *session) Data(r io.Reader) error {
 	}
 	if !s.spooling && (s.txn == nil || s.broken) {
 		countMsg(m, "deferred")
-		return s.answer(&pipeline.ReplyServersDown)
+		return s.answer(&reply.ServersDown)
 	}
 	msg := &pipeline.Message{Data: buf.Bytes()}
 	if rep := c.set.Chain.RunData(s.ctx(), &c.ps, msg); rep != nil {
@@ -280,7 +281,7 @@ func (s *session) Data(r io.Reader) error {
 		}
 		countMsg(m, "deferred")
 		c.log().Warn("downstream failed during DATA", "err", err)
-		return s.answer(&pipeline.ReplyServersDown)
+		return s.answer(&reply.ServersDown)
 	}
 	c.sentMessage.Store(true)
 	countMsg(m, "relayed")
@@ -302,12 +303,12 @@ func (s *session) spool(hdr, body []byte, size int64) error {
 	if errors.Is(err, spool.ErrFull) {
 		countMsg(m, "deferred")
 		c.log().Warn("spool full", "size", size)
-		return s.answer(&pipeline.ReplySpoolFull)
+		return s.answer(&reply.SpoolFull)
 	}
 	if err != nil {
 		countMsg(m, "deferred")
 		c.log().Error("spool write failed", "err", err)
-		return s.answer(&pipeline.ReplyInternalError)
+		return s.answer(&reply.InternalError)
 	}
 	c.sentMessage.Store(true)
 	countMsg(m, "spooled")

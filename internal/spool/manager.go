@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"mxguard/internal/metrics"
-	"mxguard/internal/pipeline"
+	"mxguard/internal/reply"
 )
 
 // Mode is what the front end does with a new transaction.
@@ -28,7 +28,7 @@ const (
 // Decision is the manager's answer for one transaction.
 type Decision struct {
 	Mode  Mode
-	Reply *pipeline.Reply // ModeRefuse only; Cause says why, for the log
+	Reply *reply.Reply // ModeRefuse only; Cause says why, for the log
 }
 
 // State is the spool state of INTERFACE.md §5.
@@ -248,11 +248,11 @@ func (m *Manager) Decide() Decision {
 	}
 	switch m.stateLocked() {
 	case StateDelay:
-		return Decision{Mode: ModeRefuse, Reply: pipeline.ReplyServersDown.With(errDelay)}
+		return Decision{Mode: ModeRefuse, Reply: reply.ServersDown.With(errDelay)}
 	case StateSuspended:
-		return Decision{Mode: ModeRefuse, Reply: pipeline.ReplyServersDown.With(errSuspended)}
+		return Decision{Mode: ModeRefuse, Reply: reply.ServersDown.With(errSuspended)}
 	case StateFull:
-		return Decision{Mode: ModeRefuse, Reply: pipeline.ReplySpoolFull.With(ErrFull)}
+		return Decision{Mode: ModeRefuse, Reply: reply.SpoolFull.With(ErrFull)}
 	default:
 		return Decision{Mode: ModeSpool}
 	}

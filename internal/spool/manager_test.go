@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"mxguard/internal/metrics"
-	"mxguard/internal/pipeline"
+	"mxguard/internal/reply"
 )
 
 type fixture struct {
@@ -51,7 +51,7 @@ func (f *fixture) put(t *testing.T, n int, rcpts ...string) string {
 	return mustPut(t, f.spool, Envelope{From: "a@example.org", Recipients: rcpts}, testMessage(n))
 }
 
-func wantReply(t *testing.T, d Decision, want pipeline.Reply) {
+func wantReply(t *testing.T, d Decision, want reply.Reply) {
 	t.Helper()
 	if d.Mode != ModeRefuse || d.Reply == nil || d.Reply.Code != want.Code || d.Reply.Enhanced != want.Enhanced {
 		t.Fatalf("Decide = %+v, want refusal %d %v", d, want.Code, want.Enhanced)
@@ -66,12 +66,12 @@ func TestDelayTimer(t *testing.T) {
 	// org_down started 1 minute before the manager heard of it: the delay
 	// counts from the event's start.
 	f.m.OrgDown(f.clock.Now().Add(-time.Minute))
-	wantReply(t, f.m.Decide(), pipeline.ReplyServersDown)
+	wantReply(t, f.m.Decide(), reply.ServersDown)
 	if s := f.m.Status().State; s != StateDelay {
 		t.Errorf("state = %s, want delay", s)
 	}
 	f.clock.Advance(4*time.Minute - time.Nanosecond)
-	wantReply(t, f.m.Decide(), pipeline.ReplyServersDown)
+	wantReply(t, f.m.Decide(), reply.ServersDown)
 	f.m.OrgDown(f.clock.Now()) // a repeated report does not restart the timer
 	f.clock.Advance(time.Nanosecond)
 	if d := f.m.Decide(); d.Mode != ModeSpool {
@@ -86,7 +86,7 @@ func TestDelayTimer(t *testing.T) {
 	}
 	// A new outage starts a new delay.
 	f.m.OrgDown(f.clock.Now())
-	wantReply(t, f.m.Decide(), pipeline.ReplyServersDown)
+	wantReply(t, f.m.Decide(), reply.ServersDown)
 }
 
 func TestSuspendResume(t *testing.T) {
@@ -94,7 +94,7 @@ func TestSuspendResume(t *testing.T) {
 	f.m.OrgDown(f.clock.Now().Add(-time.Hour))
 	f.m.Suspend()
 	d := f.m.Decide()
-	wantReply(t, d, pipeline.ReplyServersDown)
+	wantReply(t, d, reply.ServersDown)
 	if !errors.Is(d.Reply, errSuspended) {
 		t.Errorf("cause = %v", d.Reply.Cause)
 	}
@@ -123,7 +123,7 @@ func TestFullRefuses(t *testing.T) {
 		t.Fatalf("Put = %v, want ErrFull", err)
 	}
 	d := f.m.Decide()
-	wantReply(t, d, pipeline.ReplySpoolFull)
+	wantReply(t, d, reply.SpoolFull)
 	if !errors.Is(d.Reply, ErrFull) {
 		t.Errorf("cause = %v", d.Reply.Cause)
 	}

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 
 	"mxguard/internal/pipeline"
+	"mxguard/internal/reply"
 )
 
 // Blocker is what the check needs of the detection engine.
@@ -29,18 +30,18 @@ var _ pipeline.ConnectCheck = (*Check)(nil)
 func (*Check) Name() string { return "blocklist" }
 
 // CheckConnect answers 421 4.7.0 to a blocked source (INTERFACE.md §4).
-func (c *Check) CheckConnect(_ context.Context, s *pipeline.Session) *pipeline.Reply {
+func (c *Check) CheckConnect(_ context.Context, s *pipeline.Session) *reply.Reply {
 	if s.Trusted || s.Allowlisted {
 		return nil
 	}
 	if c.Blocker != nil && c.Blocker.Blocked(s.Addr) {
 		c.Blocker.Refused(s.Addr)
-		r := pipeline.ReplyBlocked
+		r := reply.Blocked
 		return &r
 	}
 	for _, p := range c.Static {
 		if p.Contains(s.Addr) {
-			r := pipeline.ReplyBlocklisted
+			r := reply.Blocklisted
 			return &r
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"mxguard/internal/pipeline"
+	"mxguard/internal/reply"
 )
 
 type fakeBlocker struct {
@@ -26,8 +27,8 @@ func TestCheckConnect(t *testing.T) {
 		want string // "" = admitted
 	}{
 		{"clean", pipeline.Session{Addr: netip.MustParseAddr("192.0.2.1")}, ""},
-		{"static", pipeline.Session{Addr: netip.MustParseAddr("203.0.113.9")}, pipeline.ReplyBlocklisted.Text},
-		{"dynamic", pipeline.Session{Addr: dyn}, pipeline.ReplyBlocked.Text},
+		{"static", pipeline.Session{Addr: netip.MustParseAddr("203.0.113.9")}, reply.Blocklisted.Text},
+		{"dynamic", pipeline.Session{Addr: dyn}, reply.Blocked.Text},
 		{"trusted wins", pipeline.Session{Addr: netip.MustParseAddr("203.0.113.9"), Trusted: true}, ""},
 		{"allowlist wins", pipeline.Session{Addr: dyn, Allowlisted: true}, ""},
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"mxguard/internal/pipeline"
+	"mxguard/internal/reply"
 )
 
 // Check implements pipeline.RcptCheck.
@@ -30,11 +31,11 @@ func New(domains []string) *Check {
 func (*Check) Name() string { return "relay_domains" }
 
 // CheckRcpt answers 554 5.7.1 for a foreign domain from an untrusted client.
-func (c *Check) CheckRcpt(_ context.Context, s *pipeline.Session, rcpt string) *pipeline.Reply {
+func (c *Check) CheckRcpt(_ context.Context, s *pipeline.Session, rcpt string) *reply.Reply {
 	if s.Trusted || s.Account != "" || c.Local(rcpt) {
 		return nil
 	}
-	r := pipeline.ReplyRelayDenied
+	r := reply.RelayDenied
 	r.Text = "<" + rcpt + ">: Relay access denied"
 	return &r
 }

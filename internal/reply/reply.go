@@ -1,0 +1,109 @@
+// Package reply is the client-visible SMTP answer (RFC 5321 §4.2, RFC 3463
+// enhanced status codes) that checks, the spool and the front ends give.
+// A Reply knows which check made it, so metrics and logs can be labelled
+// by check without comparing reply text; the internal cause travels with
+// it for the log and never reaches the client.
+package reply
+
+import (
+	"fmt"
+	"log/slog"
+	"strconv"
+)
+
+// Reply is one SMTP reply line.
+type Reply struct {
+	Code     int
+	Enhanced [3]int
+	Text     string
+	// Check names the check or component that made the reply
+	// ("blocklist", "relay_domains", "spool", ...); empty for replies of
+	// the front end itself.
+	Check string
+	// Cause is the internal reason, for the log; never shown to the client.
+	Cause error
+	// Close asks the front end to close the connection after the reply
+	// (421 replies always close).
+	Close bool
+}
+
+func (r *Reply) Error() string {
+	s := string(r.Line())
+	if r.Cause != nil {
+		s += ": " + r.Cause.Error()
+	}
+	return s
+}
+
+// Unwrap returns the internal cause.
+func (r *Reply) Unwrap() error { return r.Cause }
+
+// Temporary reports whether the reply is a 4xx.
+func (r *Reply) Temporary() bool { return r.Code >= 400 && r.Code < 500 }
+
+// Line renders the reply as the client sees it, without CRLF:
+// "554 5.7.1 Relay access denied".
+func (r *Reply) Line() []byte {
+	b := make([]byte, 0, 16+len(r.Text))
+	b = strconv.AppendInt(b, int64(r.Code), 10)
+	if r.Enhanced[0] != 0 {
+		b = fmt.Appendf(b, " %d.%d.%d", r.Enhanced[0], r.Enhanced[1], r.Enhanced[2])
+	}
+	b = append(b, ' ')
+	return append(b, r.Text...)
+}
+
+// With returns a copy of r carrying cause for the log.
+func (r Reply) With(cause error) *Reply {
+	r.Cause = cause
+	return &r
+}
+
+// WithText returns a copy of r with another text (an address in the
+// text, say); code, enhanced code and check stay.
+func (r Reply) WithText(text string) *Reply {
+	r.Text = text
+	return &r
+}
+
+// By returns a copy of r attributed to check.
+func (r Reply) By(check string) *Reply {
+	r.Check = check
+	return &r
+}
+
+// Fields are the slog attributes of r: code, enhanced code, check and
+// the internal cause.
+func (r *Reply) Fields() []any {
+	f := []any{
+		slog.Int("code", r.Code),
+		slog.String("enhanced", fmt.Sprintf("%d.%d.%d", r.Enhanced[0], r.Enhanced[1], r.Enhanced[2])),
+	}
+	if r.Check != "" {
+		f = append(f, slog.String("check", r.Check))
+	}
+	if r.Cause != nil {
+		f = append(f, slog.String("cause", r.Cause.Error()))
+	}
+	return f
+}
+
+// The replies of INTERFACE.md §4. Texts are fixed; use WithText, With or
+// By for a variant, never change these.
+var (
+	Blocked       = Reply{Code: 421, Enhanced: [3]int{4, 7, 0}, Text: "Service refused: your address is temporarily blocked", Close: true}
+	Blocklisted   = Reply{Code: 421, Enhanced: [3]int{4, 7, 0}, Text: "Service refused: your address is blocklisted", Close: true}
+	TooManyConns  = Reply{Code: 421, Enhanced: [3]int{4, 7, 0}, Text: "Too many connections from your address", Close: true}
+	Busy          = Reply{Code: 421, Enhanced: [3]int{4, 3, 2}, Text: "Too many connections, try again later", Close: true}
+	Timeout       = Reply{Code: 421, Enhanced: [3]int{4, 4, 2}, Text: "Error: timeout exceeded, closing connection", Close: true}
+	RelayDenied   = Reply{Code: 554, Enhanced: [3]int{5, 7, 1}, Text: "Relay access denied"}
+	UnknownUser   = Reply{Code: 550, Enhanced: [3]int{5, 1, 1}, Text: "Recipient address rejected: user unknown"}
+	TooBig        = Reply{Code: 552, Enhanced: [3]int{5, 3, 4}, Text: "Message size exceeds fixed limit"}
+	TooManyRcpts  = Reply{Code: 452, Enhanced: [3]int{4, 5, 3}, Text: "Too many recipients"}
+	Content       = Reply{Code: 554, Enhanced: [3]int{5, 7, 1}, Text: "Message content rejected"}
+	ServersDown   = Reply{Code: 451, Enhanced: [3]int{4, 4, 1}, Text: "Mail servers temporarily unavailable, try again later"}
+	SpoolFull     = Reply{Code: 452, Enhanced: [3]int{4, 3, 1}, Text: "Insufficient system storage, try again later"}
+	AuthFailed    = Reply{Code: 535, Enhanced: [3]int{5, 7, 8}, Text: "Authentication credentials invalid"}
+	Suspended     = Reply{Code: 550, Enhanced: [3]int{5, 7, 1}, Text: "Account suspended"}
+	InternalError = Reply{Code: 451, Enhanced: [3]int{4, 3, 0}, Text: "Temporary local problem, try again later"}
+)
