@@ -782,6 +782,8 @@ func TestMetricsFromTheFirstScrape(t *testing.T) {
 		`mxguard_blocks_active 0`,
 		`mxguard_spool_messages 0`,
 		`mxguard_spool_bytes 0`,
+		`mxguard_spool_quarantined_total 0`,
+		`mxguard_spool_unreadable_files 0`,
 		`mxguard_server_up{address="` + e.sink.Addr() + `"} 1`,
 		`mxguard_check_duration_seconds_count{check="blocklist"} 0`,
 	} {

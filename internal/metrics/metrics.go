@@ -22,6 +22,13 @@ type Metrics struct {
 	CheckDuration *prometheus.HistogramVec // check
 	Observations  *prometheus.CounterVec   // kind
 	Panics        prometheus.Counter
+
+	// SpoolQuarantined counts message files moved to corrupt/ because
+	// their checksum or layout is wrong; SpoolUnreadable is the number of
+	// message files the spool could not read for another reason (an I/O
+	// error) and keeps retrying.
+	SpoolQuarantined prometheus.Counter
+	SpoolUnreadable  prometheus.Gauge
 }
 
 // New creates and registers every collector on a fresh registry.
@@ -52,6 +59,12 @@ func New() *Metrics {
 		SpoolBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mxguard_spool_bytes", Help: "Bytes in the spool.",
 		}),
+		SpoolQuarantined: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mxguard_spool_quarantined_total", Help: "Spool message files moved to corrupt/ because their checksum or layout is wrong.",
+		}),
+		SpoolUnreadable: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mxguard_spool_unreadable_files", Help: "Spool message files that could not be read (I/O error) and are being retried.",
+		}),
 		ServerUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mxguard_server_up", Help: "1 when the delivery server is up.",
 		}, []string{"address"}),
@@ -68,7 +81,7 @@ func New() *Metrics {
 	}
 	m.Registry.MustRegister(m.Connections, m.Messages, m.Recipients, m.Events, m.EventsActive,
 		m.BlocksActive, m.SpoolMessages, m.SpoolBytes, m.ServerUp, m.CheckDuration,
-		m.Observations, m.Panics,
+		m.Observations, m.Panics, m.SpoolQuarantined, m.SpoolUnreadable,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"strings"
 )
 
 // On-disk layout of a message file (all integers big-endian):
@@ -39,7 +40,9 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// errCorrupt marks a file that does not follow the layout.
+// errCorrupt marks a file whose content is provably wrong: it does not
+// follow the layout or fails a checksum. Only such a file is quarantined;
+// any other error reading it (EIO, EMFILE, EACCES, ...) is retried.
 var errCorrupt = errors.New("corrupt spool file")
 
 // encodeHeader returns the header and envelope JSON for a message of
@@ -74,7 +77,7 @@ func decodeHeader(r io.Reader, fileSize int64) (fileHeader, error) {
 	var fh fileHeader
 	var h [headerSize]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
-		return fh, fmt.Errorf("%w: short header: %v", errCorrupt, err)
+		return fh, readError("short header", err)
 	}
 	if !bytes.Equal(h[:8], []byte(magic)) {
 		return fh, fmt.Errorf("%w: bad magic", errCorrupt)
@@ -92,7 +95,7 @@ func decodeHeader(r io.Reader, fileSize int64) (fileHeader, error) {
 	}
 	js := make([]byte, jl)
 	if _, err := io.ReadFull(r, js); err != nil {
-		return fh, fmt.Errorf("%w: short envelope: %v", errCorrupt, err)
+		return fh, readError("short envelope", err)
 	}
 	crc := crc32.Update(crc32.Checksum(h[:28], castagnoli), castagnoli, js)
 	if crc != binary.BigEndian.Uint32(h[28:]) {
@@ -106,6 +109,16 @@ func decodeHeader(r io.Reader, fileSize int64) (fileHeader, error) {
 	fh.msgCRC = binary.BigEndian.Uint32(h[24:])
 	fh.env.Size = fh.msgLen
 	return fh, nil
+}
+
+// readError tells a file that ends too early (damaged: quarantined) from
+// a read that failed (EIO and the like: says nothing about the content,
+// so the file is kept and read again later).
+func readError(what string, err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: %s", errCorrupt, what)
+	}
+	return fmt.Errorf("read %s: %w", strings.TrimPrefix(what, "short "), err)
 }
 
 // checkedReader returns the message bytes and, at the end, io.EOF only if

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -85,3 +88,55 @@ func mustPut(t testing.TB, s *Spool, env Envelope, parts ...[]byte) string {
 	}
 	return id
 }
+
+// flakyDisk is an Options.open that fails chosen files the way a bad disk
+// or a process out of descriptors does (EIO, EMFILE), until healed.
+// Permission bits cannot do this: the tests run as root in CI.
+type flakyDisk struct {
+	mu       sync.Mutex
+	openErr  map[string]error // base name -> error of open
+	readErr  map[string]error // base name -> error of every read
+	attempts map[string]int   // base name -> opens tried
+}
+
+func newFlakyDisk() *flakyDisk {
+	return &flakyDisk{openErr: map[string]error{}, readErr: map[string]error{}, attempts: map[string]int{}}
+}
+
+func (d *flakyDisk) open(name string) (file, error) {
+	base := filepath.Base(name)
+	d.mu.Lock()
+	d.attempts[base]++
+	oerr, rerr := d.openErr[base], d.readErr[base]
+	d.mu.Unlock()
+	if oerr != nil {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: oerr}
+	}
+	f, err := os.Open(name)
+	if err != nil || rerr == nil {
+		return f, err
+	}
+	return failingFile{f, rerr}, nil
+}
+
+func (d *flakyDisk) heal() {
+	d.mu.Lock()
+	clear(d.openErr)
+	clear(d.readErr)
+	d.mu.Unlock()
+}
+
+func (d *flakyDisk) tries(base string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.attempts[base]
+}
+
+// failingFile opens and stats fine, but every read fails.
+type failingFile struct {
+	*os.File
+	err error
+}
+
+func (f failingFile) Read([]byte) (int, error)          { return 0, f.err }
+func (f failingFile) ReadAt([]byte, int64) (int, error) { return 0, f.err }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -62,6 +63,8 @@ type Envelope struct {
 	// being handed on, so the downstream may already have it: delivering
 	// it again can make a duplicate (counted, see README).
 	Redelivery bool `json:"-"`
+
+	fileSize int64 // bytes of ID.msg, for the spool's accounting
 }
 
 // Pending returns the recipients not yet delivered or bounced.
@@ -91,6 +94,30 @@ type Options struct {
 	Logger   *slog.Logger     // nil: discard
 	Metrics  *metrics.Metrics // nil: no gauges
 	Clock    Clock            // receive time of Put; nil: system clock
+
+	// open opens a message or state file for reading; nil: os.Open.
+	// Tests replace it to fail reads the way a bad disk does, which
+	// permission bits cannot do when the tests run as root.
+	open func(name string) (file, error)
+}
+
+// file is what the spool reads message and state files through.
+type file interface {
+	io.Reader
+	io.ReaderAt
+	io.Closer
+	Stat() (fs.FileInfo, error)
+}
+
+// unreadable is a message file that could not be read for a reason that
+// says nothing about its content (EIO, EMFILE, EACCES, a state file that
+// cannot be read): it stays where it is, out of the index, and is read
+// again after a backoff (retryUnreadable).
+type unreadable struct {
+	size    int64     // file bytes, counted against MaxBytes meanwhile
+	tries   int       // failed reads so far
+	next    time.Time // next read
+	journal int       // attempts of its journal line, -1 when none
 }
 
 // Spool is a directory of message files:
@@ -99,7 +126,7 @@ type Options struct {
 //	DIR/ID.state     delivery state of ID, once it has been deferred
 //	DIR/inflight     journal of attempts started (duplicate accounting)
 //	DIR/tmp/         files being written; emptied by Open
-//	DIR/corrupt/     files Open could not read, kept for the operator
+//	DIR/corrupt/     files whose checksum or layout is wrong, kept for the operator
 //
 // A Spool is safe for concurrent use.
 type Spool struct {
@@ -107,14 +134,18 @@ type Spool struct {
 	o     Options
 	log   *slog.Logger
 	clock Clock
+	open  func(name string) (file, error)
 	dirf  *os.File // DIR, kept open to fsync renames and unlinks
+
+	retryMu sync.Mutex // one retryUnreadable at a time
 
 	mu       sync.Mutex
 	msgs     map[string]*Envelope
-	order    []*Envelope // by Received, then ID
-	bytes    int64       // bytes of committed message files
-	reserved int64       // bytes of Puts in progress
-	refused  bool        // a Put got ErrFull and no message left since
+	unread   map[string]*unreadable // message files to read again
+	order    []*Envelope            // by Received, then ID
+	bytes    int64                  // bytes of committed message files
+	reserved int64                  // bytes of Puts in progress
+	refused  bool                   // a Put got ErrFull and no message left since
 	journal  *os.File
 }
 
@@ -128,16 +159,21 @@ const (
 
 // Open opens (creating it if needed) the spool in dir and recovers it:
 // files left in tmp/ by a crash are deleted (their Put never returned, so
-// no client got 250 for them), message files are checked and indexed, an
-// unreadable one is moved to corrupt/ and logged, and a state file without
-// its message is deleted.
+// no client got 250 for them), message files are checked and indexed, a
+// damaged one (checksum or layout wrong) is moved to corrupt/ and logged,
+// one that cannot be read (an I/O error) stays and is read again later,
+// and a state file without its message is deleted.
 func Open(dir string, o Options) (*Spool, error) {
-	s := &Spool{dir: dir, o: o, log: o.Logger, clock: o.Clock, msgs: map[string]*Envelope{}}
+	s := &Spool{dir: dir, o: o, log: o.Logger, clock: o.Clock, open: o.open,
+		msgs: map[string]*Envelope{}, unread: map[string]*unreadable{}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	if s.clock == nil {
 		s.clock = systemClock{}
+	}
+	if s.open == nil {
+		s.open = func(name string) (file, error) { return os.Open(name) }
 	}
 	for _, d := range []string{dir, filepath.Join(dir, tmpDir), filepath.Join(dir, corruptDir)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -161,13 +197,18 @@ func Open(dir string, o Options) (*Spool, error) {
 }
 
 func (s *Spool) recover() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	tmps, err := os.ReadDir(filepath.Join(s.dir, tmpDir))
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
 	for _, t := range tmps {
 		if err := os.Remove(filepath.Join(s.dir, tmpDir, t.Name())); err != nil {
-			return fmt.Errorf("spool: remove temporary file: %w", err)
+			// Harmless where it is (nothing in tmp/ is ever delivered);
+			// the next start tries again.
+			s.log.Warn("spool: cannot remove incomplete temporary file", "file", t.Name(), "err", err)
+			continue
 		}
 		s.log.Info("spool: removed incomplete temporary file", "file", t.Name())
 	}
@@ -175,17 +216,19 @@ func (s *Spool) recover() error {
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
+	now := s.clock.Now()
 	var states []string
 	for _, e := range ents {
 		name := e.Name()
 		switch {
 		case strings.HasSuffix(name, msgExt) && validID(strings.TrimSuffix(name, msgExt)):
-			env, size, err := s.load(strings.TrimSuffix(name, msgExt))
-			if err != nil {
-				s.quarantine(name, err)
-				continue
+			id := strings.TrimSuffix(name, msgExt)
+			env, size, err := s.read(id)
+			var hint int64
+			if fi, ierr := e.Info(); ierr == nil {
+				hint = fi.Size()
 			}
-			s.insert(env, size)
+			s.settle(id, env, size, err, hint, now)
 		case strings.HasSuffix(name, stateExt):
 			states = append(states, name)
 		case name == tmpDir || name == corruptDir || name == journalName:
@@ -194,18 +237,14 @@ func (s *Spool) recover() error {
 		}
 	}
 	for _, name := range states {
-		env := s.msgs[strings.TrimSuffix(name, stateExt)]
-		if env == nil {
-			// Remove unlinks the message first; a crash before the state
-			// file went leaves it orphaned.
-			if err := os.Remove(filepath.Join(s.dir, name)); err != nil {
-				return fmt.Errorf("spool: %w", err)
-			}
-			continue
+		id := strings.TrimSuffix(name, stateExt)
+		if s.msgs[id] != nil || s.unread[id] != nil {
+			continue // applied by read, or when the message can be read
 		}
-		if err := s.loadState(env, name); err != nil {
-			// Losing the retry schedule only means an early retry.
-			s.log.Warn("spool: unreadable state file, retrying from scratch", "id", env.ID, "err", err)
+		// Remove unlinks the message first; a crash before the state
+		// file went leaves it orphaned.
+		if err := os.Remove(filepath.Join(s.dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.log.Warn("spool: cannot remove orphan state file", "file", name, "err", err)
 		}
 	}
 	if err := s.recoverJournal(); err != nil {
@@ -214,13 +253,129 @@ func (s *Spool) recover() error {
 	if err := s.dirf.Sync(); err != nil {
 		return fmt.Errorf("spool: sync directory: %w", err)
 	}
-	s.log.Info("spool: opened", "dir", s.dir, "messages", len(s.msgs), "bytes", s.bytes)
+	s.log.Info("spool: opened", "dir", s.dir, "messages", len(s.msgs), "unreadable", len(s.unread), "bytes", s.bytes)
 	return nil
+}
+
+// errBadState marks a state file that was read but does not parse.
+var errBadState = errors.New("bad state file")
+
+// read loads the header of ID.msg and applies ID.state, if any. Its error
+// wraps errCorrupt when the message file is damaged.
+func (s *Spool) read(id string) (*Envelope, int64, error) {
+	env, size, err := s.load(id)
+	if err != nil {
+		return nil, 0, err
+	}
+	switch err := s.loadState(env, id+stateExt); {
+	case err == nil, errors.Is(err, fs.ErrNotExist): // never deferred
+	case errors.Is(err, errBadState):
+		// Losing the retry schedule only means an early retry.
+		s.log.Warn("spool: unreadable state file, retrying from scratch", "id", id, "err", err)
+	default:
+		// Without its state the message would go again to recipients
+		// it already reached: wait until the state can be read.
+		return nil, 0, fmt.Errorf("state file: %w", err)
+	}
+	return env, size, nil
+}
+
+// settle files the outcome of reading message id (read's results; hint
+// is the file size from the directory listing): indexed, quarantined when
+// damaged, forgotten when it is gone, or kept for another read after a
+// backoff on any other error. It reports whether a file was moved (the
+// directory needs an fsync). s.mu is held.
+func (s *Spool) settle(id string, env *Envelope, size int64, err error, hint int64, now time.Time) bool {
+	u := s.unread[id]
+	if u != nil && (err == nil || errors.Is(err, errCorrupt) || errors.Is(err, fs.ErrNotExist)) {
+		s.bytes -= u.size
+		delete(s.unread, id)
+	}
+	defer s.gauges()
+	switch {
+	case err == nil:
+		if u != nil {
+			if u.journal >= 0 && env.Attempts <= u.journal {
+				env.Redelivery = true // see recoverJournal
+			}
+			s.log.Info("spool: message file readable again", "id", id, "tries", u.tries)
+		}
+		s.insert(env, size)
+	case errors.Is(err, errCorrupt):
+		return s.quarantine(id+msgExt, err)
+	case errors.Is(err, fs.ErrNotExist):
+		// Gone between the directory listing and the read (an
+		// operator moved it): nothing left to deliver or keep.
+		s.log.Warn("spool: message file vanished", "id", id, "err", err)
+	default:
+		if u == nil {
+			u = &unreadable{size: hint, journal: -1}
+			s.unread[id] = u
+			s.bytes += u.size
+		}
+		u.tries++
+		wait := unreadBackoff(u.tries)
+		u.next = now.Add(wait)
+		s.log.Error("spool: cannot read message file, keeping it and trying again", "id", id, "tries", u.tries, "retry_in", wait, "err", err)
+	}
+	return false
+}
+
+// unreadBackoff is the wait before reading an unreadable file again after
+// n failed reads: 1s, 2s, 4s, ... up to 5 minutes (a disk that returns
+// EIO, or a process out of file descriptors, may recover any time).
+func unreadBackoff(n int) time.Duration {
+	return min(time.Second<<min(n-1, 9), 5*time.Minute)
+}
+
+// retryUnreadable reads again the message files whose read failed and
+// whose backoff is over: a readable one joins the index (and is
+// delivered like any other), a damaged one is quarantined. The manager
+// calls it before every unspool step.
+func (s *Spool) retryUnreadable() {
+	s.retryMu.Lock()
+	defer s.retryMu.Unlock()
+	now := s.clock.Now()
+	s.mu.Lock()
+	var ids []string
+	for id, u := range s.unread {
+		if !u.next.After(now) {
+			ids = append(ids, id)
+		}
+	}
+	s.mu.Unlock()
+	slices.Sort(ids)
+	moved := false
+	for _, id := range ids {
+		env, size, err := s.read(id) // no lock held: disk I/O
+		s.mu.Lock()
+		moved = s.settle(id, env, size, err, 0, now) || moved
+		s.mu.Unlock()
+	}
+	if moved {
+		if err := s.dirf.Sync(); err != nil {
+			s.log.Error("spool: sync directory", "err", err)
+		}
+	}
+}
+
+// nextUnreadable returns when the next unreadable file is due for a read;
+// false when there is none.
+func (s *Spool) nextUnreadable() (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var next time.Time
+	for _, u := range s.unread {
+		if next.IsZero() || u.next.Before(next) {
+			next = u.next
+		}
+	}
+	return next, len(s.unread) > 0
 }
 
 // load reads and checks the header of ID.msg.
 func (s *Spool) load(id string) (*Envelope, int64, error) {
-	f, err := os.Open(filepath.Join(s.dir, id+msgExt))
+	f, err := s.open(filepath.Join(s.dir, id+msgExt))
 	if err != nil {
 		return nil, 0, err
 	}
@@ -239,14 +394,22 @@ func (s *Spool) load(id string) (*Envelope, int64, error) {
 	return &fh.env, fi.Size(), nil
 }
 
+// maxState bounds a state file read; a real one is a few hundred bytes.
+const maxState = 1 << 20
+
 func (s *Spool) loadState(env *Envelope, name string) error {
-	b, err := os.ReadFile(filepath.Join(s.dir, name))
+	f, err := s.open(filepath.Join(s.dir, name))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxState))
 	if err != nil {
 		return err
 	}
 	var st state
 	if err := json.Unmarshal(b, &st); err != nil {
-		return err
+		return fmt.Errorf("%w: %v", errBadState, err)
 	}
 	env.Attempts, env.NextAttempt, env.LastError, env.Done = st.Attempts, st.NextAttempt, st.LastError, st.Done
 	return nil
@@ -261,15 +424,28 @@ func (s *Spool) quarantineID(id string, cause error) {
 	if e == nil {
 		return
 	}
-	if fi, err := os.Stat(filepath.Join(s.dir, id+msgExt)); err == nil {
-		s.bytes -= fi.Size()
-	}
+	s.bytes -= e.fileSize
 	s.quarantine(id+msgExt, cause)
 	os.Remove(filepath.Join(s.dir, id+stateExt))
 	s.drop(e)
 	if err := s.dirf.Sync(); err != nil {
 		s.log.Error("spool: sync directory", "err", err)
 	}
+}
+
+// forgetID takes a message whose file vanished while the spool runs (an
+// operator moved it) out of the index: there is nothing left to deliver.
+func (s *Spool) forgetID(id string, cause error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.msgs[id]
+	if e == nil {
+		return
+	}
+	s.log.Error("spool: message file vanished, dropping it from the spool", "id", id, "err", cause)
+	s.bytes -= e.fileSize
+	os.Remove(filepath.Join(s.dir, id+stateExt))
+	s.drop(e)
 }
 
 // drop removes e from the index; s.mu is held.
@@ -282,14 +458,20 @@ func (s *Spool) drop(e *Envelope) {
 	s.gauges()
 }
 
-// quarantine moves an unreadable message file out of the way: it is never
+// quarantine moves a damaged message file out of the way: it is never
 // delivered (a truncated message must not reach anyone half), and never
 // silently deleted either, since it may be all that is left of a message.
-func (s *Spool) quarantine(name string, cause error) {
-	s.log.Error("spool: unreadable message file moved to corrupt/", "file", name, "err", cause)
+// It reports whether the file was moved.
+func (s *Spool) quarantine(name string, cause error) bool {
+	s.log.Error("spool: damaged message file moved to corrupt/", "file", name, "err", cause)
 	if err := os.Rename(filepath.Join(s.dir, name), filepath.Join(s.dir, corruptDir, name)); err != nil {
 		s.log.Error("spool: cannot move corrupt file", "file", name, "err", err)
+		return false
 	}
+	if s.o.Metrics != nil {
+		s.o.Metrics.SpoolQuarantined.Inc()
+	}
+	return true
 }
 
 // recoverJournal flags messages whose delivery was in progress when the
@@ -306,8 +488,17 @@ func (s *Spool) recoverJournal() error {
 	for line := range strings.Lines(string(b)) {
 		id, n, ok := strings.Cut(strings.TrimSpace(line), " ")
 		attempts, err := strconv.Atoi(n)
+		if !ok || err != nil {
+			continue
+		}
+		if u := s.unread[id]; u != nil {
+			// Decided when the file can be read (settle).
+			u.journal = max(u.journal, attempts)
+			keep = fmt.Appendf(keep, "%s %d\n", id, attempts)
+			continue
+		}
 		env := s.msgs[id]
-		if !ok || err != nil || env == nil {
+		if env == nil {
 			continue
 		}
 		if env.Attempts <= attempts && !env.Redelivery {
@@ -321,6 +512,7 @@ func (s *Spool) recoverJournal() error {
 }
 
 func (s *Spool) insert(env *Envelope, size int64) {
+	env.fileSize = size
 	s.msgs[env.ID] = env
 	i, _ := slices.BinarySearchFunc(s.order, env, compareEnv)
 	s.order = slices.Insert(s.order, i, env)
@@ -472,11 +664,21 @@ func (s *Spool) writeAtomic(name string, b []byte) error {
 	return nil
 }
 
-// Stats returns the number of messages and the bytes of their files.
+// Stats returns the number of messages and the bytes of their files,
+// counting the files that could not be read yet (Unreadable).
 func (s *Spool) Stats() (messages int, bytes int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.msgs), s.bytes
+	return len(s.msgs) + len(s.unread), s.bytes
+}
+
+// Unreadable returns the number of message files the spool could not read
+// (an I/O error, not damage) and reads again after a backoff; they are
+// not listed nor delivered until a read succeeds.
+func (s *Spool) Unreadable() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.unread)
 }
 
 // MaxBytes returns the size limit in force.
@@ -572,7 +774,7 @@ func (s *Spool) Open(id string) (Envelope, io.ReadCloser, error) {
 	if e == nil {
 		return env, nil, ErrNotFound
 	}
-	f, err := os.Open(filepath.Join(s.dir, id+msgExt))
+	f, err := s.open(filepath.Join(s.dir, id+msgExt))
 	if err != nil {
 		return env, nil, fmt.Errorf("spool: open %s: %w", id, err)
 	}
@@ -620,7 +822,7 @@ func (s *Spool) unlink(id string) error {
 	}
 	s.bytes -= fi.Size()
 	s.drop(e)
-	if len(s.msgs) == 0 {
+	if len(s.msgs) == 0 && len(s.unread) == 0 {
 		// Every journal line is obsolete once the spool is empty.
 		if err := s.journal.Truncate(0); err != nil {
 			s.log.Warn("spool: cannot truncate journal", "err", err)
@@ -681,8 +883,9 @@ func (s *Spool) gauges() {
 	if s.o.Metrics == nil {
 		return
 	}
-	s.o.Metrics.SpoolMessages.Set(float64(len(s.msgs)))
+	s.o.Metrics.SpoolMessages.Set(float64(len(s.msgs) + len(s.unread)))
 	s.o.Metrics.SpoolBytes.Set(float64(s.bytes))
+	s.o.Metrics.SpoolUnreadable.Set(float64(len(s.unread)))
 }
 
 // Close releases the spool's file handles. Messages stay on disk.

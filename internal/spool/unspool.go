@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"strings"
 	"sync"
 	"time"
@@ -102,6 +103,18 @@ func (m *Manager) RunOnce(ctx context.Context) int {
 // step handles the due messages the token bucket allows and returns how
 // long to wait before the next step.
 func (m *Manager) step(ctx context.Context) (int, time.Duration) {
+	// Files recovery could not read (an I/O error) join the spool as soon
+	// as they can be read, whether or not it is releasing now.
+	m.o.Spool.retryUnreadable()
+	n, wait := m.release(ctx)
+	if next, ok := m.o.Spool.nextUnreadable(); ok {
+		wait = min(wait, max(next.Sub(m.clock.Now()), 0))
+	}
+	return n, wait
+}
+
+// release is the unspool part of step.
+func (m *Manager) release(ctx context.Context) (int, time.Duration) {
 	now := m.clock.Now()
 	m.mu.Lock()
 	if !m.releasing() {
@@ -184,7 +197,11 @@ func (m *Manager) handle(ctx context.Context, env Envelope) {
 		case errors.Is(err, ErrNotFound):
 		case errors.Is(err, errCorrupt):
 			m.o.Spool.quarantineID(env.ID, err)
+		case errors.Is(err, fs.ErrNotExist):
+			m.o.Spool.forgetID(env.ID, err)
 		default:
+			// EIO, EMFILE, ...: says nothing about the message; try
+			// again after the usual backoff.
 			log.Error("spool: cannot read message", "err", err)
 			m.deferMsg(env, nil, err)
 		}
