@@ -21,12 +21,13 @@ cleanup() { [[ -n $PID ]] && kill "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "
 trap cleanup EXIT
 freeport() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 SMTP=127.0.0.1:$(freeport) ADMIN=127.0.0.1:$(freeport)
+TOKEN=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')   # serve refuses short or sample tokens
 go build -o "$W/mxguard" ./cmd/mxguard
 go build -o "$W/refuseload" ./bench/refuseload
 cat >"$W/mxguard.yaml" <<CFG
 domains: [example.test]
 listen: {smtp: $SMTP, admin: $ADMIN}
-admin: {token: bench}
+admin: {token: $TOKEN}
 data_dir: $W/var
 trusted_networks: [127.0.0.1/32]
 limits: {max_connections: 10000}
@@ -36,11 +37,11 @@ CFG
 "$W/mxguard" serve -c "$W/mxguard.yaml" 2>"$W/mxguard.log" &
 PID=$!
 for _ in $(seq 100); do curl -sf "http://$ADMIN/healthz" >/dev/null && break; sleep 0.05; done
-curl -sf -X POST -H 'Authorization: Bearer bench' -d '{"source":"127.0.0.77","for":"1h","reason":"bench"}' "http://$ADMIN/api/v1/blocks" >/dev/null
+curl -sf -X POST -H "Authorization: Bearer $TOKEN" -d '{"source":"127.0.0.77","for":"1h","reason":"bench"}' "http://$ADMIN/api/v1/blocks" >/dev/null
 cpu() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
 c0=$(cpu)
 if [[ -n ${PPROF:-} ]]; then   # PPROF=FILE: CPU profile of mxguard during the load
-    curl -sf -H 'Authorization: Bearer bench' -o "$PPROF" "http://$ADMIN/debug/pprof/profile?seconds=3" &
+    curl -sf -H "Authorization: Bearer $TOKEN" -o "$PPROF" "http://$ADMIN/debug/pprof/profile?seconds=3" &
 fi
 out=$("$W/refuseload" -addr "$SMTP" -src 127.0.0.77 -duration "$DURATION" -workers "$WORKERS")
 c1=$(cpu)

@@ -40,7 +40,8 @@ func TestUsageExitCodes(t *testing.T) {
 func TestCheckConfig(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.yaml")
-	os.WriteFile(good, []byte("domains: [example.test]\ndelivery:\n  servers: [{address: 127.0.0.1:2526}]\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "token"), []byte("0f4e1c9a7b2d5e8f3a6c1b4d7e0f2a5c\n"), 0o600)
+	os.WriteFile(good, []byte("domains: [example.test]\nadmin: {token_file: token}\ndelivery:\n  servers: [{address: 127.0.0.1:2526}]\n"), 0o600)
 	bad := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(bad, []byte("domains: [example.test]\nlisten:\n  smtpp: 1.2.3.4:25\ntimeouts: {greeting: 30 seconds}\n"), 0o600)
 
@@ -57,6 +58,29 @@ func TestCheckConfig(t *testing.T) {
 	for _, want := range []string{bad + ":3: ", bad + ":4: ", "delivery.servers"} {
 		if !strings.Contains(errb.String(), want) {
 			t.Errorf("check-config output lacks %q:\n%s", want, errb.String())
+		}
+	}
+}
+
+// TestSampleTokenRefused: check-config and serve refuse the sample token of
+// the documentation (and an absent one) at its line, with a hint on how to
+// make a real one; serve never starts listening.
+func TestSampleTokenRefused(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ name, admin, want string }{
+		{"sample", "admin: {token: \"change-me\"}\n", `:2: admin.token: "change-me" is a sample token from documentation, not a secret (generate one with: openssl rand -hex 32)`},
+		{"absent", "listen: {admin: 127.0.0.1:8025}\n", `:2: admin.token: required: the console and API on 127.0.0.1:8025 need admin.token or admin.token_file (generate one with: openssl rand -hex 32`},
+	} {
+		file := filepath.Join(dir, tc.name+".yaml")
+		os.WriteFile(file, []byte("domains: [example.test]\n"+tc.admin+"delivery:\n  servers: [{address: 127.0.0.1:2526}]\n"), 0o600)
+		for _, cmd := range []string{"check-config", "serve"} {
+			var out, errb bytes.Buffer
+			if code := run([]string{cmd, "-c", file}, &out, &errb); code != 1 {
+				t.Errorf("%s %s: exit %d, want 1: %s", cmd, tc.name, code, errb.String())
+			}
+			if !strings.Contains(errb.String(), file+tc.want) {
+				t.Errorf("%s %s: stderr %q lacks %q", cmd, tc.name, errb.String(), file+tc.want)
+			}
 		}
 	}
 }

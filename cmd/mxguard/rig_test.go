@@ -42,7 +42,7 @@ func binary(t *testing.T) string {
 }
 
 // rigToken is the admin token of every rig.
-const rigToken = "rig-token"
+const rigToken = "rig-token-8d41c7e2a9"
 
 // rig is one `mxguard serve` child process with a fixed config file and
 // data_dir, in front of sink; it can be started, killed and restarted.

@@ -18,15 +18,28 @@ import (
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 
-// minimal is the smallest valid file: the two keys without a default.
+// minimal is the smallest valid file: the two keys without a default and
+// the admin token (required while listen.admin is on, as it is by default).
 const minimal = `domains: [example.test]
-delivery:
-  servers: [{address: 127.0.0.1:2526}]
+admin: {token: ` + testToken + `}
+delivery: {servers: [{address: 127.0.0.1:2526}]}
 `
+
+const testToken = "config-test-4c1f9a2e7b"
+
+// withToken ends yaml with an admin token unless it has an admin section
+// of its own: the tables below are about other keys, and appending keeps
+// their line numbers.
+func withToken(yaml string) string {
+	if strings.HasPrefix(yaml, "admin:") || strings.Contains(yaml, "\nadmin:") {
+		return yaml
+	}
+	return yaml + "\nadmin: {token: " + testToken + "}\n"
+}
 
 func mustParse(t *testing.T, yaml string) *Config {
 	t.Helper()
-	c, err := Parse("t.yaml", []byte(yaml))
+	c, err := Parse("t.yaml", []byte(withToken(yaml)))
 	if err != nil {
 		t.Fatalf("Parse:\n%v", err)
 	}
@@ -36,7 +49,7 @@ func mustParse(t *testing.T, yaml string) *Config {
 // errorLines parses yaml and returns its errors as check-config prints them.
 func errorLines(t *testing.T, yaml string) []string {
 	t.Helper()
-	c, err := Parse("t.yaml", []byte(yaml))
+	c, err := Parse("t.yaml", []byte(withToken(yaml)))
 	if err == nil {
 		t.Fatalf("Parse accepted:\n%s", yaml)
 	}
@@ -60,6 +73,7 @@ func TestDefaults(t *testing.T) {
 		Hostname:        host,
 		Domains:         []string{"example.test"},
 		Listen:          Listen{SMTP: "127.0.0.1:2525", Admin: "127.0.0.1:8025"},
+		Admin:           Admin{Token: testToken},
 		DataDir:         "./var",
 		TrustedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 		IPv6Prefix:      64,
@@ -157,10 +171,10 @@ func TestErrors(t *testing.T) {
 			`t.yaml:1: domains: required (the recipient domains this gateway accepts mail for, e.g. [example.test])`,
 			`t.yaml:1: delivery.servers: at least one downstream server is required (e.g. [{address: 127.0.0.1:2526, role: primary}])`,
 		}},
-		{"missing servers reported at the delivery key", minimal[:24] + `delivery:
+		{"missing servers reported at the delivery key", minimal[:strings.Index(minimal, "delivery")] + `delivery:
   check_interval: 5s
 `, []string{
-			`t.yaml:2: delivery.servers: at least one downstream server is required (e.g. [{address: 127.0.0.1:2526, role: primary}])`,
+			`t.yaml:3: delivery.servers: at least one downstream server is required (e.g. [{address: 127.0.0.1:2526, role: primary}])`,
 		}},
 		{"unknown top-level key with a close match", minimal + `domain: [example.org]
 `, []string{
@@ -421,8 +435,8 @@ func TestFullHasEveryKey(t *testing.T) {
 	for p := range l.lines {
 		given[index.ReplaceAllString(p, "[]")] = true
 	}
-	// token and token_file exclude each other; the example uses token.
-	given["admin.token_file"] = true
+	// token and token_file exclude each other; the example uses token_file.
+	given["admin.token"] = true
 	for _, key := range keyPaths(reflect.TypeFor[Config](), "") {
 		if !given[key] {
 			t.Errorf("testdata/full.yaml does not show %s", key)
@@ -483,38 +497,63 @@ func TestErrorFormat(t *testing.T) {
 
 func TestAdminToken(t *testing.T) {
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "token"), []byte("  s3cret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "empty"), []byte("\n"), 0o600); err != nil {
-		t.Fatal(err)
+	for name, content := range map[string]string{
+		"token":  "  " + testToken + "\n",
+		"empty":  "\n",
+		"sample": "change-me\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	cfgPath := filepath.Join(dir, "mxguard.yaml")
+	// Two lines without admin: what each case adds starts at line 3.
+	const base = "domains: [example.test]\ndelivery: {servers: [{address: 127.0.0.1:2526}]}\n"
 	parse := func(extra string) (*Config, error) {
-		return Parse(cfgPath, []byte(minimal+extra))
+		return Parse(cfgPath, []byte(base+extra))
 	}
 
 	c, err := parse("listen: {admin: 0.0.0.0:8025}\nadmin: {token_file: token}\n")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Admin.Token != "s3cret" || c.Admin.TokenFile != filepath.Join(dir, "token") {
+	if c.Admin.Token != testToken || c.Admin.TokenFile != filepath.Join(dir, "token") {
 		t.Errorf("Admin = %+v, want the trimmed token read next to the config", c.Admin)
 	}
-
-	for _, addr := range []string{"127.0.0.1:8025", "localhost:8025", "[::1]:8025", "127.0.0.2:0"} {
-		if _, err := parse("listen: {admin: \"" + addr + "\"}\n"); err != nil {
-			t.Errorf("loopback %s without token: %v", addr, err)
+	// With the console and API off, no token is needed.
+	if _, err := parse("listen: {admin: \"\"}\n"); err != nil {
+		t.Errorf("admin off without a token: %v", err)
+	}
+	for _, tok := range []string{"9f86d081884c7d659a2feaa0c55ad015", "Correct-Horse-Battery-Staple", "token-4c1f9a2e7b13d5e8"} {
+		if _, err := parse("admin: {token: " + tok + "}\n"); err != nil {
+			t.Errorf("token %q refused: %v", tok, err)
 		}
 	}
+
+	const hint = " (generate one with: openssl rand -hex 32)"
+	required := ` need admin.token or admin.token_file (generate one with: openssl rand -hex 32, or turn the console and API off with listen.admin: "")`
 	for _, tt := range []struct{ extra, want string }{
-		{"listen: {admin: \":8025\"}\n", `:4: listen.admin: :8025 is reachable from other hosts, so an admin token is required (set admin.token or admin.token_file)`},
-		{"listen: {admin: \"mx.example.test:8025\"}\n", `:4: listen.admin: mx.example.test:8025 is reachable from other hosts, so an admin token is required (set admin.token or admin.token_file)`},
-		{"admin: {token: a, token_file: token}\n", `:4: admin.token_file: admin.token is set too (give either token or token_file)`},
-		{"admin: {token_file: empty}\n", `:4: admin.token_file: ` + filepath.Join(dir, "empty") + ` is empty`},
-		{"admin: {token_file: missing}\n", `:4: admin.token_file: cannot read ` + filepath.Join(dir, "missing") + `: no such file or directory (relative names start at the config file's directory)`},
-		{"admin: {token: \"two words\"}\n", `:4: admin.token: the token contains white space (it is sent as an HTTP Bearer token)`},
-		{"admin: {token_file: .}\n", `:4: admin.token_file: cannot read ` + dir + `: not a regular file (relative names start at the config file's directory)`},
+		// Required always, loopback included (INTERFACE.md §2); reported
+		// at the listener when there is no admin section.
+		{"", `:1: admin.token: required: the console and API on 127.0.0.1:8025` + required},
+		{"listen: {admin: \"127.0.0.1:8025\"}\n", `:3: admin.token: required: the console and API on 127.0.0.1:8025` + required},
+		{"listen: {admin: \":8025\"}\n", `:3: admin.token: required: the console and API on :8025` + required},
+		{"admin: {token: \"\"}\n", `:3: admin.token: required: the console and API on 127.0.0.1:8025` + required},
+		{"admin: {token: change-me}\n", `:3: admin.token: "change-me" is a sample token from documentation, not a secret` + hint},
+		{"admin: {token: CHANGE_ME_PLEASE_0123}\n", `:3: admin.token: "CHANGE_ME_PLEASE_0123" is a sample token from documentation, not a secret` + hint},
+		{"admin: {token: changeme}\n", `:3: admin.token: "changeme" is a sample token from documentation, not a secret` + hint},
+		{"admin: {token: secret}\n", `:3: admin.token: "secret" is a sample token from documentation, not a secret` + hint},
+		{"admin: {token: Token}\n", `:3: admin.token: "Token" is a sample token from documentation, not a secret` + hint},
+		{"admin: {token: password123}\n", `:3: admin.token: "password123" is a sample token from documentation, not a secret` + hint},
+		{"admin: {token: test-token}\n", `:3: admin.token: "test-token" is a sample token from documentation, not a secret` + hint},
+		{"admin: {token: s3cr3t-t0ken}\n", `:3: admin.token: the token is 12 characters long, at least 16 are required` + hint},
+		{"admin: {token: aaaaaaaaaaaaaaaaaaaaaaaa}\n", `:3: admin.token: the token uses only 1 different characters, which is easy to guess` + hint},
+		{"admin: {token_file: sample}\n", `:3: admin.token_file: "change-me" is a sample token from documentation, not a secret` + hint},
+		{"admin: {token: a, token_file: token}\n", `:3: admin.token_file: admin.token is set too (give either token or token_file)`},
+		{"admin: {token_file: empty}\n", `:3: admin.token_file: ` + filepath.Join(dir, "empty") + ` is empty (generate one with: openssl rand -hex 32 > ` + filepath.Join(dir, "empty") + `)`},
+		{"admin: {token_file: missing}\n", `:3: admin.token_file: cannot read ` + filepath.Join(dir, "missing") + `: no such file or directory (relative names start at the config file's directory)`},
+		{"admin: {token: \"two words\"}\n", `:3: admin.token: the token contains white space (it is sent as an HTTP Bearer token)`},
+		{"admin: {token_file: .}\n", `:3: admin.token_file: cannot read ` + dir + `: not a regular file (relative names start at the config file's directory)`},
 	} {
 		_, err := parse(tt.extra)
 		if err == nil || err.Error() != cfgPath+tt.want {

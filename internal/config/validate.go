@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
 // Default returns what an empty file gives before validation: every
@@ -198,6 +199,25 @@ func (l *loader) checkListen(c *Config) {
 	}
 }
 
+// tokenHint says how to make a good admin token.
+const tokenHint = "generate one with: openssl rand -hex 32"
+
+// minTokenLength is the shortest admin token accepted. The token guards
+// the console and every API action (blocks, spool, reload) on a TCP port;
+// 16 characters of `openssl rand -hex 32` output are 64 bits, beyond any
+// online guessing even before login throttling, while the words people
+// type when asked for a password are shorter.
+const minTokenLength = 16
+
+// sampleTokens are placeholders from documentation and examples (compared
+// lower case, letters and digits only): a gateway started with one of
+// them would be open to anyone who read the same page.
+var sampleTokens = []string{
+	"changeme", "secret", "token", "password", "admin", "test", "example",
+	"default", "mxguard", "replaceme", "yourtoken", "yourtokenhere", "apitoken",
+	"admintoken", "secrettoken", "testtoken", "mysecret", "mytoken",
+}
+
 func (l *loader) checkAdmin(c *Config) {
 	a := &c.Admin
 	if a.Token != "" && a.TokenFile != "" {
@@ -211,17 +231,61 @@ func (l *loader) checkAdmin(c *Config) {
 		}
 		a.Token = strings.TrimSpace(string(data))
 		if a.Token == "" {
-			l.errAt("admin.token_file", "", "%s is empty", a.TokenFile)
+			l.errAt("admin.token_file", tokenHint+" > "+a.TokenFile, "%s is empty", a.TokenFile)
 			return
 		}
+	}
+	if a.Token == "" {
+		if c.Listen.Admin != "" {
+			// INTERFACE.md §2: required, on loopback too (any local user
+			// or a browser tricked into a request can reach loopback).
+			// Said where the operator will look: the admin section, or
+			// the listener that needs it.
+			line := l.line("admin.token")
+			if !l.has("admin") && l.has("listen.admin") {
+				line = l.line("listen.admin")
+			}
+			l.report(line, "admin.token", tokenHint+`, or turn the console and API off with listen.admin: ""`,
+				fmt.Sprintf("required: the console and API on %s need admin.token or admin.token_file", c.Listen.Admin))
+		}
+		return
 	}
 	if strings.ContainsFunc(a.Token, unicode.IsSpace) {
 		l.errAt(adminTokenKey(a), "it is sent as an HTTP Bearer token", "the token contains white space")
 		return
 	}
-	if a.Token == "" && c.Listen.Admin != "" && !isLoopback(c.Listen.Admin) {
-		l.errAt("listen.admin", "set admin.token or admin.token_file", "%s is reachable from other hosts, so an admin token is required", c.Listen.Admin)
+	if msg := weakToken(a.Token); msg != "" {
+		l.errAt(adminTokenKey(a), tokenHint, "%s", msg)
 	}
+}
+
+// weakToken says why token must not guard the admin listener: a sample
+// from documentation, too short, or too repetitive; "" when it will do.
+func weakToken(token string) string {
+	norm := strings.Map(func(r rune) rune {
+		if unicode.IsLetter(r) || unicode.IsDigit(r) {
+			return unicode.ToLower(r)
+		}
+		return -1
+	}, token)
+	for _, s := range sampleTokens {
+		// "change-me", "CHANGE_ME", "changeme123", "please-change-me"
+		if norm == s || strings.Contains(norm, "changeme") || strings.Contains(norm, "replaceme") ||
+			strings.TrimRight(norm, "0123456789") == s {
+			return fmt.Sprintf("%q is a sample token from documentation, not a secret", token)
+		}
+	}
+	if n := utf8.RuneCountInString(token); n < minTokenLength {
+		return fmt.Sprintf("the token is %d characters long, at least %d are required", n, minTokenLength)
+	}
+	distinct := map[rune]bool{}
+	for _, r := range token {
+		distinct[r] = true
+	}
+	if len(distinct) < 5 {
+		return fmt.Sprintf("the token uses only %d different characters, which is easy to guess", len(distinct))
+	}
+	return ""
 }
 
 func adminTokenKey(a *Admin) string {
@@ -229,20 +293,6 @@ func adminTokenKey(a *Admin) string {
 		return "admin.token_file"
 	}
 	return "admin.token"
-}
-
-// isLoopback is true for addresses only this host can reach. An empty
-// host listens on every interface.
-func isLoopback(hostport string) bool {
-	host, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
 }
 
 func (l *loader) checkDelivery(c *Config) {

@@ -301,18 +301,22 @@ func deliveryServers(cfg *config.Config) []relay.Server {
 	return append(prim, fail...)
 }
 
+// adminToken is the token of the admin listener. config.Load has read
+// token_file and refused weak tokens; a Config built in code gets the
+// same refusal of an empty one (INTERFACE.md §2: required).
 func adminToken(cfg *config.Config) (string, error) {
-	if cfg.Admin.Token != "" {
-		return cfg.Admin.Token, nil
-	}
-	if cfg.Admin.TokenFile != "" {
+	token := cfg.Admin.Token
+	if token == "" && cfg.Admin.TokenFile != "" {
 		b, err := os.ReadFile(cfg.Admin.TokenFile)
 		if err != nil {
 			return "", fmt.Errorf("admin.token_file: %w", err)
 		}
-		return string(trimSpace(b)), nil
+		token = string(trimSpace(b))
 	}
-	return "", nil
+	if token == "" && cfg.Listen.Admin != "" {
+		return "", fmt.Errorf("admin: listen.admin %s needs admin.token or admin.token_file", cfg.Listen.Admin)
+	}
+	return token, nil
 }
 
 func trimSpace(b []byte) []byte {

@@ -25,7 +25,7 @@ import (
 	"mxguard/internal/testutil"
 )
 
-const token = "test-token"
+const token = "gateway-test-3b8e1f0c2d"
 
 // env is a gateway in front of an in-process downstream.
 type env struct {
@@ -743,7 +743,7 @@ func TestReloadAPI(t *testing.T) {
 	}
 
 	// A reload rotates the admin token and resizes the spool.
-	os.WriteFile(file, []byte(strings.Replace(testConfig(sink.Addr(), "spool: {max_size: 1MiB}\n", dir), "token: "+token, "token: rotated", 1)), 0o600)
+	os.WriteFile(file, []byte(strings.Replace(testConfig(sink.Addr(), "spool: {max_size: 1MiB}\n", dir), "token: "+token, "token: rotated-token-5e2a9c71d4", 1)), 0o600)
 	if code, body := e.api("POST", "/api/v1/reload", ""); code != 200 {
 		t.Fatalf("reload with a new token: %d %s", code, body)
 	}
@@ -751,7 +751,7 @@ func TestReloadAPI(t *testing.T) {
 		t.Errorf("old token after rotation: %d, want 401", code)
 	}
 	req, _ := http.NewRequest("GET", "http://"+e.gw.AdminAddr()+"/api/v1/spool", nil)
-	req.Header.Set("Authorization", "Bearer rotated")
+	req.Header.Set("Authorization", "Bearer rotated-token-5e2a9c71d4")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
