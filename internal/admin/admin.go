@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -39,8 +41,8 @@ type Options struct {
 	Store   events.Store
 	Metrics *metrics.Metrics // nil: no /metrics
 	// Token is the bearer token of /api/ and the console login. An empty
-	// token disables both (every call answers 401): the caller always
-	// configures one, so empty can only be a wiring mistake, and failing
+	// token disables both (every call answers 401): configuration refuses
+	// an empty one, so empty can only be a wiring mistake, and failing
 	// closed is the safe reading of it.
 	Token string
 	// Reload re-reads the configuration. Its error lists every problem, one
@@ -52,24 +54,37 @@ type Options struct {
 	// part of the page out (an instance without a relay or spool).
 	Servers func() []ServerView
 	Spool   SpoolControl
+	// Clock gives console session expiry, login throttling and "expires
+	// in 45m" their now; nil: the system clock.
+	Clock interface{ Now() time.Time }
 }
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
 
 // Server is the admin http.Handler.
 type Server struct {
-	o       Options
-	log     *slog.Logger
-	mux     *http.ServeMux
-	api     *http.ServeMux             // authenticated, JSON errors
-	token   atomic.Pointer[tokenState] // SetToken swaps it on reload
-	console *console
-	now     func() time.Time // for "expires in 45m"; a field so tests can fix it
+	o        Options
+	log      *slog.Logger
+	mux      *http.ServeMux
+	api      *http.ServeMux             // authenticated, JSON errors
+	token    atomic.Pointer[tokenState] // SetToken swaps it on reload
+	console  *console
+	clock    interface{ Now() time.Time }
+	sessions *sessions // console logins
+	throttle *throttle // failed tokens per client address
 }
 
 // New builds the handler; it does not listen.
 func New(o Options) *Server {
-	s := &Server{o: o, log: o.Logger, mux: http.NewServeMux(), api: http.NewServeMux(), now: time.Now}
+	s := &Server{o: o, log: o.Logger, mux: http.NewServeMux(), api: http.NewServeMux(), clock: o.Clock,
+		sessions: newSessions(), throttle: newThrottle()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.clock == nil {
+		s.clock = systemClock{}
 	}
 	s.SetToken(o.Token)
 
@@ -115,15 +130,57 @@ func (s *Server) Handle(pattern string, h http.Handler) {
 // serveAPI checks the bearer token before routing, so an unauthenticated
 // client learns nothing about which paths exist.
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
-	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || !s.tokenOK(strings.TrimSpace(token)) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="mxguard"`)
-		WriteError(w, http.StatusUnauthorized, "missing or invalid bearer token")
+	if !s.bearerOK(w, r) {
 		return
 	}
+	// The largest legitimate body is a block; a bigger one is refused
+	// (413) before it is read, not buffered.
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	jw := &jsonErrors{ResponseWriter: w, r: r}
 	s.api.ServeHTTP(jw, r)
 	jw.finish()
+}
+
+// bearerOK checks the bearer token of an API or pprof request, and
+// answers it when the check fails: 401, or 429 while the client is locked
+// out for too many wrong tokens (throttle.go). A request without a bearer
+// token at all is no guess and does not count.
+func (s *Server) bearerOK(w http.ResponseWriter, r *http.Request) bool {
+	key, now := clientKey(r), s.clock.Now()
+	if wait := s.throttle.wait(key, now); wait > 0 {
+		setRetryAfter(w, wait)
+		WriteError(w, http.StatusTooManyRequests, "too many wrong tokens from your address; retry in "+formatDuration(roundUp(wait)))
+		return false
+	}
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if ok && s.tokenOK(strings.TrimSpace(token)) {
+		s.throttle.reset(key)
+		return true
+	}
+	if ok {
+		s.failed(r, key, now, "api")
+	}
+	w.Header().Set("WWW-Authenticate", `Bearer realm="mxguard"`)
+	WriteError(w, http.StatusUnauthorized, "missing or invalid bearer token")
+	return false
+}
+
+// failed counts a wrong token from key and logs the lockout it starts.
+func (s *Server) failed(r *http.Request, key netip.Prefix, now time.Time, via string) {
+	if d := s.throttle.fail(key, now); d > 0 {
+		s.log.WarnContext(r.Context(), "admin: too many wrong tokens, client locked out",
+			"client", key.String(), "via", via, "for", d)
+	}
+}
+
+// setRetryAfter says in whole seconds, rounded up, when to try again
+// (RFC 9110 §10.2.3).
+func setRetryAfter(w http.ResponseWriter, d time.Duration) {
+	w.Header().Set("Retry-After", strconv.FormatInt(int64(roundUp(d)/time.Second), 10))
+}
+
+func roundUp(d time.Duration) time.Duration {
+	return (d + time.Second - 1).Truncate(time.Second)
 }
 
 // tokenOK compares hashes in constant time: hashing first makes the time
@@ -144,9 +201,57 @@ type tokenState struct {
 }
 
 // SetToken replaces the bearer token (configuration reload): the old one
-// stops working at once, sessions holding it in a cookie included.
+// stops working at once, and a changed token ends every console session
+// (whoever logged in with the old one must prove they know the new one).
 func (s *Server) SetToken(token string) {
-	s.token.Store(&tokenState{empty: token == "", hash: sha256.Sum256([]byte(token))})
+	next := &tokenState{empty: token == "", hash: sha256.Sum256([]byte(token))}
+	if old := s.token.Swap(next); old != nil && *old != *next {
+		s.sessions.clear()
+	}
+}
+
+// HTTPLimits bound what one client can hold of the admin listener. Zero
+// fields take the defaults.
+type HTTPLimits struct {
+	// ReadHeaderTimeout cuts off a client that sends its request headers
+	// slowly (slowloris): default 10s.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request, body included: 30s.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing an answer: 60s (a CPU profile extends
+	// its own deadline by the seconds asked for).
+	WriteTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection with no request: 2m.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds the request headers: 64 KiB (a browser on
+	// localhost may carry other local apps' cookies; Go's default is 1 MiB).
+	MaxHeaderBytes int
+}
+
+// HTTPServer returns the http.Server for the admin listener: this handler
+// with the limits l (defaults for zero fields).
+func (s *Server) HTTPServer(l HTTPLimits) *http.Server {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&l.ReadHeaderTimeout, 10*time.Second)
+	def(&l.ReadTimeout, 30*time.Second)
+	def(&l.WriteTimeout, time.Minute)
+	def(&l.IdleTimeout, 2*time.Minute)
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = 64 << 10
+	}
+	return &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: l.ReadHeaderTimeout,
+		ReadTimeout:       l.ReadTimeout,
+		WriteTimeout:      l.WriteTimeout,
+		IdleTimeout:       l.IdleTimeout,
+		MaxHeaderBytes:    l.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
 }
 
 // jsonErrors turns the plain-text errors of http.ServeMux (404, 405 with its

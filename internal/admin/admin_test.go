@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -20,9 +21,10 @@ import (
 	"mxguard/internal/config"
 	"mxguard/internal/events"
 	"mxguard/internal/metrics"
+	"mxguard/internal/testutil"
 )
 
-const testToken = "s3cret-token"
+const testToken = "s3cret-admin-token-6d2f"
 
 var t0 = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 
@@ -84,12 +86,14 @@ func (f *fakeEngine) RemoveBlock(_ context.Context, source string) error {
 func (f *fakeEngine) Rules() []config.Rule { return f.rules }
 
 type fixture struct {
-	srv    *Server
-	url    string
-	engine *fakeEngine
-	store  *events.SQLiteStore
-	reload func(context.Context) error
-	events []events.Event // as inserted, with IDs
+	srv     *Server
+	clock   *testutil.FakeClock // starts at t0
+	session sessionInfo         // a console login, for browser()
+	url     string
+	engine  *fakeEngine
+	store   *events.SQLiteStore
+	reload  func(context.Context) error
+	events  []events.Event // as inserted, with IDs
 }
 
 // newFixture starts the admin handler on a real listener (escaped paths go
@@ -120,15 +124,17 @@ func newFixture(t *testing.T, with ...func(*Options)) *fixture {
 		}
 		f.events = append(f.events, e)
 	}
+	f.clock = testutil.NewFakeClock()
 	o := Options{
 		Engine: f.engine, Store: store, Metrics: metrics.New(), Token: testToken, Version: "v1.2.3",
 		Reload: func(ctx context.Context) error { return f.reload(ctx) },
+		Clock:  f.clock,
 	}
 	for _, w := range with {
 		w(&o)
 	}
 	f.srv = New(o)
-	f.srv.now = func() time.Time { return t0 }
+	f.session = f.srv.sessions.create(f.clock.Now())
 	f.reload = func(context.Context) error { return nil }
 	hs := httptest.NewServer(f.srv)
 	t.Cleanup(hs.Close)
@@ -145,6 +151,12 @@ type reply struct {
 // do sends a request without following redirects.
 func (f *fixture) do(t *testing.T, method, path, body string, header ...string) reply {
 	t.Helper()
+	return f.doFrom(t, "", method, path, body, header...)
+}
+
+// doFrom is do from the local address ip ("": any), to play another host.
+func (f *fixture) doFrom(t *testing.T, ip, method, path, body string, header ...string) reply {
+	t.Helper()
 	req, err := http.NewRequest(method, f.url+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -153,6 +165,10 @@ func (f *fixture) do(t *testing.T, method, path, body string, header ...string) 
 		req.Header.Set(header[i], header[i+1])
 	}
 	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	if ip != "" {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+		c.Transport = &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}
+	}
 	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -207,7 +223,8 @@ func TestAuth(t *testing.T) {
 		{"wrong token", "GET", "/api/v1/events", []string{"Authorization", "Bearer nope"}, 401},
 		{"token prefix", "GET", "/api/v1/events", []string{"Authorization", "Bearer s3cret"}, 401},
 		{"basic scheme", "GET", "/api/v1/blocks", []string{"Authorization", "Basic " + testToken}, 401},
-		{"cookie is not enough for the API", "GET", "/api/v1/blocks", []string{"Cookie", cookieName + "=" + testToken}, 401},
+		{"token cookie is not enough for the API", "GET", "/api/v1/blocks", []string{"Cookie", legacyCookie + "=" + testToken}, 401},
+		{"session cookie is not enough for the API", "GET", "/api/v1/blocks", []string{"Cookie", cookieName + "=" + f.session.id}, 401},
 		{"unknown path without token", "GET", "/api/v1/nothing", nil, 401},
 		{"good token", "GET", "/api/v1/events", []string{"Authorization", "Bearer " + testToken}, 200},
 		{"healthz is open", "GET", "/healthz", nil, 200},

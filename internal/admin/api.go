@@ -267,8 +267,12 @@ func (s *Server) apiAddBlock(w http.ResponseWriter, r *http.Request) {
 		For    string `json:"for"`
 		Reason string `json:"reason"`
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec := json.NewDecoder(r.Body) // limited to maxBody by serveAPI
 	if err := dec.Decode(&req); err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			s.fail(w, r, &userError{http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", maxBody)})
+			return
+		}
 		s.fail(w, r, badRequest("bad JSON body: %v", err))
 		return
 	}

@@ -2,7 +2,9 @@ package admin
 
 import (
 	"bytes"
+	"context"
 	"embed"
+	"errors"
 	"html/template"
 	"io/fs"
 	"net/http"
@@ -18,13 +20,12 @@ import (
 //go:embed templates/*.html static/*
 var assets embed.FS
 
-// cookieName holds the console login: the admin token itself, so a console
-// session is exactly as strong as the token and ends when the token changes.
-const cookieName = "mxguard_token"
+// cookieName holds the console login: an opaque session id (session.go).
+const cookieName = "mxguard_session"
 
-// loginFor is how long the browser keeps the login: a working week, so the
-// token is entered once rather than on every visit.
-const loginFor = 7 * 24 * time.Hour
+// legacyCookie held the admin token itself in earlier versions; a browser
+// that still sends it gets it deleted.
+const legacyCookie = "mxguard_token"
 
 // consoleLimit is the console's page size: the most the API serves
 // (DESIGN.md: "the console shows up to 500 at a time").
@@ -51,6 +52,7 @@ type page struct {
 	Title    string
 	Nav      string // active navigation entry
 	LoggedIn bool
+	CSRF     string // the session's CSRF token, posted back by every form
 	Version  string
 	Flash    string
 	Error    string
@@ -88,7 +90,7 @@ func (c *console) route(mux *http.ServeMux) {
 	mux.Handle("GET /static/", c.static)
 	mux.HandleFunc("GET /login", c.loginPage)
 	mux.Handle("POST /login", c.protect(c.login))
-	mux.Handle("POST /logout", c.protect(c.logout))
+	mux.Handle("POST /logout", c.protect(c.auth(c.logout)))
 	mux.Handle("GET /events", c.auth(c.eventsPage))
 	mux.Handle("GET /events/{id}", c.auth(c.eventPage))
 	mux.Handle("GET /blocks", c.auth(c.blocksPage))
@@ -104,22 +106,32 @@ func (c *console) route(mux *http.ServeMux) {
 
 // --- authentication and CSRF ---
 
-func (c *console) loggedIn(r *http.Request) bool {
+// sessionKey carries the request's session from auth to the handler and
+// render.
+type sessionKey struct{}
+
+// current returns the request's live session, if any.
+func (c *console) current(r *http.Request) (sessionInfo, bool) {
+	if si, ok := r.Context().Value(sessionKey{}).(sessionInfo); ok {
+		return si, true
+	}
 	ck, err := r.Cookie(cookieName)
 	if err != nil {
-		return false
+		return sessionInfo{}, false
 	}
-	if v, err := url.QueryUnescape(ck.Value); err == nil && c.s.tokenOK(v) {
-		return true
-	}
-	return c.s.tokenOK(ck.Value)
+	return c.s.sessions.lookup(ck.Value, c.s.clock.Now())
 }
 
-// auth sends a visitor without a valid login cookie to the login form, and
-// back to the page they asked for afterwards.
+// auth sends a visitor without a live session to the login form, and back
+// to the page they asked for afterwards. A form post must also carry the
+// session's CSRF token: SameSite=Strict already keeps other sites' posts
+// without the cookie, the token is for browsers and proxies that do not
+// honour it.
 func (c *console) auth(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !c.loggedIn(r) {
+		dropLegacyCookie(w, r)
+		si, ok := c.current(r)
+		if !ok {
 			next := "/events"
 			if r.Method == http.MethodGet {
 				next = r.URL.RequestURI()
@@ -127,16 +139,32 @@ func (c *console) auth(h http.HandlerFunc) http.HandlerFunc {
 			http.Redirect(w, r, "/login?next="+url.QueryEscape(next), http.StatusSeeOther)
 			return
 		}
+		r = r.WithContext(context.WithValue(r.Context(), sessionKey{}, si))
+		if r.Method == http.MethodPost && !csrfOK(r.PostFormValue("csrf"), si.csrf) {
+			c.renderError(w, r, http.StatusForbidden, "This form is out of date or did not come from this console. Reload the page and try again.")
+			return
+		}
 		h(w, r)
 	}
 }
 
-// protect refuses cross-origin form posts. The SameSite=Strict cookie
-// already keeps other sites' posts unauthenticated; this adds the origin
-// check of http.CrossOriginProtection (Sec-Fetch-Site, then Origin against
-// Host) and, for old browsers that send neither, the Referer's host.
+// protect guards every console form post: the body is bounded (413 past
+// maxBody) and parsed, and cross-origin posts are refused by
+// http.CrossOriginProtection (Sec-Fetch-Site, then Origin against Host)
+// and, for old browsers that send neither, by the Referer's host.
 func (c *console) protect(h http.HandlerFunc) http.Handler {
-	inner := c.csrf.Handler(h)
+	inner := c.csrf.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		if err := r.ParseForm(); err != nil {
+			if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+				c.renderError(w, r, http.StatusRequestEntityTooLarge, "The form is too large.")
+				return
+			}
+			c.renderError(w, r, http.StatusBadRequest, "The form could not be read.")
+			return
+		}
+		h(w, r)
+	}))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Sec-Fetch-Site") == "" && r.Header.Get("Origin") == "" {
 			if ref := r.Header.Get("Referer"); ref != "" {
@@ -163,39 +191,70 @@ func safeNext(next string) string {
 }
 
 func (c *console) loginPage(w http.ResponseWriter, r *http.Request) {
+	dropLegacyCookie(w, r)
 	next := safeNext(r.URL.Query().Get("next"))
-	if c.loggedIn(r) {
+	if _, ok := c.current(r); ok {
 		http.Redirect(w, r, next, http.StatusSeeOther)
 		return
 	}
 	c.render(w, r, http.StatusOK, "login", page{Title: "Log in", Data: next})
 }
 
+// login checks the token and starts a fresh session (a session id the
+// browser had before is never reused: no session fixation). Wrong tokens
+// count against the client's address (throttle.go).
 func (c *console) login(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	next := safeNext(r.PostFormValue("next"))
+	key, now := clientKey(r), c.s.clock.Now()
+	if wait := c.s.throttle.wait(key, now); wait > 0 {
+		setRetryAfter(w, wait)
+		c.render(w, r, http.StatusTooManyRequests, "login", page{Title: "Log in", Data: next,
+			Error: "Too many wrong tokens from your address. Try again in " + formatDuration(roundUp(wait)) + "."})
+		return
+	}
 	token := strings.TrimSpace(r.PostFormValue("token"))
 	if !c.s.tokenOK(token) {
 		msg := "Wrong token."
 		if c.s.token.Load().empty {
 			msg = "The console is disabled: no admin token is configured."
+		} else {
+			c.s.failed(r, key, now, "console")
 		}
 		c.render(w, r, http.StatusUnauthorized, "login", page{Title: "Log in", Error: msg, Data: next})
 		return
 	}
-	http.SetCookie(w, c.cookie(r, url.QueryEscape(token), int(loginFor/time.Second)))
+	c.s.throttle.reset(key)
+	if ck, err := r.Cookie(cookieName); err == nil {
+		c.s.sessions.remove(ck.Value)
+	}
+	si := c.s.sessions.create(now)
+	http.SetCookie(w, c.cookie(r, cookieName, si.id, int(sessionMax/time.Second)))
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
 func (c *console) logout(w http.ResponseWriter, r *http.Request) {
-	http.SetCookie(w, c.cookie(r, "", -1))
+	if si, ok := c.current(r); ok {
+		c.s.sessions.remove(si.id)
+	}
+	http.SetCookie(w, c.cookie(r, cookieName, "", -1))
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 }
 
-func (c *console) cookie(r *http.Request, value string, maxAge int) *http.Cookie {
+// cookie is a console cookie: never readable by script (HttpOnly), never
+// sent with another site's request (SameSite=Strict), only over TLS when
+// the console is served over TLS.
+func (c *console) cookie(r *http.Request, name, value string, maxAge int) *http.Cookie {
 	return &http.Cookie{
-		Name: cookieName, Value: value, Path: "/", MaxAge: maxAge,
+		Name: name, Value: value, Path: "/", MaxAge: maxAge,
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
+	}
+}
+
+// dropLegacyCookie deletes the cookie in which earlier versions kept the
+// admin token itself.
+func dropLegacyCookie(w http.ResponseWriter, r *http.Request) {
+	if _, err := r.Cookie(legacyCookie); err == nil {
+		http.SetCookie(w, &http.Cookie{Name: legacyCookie, Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 	}
 }
 
@@ -325,7 +384,6 @@ func (c *console) blocksPage(w http.ResponseWriter, r *http.Request) {
 // addBlock and removeBlock answer with a redirect (post/redirect/get), so a
 // reload of the page does not post the form again.
 func (c *console) addBlock(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	source, forText, reason := r.PostFormValue("source"), r.PostFormValue("for"), r.PostFormValue("reason")
 	b, err := c.s.addBlock(r.Context(), source, forText, reason)
 	if err != nil {
@@ -339,7 +397,6 @@ func (c *console) addBlock(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *console) removeBlock(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	source := r.PostFormValue("source")
 	if err := c.s.removeBlock(r.Context(), source); err != nil {
 		status, msg := c.s.classify(r, err)
@@ -362,7 +419,8 @@ func (c *console) renderError(w http.ResponseWriter, r *http.Request, status int
 // render executes into a buffer first, so a template failure gives a clean
 // 500 rather than half a page.
 func (c *console) render(w http.ResponseWriter, r *http.Request, status int, name string, p page) {
-	p.LoggedIn = c.loggedIn(r)
+	si, ok := c.current(r)
+	p.LoggedIn, p.CSRF = ok, si.csrf
 	p.Version = c.s.o.Version
 	var buf bytes.Buffer
 	if err := c.pages[name].Execute(&buf, p); err != nil {
@@ -403,7 +461,7 @@ func (s *Server) relative(t time.Time) string {
 	if t.IsZero() {
 		return "never"
 	}
-	d := t.Sub(s.now())
+	d := t.Sub(s.clock.Now())
 	unit := time.Second
 	if d.Abs() >= time.Hour {
 		unit = time.Minute

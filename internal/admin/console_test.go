@@ -1,24 +1,66 @@
 package admin
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
-var session = []string{"Cookie", cookieName + "=" + testToken}
-
-// browser adds the login cookie and a same-origin Origin, as a browser
-// posting a console form does.
+// browser adds the fixture's session cookie and, to a post, the session's
+// CSRF token and a same-origin Origin, as a browser posting a console form
+// does.
 func (f *fixture) browser(t *testing.T, method, path, form string, header ...string) reply {
 	t.Helper()
-	h := append([]string{"Cookie", session[1]}, header...)
+	return f.as(t, f.session, method, path, form, header...)
+}
+
+// as is browser for the session si.
+func (f *fixture) as(t *testing.T, si sessionInfo, method, path, form string, header ...string) reply {
+	t.Helper()
+	h := append([]string{"Cookie", cookieName + "=" + si.id}, header...)
 	if method == "POST" {
+		form = strings.TrimPrefix(form+"&csrf="+si.csrf, "&")
 		h = append([]string{"Content-Type", "application/x-www-form-urlencoded", "Origin", f.url}, h...)
 	}
 	return f.do(t, method, path, form, h...)
+}
+
+// login posts the token to the login form and returns the answer.
+func (f *fixture) login(t *testing.T, token string) reply {
+	t.Helper()
+	return f.do(t, "POST", "/login", url.Values{"token": {token}, "next": {"/blocks"}}.Encode(),
+		"Content-Type", "application/x-www-form-urlencoded")
+}
+
+var csrfField = regexp.MustCompile(`<input type="hidden" name="csrf" value="([0-9a-f]{64})">`)
+
+// loginSession logs in through the form and returns the session as a
+// browser sees it: the cookie, and the CSRF token of the forms.
+func (f *fixture) loginSession(t *testing.T) sessionInfo {
+	t.Helper()
+	r := f.login(t, testToken)
+	var si sessionInfo
+	for _, c := range (&http.Response{Header: r.header}).Cookies() {
+		if c.Name == cookieName {
+			si.id = c.Value
+		}
+	}
+	if r.status != http.StatusSeeOther || si.id == "" {
+		t.Fatalf("login: %d, cookies %q", r.status, r.header.Values("Set-Cookie"))
+	}
+	page := f.as(t, si, "GET", "/blocks", "")
+	m := csrfField.FindStringSubmatch(page.body)
+	if m == nil {
+		t.Fatalf("no CSRF field in the blocks page:\n%s", page.body)
+	}
+	si.csrf = m[1]
+	return si
 }
 
 func wantPage(t *testing.T, r reply, status int, contains ...string) {
@@ -58,11 +100,19 @@ func TestConsoleLogin(t *testing.T) {
 	if r.status != http.StatusSeeOther || r.header.Get("Location") != "/events?type=dos" {
 		t.Fatalf("login: %d to %q", r.status, r.header.Get("Location"))
 	}
+	// The cookie is an opaque session id: neither the token nor its hash.
 	c := r.header.Get("Set-Cookie")
-	for _, want := range []string{cookieName + "=" + testToken, "HttpOnly", "SameSite=Strict", "Path=/"} {
+	for _, want := range []string{"HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=86400"} {
 		if !strings.Contains(c, want) {
 			t.Errorf("cookie %q lacks %q", c, want)
 		}
+	}
+	if !regexp.MustCompile(`^` + cookieName + `=[0-9a-f]{64};`).MatchString(c) {
+		t.Errorf("cookie %q is not %s=<64 hex digits>", c, cookieName)
+	}
+	sum := sha256.Sum256([]byte(testToken))
+	if strings.Contains(c, testToken) || strings.Contains(c, url.QueryEscape(testToken)) || strings.Contains(c, hex.EncodeToString(sum[:])) {
+		t.Errorf("cookie %q carries the token", c)
 	}
 
 	// Off-site next values must not turn the login into an open redirect.
@@ -73,12 +123,122 @@ func TestConsoleLogin(t *testing.T) {
 		}
 	}
 
-	r = f.browser(t, "POST", "/logout", "")
+	si := f.loginSession(t)
+	wantPage(t, f.as(t, si, "GET", "/blocks", ""), 200, `action="/logout"`)
+	r = f.as(t, si, "POST", "/logout", "")
 	if r.status != http.StatusSeeOther || !strings.Contains(r.header.Get("Set-Cookie"), "Max-Age=0") {
 		t.Errorf("logout: %d cookie %q", r.status, r.header.Get("Set-Cookie"))
 	}
+	// Logout ends the session on the server: the old cookie is dead.
+	if r := f.as(t, si, "GET", "/blocks", ""); r.status != http.StatusSeeOther {
+		t.Errorf("the session cookie still works after logout: %d", r.status)
+	}
 	if r := f.do(t, "GET", "/blocks", "", "Cookie", cookieName+"=wrong"); r.status != http.StatusSeeOther {
 		t.Errorf("a wrong cookie reached the console: %d", r.status)
+	}
+	// The cookie of earlier versions held the token itself: it logs no
+	// one in, and is deleted.
+	r = f.do(t, "GET", "/blocks", "", "Cookie", legacyCookie+"="+testToken)
+	if r.status != http.StatusSeeOther || !strings.Contains(r.header.Get("Set-Cookie"), legacyCookie+"=; Path=/; Max-Age=0") {
+		t.Errorf("legacy token cookie: %d, Set-Cookie %q", r.status, r.header.Get("Set-Cookie"))
+	}
+}
+
+// Every console form carries the session's CSRF token; a post without it,
+// or with another session's, changes nothing.
+func TestConsoleCSRFToken(t *testing.T) {
+	f := newFixture(t)
+	a, b := f.loginSession(t), f.loginSession(t)
+	if a.id == b.id || a.csrf == b.csrf {
+		t.Fatal("two logins share a session id or CSRF token")
+	}
+	form := url.Values{"source": {"192.0.2.1"}}.Encode()
+	for _, tc := range []struct {
+		name string
+		csrf string
+	}{{"no token", ""}, {"another session's", b.csrf}, {"garbage", "x"}} {
+		r := f.as(t, sessionInfo{id: a.id, csrf: tc.csrf}, "POST", "/blocks", form)
+		wantPage(t, r, http.StatusForbidden, "This form is out of date")
+		if len(f.engine.Blocks()) != 0 {
+			t.Fatalf("%s: the post took effect", tc.name)
+		}
+	}
+	if r := f.as(t, a, "POST", "/blocks", form); r.status != http.StatusSeeOther {
+		t.Fatalf("post with the session's token: %d %s", r.status, r.body)
+	}
+	// The forms of every page carry it.
+	sp := &fakeSpool{view: SpoolView{State: "off", Messages: 1}}
+	g := newFixture(t, func(o *Options) { o.Spool = sp })
+	si := g.loginSession(t)
+	for _, path := range []string{"/blocks", "/status", "/events/" + itoa(g.events[0].ID)} {
+		page := g.as(t, si, "GET", path, "").body
+		forms := strings.Count(page, `<form method="post"`)
+		if n := strings.Count(page, `name="csrf" value="`+si.csrf+`"`); forms == 0 || n != forms {
+			t.Errorf("%s: %d post forms, %d carry the CSRF token", path, forms, n)
+		}
+	}
+}
+
+// A session ends after sessionIdle without use, or sessionMax after the
+// login, whichever comes first; and when the token changes.
+func TestConsoleSessionExpiry(t *testing.T) {
+	f := newFixture(t)
+	si := f.loginSession(t)
+	alive := func() bool { return f.as(t, si, "GET", "/rules", "").status == 200 }
+
+	f.clock.Advance(sessionIdle - time.Minute)
+	if !alive() {
+		t.Fatal("session ended before its idle time")
+	}
+	f.clock.Advance(sessionIdle - time.Minute) // used just now: idle time starts again
+	if !alive() {
+		t.Fatal("a used session ended")
+	}
+	f.clock.Advance(sessionMax - 2*(sessionIdle-time.Minute)) // exactly sessionMax after login
+	if alive() {
+		t.Error("session outlived sessionMax")
+	}
+
+	si = f.loginSession(t)
+	f.clock.Advance(sessionIdle)
+	if alive() {
+		t.Error("session outlived sessionIdle without use")
+	}
+
+	// Reloading the same token keeps sessions; a new token ends them.
+	si = f.loginSession(t)
+	f.srv.SetToken(testToken)
+	if !alive() {
+		t.Error("reloading the same token ended the session")
+	}
+	f.srv.SetToken("rotated-admin-token-1a2b3c")
+	if alive() {
+		t.Error("the session survived a token rotation")
+	}
+}
+
+// The session table is bounded: past maxSessions the least recently used
+// go, the ones in use stay.
+func TestSessionTableBounded(t *testing.T) {
+	tab := newSessions()
+	now := t0
+	first := tab.create(now)
+	var last sessionInfo
+	for range maxSessions + 10 {
+		now = now.Add(time.Second)
+		if _, ok := tab.lookup(first.id, now); !ok { // kept in use
+			t.Fatal("the session in use was evicted")
+		}
+		last = tab.create(now)
+	}
+	if n := tab.len(); n != maxSessions {
+		t.Errorf("%d sessions, want %d", n, maxSessions)
+	}
+	if _, ok := tab.lookup(last.id, now); !ok {
+		t.Error("the newest session was evicted")
+	}
+	if _, ok := tab.lookup(strings.Repeat("0", 64), now); ok {
+		t.Error("an unknown id has a session")
 	}
 }
 
@@ -193,9 +353,10 @@ func TestConsolePages(t *testing.T) {
 	}
 }
 
-// A token with characters a cookie cannot hold raw still logs in.
+// A token with characters a cookie cannot hold raw still logs in (the
+// cookie never holds the token).
 func TestConsoleLoginOddToken(t *testing.T) {
-	const odd = `p@ss; word,"x"\`
+	const odd = `p@ss; word,"x"\\-long-enough`
 	s := New(Options{Engine: &fakeEngine{}, Token: odd})
 	req := httptest.NewRequest("POST", "/login", strings.NewReader(url.Values{"token": {odd}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")

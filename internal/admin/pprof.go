@@ -3,7 +3,6 @@ package admin
 import (
 	"net/http"
 	"net/http/pprof"
-	"strings"
 )
 
 // routePprof serves Go's profiler under /debug/pprof/, behind the same
@@ -17,12 +16,8 @@ func (s *Server) routePprof() {
 	m.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	m.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	s.mux.Handle("/debug/pprof/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || !s.tokenOK(strings.TrimSpace(token)) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="mxguard"`)
-			WriteError(w, http.StatusUnauthorized, "missing or invalid bearer token")
-			return
+		if s.bearerOK(w, r) {
+			m.ServeHTTP(w, r)
 		}
-		m.ServeHTTP(w, r)
 	}))
 }

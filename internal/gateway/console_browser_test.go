@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"mxguard/internal/spool"
@@ -75,6 +76,18 @@ func TestConsoleInBrowser(t *testing.T) {
 	if loc := b.location(); loc != base+"/events" {
 		t.Errorf("after login at %s, want %s/events", loc, base)
 	}
+	// What the browser keeps is an opaque session id, not the token.
+	jar, err := chromedp.Call(b.ctx, network.GetCookies, network.GetCookiesParams{})
+	if err != nil {
+		t.Fatalf("browser: cookies: %v", err)
+	}
+	if len(jar.Cookies) != 1 {
+		t.Fatalf("browser holds %d cookies, want 1: %+v", len(jar.Cookies), jar.Cookies)
+	}
+	if c := jar.Cookies[0]; c.Name != "mxguard_session" || len(c.Value) != 64 || strings.Contains(c.Value, token) ||
+		!c.HTTPOnly || c.SameSite != network.CookieSameSiteStrict {
+		t.Errorf("session cookie %+v: want mxguard_session, 64 hex digits, HttpOnly, SameSite=Strict", c)
+	}
 	rows := b.text("events table", `table.events tbody`)
 	for _, want := range []string{"directory_harvest", "127.0.0.60", "127.0.0.61", "harvest", "active"} {
 		if !strings.Contains(rows, want) {
@@ -131,6 +144,12 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("the gateway's spool is %s, want suspended", st)
 	}
 	b.screenshot("console-status.png")
+
+	// Logging out ends the session: the console asks for the token again.
+	b.do("log out", chromedp.Click(chromedp.CSS(`form.logout button`)),
+		chromedp.WaitVisible(chromedp.CSS(`input[name="token"]`)))
+	b.do("back to the events", chromedp.Navigate(base+"/events"),
+		chromedp.WaitVisible(chromedp.CSS(`input[name="token"]`)))
 	t.Logf("browser session took %v", time.Since(began).Round(time.Millisecond))
 }
 

@@ -34,6 +34,10 @@ type Options struct {
 	OnChange func(detect.Change)                                               // optional observer (the demo prints these)
 	Version  string                                                            //
 	Dial     func(ctx context.Context, network, addr string) (net.Conn, error) // downstream dialer, nil: default
+	// AdminHTTP bounds what a client may hold of the admin listener
+	// (header, read, write and idle timeouts, header size); zero fields
+	// take admin's defaults. Tests shorten them.
+	AdminHTTP admin.HTTPLimits
 }
 
 // Gateway is a running instance.
@@ -136,6 +140,7 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 		Version: o.Version,
 		Servers: g.consoleServers,
 		Spool:   consoleSpool{g.Spool},
+		Clock:   o.Clock,
 	})
 	g.Admin.Handle("GET /api/v1/servers", g.Relay.ServersHandler())
 	sh := g.Spool.Handler()
@@ -160,7 +165,7 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 	g.goRun(func() { g.Spool.Run(runCtx) })
 	g.goRun(func() { _ = g.SMTP.Serve(g.smtpLn) })
 	if g.adminLn != nil {
-		g.httpSrv = &http.Server{Handler: g.Admin, ReadHeaderTimeout: 10 * time.Second}
+		g.httpSrv = g.Admin.HTTPServer(o.AdminHTTP)
 		g.goRun(func() { _ = g.httpSrv.Serve(g.adminLn) })
 	}
 	o.Logger.Info("mxguard started", "smtp", g.SMTPAddr(), "admin", g.AdminAddr(),

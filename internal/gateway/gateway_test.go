@@ -19,6 +19,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"mxguard/internal/admin"
 	"mxguard/internal/config"
 	"mxguard/internal/gateway"
 	"mxguard/internal/mailsink"
@@ -854,4 +855,36 @@ func TestStartFailureReleasesEverything(t *testing.T) {
 		t.Fatalf("second Start after the port was freed: %v", err)
 	}
 	gw.Close()
+}
+
+// TestAdminListenerLimits: the admin listener of a real gateway cuts off a
+// slowloris client at its header timeout, and a configuration built in
+// code without a token does not start (config.Load refuses it too).
+func TestAdminListenerLimits(t *testing.T) {
+	sink, err := mailsink.Start(t.Context(), mailsink.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	dir := t.TempDir()
+	cfg, err := config.Parse("limits.yaml", []byte(testConfig(sink.Addr(), "", dir)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := gateway.Start(t.Context(), cfg, gateway.Options{Logger: testLogger(t),
+		AdminHTTP: admin.HTTPLimits{ReadHeaderTimeout: 300 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := testutil.Slowloris(t, gw.AdminAddr(), 20*time.Millisecond, 10*time.Second)
+	t.Logf("slowloris client cut off after %v", d)
+	gw.Close()
+
+	cfg.Admin.Token = ""
+	if gw, err := gateway.Start(t.Context(), cfg, gateway.Options{Logger: testLogger(t)}); err == nil {
+		gw.Close()
+		t.Fatal("a gateway started with an admin listener and no token")
+	} else if !strings.Contains(err.Error(), "admin.token") {
+		t.Errorf("error %q does not name admin.token", err)
+	}
 }
