@@ -574,7 +574,7 @@ func (s *Spool) put(ctx context.Context, env Envelope, limit bool, parts ...[]by
 
 	s.mu.Lock()
 	env.ID = newID(env.Received)
-	for s.msgs[env.ID] != nil {
+	for s.msgs[env.ID] != nil || s.unread[env.ID] != nil {
 		env.ID = newID(env.Received)
 	}
 	hdr, err := encodeHeader(&env, size, crc)
