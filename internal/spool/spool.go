@@ -415,9 +415,11 @@ func (s *Spool) loadState(env *Envelope, name string) error {
 	return nil
 }
 
-// quarantineID takes a message found damaged while the spool runs out of
-// the index and moves it to corrupt/, like Open does at start.
-func (s *Spool) quarantineID(id string, cause error) {
+// takeOut removes message id from the index while the spool runs, for
+// cause: a damaged message (cause wraps errCorrupt) is moved to corrupt/,
+// as Open does at start; one whose file vanished (an operator moved it)
+// is only forgotten, nothing is left to deliver.
+func (s *Spool) takeOut(id string, cause error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.msgs[id]
@@ -425,27 +427,20 @@ func (s *Spool) quarantineID(id string, cause error) {
 		return
 	}
 	s.bytes -= e.fileSize
-	s.quarantine(id+msgExt, cause)
+	moved := false
+	if errors.Is(cause, errCorrupt) {
+		moved = s.quarantine(id+msgExt, cause)
+	} else {
+		s.log.Error("spool: message file vanished, dropping it from the spool", "id", id, "err", cause)
+	}
 	os.Remove(filepath.Join(s.dir, id+stateExt))
 	s.drop(e)
+	if !moved {
+		return
+	}
 	if err := s.dirf.Sync(); err != nil {
 		s.log.Error("spool: sync directory", "err", err)
 	}
-}
-
-// forgetID takes a message whose file vanished while the spool runs (an
-// operator moved it) out of the index: there is nothing left to deliver.
-func (s *Spool) forgetID(id string, cause error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e := s.msgs[id]
-	if e == nil {
-		return
-	}
-	s.log.Error("spool: message file vanished, dropping it from the spool", "id", id, "err", cause)
-	s.bytes -= e.fileSize
-	os.Remove(filepath.Join(s.dir, id+stateExt))
-	s.drop(e)
 }
 
 // drop removes e from the index; s.mu is held.

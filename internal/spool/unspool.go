@@ -195,10 +195,8 @@ func (m *Manager) handle(ctx context.Context, env Envelope) {
 	if err != nil {
 		switch {
 		case errors.Is(err, ErrNotFound):
-		case errors.Is(err, errCorrupt):
-			m.o.Spool.quarantineID(env.ID, err)
-		case errors.Is(err, fs.ErrNotExist):
-			m.o.Spool.forgetID(env.ID, err)
+		case errors.Is(err, errCorrupt), errors.Is(err, fs.ErrNotExist):
+			m.o.Spool.takeOut(env.ID, err)
 		default:
 			// EIO, EMFILE, ...: says nothing about the message; try
 			// again after the usual backoff.
@@ -233,7 +231,7 @@ func (m *Manager) outcome(ctx context.Context, env Envelope, pending []string, e
 	if errors.Is(err, errCorrupt) {
 		// The Deliverer stopped at the checksum failure of our reader:
 		// nothing reached the downstream, and no retry can fix it.
-		m.o.Spool.quarantineID(env.ID, err)
+		m.o.Spool.takeOut(env.ID, err)
 		return
 	}
 	var delivered, retry []string
