@@ -103,7 +103,7 @@ func TestParsePath(t *testing.T) {
 		{in: "<a" + long + "@example.test>", kind: TooLong},
 		{in: `<"` + long[:63] + ` "@example.test>`, kind: TooLong}, // 66 octets quoted
 		{in: "<a@" + strings.Repeat("b", 64) + ".test>", kind: TooLong},
-		{in: "<a@" + strings.Repeat("bbbbbbbbb.", 26) + "test>", kind: TooLong}, // domain of 264
+		{in: "<a@" + strings.Repeat("bbbbbbbbb.", 26) + "test>", kind: TooLong},            // domain of 264
 		{in: "<" + long + "@" + strings.Repeat("bbbbbbbbb.", 19) + "test>", kind: TooLong}, // 258 with brackets
 		// SMTPUTF8 (RFC 6531): UTF-8 only when declared
 		{in: "<vïctim@example.test>", kind: NeedUTF8},
