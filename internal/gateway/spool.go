@@ -9,6 +9,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"mxguard/internal/address"
 	"mxguard/internal/config"
 	"mxguard/internal/relay"
 	"mxguard/internal/spool"
@@ -63,19 +64,43 @@ func (d relayDeliverer) Deliver(ctx context.Context, env spool.Envelope, msg io.
 	if err != nil {
 		return err
 	}
-	txn, err := d.g.Relay.Begin(ctx, env.From, relay.MailOptions{Size: int64(len(body)), EightBit: true})
+	// The envelope holds canonical addresses (smtpd writes
+	// address.Mailbox.String()); it is parsed back strictly, so a damaged
+	// or hand-edited spool file cannot put raw text into a command. What
+	// does not parse is refused permanently: it would never get better.
+	from, err := address.Parse(env.From, address.Options{Null: true})
+	if err != nil {
+		return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 1, 7}, Message: "bad sender address in the spool: " + err.Error()}
+	}
+	var refused spool.RecipientErrors
+	type rcpt struct {
+		raw string // as spooled: the spool tracks recipients by it
+		m   address.Mailbox
+	}
+	var rcpts []rcpt
+	for _, r := range env.Recipients {
+		m, err := address.Parse(r, address.Options{Postmaster: true})
+		if err != nil {
+			refused = append(refused, spool.RecipientError{Recipient: r, Err: &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "bad recipient address in the spool: " + err.Error()}})
+			continue
+		}
+		rcpts = append(rcpts, rcpt{r, m})
+	}
+	if len(rcpts) == 0 {
+		return refused
+	}
+	txn, err := d.g.Relay.Begin(ctx, from, relay.MailOptions{Size: int64(len(body)), EightBit: true})
 	if err != nil {
 		return noServer(err)
 	}
-	var refused spool.RecipientErrors
-	for _, rcpt := range env.Recipients {
-		if err := txn.Rcpt(ctx, rcpt); err != nil {
+	for _, r := range rcpts {
+		if err := txn.Rcpt(ctx, r.m); err != nil {
 			var se *smtp.SMTPError
 			if !errors.As(err, &se) || se.Code == 421 {
 				txn.Abort()
 				return noServer(err) // connection lost: retry the whole message later
 			}
-			refused = append(refused, spool.RecipientError{Recipient: rcpt, Err: se})
+			refused = append(refused, spool.RecipientError{Recipient: r.raw, Err: se})
 		}
 	}
 	if len(refused) == len(env.Recipients) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"mxguard/internal/address"
 	"mxguard/internal/metrics"
 	"mxguard/internal/reply"
 )
@@ -24,7 +25,7 @@ func (c *Chain) RunConnect(ctx context.Context, s *Session) *reply.Reply {
 }
 
 // RunRcpt runs the recipient checks in order; the first refusal wins.
-func (c *Chain) RunRcpt(ctx context.Context, s *Session, rcpt string) *reply.Reply {
+func (c *Chain) RunRcpt(ctx context.Context, s *Session, rcpt address.Mailbox) *reply.Reply {
 	return run(c, c.Rcpt, func(ch RcptCheck) *reply.Reply { return ch.CheckRcpt(ctx, s, rcpt) })
 }
 

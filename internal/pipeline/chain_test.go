@@ -4,16 +4,17 @@ import (
 	"context"
 	"testing"
 
+	"mxguard/internal/address"
 	"mxguard/internal/reply"
 )
 
 type rcptFunc struct {
 	name string
-	f    func(rcpt string) *reply.Reply
+	f    func(rcpt address.Mailbox) *reply.Reply
 }
 
 func (r rcptFunc) Name() string { return r.name }
-func (r rcptFunc) CheckRcpt(_ context.Context, _ *Session, rcpt string) *reply.Reply {
+func (r rcptFunc) CheckRcpt(_ context.Context, _ *Session, rcpt address.Mailbox) *reply.Reply {
 	return r.f(rcpt)
 }
 
@@ -21,7 +22,7 @@ func (r rcptFunc) CheckRcpt(_ context.Context, _ *Session, rcpt string) *reply.R
 func TestChainOrder(t *testing.T) {
 	var ran []string
 	check := func(name string, refuse bool) RcptCheck {
-		return rcptFunc{name, func(string) *reply.Reply {
+		return rcptFunc{name, func(address.Mailbox) *reply.Reply {
 			ran = append(ran, name)
 			if refuse {
 				r := reply.RelayDenied
@@ -31,7 +32,7 @@ func TestChainOrder(t *testing.T) {
 		}}
 	}
 	c := &Chain{Rcpt: []RcptCheck{check("a", false), check("b", true), check("c", false)}}
-	if r := c.RunRcpt(context.Background(), &Session{}, "x@example.test"); r == nil || r.Code != 554 {
+	if r := c.RunRcpt(context.Background(), &Session{}, address.MustParse("x@example.test")); r == nil || r.Code != 554 {
 		t.Fatalf("want b's refusal, got %v", r)
 	}
 	if got := ran; len(got) != 2 || got[0] != "a" || got[1] != "b" {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"net/netip"
 
+	"mxguard/internal/address"
 	"mxguard/internal/reply"
 )
 
@@ -21,9 +22,17 @@ type Session struct {
 	// Trusted is set for trusted_networks; Allowlisted for the allowlist.
 	Trusted     bool
 	Allowlisted bool
-	From        string   // envelope sender of the current transaction
-	Rcpts       []string // accepted recipients so far
+	// From and Rcpts are the envelope of the current transaction in
+	// canonical form (address.Mailbox.String()): the sender ("" for the
+	// null path) and the recipients accepted so far.
+	From  string
+	Rcpts []string
 }
+
+// MayRelay reports a client that may send to any domain: a trusted
+// network or an authenticated user. Everyone else may only reach our
+// domains, and only without routing in the address (RFC 5321 §3.6.2).
+func (s *Session) MayRelay() bool { return s.Trusted || s.Account != "" }
 
 // Message is the content handed to data checks.
 type Message struct {
@@ -36,10 +45,12 @@ type ConnectCheck interface {
 	CheckConnect(ctx context.Context, s *Session) *reply.Reply
 }
 
-// RcptCheck runs for each RCPT TO before it is relayed downstream.
+// RcptCheck runs for each RCPT TO before it is relayed downstream. The
+// front end has parsed the recipient strictly (internal/address) before
+// any check runs; a check never sees raw client text.
 type RcptCheck interface {
 	Name() string
-	CheckRcpt(ctx context.Context, s *Session, rcpt string) *reply.Reply
+	CheckRcpt(ctx context.Context, s *Session, rcpt address.Mailbox) *reply.Reply
 }
 
 // DataCheck runs at end of DATA, before the message is handed on.

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"mxguard/internal/address"
 )
 
 // client is the downstream side of a pass-through transaction: a small
@@ -62,11 +64,15 @@ func newClient(conn net.Conn, hostname string, cmdTimeout time.Duration) (*clien
 
 func (c *client) deadline(d time.Duration) { c.conn.SetDeadline(time.Now().Add(d)) }
 
-// mailLine is MAIL FROM with the parameters the server supports.
-func (c *client) mailLine(from string, o MailOptions) string {
+// mailLine is MAIL FROM with the parameters the server supports. The
+// address is written from its parsed form, re-quoted (never a client's
+// raw text), and the parameters from MailOptions, which hold only what
+// mxguard understands: SIZE, BODY=8BITMIME and SMTPUTF8. Anything else a
+// client sent (DSN's RET and ENVID, say) is not passed on.
+func (c *client) mailLine(from address.Mailbox, o MailOptions) string {
 	var b strings.Builder
 	b.WriteString("MAIL FROM:<")
-	b.WriteString(from)
+	b.WriteString(from.String())
 	b.WriteByte('>')
 	if _, ok := c.ext["8BITMIME"]; ok && o.EightBit {
 		b.WriteString(" BODY=8BITMIME")
@@ -84,19 +90,19 @@ func (c *client) mailLine(from string, o MailOptions) string {
 // mailRcpt sends MAIL FROM and the first RCPT TO, pipelined when the server
 // allows it. mailErr or rcptErr is the server's verdict on each; a non-SMTP
 // error in either means the connection broke.
-func (c *client) mailRcpt(from string, o MailOptions, to string) (mailErr, rcptErr error) {
+func (c *client) mailRcpt(from address.Mailbox, o MailOptions, to address.Mailbox) (mailErr, rcptErr error) {
 	if !c.pipelining {
 		if _, err := c.cmd(250, c.mailLine(from, o)); err != nil {
 			return err, nil
 		}
-		_, err := c.cmd(250, "RCPT TO:<"+to+">")
+		_, err := c.cmd(250, rcptLine(to))
 		return nil, err
 	}
 	c.deadline(c.cmdTimeout)
 	c.w.WriteString(c.mailLine(from, o))
-	c.w.WriteString("\r\nRCPT TO:<")
-	c.w.WriteString(to)
-	c.w.WriteString(">\r\n")
+	c.w.WriteString("\r\n")
+	c.w.WriteString(rcptLine(to))
+	c.w.WriteString("\r\n")
 	if err := c.w.Flush(); err != nil {
 		return err, nil
 	}
@@ -117,10 +123,14 @@ func (c *client) mailRcpt(from string, o MailOptions, to string) (mailErr, rcptE
 }
 
 // rcpt sends one more RCPT TO.
-func (c *client) rcpt(to string) error {
-	_, err := c.cmd(250, "RCPT TO:<"+to+">")
+func (c *client) rcpt(to address.Mailbox) error {
+	_, err := c.cmd(250, rcptLine(to))
 	return err
 }
+
+// rcptLine is RCPT TO for the re-quoted address, without parameters: DSN's
+// NOTIFY and ORCPT are not passed on (see README).
+func rcptLine(to address.Mailbox) string { return "RCPT TO:<" + to.String() + ">" }
 
 // data sends DATA, then the parts dot-stuffed (RFC 5321 §4.5.2) with the
 // final dot in one write, and returns the server's reply text.

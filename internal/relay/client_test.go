@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"mxguard/internal/address"
 )
 
 // fakeServer is the server end of a pipe; tests script its replies.
@@ -44,7 +46,7 @@ func TestClientPipelinesMailAndRcpt(t *testing.T) {
 		got <- string(buf[:n])
 		srv.conn.Write([]byte("250 2.1.0 ok\r\n550 5.1.1 <x@example.test>: User unknown\r\n"))
 	}()
-	mailErr, rcptErr := c.mailRcpt("a@remote.test", MailOptions{Size: 42, EightBit: true}, "x@example.test")
+	mailErr, rcptErr := c.mailRcpt(address.MustParse("a@remote.test"), MailOptions{Size: 42, EightBit: true}, address.MustParse("x@example.test"))
 	if w := <-got; w != "MAIL FROM:<a@remote.test> BODY=8BITMIME SIZE=42\r\nRCPT TO:<x@example.test>\r\n" {
 		t.Errorf("one write should carry MAIL and RCPT, got %q", w)
 	}
@@ -54,6 +56,49 @@ func TestClientPipelinesMailAndRcpt(t *testing.T) {
 	var se *smtp.SMTPError
 	if !errors.As(rcptErr, &se) || se.Code != 550 || se.EnhancedCode != (smtp.EnhancedCode{5, 1, 1}) || se.Message != "<x@example.test>: User unknown" {
 		t.Errorf("RCPT: %#v", rcptErr)
+	}
+}
+
+// TestClientWritesParsedAddresses: what goes downstream is the re-quoted
+// parsed address and only the parameters mxguard understands; a quoted
+// local part that holds "> NOTIFY=..." stays one quoted local part.
+func TestClientWritesParsedAddresses(t *testing.T) {
+	srv, conn := newPair(t, "220 sink ESMTP\r\n", "250-sink\r\n250-PIPELINING\r\n250-SMTPUTF8\r\n250 DSN\r\n")
+	c, err := newClient(conn, "mx.test", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _, err := address.ParsePath(`<"victim@evil.test> NOTIFY=NEVER ORCPT=rfc822;x"@Example.TEST.>`, address.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	go func() {
+		r := bufio.NewReader(srv.conn)
+		var lines []string
+		for i := range 3 {
+			l, _ := r.ReadString('\n')
+			lines = append(lines, l)
+			switch i { // MAIL and RCPT come pipelined, the second RCPT alone
+			case 1:
+				srv.conn.Write([]byte("250 ok\r\n250 ok\r\n"))
+			case 2:
+				srv.conn.Write([]byte("250 ok\r\n"))
+			}
+		}
+		got <- strings.Join(lines, "")
+	}()
+	if mailErr, rcptErr := c.mailRcpt(address.Mailbox{}, MailOptions{Size: 42, UTF8: true}, p.Mailbox); mailErr != nil || rcptErr != nil {
+		t.Fatalf("mailRcpt: %v / %v", mailErr, rcptErr)
+	}
+	if err := c.rcpt(address.MustParse("Bob@example.test")); err != nil {
+		t.Fatal(err)
+	}
+	want := "MAIL FROM:<> SMTPUTF8\r\n" +
+		`RCPT TO:<"victim@evil.test> NOTIFY=NEVER ORCPT=rfc822;x"@example.test>` + "\r\n" +
+		"RCPT TO:<Bob@example.test>\r\n"
+	if w := <-got; w != want {
+		t.Errorf("downstream got\n%q\nwant\n%q", w, want)
 	}
 }
 
@@ -68,7 +113,7 @@ func TestClientWithoutPipelining(t *testing.T) {
 		r.ReadString('\n')
 		srv.conn.Write([]byte("553 sender rejected\r\n"))
 	}()
-	mailErr, rcptErr := c.mailRcpt("bad@remote.test", MailOptions{Size: 42}, "x@example.test")
+	mailErr, rcptErr := c.mailRcpt(address.MustParse("bad@remote.test"), MailOptions{Size: 42}, address.MustParse("x@example.test"))
 	var se *smtp.SMTPError
 	if !errors.As(mailErr, &se) || se.Code != 553 || se.EnhancedCode != smtp.NoEnhancedCode || rcptErr != nil {
 		t.Errorf("MAIL refusal: %v / %v", mailErr, rcptErr)

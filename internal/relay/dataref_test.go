@@ -8,6 +8,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"mxguard/internal/address"
 	"mxguard/internal/relay"
 	"mxguard/internal/testutil"
 )
@@ -61,11 +62,11 @@ func TestRefusedDataLeavesCleanConnection(t *testing.T) {
 	defer r.Close()
 	ctx := context.Background()
 
-	txn, err := r.Begin(ctx, "grey@remote.test", relay.MailOptions{})
+	txn, err := r.Begin(ctx, address.MustParse("grey@remote.test"), relay.MailOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := txn.Rcpt(ctx, "alice@example.test"); err != nil {
+	if err := txn.Rcpt(ctx, address.MustParse("alice@example.test")); err != nil {
 		t.Fatal(err)
 	}
 	var se *smtp.SMTPError
@@ -73,11 +74,11 @@ func TestRefusedDataLeavesCleanConnection(t *testing.T) {
 		t.Fatalf("DATA: %v, want the downstream's 450", err)
 	}
 	for i := 0; i < 3; i++ {
-		txn, err := r.Begin(ctx, "ok@remote.test", relay.MailOptions{})
+		txn, err := r.Begin(ctx, address.MustParse("ok@remote.test"), relay.MailOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := txn.Rcpt(ctx, "alice@example.test"); err != nil {
+		if err := txn.Rcpt(ctx, address.MustParse("alice@example.test")); err != nil {
 			t.Fatalf("transaction %d after a refused DATA: RCPT %v", i, err)
 		}
 		if _, err := txn.Data(ctx, nil, []byte("Subject: y\r\n\r\ny\r\n")); err != nil {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"mxguard/internal/address"
 	"mxguard/internal/mailsink"
 	"mxguard/internal/metrics"
 	"mxguard/internal/relay"
@@ -144,11 +145,11 @@ func (d *countingDialer) count(addr string) int {
 func send(t *testing.T, r *relay.Relay) (string, error) {
 	t.Helper()
 	ctx := t.Context()
-	txn, err := r.Begin(ctx, "sender@remote.test", relay.MailOptions{})
+	txn, err := r.Begin(ctx, address.MustParse("sender@remote.test"), relay.MailOptions{})
 	if err != nil {
 		return "", err
 	}
-	if err := txn.Rcpt(ctx, "alice@example.test"); err != nil {
+	if err := txn.Rcpt(ctx, address.MustParse("alice@example.test")); err != nil {
 		txn.Abort()
 		return "", err
 	}
@@ -406,12 +407,12 @@ func TestBrokenConnectionCounts(t *testing.T) {
 	sink := startSink(t)
 	addr := sink.Addr()
 	h := newHarness(t, 1, relay.Server{Address: addr, Role: "primary"})
-	txn, err := h.r.Begin(t.Context(), "sender@remote.test", relay.MailOptions{})
+	txn, err := h.r.Begin(t.Context(), address.MustParse("sender@remote.test"), relay.MailOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	setDown(t, sink, true) // closes the open session too
-	if err := txn.Rcpt(t.Context(), "alice@example.test"); err == nil {
+	if err := txn.Rcpt(t.Context(), address.MustParse("alice@example.test")); err == nil {
 		t.Fatal("RCPT on a closed connection succeeded")
 	}
 	// MAIL goes out with the first RCPT: the break shows on either.
@@ -429,7 +430,7 @@ func TestAllDownFailsFast(t *testing.T) {
 	setDown(t, b, true)
 	h.checks(t, 1)
 	dials := h.dial.count(a.Addr()) + h.dial.count(b.Addr())
-	_, err := h.r.Begin(t.Context(), "sender@remote.test", relay.MailOptions{})
+	_, err := h.r.Begin(t.Context(), address.MustParse("sender@remote.test"), relay.MailOptions{})
 	if !errors.Is(err, relay.ErrUnavailable) {
 		t.Fatalf("Begin with every server down: %v, want ErrUnavailable", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"mxguard/internal/address"
 	"mxguard/internal/detect"
 	"mxguard/internal/events"
 	"mxguard/internal/relay"
@@ -76,7 +77,7 @@ func TestPostfixOutage(t *testing.T) {
 	if len(orgDown) != 1 || orgDown[0].Source != "mx.example.test" {
 		t.Fatalf("active org_down events: %+v", orgDown)
 	}
-	if _, err := r.Begin(ctx, "sender@remote.test", relay.MailOptions{}); !errors.Is(err, relay.ErrUnavailable) {
+	if _, err := r.Begin(ctx, address.MustParse("sender@remote.test"), relay.MailOptions{}); !errors.Is(err, relay.ErrUnavailable) {
 		t.Fatalf("Begin with every server down: %v", err)
 	}
 

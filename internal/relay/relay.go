@@ -25,6 +25,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"mxguard/internal/address"
 	"mxguard/internal/metrics"
 )
 
@@ -169,7 +170,7 @@ type Txn struct {
 	r      *Relay
 	p      *pooled
 	reused bool // p came from the pool: a failure may be staleness
-	from   string
+	from   address.Mailbox
 	opts   MailOptions
 	mailed bool // the server accepted MAIL FROM
 	done   bool
@@ -177,7 +178,7 @@ type Txn struct {
 
 // Begin takes a downstream connection for a transaction from sender from.
 // When no server is reachable the error wraps ErrUnavailable.
-func (r *Relay) Begin(ctx context.Context, from string, o MailOptions) (*Txn, error) {
+func (r *Relay) Begin(ctx context.Context, from address.Mailbox, o MailOptions) (*Txn, error) {
 	p, reused, err := r.get(ctx)
 	if err != nil {
 		return nil, err
@@ -192,7 +193,7 @@ func (t *Txn) Server() string { return t.p.s.Address }
 // refusal of the recipient, or of the sender, is a *smtp.SMTPError; any
 // other error means the connection broke and the transaction is lost (it
 // wraps ErrUnavailable when no server could take it).
-func (t *Txn) Rcpt(ctx context.Context, to string) error {
+func (t *Txn) Rcpt(ctx context.Context, to address.Mailbox) error {
 	if t.mailed {
 		err := t.p.c.rcpt(to)
 		if err != nil && !isReply(err) {

@@ -107,3 +107,16 @@ var (
 	Suspended     = Reply{Code: 550, Enhanced: [3]int{5, 7, 1}, Text: "Account suspended"}
 	InternalError = Reply{Code: 451, Enhanced: [3]int{4, 3, 0}, Text: "Temporary local problem, try again later"}
 )
+
+// Replies about envelope addresses (internal/address, RFC 5321 §4.1.2).
+var (
+	// RoutingDenied: an untrusted client's address with routing in the
+	// local part (%, !, @) that a downstream would relay on.
+	RoutingDenied = Reply{Code: 554, Enhanced: [3]int{5, 7, 1}, Text: "Relay access denied: address routing not allowed"}
+	// BadRcptSyntax and BadSenderSyntax: no RFC 5321 §4.1.2 address, or
+	// one over a §4.5.3.1 limit (RFC 3463 X.1.3 and X.1.7; Postfix's texts).
+	BadRcptSyntax   = Reply{Code: 501, Enhanced: [3]int{5, 1, 3}, Text: "Bad recipient address syntax"}
+	BadSenderSyntax = Reply{Code: 501, Enhanced: [3]int{5, 1, 7}, Text: "Bad sender address syntax"}
+	// NeedSMTPUTF8: a non-ASCII address without SMTPUTF8 (RFC 6531 §3.5).
+	NeedSMTPUTF8 = Reply{Code: 553, Enhanced: [3]int{5, 6, 7}, Text: "Must declare SMTPUTF8 to send unicode address"}
+)

@@ -36,7 +36,9 @@ func startServer(t testing.TB, extra pipeline.DataCheck) (string, *metrics.Metri
 	return startServerTo(t, sink.Addr(), extra)
 }
 
-func startServerTo(t testing.TB, downstream string, extra pipeline.DataCheck) (string, *metrics.Metrics) {
+// startServerTo is startServer in front of any downstream; with adjust
+// the test changes the settings (trusted networks, say) before the start.
+func startServerTo(t testing.TB, downstream string, extra pipeline.DataCheck, adjust ...func(*Settings)) (string, *metrics.Metrics) {
 	t.Helper()
 	m := metrics.New()
 	chain := checks.Build(checks.Deps{Domains: []string{"example.test"}, Metrics: m})
@@ -45,12 +47,16 @@ func startServerTo(t testing.TB, downstream string, extra pipeline.DataCheck) (s
 	}
 	rl := relay.New(relay.Options{Servers: []relay.Server{{Address: downstream, Role: "primary"}}, Hostname: "mx.test"})
 	t.Cleanup(func() { rl.Close() })
-	srv := New(Options{Relay: rl, Metrics: m}, &Settings{
+	set := &Settings{
 		Hostname: "mx.test",
 		Limits:   config.Limits{MaxConnections: 100, MaxConnectionsPerSource: 50, MaxMessageSize: 1 << 20, MaxRecipients: 10},
 		Timeouts: config.Timeouts{Greeting: time.Second, Command: time.Second, Data: 2 * time.Second},
 		Chain:    chain,
-	})
+	}
+	for _, f := range adjust {
+		f(set)
+	}
+	srv := New(Options{Relay: rl, Metrics: m}, set)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

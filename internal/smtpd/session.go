@@ -14,6 +14,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"mxguard/internal/address"
 	"mxguard/internal/detect"
 	"mxguard/internal/metrics"
 	"mxguard/internal/pipeline"
@@ -61,8 +62,8 @@ type session struct {
 	tls    bool
 	txn    *relay.Txn
 	opts   relay.MailOptions
-	from   string
-	rcpts  []string
+	from   address.Mailbox
+	rcpts  []string // accepted recipients, canonical form
 	broken bool // the downstream transaction was lost: defer until RSET
 	// spooling: every server is down and this transaction goes to the
 	// outage spool; recipients are checked locally only.
@@ -81,16 +82,49 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.abort()
-	s.from = from
 	s.opts = relay.MailOptions{}
 	if opts != nil {
 		s.opts.Size = opts.Size
 		s.opts.EightBit = opts.Body == smtp.Body8BitMIME
 		s.opts.UTF8 = opts.UTF8
 	}
-	s.c.ps.From = from
+	m, r := s.parseAddr(from, address.Options{UTF8: s.opts.UTF8, Null: true}, &reply.BadSenderSyntax)
+	if r != nil {
+		// go-smtp then has no transaction: RCPT gets 502 until a MAIL
+		// is accepted.
+		s.c.log().Info("sender refused", "from", from, "reply", r.Error())
+		return s.answer(r)
+	}
+	s.from = m
+	s.c.ps.From = m.String()
 	s.c.ps.Rcpts = s.c.ps.Rcpts[:0]
 	return nil
+}
+
+// parseAddr reads an address as go-smtp hands it to the session and
+// applies the edge rules before any check sees it: no RFC 5321 §4.1.2
+// address (or one over a §4.5.3.1 limit) gets bad (501 5.1.7 for the
+// sender, 501 5.1.3 for a recipient), non-ASCII without SMTPUTF8 553 5.6.7
+// (RFC 6531 §3.5), and routing in the local part (%, !, @) from a client
+// that may not relay 554 5.7.1: a downstream that trusts us would act on
+// it (Postfix's allow_percent_hack, swap_bangpath).
+//
+// go-smtp has already removed the quotes of a quoted local part and any
+// source route (see internal/address/README.md); what reaches the
+// downstream is written from the parsed Mailbox, re-quoted.
+func (s *session) parseAddr(raw string, o address.Options, bad *reply.Reply) (address.Mailbox, *reply.Reply) {
+	m, err := address.ParseUnquoted(raw, o)
+	if err != nil {
+		var ae *address.Error
+		if errors.As(err, &ae) && ae.Kind == address.NeedUTF8 {
+			return m, reply.NeedSMTPUTF8.With(err)
+		}
+		return m, bad.With(err)
+	}
+	if m.HasRouting() && !s.c.ps.MayRelay() {
+		return m, reply.RoutingDenied.WithText("<" + m.String() + ">: " + reply.RoutingDenied.Text)
+	}
+	return m, nil
 }
 
 // Rcpt runs the recipient checks, then asks the downstream in the same
@@ -99,10 +133,18 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m := s.c.srv.o.Metrics
+	rcpt, r := s.parseAddr(to, address.Options{UTF8: s.opts.UTF8, Postmaster: true}, &reply.BadRcptSyntax)
+	if r != nil {
+		s.c.log().Info("recipient refused", "rcpt", to, "reply", r.Error())
+		return s.reply(r, "refused")
+	}
+	// From here on only the canonical form is used: in the checks, the
+	// downstream command, the spool, logs and replies.
+	to = rcpt.String()
 	if s.broken {
 		return s.reply(&reply.ServersDown, "deferred")
 	}
-	if r := s.c.set.Chain.RunRcpt(s.ctx(), &s.c.ps, to); r != nil {
+	if r := s.c.set.Chain.RunRcpt(s.ctx(), &s.c.ps, rcpt); r != nil {
 		if isUnknownUser(r.Code, r.Enhanced, r.Text) {
 			s.observeUnknown()
 		}
@@ -141,7 +183,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		}
 		s.txn = txn
 	}
-	if err := s.txn.Rcpt(s.ctx(), to); err != nil {
+	if err := s.txn.Rcpt(s.ctx(), rcpt); err != nil {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) && isUnknownUser(se.Code, [3]int(se.EnhancedCode), se.Message) {
 			s.observeUnknown()
@@ -285,7 +327,7 @@ func (s *session) Data(r io.Reader) error {
 	}
 	c.sentMessage.Store(true)
 	countMsg(m, "relayed")
-	c.log().Info("relayed", "id", id, "from", s.from, "rcpts", len(s.rcpts), "size", size, "server", txn.Server(), "downstream", text)
+	c.log().Info("relayed", "id", id, "from", s.from.String(), "rcpts", len(s.rcpts), "size", size, "server", txn.Server(), "downstream", text)
 	s.rcpts = s.rcpts[:0]
 	// A 250 from Data must carry our own text; go-smtp sends an
 	// SMTPError's code verbatim.
@@ -297,7 +339,7 @@ func (s *session) Data(r io.Reader) error {
 func (s *session) spool(hdr, body []byte, size int64) error {
 	c := s.c
 	m := c.srv.o.Metrics
-	env := spool.Envelope{From: s.from, Recipients: append([]string(nil), s.rcpts...), Source: c.addr.String()}
+	env := spool.Envelope{From: s.from.String(), Recipients: append([]string(nil), s.rcpts...), Source: c.addr.String()}
 	id, err := c.srv.o.Spooler.Put(s.ctx(), env, hdr, body)
 	s.abort()
 	if errors.Is(err, spool.ErrFull) {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"strings"
 
+	"mxguard/internal/address"
 	"mxguard/internal/pipeline"
 	"mxguard/internal/reply"
 )
@@ -31,22 +32,20 @@ func New(domains []string) *Check {
 func (*Check) Name() string { return "relay_domains" }
 
 // CheckRcpt answers 554 5.7.1 for a foreign domain from an untrusted client.
-func (c *Check) CheckRcpt(_ context.Context, s *pipeline.Session, rcpt string) *reply.Reply {
-	if s.Trusted || s.Account != "" || c.Local(rcpt) {
+func (c *Check) CheckRcpt(_ context.Context, s *pipeline.Session, rcpt address.Mailbox) *reply.Reply {
+	if s.MayRelay() || c.Local(rcpt) {
 		return nil
 	}
-	r := reply.RelayDenied
-	r.Text = "<" + rcpt + ">: Relay access denied"
-	return &r
+	return reply.RelayDenied.WithText("<" + rcpt.String() + ">: Relay access denied")
 }
 
-// Local reports whether rcpt is in one of our domains. The bare
-// "postmaster" (RFC 5321 §4.5.1) is always ours.
-func (c *Check) Local(rcpt string) bool {
-	at := strings.LastIndexByte(rcpt, '@')
-	if at < 0 {
-		return strings.EqualFold(rcpt, "postmaster")
+// Local reports whether rcpt is in one of our domains. The parser has
+// lowercased the domain and removed a trailing dot; the bare "postmaster"
+// (RFC 5321 §4.5.1) is always ours.
+func (c *Check) Local(rcpt address.Mailbox) bool {
+	if rcpt.Domain == "" {
+		return rcpt.Local == "postmaster"
 	}
-	_, ok := c.domains[strings.ToLower(strings.TrimSuffix(rcpt[at+1:], "."))]
+	_, ok := c.domains[rcpt.Domain]
 	return ok
 }

@@ -1,0 +1,282 @@
+package smtpd
+
+import (
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/emersion/go-smtp"
+
+	"mxguard/internal/testutil"
+)
+
+// goSMTPRecorder is a bare go-smtp backend that records the address
+// strings its parser hands to Session.Mail and Session.Rcpt.
+type goSMTPRecorder struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (r *goSMTPRecorder) NewSession(*smtp.Conn) (smtp.Session, error) { return r, nil }
+func (r *goSMTPRecorder) Mail(from string, _ *smtp.MailOptions) error {
+	r.add("MAIL " + from)
+	return nil
+}
+func (r *goSMTPRecorder) Rcpt(to string, _ *smtp.RcptOptions) error {
+	r.add("RCPT " + to)
+	return nil
+}
+func (r *goSMTPRecorder) Data(io.Reader) error { return nil }
+func (r *goSMTPRecorder) Reset()               {}
+func (r *goSMTPRecorder) Logout() error        { return nil }
+
+func (r *goSMTPRecorder) add(s string) {
+	r.mu.Lock()
+	r.got = append(r.got, s)
+	r.mu.Unlock()
+}
+
+func (r *goSMTPRecorder) last() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.got) == 0 {
+		return ""
+	}
+	return r.got[len(r.got)-1]
+}
+
+// TestGoSMTPAddressForms pins what go-smtp v0.25.1 hands to the session
+// for the forms that matter to relay safety (raw TCP in, Session.Rcpt
+// argument out): quotes and escapes removed, source routes dropped, a
+// quoted "@" and an unquoted second "@" indistinguishable, the bare
+// postmaster refused. session.parseAddr and address.ParseUnquoted are
+// built on exactly this; an upgrade that changes it fails here.
+func TestGoSMTPAddressForms(t *testing.T) {
+	rec := &goSMTPRecorder{}
+	srv := smtp.NewServer(rec)
+	srv.Domain = "gosmtp.test"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	c := testutil.Dial(t, ln.Addr().String(), testutil.DialOptions{})
+	c.Expect(220)
+	c.Cmd("EHLO client.test", 250)
+	c.Cmd(`MAIL FROM:<"a b"@remote.test>`, 250)
+	if got := rec.last(); got != "MAIL a b@remote.test" {
+		t.Errorf("MAIL: session got %q", got)
+	}
+	tests := []struct {
+		arg  string
+		want string // what Session.Rcpt gets; "" when go-smtp answers 501 itself
+	}{
+		{"<alice@EXAMPLE.TEST.>", "alice@EXAMPLE.TEST."},
+		{"alice@example.test", "alice@example.test"},
+		{`<"victim@quoted.test"@example.test>`, "victim@quoted.test@example.test"},
+		{"<victim@at.test@example.test>", "victim@at.test@example.test"},
+		{`<"victim@evil.test> NOTIFY=NEVER ORCPT=rfc822;x"@example.test>`, "victim@evil.test> NOTIFY=NEVER ORCPT=rfc822;x@example.test"},
+		{`<"a\"b\\c d"@example.test>`, `a"b\c d@example.test`},
+		{"<a..b.@example.test>", "a..b.@example.test"},
+		{"<@evil.test:victim@example.test>", "victim@example.test"},
+		{"<@a.test,@b.test:victim@example.test>", "victim@example.test"},
+		{"<victim%pct.test@example.test>", "victim%pct.test@example.test"},
+		{"<alice@exa\"mple,@x:y>", `alice@exa"mple,@x:y`},
+		{"<postmaster>", ""},
+		{`<""@example.test>`, ""},
+	}
+	for _, tt := range tests {
+		before := rec.last()
+		code := 250
+		if tt.want == "" {
+			code = 501
+		}
+		c.Cmd("RCPT TO:"+tt.arg, code)
+		if got := rec.last(); tt.want != "" && got != "RCPT "+tt.want {
+			t.Errorf("RCPT TO:%s: session got %q, want %q", tt.arg, got, "RCPT "+tt.want)
+		} else if tt.want == "" && got != before {
+			t.Errorf("RCPT TO:%s: refused, yet the session got %q", tt.arg, got)
+		}
+	}
+}
+
+// downstreamRecorder is a scripted downstream that keeps every command
+// line it receives; alice and bob exist, other recipients get 550 5.1.1.
+type downstreamRecorder struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func newDownstreamRecorder(t *testing.T) (*downstreamRecorder, string) {
+	d := &downstreamRecorder{}
+	addr := testutil.FakeSMTP(t, "220 recorder ESMTP", func() func(string) (string, bool) {
+		inData := false
+		return func(line string) (string, bool) {
+			if inData {
+				if line == "." {
+					inData = false
+					return "250 2.0.0 Ok: queued", false
+				}
+				return "", false
+			}
+			d.mu.Lock()
+			d.lines = append(d.lines, line)
+			d.mu.Unlock()
+			u := strings.ToUpper(line)
+			switch {
+			case strings.HasPrefix(u, "EHLO"):
+				return "250-recorder\n250-PIPELINING\n250-DSN\n250 8BITMIME", false
+			case strings.HasPrefix(u, "RCPT TO:<ALICE@EXAMPLE.TEST>"), strings.HasPrefix(u, "RCPT TO:<BOB@EXAMPLE.TEST>"):
+				return "250 2.1.5 Ok", false
+			case strings.HasPrefix(u, "RCPT"):
+				return "550 5.1.1 " + line[8:] + ": Recipient address rejected: User unknown", false
+			case u == "DATA":
+				inData = true
+				return "354 go ahead", false
+			case u == "QUIT":
+				return "221 bye", true
+			}
+			return "250 2.0.0 Ok", false
+		}
+	})
+	return d, addr
+}
+
+// envelope is what the downstream got as MAIL FROM and RCPT TO.
+func (d *downstreamRecorder) envelope() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var env []string
+	for _, l := range d.lines {
+		if u := strings.ToUpper(l); strings.HasPrefix(u, "MAIL ") || strings.HasPrefix(u, "RCPT ") {
+			env = append(env, l)
+		}
+	}
+	return env
+}
+
+type addrCase struct {
+	from, rcpt string // raw command arguments
+	code       int
+	enhanced   string // prefix of the reply text
+	down       []string
+}
+
+// runCases sends each case as its own transaction and checks the reply
+// and what reached the downstream (exactly the lines in down, nothing of
+// the refused ones).
+func runCases(t *testing.T, addr, ip string, d *downstreamRecorder, cases []addrCase) {
+	t.Helper()
+	c := testutil.Dial(t, addr, testutil.DialOptions{LocalIP: ip})
+	c.Expect(220)
+	c.Cmd("EHLO client.test", 250)
+	for _, tc := range cases {
+		before := len(d.envelope())
+		c.Cmd("RSET", 250)
+		from := tc.from
+		if from == "" {
+			from = "<sender@remote.test>"
+		}
+		var text string
+		if tc.rcpt == "" {
+			text = c.Cmd("MAIL FROM:"+from, tc.code)
+		} else {
+			c.Cmd("MAIL FROM:"+from, 250)
+			text = c.Cmd("RCPT TO:"+tc.rcpt, tc.code)
+		}
+		if !strings.HasPrefix(text, tc.enhanced) {
+			t.Errorf("%s %s: reply %d %s, want %d %s...", tc.from, tc.rcpt, tc.code, text, tc.code, tc.enhanced)
+		}
+		c.Cmd("RSET", 250)
+		got := d.envelope()[before:]
+		if strings.Join(got, "\n") != strings.Join(tc.down, "\n") {
+			t.Errorf("%s %s: downstream got %q, want %q", tc.from, tc.rcpt, got, tc.down)
+		}
+	}
+	c.Cmd("QUIT", 221)
+}
+
+// TestAddressTricksUntrusted: from a client that may not relay, every
+// routing trick of issue 7 is refused before anything reaches the
+// downstream; what is accepted goes downstream re-quoted from the parsed
+// form, never as the client wrote it.
+func TestAddressTricksUntrusted(t *testing.T) {
+	d, down := newDownstreamRecorder(t)
+	addr, _ := startServerTo(t, down, nil)
+	const mail = "MAIL FROM:<sender@remote.test>"
+	long := strings.Repeat("a", 65)
+	runCases(t, addr, "127.0.0.20", d, []addrCase{
+		{rcpt: "<alice@example.test>", code: 250, down: []string{mail, "RCPT TO:<alice@example.test>"}},
+		{rcpt: "<alice@EXAMPLE.TEST.>", code: 250, down: []string{mail, "RCPT TO:<alice@example.test>"}},
+		{rcpt: "<victim%pct.test@example.test>", code: 554, enhanced: "5.7.1 "},
+		{rcpt: "<VICTIM%PCT.TEST@EXAMPLE.TEST.>", code: 554, enhanced: "5.7.1 "},
+		{rcpt: `<"victim%pct.test"@example.test>`, code: 554, enhanced: "5.7.1 "},
+		{rcpt: `<"victim@quoted.test"@example.test>`, code: 554, enhanced: "5.7.1 "},
+		{rcpt: "<victim@at.test@example.test>", code: 554, enhanced: "5.7.1 "},
+		{rcpt: "<bang.test!victim@example.test>", code: 554, enhanced: "5.7.1 "},
+		{rcpt: `<"victim@evil.test> NOTIFY=NEVER ORCPT=rfc822;x"@example.test>`, code: 554, enhanced: "5.7.1 "},
+		{rcpt: "<victim%pct.test@[127.0.0.1]>", code: 554, enhanced: "5.7.1 "},
+		{rcpt: "<alice@[127.0.0.1]>", code: 554, enhanced: "5.7.1 "},
+		{rcpt: "<victim@pct.test>", code: 554, enhanced: "5.7.1 "},
+		{rcpt: "<@example.test:victim@evil.test>", code: 554, enhanced: "5.7.1 "},
+		// go-smtp drops the route before the session sees it; what goes
+		// downstream is the local mailbox alone.
+		{rcpt: "<@evil.test:alice@example.test>", code: 250, down: []string{mail, "RCPT TO:<alice@example.test>"}},
+		// Quoting is kept: the downstream's own verdict comes back.
+		{rcpt: `<"alice> NOTIFY=NEVER"@example.test>`, code: 550, enhanced: "5.1.1 ", down: []string{mail, `RCPT TO:<"alice> NOTIFY=NEVER"@example.test>`}},
+		{rcpt: `<"john smith"@Example.Test>`, code: 550, enhanced: "5.1.1 ", down: []string{mail, `RCPT TO:<"john smith"@example.test>`}},
+		{rcpt: `<"alice"@example.test>`, code: 250, down: []string{mail, "RCPT TO:<alice@example.test>"}},
+		// Syntax, limits, 8-bit without SMTPUTF8.
+		{rcpt: "<" + long + "@example.test>", code: 501, enhanced: "5.1.3 "},
+		{rcpt: "<alice@" + strings.Repeat("x", 64) + ".example.test>", code: 501, enhanced: "5.1.3 "},
+		{rcpt: "<alice@exa_mple.test>", code: 501, enhanced: "5.1.3 "},
+		{rcpt: "<alice@example.test,@evil.test:x>", code: 501, enhanced: "5.1.3 "},
+		{rcpt: "<\"al\x01ice\"@example.test>", code: 501, enhanced: "5.1.3 "},
+		{rcpt: "<vïctim@example.test>", code: 553, enhanced: "5.6.7 "},
+		{rcpt: "<alice@bücher.test>", code: 553, enhanced: "5.6.7 "},
+		// DSN parameters are refused by go-smtp (DSN is not offered).
+		{rcpt: "<alice@example.test> NOTIFY=NEVER", code: 504},
+		{rcpt: "<alice@example.test> ORCPT=rfc822;victim@evil.test", code: 504},
+		// The sender: parsed, re-quoted, routing refused.
+		{from: `<"a b"@Remote.Test>`, rcpt: "<alice@example.test>", code: 250, down: []string{`MAIL FROM:<"a b"@remote.test>`, "RCPT TO:<alice@example.test>"}},
+		{from: "<>", rcpt: "<alice@example.test>", code: 250, down: []string{"MAIL FROM:<>", "RCPT TO:<alice@example.test>"}},
+		{from: "<victim%pct.test@example.test>", code: 554, enhanced: "5.7.1 "},
+		{from: `<"victim@evil.test"@remote.test>`, code: 554, enhanced: "5.7.1 "},
+		{from: "<sender@-remote.test>", code: 501, enhanced: "5.1.7 "},
+		{from: "<sënder@remote.test>", code: 553, enhanced: "5.6.7 "},
+		{from: "<sender@remote.test> RET=HDRS", code: 504},
+	})
+	for _, l := range d.envelope() {
+		for _, bad := range []string{"pct.test", "quoted.test", "at.test", "bang.test", "evil.test", "NEVER\"@", "127.0.0.1"} {
+			if strings.Contains(l, bad) && !strings.Contains(l, `"alice> NOTIFY=NEVER"@`) {
+				t.Errorf("downstream got %q", l)
+			}
+		}
+	}
+}
+
+// TestAddressTricksTrusted: a trusted client may relay anywhere, routing
+// included, but its addresses are parsed and re-quoted all the same.
+func TestAddressTricksTrusted(t *testing.T) {
+	d, down := newDownstreamRecorder(t)
+	addr, _ := startServerTo(t, down, nil, func(s *Settings) {
+		s.Trusted = []netip.Prefix{netip.MustParsePrefix("127.0.0.21/32")}
+	})
+	const mail = "MAIL FROM:<sender@remote.test>"
+	runCases(t, addr, "127.0.0.21", d, []addrCase{
+		{rcpt: "<victim%pct.test@example.test>", code: 550, enhanced: "5.1.1 ", down: []string{mail, "RCPT TO:<victim%pct.test@example.test>"}},
+		{rcpt: `<"victim@quoted.test"@example.test>`, code: 550, enhanced: "5.1.1 ", down: []string{mail, `RCPT TO:<"victim@quoted.test"@example.test>`}},
+		{rcpt: "<victim@at.test@EXAMPLE.test>", code: 550, enhanced: "5.1.1 ", down: []string{mail, `RCPT TO:<"victim@at.test"@example.test>`}},
+		{rcpt: `<"victim@evil.test> NOTIFY=NEVER ORCPT=rfc822;x"@example.test>`, code: 550, enhanced: "5.1.1 ",
+			down: []string{mail, `RCPT TO:<"victim@evil.test> NOTIFY=NEVER ORCPT=rfc822;x"@example.test>`}},
+		{rcpt: "<someone@Elsewhere.TEST.>", code: 550, enhanced: "5.1.1 ", down: []string{mail, "RCPT TO:<someone@elsewhere.test>"}},
+		{rcpt: "<vïctim@example.test>", code: 553, enhanced: "5.6.7 "},
+		{rcpt: "<alice@exa_mple.test>", code: 501, enhanced: "5.1.3 "},
+		{from: "<victim%pct.test@example.test>", rcpt: "<alice@example.test>", code: 250, down: []string{"MAIL FROM:<victim%pct.test@example.test>", "RCPT TO:<alice@example.test>"}},
+	})
+}
