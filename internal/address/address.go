@@ -186,10 +186,7 @@ func checkRest(rest string) error {
 // mxguard wrote itself, such as spooled envelopes.
 func Parse(s string, o Options) (Mailbox, error) {
 	if s == "" {
-		if o.Null {
-			return Mailbox{}, nil
-		}
-		return Mailbox{}, errf(Syntax, "empty address")
+		return empty(o)
 	}
 	m, n, err := parseMailbox(s, o)
 	if err != nil {
@@ -220,10 +217,7 @@ func MustParse(s string) Mailbox {
 // with o.UTF8; the domain is checked as strictly as by ParsePath.
 func ParseUnquoted(s string, o Options) (Mailbox, error) {
 	if s == "" {
-		if o.Null {
-			return Mailbox{}, nil
-		}
-		return Mailbox{}, errf(Syntax, "empty address")
+		return empty(o)
 	}
 	at := strings.LastIndexByte(s, '@')
 	if at < 0 {
@@ -257,6 +251,14 @@ func ParseUnquoted(s string, o Options) (Mailbox, error) {
 	}
 	m := Mailbox{Local: local, Domain: d}
 	return m, m.checkLength()
+}
+
+// empty is the null path where o allows it.
+func empty(o Options) (Mailbox, error) {
+	if o.Null {
+		return Mailbox{}, nil
+	}
+	return Mailbox{}, errf(Syntax, "empty address")
 }
 
 // parseMailbox parses Mailbox = Local-part "@" ( Domain / address-literal )

@@ -18,6 +18,19 @@ func kindOf(err error) Kind {
 	return 0
 }
 
+// wantErr checks a parse result against the expected error kind (0:
+// none) and reports whether the test should go on with the result.
+func wantErr(t *testing.T, got string, err error, want Kind) bool {
+	t.Helper()
+	switch {
+	case want != 0 && kindOf(err) != want:
+		t.Fatalf("parsed as %q, %v; want an error of kind %d", got, err, want)
+	case want == 0 && err != nil:
+		t.Fatalf("error: %v", err)
+	}
+	return want == 0
+}
+
 // TestParsePath: the forms RFC 5321 §4.1.2 allows, their canonical
 // re-quoted text, and what is refused with which kind.
 func TestParsePath(t *testing.T) {
@@ -121,14 +134,8 @@ func TestParsePath(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
 			p, rest, err := ParsePath(tt.in, tt.o)
-			if tt.kind != 0 {
-				if kindOf(err) != tt.kind {
-					t.Fatalf("ParsePath(%q) = %v, %v; want error of kind %d", tt.in, p, err, tt.kind)
-				}
+			if !wantErr(t, p.String(), err, tt.kind) {
 				return
-			}
-			if err != nil {
-				t.Fatalf("ParsePath(%q): %v", tt.in, err)
 			}
 			if got := p.String(); got != tt.want {
 				t.Errorf("String() = %q, want %q", got, tt.want)
@@ -190,14 +197,8 @@ func TestParseUnquoted(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
 			m, err := ParseUnquoted(tt.in, tt.o)
-			if tt.kind != 0 {
-				if kindOf(err) != tt.kind {
-					t.Fatalf("ParseUnquoted(%q) = %v, %v; want error of kind %d", tt.in, m, err, tt.kind)
-				}
+			if !wantErr(t, m.String(), err, tt.kind) {
 				return
-			}
-			if err != nil {
-				t.Fatalf("ParseUnquoted(%q): %v", tt.in, err)
 			}
 			if m.String() != tt.want || m.HasRouting() != tt.routing {
 				t.Errorf("got %q routing=%v, want %q routing=%v", m.String(), m.HasRouting(), tt.want, tt.routing)

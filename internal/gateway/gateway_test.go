@@ -59,9 +59,12 @@ func startWith(t *testing.T, extra string, sink *mailsink.Server, dir string) *e
 }
 
 // testConfig is the YAML of a test gateway in front of downstream, plus
-// extra top-level lines. extra may bring its own trusted_networks and
-// delivery sections; {SINK} in it stands for downstream.
+// extra top-level lines. extra may bring its own domains, trusted_networks
+// and delivery sections; {SINK} in it stands for downstream.
 func testConfig(downstream, extra, dir string) string {
+	if !strings.Contains(extra, "domains:") {
+		extra = "domains: [example.test]\n" + extra
+	}
 	if !strings.Contains(extra, "trusted_networks:") {
 		extra = "trusted_networks: [127.0.0.1/32]\n" + extra
 	}
@@ -70,7 +73,6 @@ func testConfig(downstream, extra, dir string) string {
 	}
 	extra = strings.ReplaceAll(extra, "{SINK}", downstream)
 	return fmt.Sprintf(`hostname: mx.example.test
-domains: [example.test]
 listen: {smtp: 127.0.0.1:0, admin: 127.0.0.1:0}
 admin: {token: %s}
 data_dir: %s

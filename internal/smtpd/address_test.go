@@ -1,15 +1,19 @@
 package smtpd
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/emersion/go-smtp"
 
+	"mxguard/internal/address"
+	"mxguard/internal/spool"
 	"mxguard/internal/testutil"
 )
 
@@ -264,7 +268,7 @@ func TestAddressTricksUntrusted(t *testing.T) {
 // included, but its addresses are parsed and re-quoted all the same.
 func TestAddressTricksTrusted(t *testing.T) {
 	d, down := newDownstreamRecorder(t)
-	addr, _ := startServerTo(t, down, nil, func(s *Settings) {
+	addr, _ := startServerTo(t, down, nil, func(_ *Options, s *Settings) {
 		s.Trusted = []netip.Prefix{netip.MustParsePrefix("127.0.0.21/32")}
 	})
 	const mail = "MAIL FROM:<sender@remote.test>"
@@ -279,4 +283,53 @@ func TestAddressTricksTrusted(t *testing.T) {
 		{rcpt: "<alice@exa_mple.test>", code: 501, enhanced: "5.1.3 "},
 		{from: "<victim%pct.test@example.test>", rcpt: "<alice@example.test>", code: 250, down: []string{"MAIL FROM:<victim%pct.test@example.test>", "RCPT TO:<alice@example.test>"}},
 	})
+}
+
+// spoolRecorder is a Spooler that always spools and keeps the envelopes.
+type spoolRecorder struct {
+	mu   sync.Mutex
+	envs []spool.Envelope
+}
+
+func (s *spoolRecorder) Decide() spool.Decision { return spool.Decision{Mode: spool.ModeSpool} }
+func (s *spoolRecorder) Put(_ context.Context, env spool.Envelope, _ ...[]byte) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.envs = append(s.envs, env)
+	return "SPOOLED1", nil
+}
+
+// TestSpooledAddressesCanonical: during an outage the envelope that goes
+// into the spool holds the parsed, re-quoted addresses, which read back
+// strictly (the spool's deliverer parses them again).
+func TestSpooledAddressesCanonical(t *testing.T) {
+	sp := &spoolRecorder{}
+	addr, _ := startServer(t, nil, func(o *Options, _ *Settings) { o.Spooler = sp })
+	c := testutil.Dial(t, addr, testutil.DialOptions{LocalIP: "127.0.0.22"})
+	c.Expect(220)
+	c.Cmd("EHLO client.test", 250)
+	c.Cmd(`MAIL FROM:<"a\"b c"@Remote.TEST.>`, 250)
+	c.Cmd("RCPT TO:<alice@EXAMPLE.test.>", 250)
+	c.Cmd(`RCPT TO:<"john smith"@example.test>`, 250)
+	c.Cmd(`RCPT TO:<"victim@evil.test"@example.test>`, 554)
+	c.Data("Subject: spooled\r\n\r\nx\r\n", 250)
+	c.Cmd("QUIT", 221)
+
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	if len(sp.envs) != 1 {
+		t.Fatalf("spooled %d envelopes", len(sp.envs))
+	}
+	env := sp.envs[0]
+	if want := `"a\"b c"@remote.test`; env.From != want {
+		t.Errorf("spooled sender %q, want %q", env.From, want)
+	}
+	if want := []string{"alice@example.test", `"john smith"@example.test`}; !slices.Equal(env.Recipients, want) {
+		t.Errorf("spooled recipients %q, want %q", env.Recipients, want)
+	}
+	for _, a := range append([]string{env.From}, env.Recipients...) {
+		if mb, err := address.Parse(a, address.Options{Null: true}); err != nil || mb.String() != a {
+			t.Errorf("spooled %q does not read back: %v %v", a, mb, err)
+		}
+	}
 }

@@ -26,19 +26,20 @@ import (
 
 // startServer runs a bare Server (no detection engine) relaying to an
 // in-process sink, with an optional extra data check.
-func startServer(t testing.TB, extra pipeline.DataCheck) (string, *metrics.Metrics) {
+func startServer(t testing.TB, extra pipeline.DataCheck, adjust ...func(*Options, *Settings)) (string, *metrics.Metrics) {
 	t.Helper()
 	sink, err := mailsink.Start(context.Background(), mailsink.Options{Mailboxes: []string{"alice@example.test"}, MaxStored: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sink.Close() })
-	return startServerTo(t, sink.Addr(), extra)
+	return startServerTo(t, sink.Addr(), extra, adjust...)
 }
 
 // startServerTo is startServer in front of any downstream; with adjust
-// the test changes the settings (trusted networks, say) before the start.
-func startServerTo(t testing.TB, downstream string, extra pipeline.DataCheck, adjust ...func(*Settings)) (string, *metrics.Metrics) {
+// the test changes options and settings (a spooler, trusted networks)
+// before the start.
+func startServerTo(t testing.TB, downstream string, extra pipeline.DataCheck, adjust ...func(*Options, *Settings)) (string, *metrics.Metrics) {
 	t.Helper()
 	m := metrics.New()
 	chain := checks.Build(checks.Deps{Domains: []string{"example.test"}, Metrics: m})
@@ -53,10 +54,11 @@ func startServerTo(t testing.TB, downstream string, extra pipeline.DataCheck, ad
 		Timeouts: config.Timeouts{Greeting: time.Second, Command: time.Second, Data: 2 * time.Second},
 		Chain:    chain,
 	}
+	o := Options{Relay: rl, Metrics: m}
 	for _, f := range adjust {
-		f(set)
+		f(&o, set)
 	}
-	srv := New(Options{Relay: rl, Metrics: m}, set)
+	srv := New(o, set)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -64,7 +64,7 @@ type session struct {
 	opts   relay.MailOptions
 	from   address.Mailbox
 	rcpts  []string // accepted recipients, canonical form
-	broken bool // the downstream transaction was lost: defer until RSET
+	broken bool     // the downstream transaction was lost: defer until RSET
 	// spooling: every server is down and this transaction goes to the
 	// outage spool; recipients are checked locally only.
 	spooling bool
