@@ -469,24 +469,23 @@ func parseDomain(s string, o Options, literal bool) (string, error) {
 	if s == "" {
 		return "", errf(Syntax, "empty domain")
 	}
-	var b strings.Builder
-	b.Grow(len(s))
+	upper := false
 	for label := range strings.SplitSeq(s, ".") {
 		if err := checkLabel(label, o); err != nil {
 			return "", err
 		}
-		if b.Len() > 0 {
-			b.WriteByte('.')
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if 'A' <= c && c <= 'Z' {
-				c += 'a' - 'A'
-			}
-			b.WriteByte(c)
+		upper = upper || strings.ContainsFunc(label, func(r rune) bool { return 'A' <= r && r <= 'Z' })
+	}
+	if !upper {
+		return s, nil // the common case: no copy
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
 		}
 	}
-	return b.String(), nil
+	return string(b), nil
 }
 
 // checkLabel: sub-domain = Let-dig [Ldh-str], at most 63 octets (RFC 1035

@@ -301,3 +301,30 @@ func checkCanonical(t *testing.T, m Mailbox, o Options) {
 		t.Fatalf("canonical form %q breaks a limit or a command line", s)
 	}
 }
+
+// BenchmarkParseUnquoted is the per-command cost on the SMTP listener:
+// parse go-smtp's form and write the canonical one.
+func BenchmarkParseUnquoted(b *testing.B) {
+	for _, s := range []string{"alice@example.test", "Alice.Smith+list@Mail.Example.TEST.", "john smith@example.test"} {
+		b.Run(s, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				m, err := ParseUnquoted(s, Options{})
+				if err != nil || m.String() == "" {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkParsePath is the raw-text parser on a typical path with
+// parameters.
+func BenchmarkParsePath(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := ParsePath("<alice@example.test> SIZE=12345 BODY=8BITMIME", Options{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -120,6 +120,7 @@ func FuzzSession(f *testing.F) {
 		"EHLO a\r\nMAIL FROM:<a@b> SIZE=99999999999\r\nRCPT TO:<x@elsewhere>\r\nBDAT 5 LAST\r\nhello",
 		"EHLO a\r\nAUTH PLAIN AGFAYg==\r\nSTARTTLS\r\n\x00\x01\xff\r\n",
 		"EHLO a\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n.\r\n",
+		"EHLO a\r\nMAIL FROM:<\"a b\"@x.>\r\nRCPT TO:<\"v@e> NOTIFY=NEVER\"@example.test>\r\nRCPT TO:<v%p@EXAMPLE.test.>\r\nRCPT TO:<@r:b!v@[127.0.0.1]>\r\nRCPT TO:<v\xc3\xafctim@example.test>\r\n",
 	} {
 		f.Add([]byte(s))
 	}
