@@ -103,7 +103,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 
 // parseAddr reads an address as go-smtp hands it to the session and
 // applies the edge rules before any check sees it: no RFC 5321 §4.1.2
-// address (or one over a §4.5.3.1 limit) gets bad (501 5.1.7 for the
+// address (or one over a §4.5.3.1 limit) gets bad (501 5.1.7 for a
 // sender, 501 5.1.3 for a recipient), non-ASCII without SMTPUTF8 553 5.6.7
 // (RFC 6531 §3.5), and routing in the local part (%, !, @) from a client
 // that may not relay 554 5.7.1: a downstream that trusts us would act on
