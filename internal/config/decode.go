@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -209,14 +210,32 @@ func (l *loader) decodeStruct(n ast.Node, v reflect.Value, path string) {
 			continue
 		}
 		seen[key] = line
+		if feature, ok := notBuiltKey(child); ok && !l.pretendBuilt {
+			// Refused whatever its value: the feature would not use it.
+			l.refuseKey(line, child, feature)
+			continue
+		}
 		idx, known := fields[key]
 		if !known {
-			l.addError(line, suggest(key, names), "unknown key %s", child)
+			l.addError(line, suggest(key, withNotBuilt(names, path)), "unknown key %s", child)
 			continue
 		}
 		l.lines[child] = line
 		l.decodeValue(mv.Value, v.Field(idx), child)
 	}
+}
+
+// withNotBuilt adds to a struct's key names the keys below path that
+// this build lacks (some have no field yet), so a typo of one still gets
+// its "did you mean".
+func withNotBuilt(names []string, path string) []string {
+	out := slices.Clone(names)
+	for _, n := range notBuiltChildren(path) {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // structFields maps yaml key names to field indexes, and lists the names
@@ -336,6 +355,9 @@ func (l *loader) decodeText(n ast.Node, v reflect.Value, path string, tt textTyp
 	}
 	x, err := tt.parse(s)
 	if err != nil {
+		if l.refuseValue(path, s) {
+			return
+		}
 		l.errNode(n, path, tt.hint, "%v", err)
 		return
 	}

@@ -6,20 +6,9 @@ import (
 	"slices"
 	"strings"
 	"time"
-)
 
-// Rule actions, in the order Parse normalizes them to.
-const (
-	ActionAlert   = "alert"
-	ActionBlock   = "block"
-	ActionSuspend = "suspend"
+	"mxguard/internal/ruletype"
 )
-
-// ruleTypeList is every event type a rule can count (INTERFACE.md §3).
-// mail_server_down and org_down are missing on purpose: the delivery
-// manager raises them from health checks.
-const ruleTypeList = "dos, bad_sessions, directory_harvest, spam_attack, virus_outbreak, mailbomb, " +
-	"brute_force, internal_spammer, bounce_spammer, backscatter, outbound_queue"
 
 // Defaults of rule keys the file leaves out.
 const (
@@ -31,18 +20,23 @@ const (
 )
 
 // DefaultRules are the rules in force when the file has no "rules" key:
+// the default rule of every type this build counts (internal/ruletype),
 // the attacks every MX sees, with thresholds no legitimate sender reaches.
 func DefaultRules() []Rule {
-	return []Rule{
-		{Name: "dos", Type: "dos", Service: defaultService, Window: time.Minute, Threshold: 300,
-			Actions: []string{ActionAlert, ActionBlock}, BlockFor: 10 * time.Minute},
-		{Name: "bad_sessions", Type: "bad_sessions", Service: defaultService, Window: time.Minute, Threshold: 100,
-			Actions: []string{ActionAlert, ActionBlock}, BlockFor: 10 * time.Minute},
-		{Name: "directory_harvest", Type: "directory_harvest", Service: defaultService, Window: 10 * time.Minute, Threshold: 20,
-			Actions: []string{ActionAlert, ActionBlock}, BlockFor: time.Hour},
-		{Name: "mailbomb", Type: "mailbomb", Service: defaultService, Window: 10 * time.Minute, Threshold: 20, MinSize: defaultMinSize,
-			Actions: []string{ActionAlert, ActionBlock}, BlockFor: time.Hour},
+	var out []Rule
+	for _, t := range ruletype.All() {
+		d := t.Default
+		if d == nil || !t.Rule || !t.Built {
+			continue
+		}
+		r := Rule{Name: t.Name, Type: t.Name, Service: defaultService, Window: d.Window, Threshold: d.Threshold,
+			MinSize: Size(d.MinSize), Actions: slices.Clone(d.Actions), BlockFor: d.BlockFor}
+		if t.UsesKey(ruletype.KeyService) {
+			r.Service = "" // every service
+		}
+		out = append(out, r)
 	}
+	return out
 }
 
 // EffectiveRules returns the rules in force: DefaultRules when the file
@@ -57,13 +51,6 @@ func (c *Config) EffectiveRules() []Rule {
 		out[i].Actions = slices.Clone(out[i].Actions)
 	}
 	return out
-}
-
-// accountRule tells the types counted per authenticated account: they are
-// suspended, never blocked, because the account's IP is usually a shared
-// NAT or the customer's own office.
-func accountRule(typ string) bool {
-	return typ == "internal_spammer" || typ == "bounce_spammer"
 }
 
 func (l *loader) checkRules(c *Config) {
@@ -97,74 +84,124 @@ func (l *loader) checkRule(r *Rule, p string, names map[string]string) {
 	} else if r.Threshold < 1 {
 		l.errAt(key("threshold"), "", "must be at least 1, got %d", r.Threshold)
 	}
-	l.ruleActions(r, key("actions"))
 
 	r.Type = strings.ToLower(strings.TrimSpace(r.Type))
-	types := strings.Split(ruleTypeList, ", ")
-	switch {
-	case r.Type == "":
-		l.errAt(key("type"), "one of "+ruleTypeList, "required")
-		return
-	case r.Type == "mail_server_down" || r.Type == "org_down":
-		l.errAt(key("type"), "the delivery manager raises it from health checks; no rule is needed", "%s is not a rule type", r.Type)
-		return
-	case !slices.Contains(types, r.Type):
-		l.errAt(key("type"), suggest(r.Type, types), "unknown rule type %q", r.Type)
-		return
+	t, ok := l.ruleType(r.Type, key("type"))
+	l.ruleActions(r, key("actions"), t, ok)
+	if ok {
+		l.ruleTypeKeys(r, p, t)
 	}
-	// The checks below depend on the type.
-	l.ruleTypeKeys(r, p)
+}
+
+// ruleType looks up a rule's type and reports whether this build counts
+// it; keys and actions are checked against it only then.
+func (l *loader) ruleType(name, path string) (ruletype.Type, bool) {
+	built := strings.Join(ruletype.BuiltRuleNames(), ", ")
+	t, ok := ruletype.Lookup(name)
+	switch {
+	case name == "":
+		l.errAt(path, "one of "+built, "required")
+	case ok && !t.Rule:
+		l.errAt(path, "the delivery manager raises it from health checks; no rule is needed", "%s is not a rule type", name)
+	case !ok:
+		l.errAt(path, suggest(name, ruletype.RuleNames()), "unknown rule type %q", name)
+	case !t.Built && !l.pretendBuilt:
+		l.errAt(path, t.Missing+"; this build counts "+built, "%s is %s", name, notSupported)
+	default:
+		return t, true
+	}
+	return ruletype.Type{}, false
 }
 
 // ruleActions normalizes actions: notify is a synonym of alert, repeats
-// collapse, and the order is fixed so rules compare equal.
-func (l *loader) ruleActions(r *Rule, path string) {
+// collapse, and the order is sorted so rules compare equal and read like
+// the events they make. Without the key a rule takes its type's default
+// actions that this build has.
+func (l *loader) ruleActions(r *Rule, path string, t ruletype.Type, typeOK bool) {
 	if !l.has(path) {
-		r.Actions = []string{ActionAlert}
+		r.Actions = []string{}
+		switch {
+		case typeOK && l.pretendBuilt:
+			r.Actions = slices.Clone(t.DefaultActions)
+		case typeOK:
+			r.Actions = t.BuiltDefaultActions()
+		}
 		return
 	}
-	given := map[string]bool{}
+	given := []string{}
 	for i, a := range r.Actions {
 		a = strings.ToLower(strings.TrimSpace(a))
-		if a == "notify" {
-			a = ActionAlert
-		}
-		switch a {
-		case ActionAlert, ActionBlock, ActionSuspend:
-			given[a] = true
-		default:
-			l.errAt(fmt.Sprintf("%s[%d]", path, i), suggest(a, []string{ActionBlock, ActionAlert, ActionSuspend, "notify"}), "unknown action %q", a)
-		}
-	}
-	r.Actions = []string{}
-	for _, a := range []string{ActionAlert, ActionBlock, ActionSuspend} {
-		if given[a] {
-			r.Actions = append(r.Actions, a)
+		act, known := ruletype.LookupAction(a)
+		ap := fmt.Sprintf("%s[%d]", path, i)
+		switch {
+		case !known:
+			l.errAt(ap, suggest(a, ruletype.ActionNames()), "unknown action %q", a)
+		case !act.Built && !l.pretendBuilt:
+			l.errAt(ap, act.Missing, "%s is %s", a, notSupported)
+		case !slices.Contains(given, act.Name):
+			given = append(given, act.Name)
 		}
 	}
+	slices.Sort(given)
+	r.Actions = given
+	if !typeOK {
+		return
+	}
+	for _, a := range given {
+		if !t.Allows(a) {
+			l.errAt(path, actionHint(t, a), "%s rules cannot %s", t.Name, a)
+		}
+	}
+}
+
+// actionHint says why a type cannot take an action, and what to use.
+func actionHint(t ruletype.Type, action string) string {
+	switch {
+	case action == ruletype.ActionBlock && t.Per == ruletype.PerAccount:
+		return "accounts are suspended: use suspend"
+	case action == ruletype.ActionBlock:
+		return fmt.Sprintf("a %s has no source to block: use alert", t.Per)
+	}
+	var users []string
+	for _, u := range ruletype.All() {
+		if u.Rule && u.Allows(action) {
+			users = append(users, u.Name)
+		}
+	}
+	return fmt.Sprintf("only %s rules can %s", strings.Join(users, ", "), action)
 }
 
 // ruleTypeKeys checks the keys whose meaning depends on the rule type and
 // fills their defaults.
-func (l *loader) ruleTypeKeys(r *Rule, p string) {
+func (l *loader) ruleTypeKeys(r *Rule, p string, t ruletype.Type) {
 	key := func(k string) string { return p + "." + k }
-	onlyFor := func(k, typ string) {
-		if l.has(key(k)) {
-			l.errAt(key(k), "remove it", "only %s rules use it", typ)
+	for _, k := range ruletype.TypedKeys() {
+		if t.UsesKey(k) || !l.has(key(k)) {
+			continue
 		}
+		if k == ruletype.KeyService && r.Service == defaultService {
+			continue // true of every other type: INTERFACE.md's own example says it
+		}
+		var names, all, missing []string
+		for _, u := range ruletype.KeyUsers(k) {
+			all = append(all, u.Name)
+			if u.Built || l.pretendBuilt {
+				names = append(names, u.Name)
+			} else if !slices.Contains(missing, u.Missing) {
+				missing = append(missing, u.Missing)
+			}
+		}
+		if len(names) == 0 {
+			l.refuseKey(l.line(key(k)), key(k), fmt.Sprintf("only %s rules use it, and %s", strings.Join(all, ", "), strings.Join(missing, "; ")))
+			continue
+		}
+		l.errAt(key(k), "remove it", "only %s rules use it", strings.Join(names, ", "))
 	}
 
-	block := slices.Contains(r.Actions, ActionBlock)
+	block := slices.Contains(r.Actions, ruletype.ActionBlock)
+	suspend := slices.Contains(r.Actions, ruletype.ActionSuspend)
 	switch {
-	case block && accountRule(r.Type):
-		l.errAt(key("actions"), "accounts are suspended: use suspend", "%s rules cannot block", r.Type)
-	case block && r.Type == "outbound_queue":
-		l.errAt(key("actions"), "a queue has no source to block: use alert", "outbound_queue rules cannot block")
-	case slices.Contains(r.Actions, ActionSuspend) && !accountRule(r.Type):
-		l.errAt(key("actions"), "only internal_spammer and bounce_spammer rules count accounts", "%s rules cannot suspend", r.Type)
-	}
-	switch {
-	case !block:
+	case !block && !suspend:
 		if l.has(key("block_for")) {
 			l.errAt(key("block_for"), "add block to actions or remove block_for", "has no effect without the block action")
 		}
@@ -174,35 +211,28 @@ func (l *loader) ruleTypeKeys(r *Rule, p string) {
 		positive(l, key("block_for"), r.BlockFor)
 	}
 
-	if r.Type == "brute_force" {
+	if t.UsesKey(ruletype.KeyService) {
 		// Dovecot's service names (imap, pop3, sieve, ...) are open-ended,
 		// so any lowercase word is accepted; empty counts every service.
 		if r.Service != "" && !serviceName(r.Service) {
 			l.errAt(key("service"), "a lowercase service name such as smtp, submission, imap, pop3 or sieve; leave it out for all services", "%q is not a service name", r.Service)
 		}
 	} else {
-		if r.Service != defaultService {
-			onlyFor("service", "brute_force")
-		}
 		r.Service = defaultService
 	}
 
-	if r.Type == "mailbomb" {
+	if t.UsesKey(ruletype.KeyMinSize) {
 		if !l.has(key("min_size")) {
 			r.MinSize = defaultMinSize
 		}
 		positive(l, key("min_size"), r.MinSize)
-	} else {
-		onlyFor("min_size", "mailbomb")
 	}
 
-	if r.Type == "outbound_queue" {
+	if t.UsesKey(ruletype.KeyQueue) {
 		if !l.has(key("queue")) {
 			r.Queue = defaultQueue
 		}
 		l.ruleQueue(r, key("queue"))
-	} else {
-		onlyFor("queue", "outbound_queue")
 	}
 }
 

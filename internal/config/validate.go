@@ -339,17 +339,18 @@ func (l *loader) checkStores(c *Config) {
 
 	s := &c.Storage
 	s.Driver = strings.ToLower(s.Driver)
-	switch s.Driver {
-	case "sqlite":
+	switch {
+	case l.refuseValue("storage.driver", s.Driver):
+	case s.Driver == "sqlite":
 		if s.DSN != "" {
 			l.errAt("storage.dsn", "the sqlite database is a file in data_dir; dsn is for driver: postgres", "not used with driver sqlite")
 		}
-	case "postgres":
+	case s.Driver == "postgres":
 		if s.DSN == "" {
 			l.errAt("storage.dsn", "e.g. postgres://mxguard@localhost/mxguard", "required with driver postgres")
 		}
 	default:
-		l.errAt("storage.driver", "sqlite or postgres", "unknown driver %q", s.Driver)
+		l.errAt("storage.driver", "sqlite; postgres is not built yet", "unknown driver %q", s.Driver)
 	}
 	if r := c.Cluster.Redis; r != "" {
 		u, err := url.Parse(r)

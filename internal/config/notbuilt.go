@@ -1,0 +1,115 @@
+package config
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+
+)
+
+// A key of INTERFACE.md §2 is accepted only when its feature works. The
+// keys (and values) of the features this build lacks are listed here, so
+// that writing one is an error at check-config and serve ("content.clamd:
+// not supported by this build yet"), never a silent no-op. A feature
+// becomes available by deleting its line here; Config fields that exist
+// for it already are decoded and validated from then on. Rule types and
+// actions are flipped in internal/ruletype instead.
+var notBuilt = []struct {
+	feature string   // the hint: what is missing
+	keys    []string // dotted paths, list items as []
+}{
+	{"the submission listener (AUTH, outbound mail) is not built yet", []string{"listen.submission"}},
+	{"the Postfix policy front end is not built yet", []string{"listen.policy"}},
+	{"the Dovecot auth policy front end is not built yet", []string{"listen.auth_policy"}},
+	{"content scanners are not built yet", []string{"content.rspamd", "content.spamd", "content.clamd",
+		"content.blocked_attachments", "content.timeout", "content.max_concurrency", "content.on_failure"}},
+	{"DNSBL checks are not built yet", []string{"dnsbl.zones", "dnsbl.threshold", "dnsbl.resolver"}},
+	{"authentication is not built yet", []string{"auth.users_file", "auth.downstream", "auth.policy_api_key"}},
+	{"BATV is not built yet", []string{"batv.key_file"}},
+	{"alerts are not built yet", []string{"alerts.email.to", "alerts.email.from", "alerts.email.server",
+		"alerts.webhook.url", "alerts.webhook.secret", "alerts.min_impact", "alerts.max_per_minute"}},
+	{"clustering (Redis) is not built yet", []string{"cluster.redis", "cluster.node"}},
+	{"the PostgreSQL store is not built yet; the SQLite store needs no dsn", []string{"storage.dsn"}},
+	{"event retention is not built yet: events are kept", []string{"storage.retention"}},
+	{"shadow mode is not built yet: every rule enforces", []string{"rules[].mode"}},
+}
+
+// notBuiltValues are values of built keys whose feature this build lacks;
+// what spells the value in the message.
+var notBuiltValues = []struct {
+	feature, key, what string
+	match              func(string) bool
+}{
+	{"the PostgreSQL store is not built yet; use sqlite", "storage.driver", "%s",
+		func(s string) bool { return s == "postgres" }},
+	{"matching reverse DNS names is not built yet; list IP addresses and CIDRs", "blocklist[]", "host name %s",
+		func(s string) bool { return validDomain(strings.TrimPrefix(strings.ToLower(s), ".")) }},
+}
+
+const notSupported = "not supported by this build yet"
+
+// listIndex matches the list indexes of a path.
+var listIndex = regexp.MustCompile(`\[\d+\]`)
+
+// pattern spells a path the way the tables do: list indexes as [].
+func pattern(path string) string { return listIndex.ReplaceAllString(path, "[]") }
+
+// notBuiltKey returns the feature a key path belongs to, if this build
+// lacks it.
+func notBuiltKey(path string) (string, bool) {
+	p := pattern(path)
+	for _, f := range notBuilt {
+		if slices.Contains(f.keys, p) {
+			return f.feature, true
+		}
+	}
+	return "", false
+}
+
+// notBuiltChildren returns the last element of every not-built key
+// directly below path, for "did you mean" hints and for the keys a Config
+// struct has no field for yet.
+func notBuiltChildren(path string) []string {
+	prefix := pattern(path) + "."
+	if path == "" {
+		prefix = ""
+	}
+	var out []string
+	for _, f := range notBuilt {
+		for _, k := range f.keys {
+			rest, ok := strings.CutPrefix(k, prefix)
+			if !ok {
+				continue
+			}
+			name, _, _ := strings.Cut(rest, ".")
+			if !slices.Contains(out, name) {
+				out = append(out, name)
+			}
+		}
+	}
+	return out
+}
+
+// refuseKey reports a key this build lacks at its line.
+func (l *loader) refuseKey(line int, path, feature string) {
+	l.addError(line, feature, "%s: %s", path, notSupported)
+	l.failed[path] = true
+}
+
+// refuseValue reports whether value at path belongs to a feature this
+// build lacks, and if so reports it.
+func (l *loader) refuseValue(path, value string) bool {
+	if l.pretendBuilt {
+		return false
+	}
+	p := pattern(path)
+	for _, v := range notBuiltValues {
+		if v.key == p && v.match(value) {
+			l.errAt(path, v.feature, "%s is %s", fmt.Sprintf(v.what, value), notSupported)
+			return true
+		}
+	}
+	return false
+}
+
