@@ -27,7 +27,10 @@ type SQLiteStore struct {
 	read  *sql.DB
 }
 
-var _ Store = (*SQLiteStore)(nil)
+var (
+	_ Store       = (*SQLiteStore)(nil)
+	_ BatchWriter = (*SQLiteStore)(nil)
+)
 
 // sqliteReadConns bounds the read pool. Queries are short and the file is
 // shared, so a handful of connections covers an admin console, the CLI and
@@ -185,37 +188,55 @@ func sqliteDialect() sqlDialect {
 	return sqlDialect{bind: questionBind, timeArg: func(t time.Time) any { return clampedNanos(t) }}
 }
 
+// execer runs a statement on the write pool or in a transaction.
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
 // Insert stores a new event and sets e.ID.
 func (s *SQLiteStore) Insert(ctx context.Context, e *Event) error {
-	if err := validateNew(*e); err != nil {
-		return fmt.Errorf("events: insert: %w", err)
-	}
-	started, err := storedNanos(e.StartedAt)
+	id, err := sqliteInsert(ctx, s.write, *e)
 	if err != nil {
-		return fmt.Errorf("events: insert: started_at: %w", err)
-	}
-	ended, actions, detail, err := mutableColumns(*e)
-	if err != nil {
-		return fmt.Errorf("events: insert: %w", err)
-	}
-	res, err := s.write.ExecContext(ctx,
-		`INSERT INTO events (type, rule, status, started_at, ended_at, source, service, impact, actions, detail)
-		 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		e.Type, e.Rule, e.Status, started, ended, e.Source, e.Service, e.Impact, actions, detail)
-	if err != nil {
-		return fmt.Errorf("events: insert: %w", err)
-	}
-	id, err := res.LastInsertId()
-	if err != nil {
-		return fmt.Errorf("events: insert: %w", err)
+		return err
 	}
 	e.ID = id
 	return nil
 }
 
+// sqliteInsert stores a new event and returns its ID.
+func sqliteInsert(ctx context.Context, x execer, e Event) (int64, error) {
+	if err := validateNew(e); err != nil {
+		return 0, fmt.Errorf("events: insert: %w", err)
+	}
+	started, err := storedNanos(e.StartedAt)
+	if err != nil {
+		return 0, fmt.Errorf("events: insert: started_at: %w", err)
+	}
+	ended, actions, detail, err := mutableColumns(e)
+	if err != nil {
+		return 0, fmt.Errorf("events: insert: %w", err)
+	}
+	res, err := x.ExecContext(ctx,
+		`INSERT INTO events (type, rule, status, started_at, ended_at, source, service, impact, actions, detail)
+		 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.Type, e.Rule, e.Status, started, ended, e.Source, e.Service, e.Impact, actions, detail)
+	if err != nil {
+		return 0, fmt.Errorf("events: insert: %w", err)
+	}
+	id, err := res.LastInsertId()
+	if err != nil {
+		return 0, fmt.Errorf("events: insert: %w", err)
+	}
+	return id, nil
+}
+
 // Update rewrites status, ended_at, impact, actions and detail of e.ID;
 // ErrNotFound when there is no such event.
 func (s *SQLiteStore) Update(ctx context.Context, e Event) error {
+	return sqliteUpdate(ctx, s.write, e)
+}
+
+func sqliteUpdate(ctx context.Context, x execer, e Event) error {
 	if err := validateStatus(e.Status); err != nil {
 		return fmt.Errorf("events: update %d: %w", e.ID, err)
 	}
@@ -223,10 +244,52 @@ func (s *SQLiteStore) Update(ctx context.Context, e Event) error {
 	if err != nil {
 		return fmt.Errorf("events: update %d: %w", e.ID, err)
 	}
-	res, err := s.write.ExecContext(ctx,
+	res, err := x.ExecContext(ctx,
 		`UPDATE events SET status = ?, ended_at = ?, impact = ?, actions = ?, detail = ? WHERE id = ?`,
 		e.Status, ended, e.Impact, actions, detail, e.ID)
 	return affectedOne(res, err, fmt.Sprintf("update event %d", e.ID))
+}
+
+// WriteBatch writes b in one transaction (BatchWriter); on any error
+// nothing of it is written and no ID is set.
+func (s *SQLiteStore) WriteBatch(ctx context.Context, b *Batch) (err error) {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("events: batch: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback() // the error that got us here is the one to report
+		}
+	}()
+	ids := make([]int64, len(b.Insert))
+	for i, e := range b.Insert {
+		if ids[i], err = sqliteInsert(ctx, tx, *e); err != nil {
+			return err
+		}
+	}
+	for _, e := range b.Update {
+		if err = sqliteUpdate(ctx, tx, e); err != nil {
+			return err
+		}
+	}
+	for _, bl := range b.Put {
+		if err = sqlitePutBlock(ctx, tx, bl); err != nil {
+			return err
+		}
+	}
+	for _, src := range b.Delete {
+		if _, err = tx.ExecContext(ctx, "DELETE FROM blocks WHERE source = ?", src); err != nil {
+			return fmt.Errorf("events: batch: delete block %s: %w", src, err)
+		}
+	}
+	if err = tx.Commit(); err != nil {
+		return fmt.Errorf("events: batch: commit: %w", err)
+	}
+	for i, e := range b.Insert {
+		e.ID = ids[i]
+	}
+	return nil
 }
 
 // mutableColumns encodes the columns Update may change, as SQLite stores
@@ -376,6 +439,10 @@ func scanSQLiteEvent(r rowScanner) (Event, error) {
 // ExpiresAt is stored as NULL and read back as zero; a zero ExpiresAt
 // means the block does not expire.
 func (s *SQLiteStore) PutBlock(ctx context.Context, b Block) error {
+	return sqlitePutBlock(ctx, s.write, b)
+}
+
+func sqlitePutBlock(ctx context.Context, x execer, b Block) error {
 	if b.Source == "" {
 		return errors.New("events: put block: empty source")
 	}
@@ -389,7 +456,7 @@ func (s *SQLiteStore) PutBlock(ctx context.Context, b Block) error {
 	}
 	// ON CONFLICT rather than SQLite's INSERT OR REPLACE: it is the same
 	// statement in PostgreSQL.
-	_, err = s.write.ExecContext(ctx,
+	_, err = x.ExecContext(ctx,
 		`INSERT INTO blocks (source, reason, rule, event_id, created_at, expires_at, manual)
 		 VALUES (?, ?, ?, ?, ?, ?, ?)
 		 ON CONFLICT (source) DO UPDATE SET reason = excluded.reason, rule = excluded.rule,
