@@ -230,20 +230,6 @@ func (e *Engine) autoBlock(p netip.Prefix, r *boundRule, ev *activeEvent, now ti
 	return b
 }
 
-// blockAdded persists and reports a block already in force.
-func (e *Engine) blockAdded(ctx context.Context, b *block) {
-	rec := b.record()
-	if e.store != nil {
-		if err := e.store.PutBlock(ctx, rec); err != nil {
-			// The block holds in memory; only a restart would lose it.
-			e.log.Error("detect: store block", "source", rec.Source, "err", err)
-		}
-	}
-	e.setBlocksGauge()
-	e.log.Info("detect: source blocked", "source", rec.Source, "rule", rec.Rule, "event", rec.EventID, "until", rec.ExpiresAt, "reason", rec.Reason)
-	e.emit(Change{Type: ChangeBlockAdded, Block: &rec})
-}
-
 func (e *Engine) setBlocksGauge() {
 	if e.metrics != nil {
 		e.metrics.BlocksActive.Set(float64(e.blocks.n.Load()))
@@ -310,15 +296,21 @@ func (e *Engine) AddBlock(ctx context.Context, source string, d time.Duration, r
 	}
 	// Unlike a rule's block, a manual one is written first: the operator
 	// must not be told it failed while it is in force.
-	if e.store != nil {
-		if err := e.store.PutBlock(ctx, b.rec); err != nil {
-			return events.Block{}, fmt.Errorf("detect: store block %s: %w", b.rec.Source, err)
+	err = e.manualWrite(b.rec.Source, func() error {
+		if e.store != nil {
+			if err := e.store.PutBlock(ctx, b.rec); err != nil {
+				return fmt.Errorf("detect: store block %s: %w", b.rec.Source, err)
+			}
 		}
+		e.blocks.mu.Lock()
+		e.blocks.put(b)
+		e.gen.Add(1)
+		e.blocks.mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return events.Block{}, err
 	}
-	e.blocks.mu.Lock()
-	e.blocks.put(b)
-	e.gen.Add(1)
-	e.blocks.mu.Unlock()
 	e.setBlocksGauge()
 	e.log.Info("detect: manual block", "source", b.rec.Source, "until", b.rec.ExpiresAt, "reason", reason)
 	e.emit(Change{Type: ChangeBlockAdded, Block: &b.rec})
@@ -333,24 +325,31 @@ func (e *Engine) RemoveBlock(ctx context.Context, source string) error {
 	if err != nil {
 		return err
 	}
-	e.blocks.mu.Lock()
-	b := e.blocks.remove(p)
-	if b != nil {
-		e.blocks.n.Add(-1)
-		e.gen.Add(1)
-	}
-	e.blocks.mu.Unlock()
 	src := canonical(p)
-	if e.store != nil {
-		err := e.store.DeleteBlock(ctx, src)
-		switch {
-		case errors.Is(err, events.ErrNotFound) && b == nil:
-			return fmt.Errorf("detect: block %s: %w", src, events.ErrNotFound)
-		case err != nil && !errors.Is(err, events.ErrNotFound):
-			return fmt.Errorf("detect: delete block %s: %w", src, err)
+	var b *block
+	err = e.manualWrite(src, func() error {
+		e.blocks.mu.Lock()
+		b = e.blocks.remove(p)
+		if b != nil {
+			e.blocks.n.Add(-1)
+			e.gen.Add(1)
 		}
-	} else if b == nil {
-		return fmt.Errorf("detect: block %s: %w", src, events.ErrNotFound)
+		e.blocks.mu.Unlock()
+		if e.store != nil {
+			err := e.store.DeleteBlock(ctx, src)
+			switch {
+			case errors.Is(err, events.ErrNotFound) && b == nil:
+				return fmt.Errorf("detect: block %s: %w", src, events.ErrNotFound)
+			case err != nil && !errors.Is(err, events.ErrNotFound):
+				return fmt.Errorf("detect: delete block %s: %w", src, err)
+			}
+		} else if b == nil {
+			return fmt.Errorf("detect: block %s: %w", src, events.ErrNotFound)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	e.setBlocksGauge()
 	rec := events.Block{Source: src, Manual: true}
@@ -360,6 +359,16 @@ func (e *Engine) RemoveBlock(ctx context.Context, source string) error {
 	e.log.Info("detect: block removed", "source", src)
 	e.emit(Change{Type: ChangeBlockRemoved, Block: &rec})
 	return nil
+}
+
+// manualWrite runs an operator's block change, which writes the store
+// itself, apart from the writer: a rule's block of the same source still
+// waiting for the writer must not overwrite it in the store afterwards.
+func (e *Engine) manualWrite(source string, write func() error) error {
+	e.flushMu.Lock()
+	defer e.flushMu.Unlock()
+	e.writes.drop(source)
+	return write()
 }
 
 // Blocks returns the blocks in force, oldest first.

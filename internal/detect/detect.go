@@ -21,6 +21,7 @@ import (
 	"mxguard/internal/config"
 	"mxguard/internal/events"
 	"mxguard/internal/metrics"
+	"mxguard/internal/ruletype"
 )
 
 // Clock gives the engine its notion of now; tests inject a fake one.
@@ -54,23 +55,36 @@ const (
 	kindEnd
 )
 
+// kindTypes names the rule type each Kind feeds; what it counts and per
+// what come from the one table of types (internal/ruletype).
+var kindTypes = [kindEnd]string{
+	KindConnect:          "dos",
+	KindBadSession:       "bad_sessions",
+	KindUnknownRecipient: "directory_harvest",
+	KindMessage:          "mailbomb",
+	KindSpam:             "spam_attack",
+	KindVirus:            "virus_outbreak",
+	KindAuthFailure:      "brute_force",
+	KindAccountMessage:   "internal_spammer",
+	KindBounce:           "bounce_spammer",
+	KindBackscatter:      "backscatter",
+}
+
 // kinds describes each Kind: its rule type, what it counts (for block
-// reasons) and whether it is counted per account.
-var kinds = [kindEnd]struct {
+// reasons) and whether it is counted per account. Read-only after init.
+var kinds = func() (ks [kindEnd]struct {
 	typ, noun  string
 	perAccount bool
-}{
-	KindConnect:          {"dos", "connections", false},
-	KindBadSession:       {"bad_sessions", "sessions without mail", false},
-	KindUnknownRecipient: {"directory_harvest", "unknown recipients", false},
-	KindMessage:          {"mailbomb", "large messages", false},
-	KindSpam:             {"spam_attack", "spam messages", false},
-	KindVirus:            {"virus_outbreak", "infected messages", false},
-	KindAuthFailure:      {"brute_force", "failed authentications", false},
-	KindAccountMessage:   {"internal_spammer", "messages", true},
-	KindBounce:           {"bounce_spammer", "bounces", true},
-	KindBackscatter:      {"backscatter", "unsigned bounces", false},
-}
+}) {
+	for k := KindConnect; k < kindEnd; k++ {
+		t, ok := ruletype.Lookup(kindTypes[k])
+		if !ok || !t.Rule {
+			panic("detect: kind " + kindTypes[k] + " is not a rule type of internal/ruletype")
+		}
+		ks[k].typ, ks[k].noun, ks[k].perAccount = t.Name, t.Noun, t.Per == ruletype.PerAccount
+	}
+	return ks
+}()
 
 // String returns the rule type the kind feeds, e.g. "directory_harvest".
 func (k Kind) String() string {
@@ -140,8 +154,7 @@ var ErrProtected = errors.New("source overlaps trusted_networks or allowlist")
 
 const (
 	defaultMaxKeys = 1 << 20
-	// storeTimeout bounds store writes made on behalf of an Observe call,
-	// which has no context of its own.
+	// storeTimeout bounds one batch of the writer goroutine.
 	storeTimeout = 5 * time.Second
 	// sweepBudget is how many counters per rule Tick inspects for expiry.
 	sweepBudget = 4096
@@ -150,13 +163,13 @@ const (
 
 // boundRule is a rule as compiled for the Observe path; immutable.
 type boundRule struct {
-	cfg                   config.Rule
-	kind                  Kind
-	threshold             uint32
-	minSize               int64
-	block, alert, suspend bool
-	reason                string
-	st                    *ruleState
+	cfg            config.Rule
+	kind           Kind
+	threshold      uint32
+	minSize        int64
+	block, suspend bool
+	reason         string
+	st             *ruleState
 }
 
 func (r *boundRule) matches(o *Observation) bool {
@@ -233,13 +246,17 @@ type Engine struct {
 	evMu    sync.Mutex
 	tracked map[*activeEvent]struct{} // active, or ended and not yet written
 	nextID  atomic.Int64              // event IDs when there is no store
+	fired   atomic.Uint64             // events fired, for their order (activeEvent.seq)
 	ext     externalEvents            // events raised by other components (StartEvent)
 
 	// houseMu serializes Tick and Reconfigure: event ownership (which
 	// ruleState holds an event) and sweep cursors change only under it.
 	houseMu sync.Mutex
-	// flushMu makes Flush single-flight so an event is inserted once.
+	// flushMu makes the writer single-flight so an event is inserted
+	// once, and orders manual block writes with the writer's.
 	flushMu sync.Mutex
+	writes  writeQueue  // what fire hands to the writer (writer.go)
+	notes   changeQueue // changes on their way to OnChange
 }
 
 // New builds an engine and loads what the store remembers: unexpired
@@ -255,6 +272,7 @@ func New(ctx context.Context, o Options) (*Engine, error) {
 		hash:      newHasher(),
 		suspended: make(map[string]int64),
 		tracked:   make(map[*activeEvent]struct{}),
+		writes:    newWriteQueue(),
 	}
 	if e.clock == nil {
 		e.clock = SystemClock{}
@@ -351,15 +369,15 @@ func bindRule(rc config.Rule, k Kind) (*boundRule, error) {
 	}
 	r := &boundRule{cfg: rc, kind: k, threshold: uint32(min(rc.Threshold, 1<<31)), minSize: int64(rc.MinSize)}
 	for _, a := range rc.Actions {
+		// The engine takes blocks and suspensions itself; alerts are not
+		// built (internal/ruletype), and config refuses them.
 		switch a {
-		case "block":
+		case ruletype.ActionBlock:
 			r.block = true
-		case "alert", "notify":
-			r.alert = true
-		case "suspend":
+		case ruletype.ActionSuspend:
 			r.suspend = true
 		default:
-			return nil, fmt.Errorf("detect: rule %q: unknown action %q", rc.Name, a)
+			return nil, fmt.Errorf("detect: rule %q: action %q is not one the engine takes", rc.Name, a)
 		}
 	}
 	if (r.block || r.suspend) && rc.BlockFor <= 0 {
@@ -507,12 +525,6 @@ func (e *Engine) trackedKeys() map[string]int {
 	return m
 }
 
-func (e *Engine) emit(c Change) {
-	if e.onChange != nil {
-		e.onChange(c)
-	}
-}
-
 // nowNano is the time on the hot paths: the coarse clock while Run keeps
 // it, the Clock otherwise (always, with an injected clock).
 func (e *Engine) nowNano() int64 {
@@ -522,16 +534,18 @@ func (e *Engine) nowNano() int64 {
 	return e.clock.Now().UnixNano()
 }
 
-// Run calls Tick every second until ctx is done, then flushes once more.
-// With the system clock it also keeps the coarse clock of the hot paths.
+// Run writes events and blocks as they come (the writer, writer.go) and
+// calls Tick every second until ctx is done, then flushes once more. With
+// the system clock it also keeps the coarse clock of the hot paths.
 func (e *Engine) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	cctx, stop := context.WithCancel(ctx)
+	wg.Go(func() { e.runWriter(cctx) })
 	if e.sysClock {
-		var wg sync.WaitGroup
-		cctx, stop := context.WithCancel(ctx)
 		wg.Go(func() { e.runCoarseClock(cctx) })
-		defer wg.Wait()
-		defer stop()
 	}
+	defer wg.Wait()
+	defer stop()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -576,23 +590,20 @@ func (e *Engine) Tick(ctx context.Context) {
 	e.expireSuspensions(ns)
 
 	e.houseMu.Lock()
-	ended := e.endQuiet(now)
+	e.endQuiet(now)
 	for _, r := range e.setup.Load().bound {
 		r.st.sweep(ns, sweepBudget)
 	}
 	e.houseMu.Unlock()
 
 	for _, b := range expired {
-		e.deleteStoredBlock(ctx, b.Source)
-		e.log.Info("detect: block expired", "source", b.Source, "rule", b.Rule)
-		e.emit(Change{Type: ChangeBlockRemoved, Block: &b})
+		e.writes.unblock(b.Source)
 	}
 	if err := e.Flush(ctx); err != nil {
 		e.log.Error("detect: flush", "err", err)
 	}
-	for _, ev := range ended {
-		rec := ev.record()
-		e.log.Info("detect: event ended", "id", rec.ID, "type", rec.Type, "rule", rec.Rule, "source", rec.Source, "impact", rec.Impact)
-		e.emit(Change{Type: ChangeEventEnded, Event: &rec})
+	for _, b := range expired {
+		e.log.Info("detect: block expired", "source", b.Source, "rule", b.Rule)
+		e.emit(Change{Type: ChangeBlockRemoved, Block: &b})
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"mxguard/internal/config"
 	"mxguard/internal/events"
+	"mxguard/internal/ruletype"
 )
 
 func TestKindString(t *testing.T) {
@@ -62,7 +63,7 @@ func TestThresholdFiresAtNth(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%s/%d", tt.typ, tt.threshold), func(t *testing.T) {
-			r := newRig(t, Options{Rules: []config.Rule{rule("r", tt.typ, 10*time.Minute, tt.threshold, "alert", "block")}})
+			r := newRig(t, Options{Rules: []config.Rule{rule("r", tt.typ, 10*time.Minute, tt.threshold, "block")}})
 			r.observeN(tt.threshold-1, tt.obs)
 			if got := r.eventsOf(t, "r"); len(got) != 0 {
 				t.Fatalf("after %d observations: %d events, want none", tt.threshold-1, len(got))
@@ -86,9 +87,9 @@ func TestThresholdFiresAtNth(t *testing.T) {
 			if blocked != wantBlocked || (wantBlocked && !r.Blocked(tt.obs.Addr)) {
 				t.Errorf("Observe returned %v, want %v", blocked, wantBlocked)
 			}
-			wantActions := []string{"alert"}
+			wantActions := []string{} // an event lists only what was done
 			if wantBlocked {
-				wantActions = []string{"alert", "block"}
+				wantActions = []string{"block"}
 			}
 			if !slices.Equal(ev.Actions, wantActions) {
 				t.Errorf("actions = %v, want %v", ev.Actions, wantActions)
@@ -183,9 +184,9 @@ func TestProtectedSources(t *testing.T) {
 		actions []string
 		want    []string
 	}{
-		{"alerting rule", []string{"alert", "block"}, []string{"alert"}},
-		{"notify is alert", []string{"block", "notify"}, []string{"alert"}},
-		{"block-only rule", []string{"block"}, []string{}},
+		// Nothing is done to a protected source, and its event says so.
+		{"blocking rule", []string{"block"}, []string{}},
+		{"rule without actions", nil, []string{}},
 	}
 	for _, tt := range tests {
 		for _, src := range []string{"10.1.2.3", "192.0.2.77", "2001:db8:aaaa::5"} {
@@ -237,6 +238,9 @@ func TestBlockExpires(t *testing.T) {
 	}
 	if r.BlockGeneration() == gen0 {
 		t.Error("block generation unchanged by a block")
+	}
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 	stored, ok := r.store.block("203.0.113.7")
 	if !ok || stored.Rule != "d" || stored.EventID == 0 || stored.Manual || !stored.ExpiresAt.Equal(r.clock.Now().Add(blockFor)) {
@@ -359,7 +363,7 @@ func TestManualBlocks(t *testing.T) {
 
 // A manual block refuses; a rule's block is not stacked on it.
 func TestManualBlockNotReplacedByRule(t *testing.T) {
-	r := newRig(t, Options{Rules: []config.Rule{rule("d", "dos", time.Minute, 2, "alert", "block")}})
+	r := newRig(t, Options{Rules: []config.Rule{rule("d", "dos", time.Minute, 2, "block")}})
 	if _, err := r.AddBlock(context.Background(), "203.0.113.0/24", 24*time.Hour, "neighbourhood"); err != nil {
 		t.Fatal(err)
 	}
@@ -369,8 +373,8 @@ func TestManualBlockNotReplacedByRule(t *testing.T) {
 		t.Fatalf("blocks = %+v, want only the manual one", bs)
 	}
 	evs := r.eventsOf(t, "d")
-	if len(evs) != 1 || !slices.Equal(evs[0].Actions, []string{"alert"}) {
-		t.Errorf("events = %+v, want one with actions [alert]", evs)
+	if len(evs) != 1 || !slices.Equal(evs[0].Actions, []string{}) {
+		t.Errorf("events = %+v, want one that took no action", evs)
 	}
 }
 
@@ -432,8 +436,11 @@ func TestBlocksSurviveRestart(t *testing.T) {
 // An event left active whose rule is gone at restart is ended at once.
 func TestRestartEndsOrphanedEvents(t *testing.T) {
 	ctx := context.Background()
-	r := newRig(t, Options{Rules: []config.Rule{rule("old", "spam_attack", time.Minute, 1, "alert")}})
+	r := newRig(t, Options{Rules: []config.Rule{rule("old", "spam_attack", time.Minute, 1)}})
 	r.Observe(Observation{Kind: KindSpam, Addr: addr("192.0.2.1")})
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if err := r.store.Insert(ctx, &events.Event{Type: "org_down", Rule: "", Status: events.StatusActive, Source: "org"}); err != nil {
 		t.Fatal(err)
 	}
@@ -456,7 +463,7 @@ func TestRestartEndsOrphanedEvents(t *testing.T) {
 func TestEventLifecycle(t *testing.T) {
 	ctx := context.Background()
 	const window = 10 * time.Minute
-	r := newRig(t, Options{Rules: []config.Rule{rule("h", "directory_harvest", window, 20, "alert", "block")}})
+	r := newRig(t, Options{Rules: []config.Rule{rule("h", "directory_harvest", window, 20, "block")}})
 	src := addr("203.0.113.7")
 	o := Observation{Kind: KindUnknownRecipient, Addr: src, Service: "smtp", Refused: true}
 	r.observeN(20, o)
@@ -614,7 +621,7 @@ func TestBruteForceService(t *testing.T) {
 		})
 	}
 	// Two rules on different services count separately.
-	imap, pop := rule("imap", "brute_force", time.Minute, 2, "alert"), rule("pop", "brute_force", time.Minute, 2, "alert")
+	imap, pop := rule("imap", "brute_force", time.Minute, 2), rule("pop", "brute_force", time.Minute, 2)
 	imap.Service, pop.Service = "imap", "pop3"
 	r := newRig(t, Options{Rules: []config.Rule{imap, pop}})
 	r.observeN(2, Observation{Kind: KindAuthFailure, Addr: addr("192.0.2.1"), Service: "imap"})
@@ -625,7 +632,7 @@ func TestBruteForceService(t *testing.T) {
 
 func TestAccountRuleSuspends(t *testing.T) {
 	ctx := context.Background()
-	rl := rule("out", "internal_spammer", time.Hour, 10, "alert", "suspend")
+	rl := rule("out", "internal_spammer", time.Hour, 10, "suspend")
 	rl.BlockFor = 2 * time.Hour
 	r := newRig(t, Options{Rules: []config.Rule{rl}})
 	o := Observation{Kind: KindAccountMessage, Addr: addr("192.0.2.50"), Account: "bob@example.test", Service: "submission"}
@@ -643,7 +650,7 @@ func TestAccountRuleSuspends(t *testing.T) {
 	// The front end refuses the suspended account's messages and says so.
 	r.observeN(3, Observation{Kind: KindAccountMessage, Account: "bob@example.test", Refused: true})
 	evs := r.eventsOf(t, "out")
-	if len(evs) != 1 || evs[0].Source != "bob@example.test" || !slices.Equal(evs[0].Actions, []string{"alert", "suspend"}) || evs[0].Impact != 3 {
+	if len(evs) != 1 || evs[0].Source != "bob@example.test" || !slices.Equal(evs[0].Actions, []string{"suspend"}) || evs[0].Impact != 3 {
 		t.Fatalf("events = %+v", evs)
 	}
 	r.clock.Advance(2*time.Hour - time.Nanosecond)
@@ -743,7 +750,7 @@ func TestTickDropsStaleKeys(t *testing.T) {
 
 func TestReconfigure(t *testing.T) {
 	ctx := context.Background()
-	harvest := rule("h", "directory_harvest", 10*time.Minute, 5, "alert", "block")
+	harvest := rule("h", "directory_harvest", 10*time.Minute, 5, "block")
 	spam := rule("s", "spam_attack", time.Minute, 3, "block")
 	r := newRig(t, Options{Rules: []config.Rule{harvest, spam}})
 	blockedSrc, countedSrc, spamSrc := addr("203.0.113.7"), addr("198.51.100.1"), addr("198.51.100.2")
@@ -793,6 +800,7 @@ func TestReconfigure(t *testing.T) {
 		{Rules: []config.Rule{rule("x", "dos", 0, 1, "block")}},
 		{Rules: []config.Rule{rule("x", "dos", time.Minute, 0, "block")}},
 		{Rules: []config.Rule{rule("x", "dos", time.Minute, 1, "explode")}},
+		{Rules: []config.Rule{rule("x", "dos", time.Minute, 1, "alert")}}, // alerts are not built
 		{IPv6Prefix: 129},
 	}
 	for _, o := range bad {
@@ -808,7 +816,7 @@ func TestReconfigure(t *testing.T) {
 // A rule that is removed leaves its event to end on its own.
 func TestReconfigureRemovedRuleEventEnds(t *testing.T) {
 	ctx := context.Background()
-	r := newRig(t, Options{Rules: []config.Rule{rule("s", "spam_attack", time.Minute, 1, "alert")}})
+	r := newRig(t, Options{Rules: []config.Rule{rule("s", "spam_attack", time.Minute, 1)}})
 	r.Observe(Observation{Kind: KindSpam, Addr: addr("192.0.2.1")})
 	if err := r.Reconfigure(Options{}); err != nil {
 		t.Fatal(err)
@@ -878,6 +886,9 @@ func TestOnChangeMayReenter(t *testing.T) {
 				seen = append(seen, e.Blocked(addr("192.0.2.1")))
 				e.Blocks()
 				e.Refused(addr("192.0.2.1"))
+				if err := e.Flush(context.Background()); err != nil {
+					t.Error(err)
+				}
 			}
 		},
 	})
@@ -885,6 +896,9 @@ func TestOnChangeMayReenter(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.Observe(Observation{Kind: KindConnect, Addr: addr("192.0.2.1")})
+	if err := e.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	clock.Advance(time.Hour)
 	e.Tick(context.Background())
 	if !slices.Equal(seen, []bool{true, false}) {
@@ -905,11 +919,12 @@ func TestNoStore(t *testing.T) {
 	}
 	e.Observe(Observation{Kind: KindConnect, Addr: addr("192.0.2.1")})
 	e.Observe(Observation{Kind: KindConnect, Addr: addr("192.0.2.2")})
-	if !slices.Equal(ids, []int64{1, 1, 2, 2}) {
-		t.Errorf("event IDs in changes = %v, want [1 1 2 2]", ids)
-	}
 	if err := e.Flush(context.Background()); err != nil {
 		t.Error(err)
+	}
+	// Both events are told before their blocks, each block naming its event.
+	if !slices.Equal(ids, []int64{1, 2, 1, 2}) {
+		t.Errorf("event IDs in changes = %v, want [1 2] then the blocks of 1 and 2", ids)
 	}
 	if _, err := e.AddBlock(context.Background(), "198.51.100.1", time.Hour, ""); err != nil {
 		t.Error(err)
@@ -927,7 +942,7 @@ func eventID(c Change) int64 {
 }
 
 func TestUnhandledRuleTypesKept(t *testing.T) {
-	rules := []config.Rule{rule("q", "outbound_queue", time.Minute, 100, "alert"), rule("d", "dos", time.Minute, 5, "block")}
+	rules := []config.Rule{rule("q", "outbound_queue", time.Minute, 100), rule("d", "dos", time.Minute, 5, "block")}
 	r := newRig(t, Options{Rules: rules})
 	if got := r.Rules(); len(got) != 2 || got[0].Name != "q" {
 		t.Errorf("Rules() = %+v", got)
@@ -959,5 +974,22 @@ func TestRunFlushesOnStop(t *testing.T) {
 	evs := store.events()
 	if len(evs) != 1 || evs[0].Impact != 5 {
 		t.Errorf("events after Run stopped = %+v, want one with impact 5", evs)
+	}
+}
+
+// The observation kinds agree with the one table of types: every rule
+// type this build counts per source or account has a kind, and every kind
+// counts what the table says.
+func TestKindsMatchTheTable(t *testing.T) {
+	for _, ty := range ruletype.All() {
+		k, ok := kindOf(ty.Name)
+		switch {
+		case ty.Rule && ty.Built && !ok:
+			t.Errorf("%s is built but no observation kind counts it", ty.Name)
+		case ok && kinds[k].perAccount != (ty.Per == ruletype.PerAccount):
+			t.Errorf("%s counts per %s, its kind per account %v", ty.Name, ty.Per, kinds[k].perAccount)
+		case ok && (!ty.Rule || kinds[k].noun != ty.Noun):
+			t.Errorf("kind %v does not match the table's %+v", k, ty)
+		}
 	}
 }

@@ -2,7 +2,6 @@ package detect
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"mxguard/internal/events"
+	"mxguard/internal/ruletype"
 )
 
 // activeEvent is the in-memory side of an event from the moment its rule
@@ -24,20 +24,25 @@ type activeEvent struct {
 	owner *ruleState
 
 	// Set by observe/fire before the event is tracked, then read-only.
+	seq                        uint64 // order of firing (0: restored at start)
 	typ, rule, source, service string
 	started                    time.Time
 	detail                     map[string]any
 
 	mu      sync.Mutex
-	id      int64
+	id      int64 // 0 until the writer stored the event (IDs come from the store)
 	window  int64 // quiet time that ends the event, ns
 	last    int64 // last counted observation or refusal, unix ns
 	impact  int64
 	actions []string
 	endedAt time.Time // zero while active
-	live    bool      // fire finished: inserted (or tried) and tracked
+	live    bool      // fire finished: actions taken, queued for the writer, tracked
 	stored  bool      // the store has a row for the event
 	dirty   bool      // changed since the last store write
+
+	// What OnChange has been told; only the writer (under flushMu) reads
+	// and sets these.
+	toldStart, toldEnd bool
 }
 
 // touch records activity: a counted observation, or a refusal when refused.
@@ -86,10 +91,14 @@ func (ev *activeEvent) recordLocked() events.Event {
 }
 
 // fire completes an event that observe just created: it takes the rule's
-// actions, stores the event and reports it. The block is in force in
-// memory before the store is written, so the next Blocked call refuses.
+// actions and hands the event (and its block) to the writer. It runs on
+// the goroutine of the observation, a front end's session: it never waits
+// on the store. The block is in force in memory at once, so the next
+// Blocked call refuses; the writer stores the event, which gives it its
+// ID, then the block, and only then reports both to OnChange and the log.
 func (e *Engine) fire(s *setup, r *boundRule, ev *activeEvent, o Observation) {
 	now := e.clock.Now()
+	ev.seq = e.fired.Add(1)
 	ev.typ, ev.rule, ev.service, ev.started = r.cfg.Type, r.cfg.Name, o.Service, now
 	ev.detail = map[string]any{"threshold": r.cfg.Threshold, "window": r.cfg.Window.String()}
 	if kinds[r.kind].perAccount {
@@ -97,54 +106,35 @@ func (e *Engine) fire(s *setup, r *boundRule, ev *activeEvent, o Observation) {
 	} else {
 		ev.source = canonical(sourcePrefix(o.Addr, s.v6bits))
 	}
-	if r.alert {
-		ev.addAction("alert")
-	}
 	var b *block
 	if r.block && o.Addr.IsValid() && !s.protected(o.Addr) {
 		// An existing block (manual, or of another event) is left alone;
 		// then this event took no block action of its own.
 		if b = e.autoBlock(sourcePrefix(o.Addr, s.v6bits), r, ev, now); b != nil {
-			ev.addAction("block")
+			ev.addAction(ruletype.ActionBlock)
 		}
 	}
 	if r.suspend && kinds[r.kind].perAccount {
 		e.suspend(o.Account, now.Add(r.cfg.BlockFor).UnixNano())
-		ev.addAction("suspend")
+		ev.addAction(ruletype.ActionSuspend)
 	}
 
-	rec := ev.record()
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
-	stored := true
-	if e.store != nil {
-		if err := e.store.Insert(ctx, &rec); err != nil {
-			// Flush retries the insert; the block is in force regardless.
-			e.log.Error("detect: store event", "rule", rec.Rule, "source", rec.Source, "err", err)
-			stored = false
-		}
-	} else {
-		rec.ID = e.nextID.Add(1)
-	}
 	ev.mu.Lock()
-	ev.id, ev.stored, ev.live = rec.ID, stored, true
+	ev.live = true
+	if e.store == nil {
+		// Nothing to store: the ID is ours to give.
+		ev.id, ev.stored = e.nextID.Add(1), true
+	}
 	ev.mu.Unlock()
 	e.track(ev)
 	if e.metrics != nil {
-		e.metrics.Events.WithLabelValues(rec.Type).Inc()
-		e.metrics.EventsActive.WithLabelValues(rec.Type).Inc()
+		e.metrics.Events.WithLabelValues(ev.typ).Inc()
+		e.metrics.EventsActive.WithLabelValues(ev.typ).Inc()
 	}
-
-	attrs := []any{"id", rec.ID, "type", rec.Type, "rule", rec.Rule, "source", rec.Source, "service", rec.Service, "actions", rec.Actions}
-	if r.alert {
-		e.log.Warn("detect: attack detected", attrs...)
-	} else {
-		e.log.Info("detect: attack detected", attrs...)
-	}
-	e.emit(Change{Type: ChangeEventStarted, Event: &rec})
 	if b != nil {
-		e.blockAdded(ctx, b)
+		e.setBlocksGauge()
 	}
+	e.writes.add(ev, b)
 }
 
 // renew re-applies block and suspend while an event lasts: a source that
@@ -159,15 +149,14 @@ func (e *Engine) renew(s *setup, r *boundRule, ev *activeEvent, o Observation) {
 	}
 	if r.block && o.Addr.IsValid() && !e.Blocked(o.Addr) && !s.protected(o.Addr) {
 		if b := e.autoBlock(sourcePrefix(o.Addr, s.v6bits), r, ev, e.clock.Now()); b != nil {
-			ev.addAction("block")
-			ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-			e.blockAdded(ctx, b)
-			cancel()
+			ev.addAction(ruletype.ActionBlock)
+			e.setBlocksGauge()
+			e.writes.add(nil, b)
 		}
 	}
 	if r.suspend && kinds[r.kind].perAccount && !e.Suspended(o.Account) {
 		e.suspend(o.Account, e.clock.Now().Add(r.cfg.BlockFor).UnixNano())
-		ev.addAction("suspend")
+		ev.addAction(ruletype.ActionSuspend)
 	}
 }
 
@@ -187,10 +176,10 @@ func (e *Engine) trackedEvents() []*activeEvent {
 	return evs
 }
 
-// endQuiet ends every event quiet for one full window. Caller holds houseMu.
-func (e *Engine) endQuiet(now time.Time) []*activeEvent {
+// endQuiet ends every event quiet for one full window; Flush stores and
+// reports the ends. Caller holds houseMu.
+func (e *Engine) endQuiet(now time.Time) {
 	ns := now.UnixNano()
-	var ended []*activeEvent
 	for _, ev := range e.trackedEvents() {
 		if !ev.quiet(ns) {
 			continue
@@ -215,12 +204,10 @@ func (e *Engine) endQuiet(now time.Time) []*activeEvent {
 		} else if !ev.end(ns, now) {
 			continue
 		}
-		ended = append(ended, ev)
 		if e.metrics != nil {
 			e.metrics.EventsActive.WithLabelValues(ev.typ).Dec()
 		}
 	}
-	return ended
 }
 
 func (ev *activeEvent) quiet(now int64) bool {
@@ -239,46 +226,6 @@ func (ev *activeEvent) end(ns int64, now time.Time) bool {
 	ev.endedAt = now
 	ev.dirty = true
 	return true
-}
-
-// Flush writes new, changed and ended events to the store. Impact is kept
-// in memory between flushes so a flood of refusals costs no writes.
-func (e *Engine) Flush(ctx context.Context) error {
-	e.flushMu.Lock()
-	defer e.flushMu.Unlock()
-	var errs []error
-	for _, ev := range e.trackedEvents() {
-		ev.mu.Lock()
-		write := e.store != nil && (ev.dirty || !ev.stored)
-		insert := !ev.stored
-		rec := ev.recordLocked()
-		ev.dirty = false
-		ev.mu.Unlock()
-		var err error
-		if write {
-			if insert {
-				err = e.store.Insert(ctx, &rec)
-			} else {
-				err = e.store.Update(ctx, rec)
-			}
-		}
-		ev.mu.Lock()
-		switch {
-		case err != nil:
-			ev.dirty = true
-			errs = append(errs, fmt.Errorf("detect: event %d (%s %s): %w", rec.ID, rec.Rule, rec.Source, err))
-		case insert && write:
-			ev.id, ev.stored = rec.ID, true
-		}
-		done := !ev.endedAt.IsZero() && !ev.dirty && ev.stored
-		ev.mu.Unlock()
-		if done {
-			e.evMu.Lock()
-			delete(e.tracked, ev)
-			e.evMu.Unlock()
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // restoreEvents takes over the events a previous run left active: they go
@@ -321,7 +268,7 @@ func (e *Engine) restoreEvents(ctx context.Context, s *setup) (map[int64]*active
 			key: evKey, typ: rec.Type, rule: rec.Rule, source: rec.Source, service: rec.Service,
 			started: rec.StartedAt, detail: rec.Detail,
 			id: rec.ID, window: r.st.window, last: now.UnixNano(), impact: rec.Impact,
-			actions: rec.Actions, live: true, stored: true,
+			actions: rec.Actions, live: true, stored: true, toldStart: true,
 		}
 		r.st.adopt(ev)
 		e.track(ev)

@@ -76,16 +76,18 @@ func errOwnType(typ string) error {
 
 // StartEvent records an event that another component detected, such as
 // mail_server_down (source: the server address as configured). No rule
-// raises such events, so rule is empty and the only action is "alert": an
-// outage always deserves one. The event is in the store when StartEvent
-// returns; on a store error nothing is recorded and the caller may retry.
+// raises such events, so rule is empty and there are no actions (alerts,
+// which an outage deserves, are not built yet; an event lists only what
+// was done). The event is in the store when StartEvent returns: its
+// caller is a background component that needs the ID, not an SMTP
+// session. On a store error nothing is recorded and the caller may retry.
 func (e *Engine) StartEvent(ctx context.Context, typ, source, service string, detail map[string]any) (int64, error) {
 	if err := errOwnType(typ); err != nil {
 		return 0, err
 	}
 	rec := events.Event{
 		Type: typ, Status: events.StatusActive, StartedAt: e.clock.Now(),
-		Source: source, Service: service, Actions: []string{"alert"}, Detail: maps.Clone(detail),
+		Source: source, Service: service, Actions: []string{}, Detail: maps.Clone(detail),
 	}
 	if rec.Detail == nil {
 		rec.Detail = map[string]any{}

@@ -65,7 +65,7 @@ func TestExternalEventLifecycle(t *testing.T) {
 	}
 	want := events.Event{
 		ID: id, Type: "mail_server_down", Status: events.StatusActive, StartedAt: started,
-		Source: "127.0.0.1:2526", Service: "smtp", Actions: []string{"alert"}, Detail: map[string]any{"role": "primary"},
+		Source: "127.0.0.1:2526", Service: "smtp", Actions: []string{}, Detail: map[string]any{"role": "primary"},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("stored\n got %+v\nwant %+v", got, want)

@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"mxguard/internal/ruletype"
 )
 
 // Event statuses.
@@ -82,9 +84,6 @@ type Store interface {
 	Close() error
 }
 
-// Types are the event types of INTERFACE.md §3.
-var Types = []string{
-	"dos", "bad_sessions", "directory_harvest", "spam_attack", "virus_outbreak",
-	"mailbomb", "brute_force", "internal_spammer", "bounce_spammer", "backscatter",
-	"outbound_queue", "mail_server_down", "org_down",
-}
+// Types are the event types of INTERFACE.md §3, from the one table of
+// them (internal/ruletype).
+var Types = ruletype.Names()
