@@ -98,7 +98,7 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 	defer sink.Close()
 	r := newRig(t, sink, `rules:
-  - {name: harvest, type: directory_harvest, window: 10m, threshold: 3, actions: [alert, block], block_for: 1h}
+  - {name: harvest, type: directory_harvest, window: 10m, threshold: 3, actions: [block], block_for: 1h}
 `)
 	r.start()
 	smtpAddr, cli := r.smtpAddr, r.cli

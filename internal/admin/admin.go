@@ -50,8 +50,9 @@ type Options struct {
 	Reload  func(ctx context.Context) error
 	Logger  *slog.Logger // nil: discard
 	Version string       // shown in the console footer
-	// Servers and Spool feed the console's status page; nil leaves that
-	// part of the page out (an instance without a relay or spool).
+	// Servers and Spool feed GET /api/v1/servers, /api/v1/spool and its
+	// operator requests, and the console's status page; nil leaves them
+	// out (an instance without a relay or spool: the API answers 503).
 	Servers func() []ServerView
 	Spool   SpoolControl
 	// Clock gives console session expiry, login throttling and "expires
@@ -108,25 +109,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
 }
 
-// Handle mounts an additional authenticated API route, for components that
-// own their endpoints (the delivery and spool managers mount
-// "GET /api/v1/servers", "GET /api/v1/spool", "POST /api/v1/spool/{action}").
-// The pattern uses http.ServeMux syntax and its path must start with /api/;
-// the handler runs after the token check, and a text/plain error it writes
-// (http.Error) reaches the client as {"error": "..."}. Use WriteJSON and
-// WriteError for answers. Handle panics on a pattern outside /api/ or one
-// that conflicts, like http.ServeMux.Handle.
-func (s *Server) Handle(pattern string, h http.Handler) {
-	path := pattern
-	if i := strings.IndexByte(pattern, ' '); i >= 0 {
-		path = strings.TrimLeft(pattern[i:], " ")
-	}
-	if !strings.HasPrefix(path, "/api/") {
-		panic("admin: Handle pattern outside /api/: " + pattern)
-	}
-	s.api.Handle(pattern, h)
-}
-
 // serveAPI checks the bearer token before routing, so an unauthenticated
 // client learns nothing about which paths exist.
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
@@ -149,7 +131,7 @@ func (s *Server) bearerOK(w http.ResponseWriter, r *http.Request) bool {
 	key, now := clientKey(r), s.clock.Now()
 	if wait := s.throttle.wait(key, now); wait > 0 {
 		setRetryAfter(w, wait)
-		WriteError(w, http.StatusTooManyRequests, "too many wrong tokens from your address; retry in "+formatDuration(roundUp(wait)))
+		writeError(w, http.StatusTooManyRequests, "too many wrong tokens from your address; retry in "+formatDuration(roundUp(wait)))
 		return false
 	}
 	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -161,7 +143,7 @@ func (s *Server) bearerOK(w http.ResponseWriter, r *http.Request) bool {
 		s.failed(r, key, now, "api")
 	}
 	w.Header().Set("WWW-Authenticate", `Bearer realm="mxguard"`)
-	WriteError(w, http.StatusUnauthorized, "missing or invalid bearer token")
+	writeError(w, http.StatusUnauthorized, "missing or invalid bearer token")
 	return false
 }
 
@@ -255,8 +237,7 @@ func (s *Server) HTTPServer(l HTTPLimits) *http.Server {
 }
 
 // jsonErrors turns the plain-text errors of http.ServeMux (404, 405 with its
-// Allow header) and of http.Error in mounted handlers into the JSON error
-// form of INTERFACE.md §5.
+// Allow header) into the JSON error form of INTERFACE.md §5.
 type jsonErrors struct {
 	http.ResponseWriter
 	r      *http.Request
@@ -297,7 +278,7 @@ func (j *jsonErrors) finish() {
 	case msg == "":
 		msg = strings.ToLower(http.StatusText(j.status))
 	}
-	WriteError(j.ResponseWriter, j.status, msg)
+	writeError(j.ResponseWriter, j.status, msg)
 }
 
 // Unwrap lets http.ResponseController reach the real writer.

@@ -506,27 +506,78 @@ func TestReload(t *testing.T) {
 	}
 }
 
-func TestHandleMountsAuthenticatedRoutes(t *testing.T) {
-	f := newFixture(t)
-	f.srv.Handle("GET /api/v1/servers", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		WriteJSON(w, 200, map[string][]string{"servers": {}})
-	}))
-	f.srv.Handle("POST /api/v1/spool/{action}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "unknown spool action "+r.PathValue("action"), http.StatusBadRequest)
-	}))
-	wantError(t, f.do(t, "GET", "/api/v1/servers", ""), 401)
-	if r := f.api(t, "GET", "/api/v1/servers", ""); r.status != 200 || strings.TrimSpace(r.body) != `{"servers":[]}` {
-		t.Errorf("mounted route: %d %s", r.status, r.body)
-	}
-	if msg := wantError(t, f.api(t, "POST", "/api/v1/spool/explode", ""), 400); msg != "unknown spool action explode" {
-		t.Errorf("http.Error text became %q", msg)
-	}
-	defer func() {
-		if recover() == nil {
-			t.Error("Handle accepted a pattern outside /api/")
+// GET /api/v1/servers answers the INTERFACE.md §5 shape from what the
+// delivery manager reports (the gateway's end-to-end tests feed it from the
+// real relay).
+func TestServersAPI(t *testing.T) {
+	f := newFixture(t, func(o *Options) {
+		o.Servers = func() []ServerView {
+			return []ServerView{
+				{Address: "127.0.0.1:2526", Role: "primary", State: "up", Since: t0},
+				{Address: "127.0.0.1:2527", Role: "failover", State: "down", Since: t0.Add(time.Minute),
+					LastError: "dial tcp 127.0.0.1:2527: connect: connection refused"},
+			}
 		}
-	}()
-	f.srv.Handle("GET /servers", http.NotFoundHandler())
+	})
+	wantError(t, f.do(t, "GET", "/api/v1/servers", ""), 401)
+	r := f.api(t, "GET", "/api/v1/servers", "")
+	got := decode[struct {
+		Servers []map[string]any `json:"servers"`
+	}](t, r)
+	want := []map[string]any{
+		{"address": "127.0.0.1:2526", "role": "primary", "state": "up", "since": "2026-11-25T10:00:00Z", "last_error": ""},
+		{"address": "127.0.0.1:2527", "role": "failover", "state": "down", "since": "2026-11-25T10:01:00Z",
+			"last_error": "dial tcp 127.0.0.1:2527: connect: connection refused"},
+	}
+	if r.status != 200 || !reflect.DeepEqual(got.Servers, want) {
+		t.Errorf("%d\n got  %v\nwant %v", r.status, got.Servers, want)
+	}
+	wantError(t, f.api(t, "POST", "/api/v1/servers", ""), 405)
+
+	none := newFixture(t)
+	if msg := wantError(t, none.api(t, "GET", "/api/v1/servers", ""), 503); msg != "this instance reports no delivery servers" {
+		t.Errorf("without servers: %q", msg)
+	}
+}
+
+// GET /api/v1/spool and the three operator requests answer the spool's
+// status (INTERFACE.md §5), each request reaching the spool manager once.
+func TestSpoolAPI(t *testing.T) {
+	sp := &fakeSpool{view: SpoolView{State: "off", Messages: 1, Bytes: 1234, MaxBytes: 1 << 20}}
+	f := newFixture(t, func(o *Options) { o.Spool = sp })
+	wantError(t, f.do(t, "GET", "/api/v1/spool", ""), 401)
+	wantError(t, f.do(t, "POST", "/api/v1/spool/suspend", ""), 401)
+	status := func(method, path string) (int, map[string]any) {
+		t.Helper()
+		r := f.api(t, method, path, "")
+		if r.status != 200 {
+			return r.status, nil
+		}
+		return r.status, decode[map[string]any](t, r)
+	}
+	code, v := status("GET", "/api/v1/spool")
+	want := map[string]any{"state": "off", "messages": 1.0, "bytes": 1234.0, "max_bytes": float64(1 << 20)}
+	if code != 200 || !reflect.DeepEqual(v, want) {
+		t.Fatalf("GET = %d %v, want %v", code, v, want)
+	}
+	for _, tc := range []struct{ action, state string }{{"suspend", "suspended"}, {"resume", "off"}, {"unspool", "unspooling"}} {
+		if code, v := status("POST", "/api/v1/spool/"+tc.action); code != 200 || v["state"] != tc.state || v["messages"] != 1.0 {
+			t.Errorf("POST %s = %d %v, want state %s", tc.action, code, v, tc.state)
+		}
+	}
+	if !slices.Equal(sp.requests, []string{"suspend", "resume", "unspool"}) {
+		t.Errorf("spool got %v", sp.requests)
+	}
+	wantError(t, f.api(t, "GET", "/api/v1/spool/suspend", ""), 405)
+	if msg := wantError(t, f.api(t, "POST", "/api/v1/spool/explode", ""), 404); !strings.Contains(msg, "explode") {
+		t.Errorf("unknown action: %q", msg)
+	}
+	if len(sp.requests) != 3 {
+		t.Errorf("a refused request reached the spool: %v", sp.requests)
+	}
+	none := newFixture(t)
+	wantError(t, none.api(t, "GET", "/api/v1/spool", ""), 503)
+	wantError(t, none.api(t, "POST", "/api/v1/spool/suspend", ""), 503)
 }
 
 // FuzzAddBlock feeds arbitrary bodies to POST /api/v1/blocks: whatever a

@@ -34,6 +34,9 @@ func (s *Server) routeAPI() {
 	s.api.HandleFunc("DELETE /api/v1/blocks/{source...}", s.apiRemoveBlock)
 	s.api.HandleFunc("GET /api/v1/rules", s.apiRules)
 	s.api.HandleFunc("POST /api/v1/reload", s.apiReload)
+	s.api.HandleFunc("GET /api/v1/servers", s.apiServers)
+	s.api.HandleFunc("GET /api/v1/spool", s.apiSpool)
+	s.api.HandleFunc("POST /api/v1/spool/{action}", s.apiSpoolAction)
 }
 
 // userError is a failure caused by the request; its text is shown to the
@@ -57,7 +60,7 @@ func notFound(format string, args ...any) error {
 // fail answers err as JSON with the status it maps to.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	status, msg := s.classify(r, err)
-	WriteError(w, status, msg)
+	writeError(w, status, msg)
 }
 
 // classify maps err to a status and a client-safe text, logging internal
@@ -70,9 +73,8 @@ func (s *Server) classify(r *http.Request, err error) (int, string) {
 	return http.StatusInternalServerError, "internal error, see the server log"
 }
 
-// WriteJSON answers v as JSON with status. Mounted handlers use it so every
-// API answer looks the same.
-func WriteJSON(w http.ResponseWriter, status int, v any) {
+// writeJSON answers v as JSON with status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
@@ -82,9 +84,9 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v) // the client went away; nothing left to tell it
 }
 
-// WriteError answers {"error": msg} with status (INTERFACE.md §5).
-func WriteError(w http.ResponseWriter, status int, msg string) {
-	WriteJSON(w, status, map[string]string{"error": msg})
+// writeError answers {"error": msg} with status (INTERFACE.md §5).
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
 }
 
 // --- shared between API and console ---
@@ -245,7 +247,7 @@ func (s *Server) apiEvents(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, res)
+	writeJSON(w, http.StatusOK, res)
 }
 
 func (s *Server) apiEvent(w http.ResponseWriter, r *http.Request) {
@@ -254,11 +256,11 @@ func (s *Server) apiEvent(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, e)
+	writeJSON(w, http.StatusOK, e)
 }
 
 func (s *Server) apiBlocks(w http.ResponseWriter, _ *http.Request) {
-	WriteJSON(w, http.StatusOK, map[string][]events.Block{"blocks": s.blocks()})
+	writeJSON(w, http.StatusOK, map[string][]events.Block{"blocks": s.blocks()})
 }
 
 func (s *Server) apiAddBlock(w http.ResponseWriter, r *http.Request) {
@@ -285,7 +287,7 @@ func (s *Server) apiAddBlock(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	WriteJSON(w, http.StatusCreated, b)
+	writeJSON(w, http.StatusCreated, b)
 }
 
 func (s *Server) apiRemoveBlock(w http.ResponseWriter, r *http.Request) {
@@ -297,25 +299,25 @@ func (s *Server) apiRemoveBlock(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) apiRules(w http.ResponseWriter, _ *http.Request) {
-	WriteJSON(w, http.StatusOK, map[string][]ruleView{"rules": s.rules()})
+	writeJSON(w, http.StatusOK, map[string][]ruleView{"rules": s.rules()})
 }
 
 func (s *Server) apiReload(w http.ResponseWriter, r *http.Request) {
 	if s.o.Reload == nil {
-		WriteError(w, http.StatusServiceUnavailable, "reload is not available")
+		writeError(w, http.StatusServiceUnavailable, "reload is not available")
 		return
 	}
 	if err := s.o.Reload(r.Context()); err != nil {
 		lines := errorLines(err)
 		s.log.WarnContext(r.Context(), "admin: reload refused", "errors", len(lines))
-		WriteJSON(w, http.StatusBadRequest, map[string]any{
+		writeJSON(w, http.StatusBadRequest, map[string]any{
 			"error":  "configuration refused, the running one stays",
 			"errors": lines,
 		})
 		return
 	}
 	s.log.InfoContext(r.Context(), "admin: configuration reloaded")
-	WriteJSON(w, http.StatusOK, map[string]string{"status": "reloaded"})
+	writeJSON(w, http.StatusOK, map[string]string{"status": "reloaded"})
 }
 
 // errorLines splits a config.Errors text into its FILE:LINE: msg lines.
@@ -327,4 +329,39 @@ func errorLines(err error) []string {
 		}
 	}
 	return lines
+}
+
+func (s *Server) apiServers(w http.ResponseWriter, _ *http.Request) {
+	if s.o.Servers == nil {
+		writeError(w, http.StatusServiceUnavailable, "this instance reports no delivery servers")
+		return
+	}
+	servers := s.o.Servers()
+	if servers == nil {
+		servers = []ServerView{}
+	}
+	writeJSON(w, http.StatusOK, map[string][]ServerView{"servers": servers})
+}
+
+func (s *Server) apiSpool(w http.ResponseWriter, _ *http.Request) {
+	if s.o.Spool == nil {
+		writeError(w, http.StatusServiceUnavailable, "this instance has no spool")
+		return
+	}
+	writeJSON(w, http.StatusOK, s.o.Spool.View())
+}
+
+// apiSpoolAction runs POST /api/v1/spool/{suspend,resume,unspool} and
+// answers the new spool status.
+func (s *Server) apiSpoolAction(w http.ResponseWriter, r *http.Request) {
+	if s.o.Spool == nil {
+		writeError(w, http.StatusServiceUnavailable, "this instance has no spool")
+		return
+	}
+	action := r.PathValue("action")
+	if !s.spoolRequest(r.Context(), action, "api") {
+		s.fail(w, r, notFound("no spool action %q (suspend, resume or unspool)", action))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.o.Spool.View())
 }

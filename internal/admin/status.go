@@ -1,36 +1,39 @@
 package admin
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// The status page shows what the relay and the spool report. admin cannot
-// import those packages (both mount their API through admin), so it defines
-// the views it renders and the gateway adapts the components to them.
+// The API and the status page show what the delivery manager and the
+// spool report. Those domain packages expose data and know nothing of
+// HTTP; admin defines the views it serves and the gateway adapts the
+// components to them.
 
-// ServerView is one delivery server on the status page (the fields of
-// GET /api/v1/servers, INTERFACE.md §5).
+// ServerView is one delivery server: GET /api/v1/servers (INTERFACE.md
+// §5) and the status page.
 type ServerView struct {
-	Address   string
-	Role      string // "primary" or "failover"
-	State     string // "up" or "down"
-	Since     time.Time
-	LastError string // kept after recovery, so a flapping server shows why
+	Address   string    `json:"address"`
+	Role      string    `json:"role"`  // "primary" or "failover"
+	State     string    `json:"state"` // "up" or "down"
+	Since     time.Time `json:"since"`
+	LastError string    `json:"last_error"` // kept after recovery, so a flapping server shows why
 }
 
-// SpoolView is the spool on the status page (GET /api/v1/spool).
+// SpoolView is the spool: GET /api/v1/spool (INTERFACE.md §5) and the
+// status page.
 type SpoolView struct {
-	State    string // off, delay, spooling, suspended, full, unspooling
-	Messages int
-	Bytes    int64
-	MaxBytes int64 // 0: no limit
+	State    string `json:"state"` // off, delay, spooling, suspended, full, unspooling
+	Messages int    `json:"messages"`
+	Bytes    int64  `json:"bytes"`
+	MaxBytes int64  `json:"max_bytes"` // 0: no limit
 }
 
-// SpoolControl is what the console needs of the spool manager: its state,
-// and the three operator requests of POST /api/v1/spool/{action}.
+// SpoolControl is what admin needs of the spool manager: its state, and
+// the three operator requests of POST /api/v1/spool/{action}.
 type SpoolControl interface {
 	View() SpoolView
 	Suspend()
@@ -83,12 +86,24 @@ var spoolDone = map[string]string{
 // spoolAction runs one operator request and redirects back to the status
 // page (post/redirect/get, so a reload does not repeat it).
 func (c *console) spoolAction(w http.ResponseWriter, r *http.Request) {
-	sp := c.s.o.Spool
-	if sp == nil {
+	if c.s.o.Spool == nil {
 		c.renderError(w, r, http.StatusNotFound, "This instance has no spool.")
 		return
 	}
 	action := r.PathValue("action")
+	if !c.s.spoolRequest(r.Context(), action, "console") {
+		c.renderError(w, r, http.StatusNotFound, "No such spool action.")
+		return
+	}
+	http.Redirect(w, r, "/status?done="+action, http.StatusSeeOther)
+}
+
+// spoolRequest runs one operator request on the spool, from the API or the
+// console (via), and logs it the same way for both, so the log tells one
+// story whichever way the operator came. It reports false for an unknown
+// action. The caller checked that there is a spool.
+func (s *Server) spoolRequest(ctx context.Context, action, via string) bool {
+	sp := s.o.Spool
 	switch action {
 	case "suspend":
 		sp.Suspend()
@@ -97,13 +112,10 @@ func (c *console) spoolAction(w http.ResponseWriter, r *http.Request) {
 	case "unspool":
 		sp.Unspool()
 	default:
-		c.renderError(w, r, http.StatusNotFound, "No such spool action.")
-		return
+		return false
 	}
-	// Same message as the API's, so the log tells one story whichever
-	// way the operator came.
-	c.s.log.InfoContext(r.Context(), "spool: operator request", "action", action, "via", "console")
-	http.Redirect(w, r, "/status?done="+action, http.StatusSeeOther)
+	s.log.InfoContext(ctx, "spool: operator request", "action", action, "via", via)
+	return true
 }
 
 // spoolHint explains a spool state in the operator's terms (the states

@@ -158,10 +158,10 @@ limits:
   max_connections_per_source: 20
 timeouts: {greeting: 10s, command: 1m, data: 2m}
 rules:
-  - {name: harvest, type: directory_harvest, window: 30s, threshold: 10, actions: [alert, block], block_for: 2m}
-  - {name: flood, type: dos, window: 10s, threshold: 40, actions: [alert, block], block_for: 1m}
-  - {name: probes, type: bad_sessions, window: 30s, threshold: 15, actions: [alert, block], block_for: 1m}
-  - {name: mailbomb, type: mailbomb, window: 1m, threshold: 5, min_size: 200KB, actions: [alert, block], block_for: 2m}
+  - {name: harvest, type: directory_harvest, window: 30s, threshold: 10, actions: [block], block_for: 2m}
+  - {name: flood, type: dos, window: 10s, threshold: 40, actions: [block], block_for: 1m}
+  - {name: probes, type: bad_sessions, window: 30s, threshold: 15, actions: [block], block_for: 1m}
+  - {name: mailbomb, type: mailbomb, window: 1m, threshold: 5, min_size: 200KB, actions: [block], block_for: 2m}
 `, admin, token, dataDir, primary, failover)
 }
 
@@ -193,7 +193,13 @@ func (n *narrator) change(c detect.Change) {
 		if e.Rule != "" {
 			rule = " (rule " + e.Rule + ")"
 		}
-		n.say("EVENT STARTED  #%d %s from %s%s actions: %s", e.ID, e.Type, e.Source, rule, strings.Join(e.Actions, ", "))
+		// An event lists only what was done: a server outage blocks
+		// nothing, and alerts are not built yet.
+		actions := strings.Join(e.Actions, ", ")
+		if actions == "" {
+			actions = "none"
+		}
+		n.say("EVENT STARTED  #%d %s from %s%s actions: %s", e.ID, e.Type, e.Source, rule, actions)
 	case "event_ended":
 		e := c.Event
 		why := "quiet for one window"

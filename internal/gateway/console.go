@@ -5,11 +5,12 @@ import (
 	"mxguard/internal/spool"
 )
 
-// The console's status page speaks admin's view types (admin cannot import
-// relay or spool: both mount their API through it); these adapters are the
-// only place the two meet.
+// admin serves what the relay and the spool report (GET /api/v1/servers,
+// /api/v1/spool and its operator requests, the console's status page) in
+// its own view types; these adapters are the only place the domain
+// packages and the web layer meet.
 
-// consoleServers lists the relay's servers for the status page.
+// consoleServers lists the relay's servers for admin.
 func (g *Gateway) consoleServers() []admin.ServerView {
 	list := g.Relay.Servers()
 	out := make([]admin.ServerView, len(list))
@@ -19,7 +20,7 @@ func (g *Gateway) consoleServers() []admin.ServerView {
 	return out
 }
 
-// consoleSpool gives the console the spool manager's state and its three
+// consoleSpool gives admin the spool manager's state and its three
 // operator requests (Suspend, Resume, Unspool come with the embedding).
 type consoleSpool struct{ *spool.Manager }
 

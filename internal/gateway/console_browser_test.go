@@ -38,7 +38,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	testutil.RequireComponent(t, "chromium", err == nil, "apt-get install chromium")
 
 	e := start(t, `rules:
-  - {name: harvest, type: directory_harvest, window: 10m, threshold: 2, actions: [block, alert], block_for: 1h}
+  - {name: harvest, type: directory_harvest, window: 10m, threshold: 2, actions: [block], block_for: 1h}
 `)
 	// Two harvesters; the first keeps knocking after its block, so its
 	// event has the larger impact and sorting by impact must put it first

@@ -142,10 +142,6 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 		Spool:   consoleSpool{g.Spool},
 		Clock:   o.Clock,
 	})
-	g.Admin.Handle("GET /api/v1/servers", g.Relay.ServersHandler())
-	sh := g.Spool.Handler()
-	g.Admin.Handle("GET /api/v1/spool", sh)
-	g.Admin.Handle("POST /api/v1/spool/{action}", sh)
 
 	if g.smtpLn, err = smtpd.Listen(ctx, cfg.Listen.SMTP); err != nil {
 		return fmt.Errorf("listen smtp: %w", err)

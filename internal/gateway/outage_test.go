@@ -149,6 +149,23 @@ spool: {delay: 100ms, max_size: 6KB, auto_unspool: false}
 	e.sink.SetDown(true)
 	e.waitSpool("spooling", func(s spoolStatus) bool { return s.State == "spooling" })
 
+	// GET /api/v1/servers (INTERFACE.md §5) tells why the relay's server
+	// is down, since when in whole seconds UTC.
+	code, body := e.api("GET", "/api/v1/servers", "")
+	var servers struct {
+		Servers []map[string]any `json:"servers"`
+	}
+	if err := json.Unmarshal([]byte(body), &servers); code != 200 || err != nil || len(servers.Servers) != 1 {
+		t.Fatalf("servers: %d %s %v", code, body, err)
+	}
+	srv := servers.Servers[0]
+	since, _ := srv["since"].(string)
+	at, err := time.Parse(time.RFC3339, since)
+	if srv["address"] != e.sink.Addr() || srv["role"] != "primary" || srv["state"] != "down" ||
+		err != nil || at.Location() != time.UTC || at.Nanosecond() != 0 || srv["last_error"] == "" || len(srv) != 5 {
+		t.Errorf("down server = %v (since: %v)", srv, err)
+	}
+
 	// Suspended: deferred, not spooled.
 	if code, body := e.api("POST", "/api/v1/spool/suspend", ""); code != 200 || !strings.Contains(body, `"state":"suspended"`) {
 		t.Fatalf("suspend: %d %s", code, body)

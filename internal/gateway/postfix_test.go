@@ -18,7 +18,7 @@ import (
 func TestPostfixDownstream(t *testing.T) {
 	pf := testutil.StartPostfix(t, testutil.PostfixOptions{})
 	e := startAt(t, pf.Addr(), `rules:
-  - {name: harvest, type: directory_harvest, window: 10m, threshold: 3, actions: [alert, block], block_for: 1h}
+  - {name: harvest, type: directory_harvest, window: 10m, threshold: 3, actions: [block], block_for: 1h}
 `, t.TempDir())
 
 	c := e.session("127.0.0.80")

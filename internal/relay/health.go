@@ -4,13 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"slices"
 	"sync"
 	"time"
-
-	"mxguard/internal/admin"
 )
 
 // Event types raised by the delivery manager (INTERFACE.md §3).
@@ -448,14 +445,4 @@ func (r *Relay) Servers() []ServerStatus {
 		out[i] = st
 	}
 	return out
-}
-
-// ServersHandler answers GET /api/v1/servers (INTERFACE.md §5); the admin
-// server mounts it behind its token check.
-func (r *Relay) ServersHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		admin.WriteJSON(w, http.StatusOK, struct {
-			Servers []ServerStatus `json:"servers"`
-		}{r.Servers()})
-	})
 }

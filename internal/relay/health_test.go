@@ -3,12 +3,9 @@ package relay_test
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"reflect"
 	"strings"
 	"sync"
@@ -583,35 +580,4 @@ func TestSetServers(t *testing.T) {
 		t.Errorf("servers after reload: %+v", got)
 	}
 	mustSend(t, h.r, c.Addr())
-}
-
-// GET /api/v1/servers answers the INTERFACE.md §5 shape.
-func TestServersHandler(t *testing.T) {
-	up, down := startSink(t), startSink(t)
-	h := newHarness(t, 1, relay.Server{Address: up.Addr(), Role: "primary"}, relay.Server{Address: down.Addr(), Role: "failover"})
-	setDown(t, down, true)
-	h.checks(t, 1)
-
-	rec := httptest.NewRecorder()
-	h.r.ServersHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/api/v1/servers", nil))
-	if rec.Code != http.StatusOK || rec.Header().Get("Content-Type") != "application/json" {
-		t.Fatalf("status %d, content type %q", rec.Code, rec.Header().Get("Content-Type"))
-	}
-	var got struct {
-		Servers []map[string]any `json:"servers"`
-	}
-	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
-		t.Fatalf("%v: %s", err, rec.Body)
-	}
-	refused := got.Servers[1]["last_error"]
-	want := []map[string]any{
-		{"address": up.Addr(), "role": "primary", "state": "up", "since": "2026-11-25T10:00:00Z", "last_error": ""},
-		{"address": down.Addr(), "role": "failover", "state": "down", "since": "2026-11-25T10:01:00Z", "last_error": refused},
-	}
-	if !reflect.DeepEqual(got.Servers, want) {
-		t.Errorf("got  %v\nwant %v", got.Servers, want)
-	}
-	if s, _ := refused.(string); !strings.Contains(s, "connection refused") {
-		t.Errorf("last_error %q", refused)
-	}
 }

@@ -2,11 +2,8 @@ package spool
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -513,43 +510,23 @@ func TestRedeliveryCounted(t *testing.T) {
 	}
 }
 
-func TestHandler(t *testing.T) {
+// The operator requests (POST /api/v1/spool/{action}, served by admin)
+// move the spool between the states Status reports.
+func TestOperatorRequests(t *testing.T) {
 	f := newFixture(t, ManagerOptions{}, Options{MaxBytes: 1 << 20})
 	f.put(t, 1)
-	h := f.m.Handler()
-	do := func(method, path string) (int, map[string]any) {
-		t.Helper()
-		rr := httptest.NewRecorder()
-		h.ServeHTTP(rr, httptest.NewRequest(method, path, nil))
-		var v map[string]any
-		if rr.Code == http.StatusOK {
-			if err := json.Unmarshal(rr.Body.Bytes(), &v); err != nil {
-				t.Fatalf("%s %s: %v: %s", method, path, err, rr.Body)
-			}
-		}
-		return rr.Code, v
-	}
-	code, v := do("GET", "/api/v1/spool")
 	_, b := f.spool.Stats()
-	want := map[string]any{"state": "off", "messages": 1.0, "bytes": float64(b), "max_bytes": float64(1 << 20)}
-	if code != 200 || len(v) != len(want) {
-		t.Fatalf("GET = %d %v", code, v)
+	if got, want := f.m.Status(), (Status{State: StateOff, Messages: 1, Bytes: b, MaxBytes: 1 << 20}); got != want {
+		t.Fatalf("Status = %+v, want %+v", got, want)
 	}
-	for k, w := range want {
-		if v[k] != w {
-			t.Errorf("%s = %v, want %v", k, v[k], w)
+	for _, tc := range []struct {
+		request func()
+		state   State
+	}{{f.m.Suspend, StateSuspended}, {f.m.Resume, StateOff}, {f.m.Unspool, StateUnspooling}} {
+		tc.request()
+		if st := f.m.Status(); st.State != tc.state || st.Messages != 1 {
+			t.Errorf("after the request: %+v, want state %s", st, tc.state)
 		}
-	}
-	for _, tc := range []struct{ action, state string }{{"suspend", "suspended"}, {"resume", "off"}, {"unspool", "unspooling"}} {
-		if code, v := do("POST", "/api/v1/spool/"+tc.action); code != 200 || v["state"] != tc.state {
-			t.Errorf("POST %s = %d %v, want state %s", tc.action, code, v, tc.state)
-		}
-	}
-	if code, _ := do("GET", "/api/v1/spool/suspend"); code != http.StatusMethodNotAllowed {
-		t.Errorf("GET suspend = %d", code)
-	}
-	if code, _ := do("POST", "/api/v1/spool/explode"); code != http.StatusNotFound {
-		t.Errorf("POST explode = %d", code)
 	}
 }
 
