@@ -5,7 +5,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-
 )
 
 // A key of INTERFACE.md §2 is accepted only when its feature works. The
@@ -112,4 +111,3 @@ func (l *loader) refuseValue(path, value string) bool {
 	}
 	return false
 }
-
