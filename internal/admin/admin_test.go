@@ -21,6 +21,7 @@ import (
 	"mxguard/internal/config"
 	"mxguard/internal/events"
 	"mxguard/internal/metrics"
+	"mxguard/internal/ruletype"
 	"mxguard/internal/testutil"
 )
 
@@ -108,12 +109,12 @@ func newFixture(t *testing.T, with ...func(*Options)) *fixture {
 	}
 	t.Cleanup(func() { store.Close() })
 	f := &fixture{store: store, engine: &fakeEngine{blocks: map[string]events.Block{}, rules: []config.Rule{
-		{Name: "harvest", Type: "directory_harvest", Window: 10 * time.Minute, Threshold: 20, Actions: []string{"block", "alert"}, BlockFor: time.Hour},
+		{Name: "harvest", Type: "directory_harvest", Window: 10 * time.Minute, Threshold: 20, Actions: []string{"block"}, BlockFor: time.Hour},
 		{Name: "bomb", Type: "mailbomb", Window: 90 * time.Second, Threshold: 5, MinSize: 500 * 1000, BlockFor: 30 * time.Minute},
 	}}}
 	ended := t0.Add(-time.Hour)
 	for _, e := range []events.Event{
-		{Type: "directory_harvest", Rule: "harvest", Status: events.StatusActive, StartedAt: t0.Add(-10 * time.Minute), Source: "203.0.113.7", Service: "smtp", Impact: 137, Actions: []string{"alert", "block"}},
+		{Type: "directory_harvest", Rule: "harvest", Status: events.StatusActive, StartedAt: t0.Add(-10 * time.Minute), Source: "203.0.113.7", Service: "smtp", Impact: 137, Actions: []string{"block"}},
 		{Type: "dos", Rule: "dos", Status: events.StatusEnded, StartedAt: t0.Add(-2 * time.Hour), EndedAt: &ended, Source: "198.51.100.1", Impact: 5000},
 		{Type: "brute_force", Rule: "bf", Status: events.StatusActive, StartedAt: t0.Add(-30 * time.Minute), Source: "2001:db8:1:2::/64", Service: "imap", Impact: 12},
 		{Type: "spam_attack", Rule: "spam", Status: events.StatusEnded, StartedAt: t0.Add(-3 * time.Hour), EndedAt: &ended, Source: "<script>alert(1)</script>", Impact: 3},
@@ -446,10 +447,13 @@ func TestRules(t *testing.T) {
 		t.Fatalf("status %d: %s", r.status, r.body)
 	}
 	got := decode[map[string][]map[string]any](t, r)["rules"]
+	// What each type counts comes from the one table of types.
+	harvest, _ := ruletype.Lookup("directory_harvest")
+	bomb, _ := ruletype.Lookup("mailbomb")
 	want := []map[string]any{
-		{"name": "harvest", "type": "directory_harvest", "service": "", "window": "10m", "threshold": 20.0,
-			"min_size": 0.0, "actions": []any{"block", "alert"}, "block_for": "1h", "queue": ""},
-		{"name": "bomb", "type": "mailbomb", "service": "", "window": "1m30s", "threshold": 5.0,
+		{"name": "harvest", "type": "directory_harvest", "per": "source", "counts": harvest.Counts, "service": "", "window": "10m", "threshold": 20.0,
+			"min_size": 0.0, "actions": []any{"block"}, "block_for": "1h", "queue": ""},
+		{"name": "bomb", "type": "mailbomb", "per": "source", "counts": bomb.Counts, "service": "", "window": "1m30s", "threshold": 5.0,
 			"min_size": 500000.0, "actions": []any{}, "block_for": "30m", "queue": ""},
 	}
 	if !reflect.DeepEqual(got, want) {

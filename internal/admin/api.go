@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"mxguard/internal/events"
+	"mxguard/internal/ruletype"
 )
 
 // maxBody bounds request bodies; the largest legitimate one is a block.
@@ -98,10 +99,7 @@ func (s *Server) queryEvents(ctx context.Context, params url.Values) (events.Que
 	if err != nil {
 		return q, events.Result{}, badRequest("%v", err)
 	}
-	if err := s.o.Engine.Flush(ctx); err != nil {
-		// A stale impact count is better than no listing at all.
-		s.log.WarnContext(ctx, "admin: flush before event query", "err", err)
-	}
+	s.flush(ctx)
 	res, err := s.o.Store.Query(ctx, q)
 	if errors.Is(err, events.ErrBadQuery) {
 		return q, res, badRequest("%v", err)
@@ -116,6 +114,15 @@ func (s *Server) queryEvents(ctx context.Context, params url.Values) (events.Que
 		fillEvent(&res.Events[i])
 	}
 	return q, res, nil
+}
+
+// flush has the engine write what it holds in memory (new events, impact
+// counts, the event IDs of new blocks) before a listing.
+func (s *Server) flush(ctx context.Context) {
+	if err := s.o.Engine.Flush(ctx); err != nil {
+		// A stale listing is better than none at all.
+		s.log.WarnContext(ctx, "admin: flush before a listing", "err", err)
+	}
 }
 
 // fillEvent makes empty lists and maps render as [] and {} rather than null,
@@ -196,10 +203,14 @@ func (s *Server) removeBlock(ctx context.Context, source string) error {
 }
 
 // ruleView is the API and console form of a config.Rule: durations as Go
-// duration strings without zero units, sizes as byte counts.
+// duration strings without zero units, sizes as byte counts, and what its
+// type counts per what (internal/ruletype), so a reader need not know the
+// type names.
 type ruleView struct {
 	Name      string   `json:"name"`
 	Type      string   `json:"type"`
+	Per       string   `json:"per"`
+	Counts    string   `json:"counts"`
 	Service   string   `json:"service"`
 	Window    string   `json:"window"`
 	Threshold int      `json:"threshold"`
@@ -221,6 +232,9 @@ func (s *Server) rules() []ruleView {
 		}
 		if v.Actions == nil {
 			v.Actions = []string{}
+		}
+		if t, ok := ruletype.Lookup(r.Type); ok {
+			v.Per, v.Counts = string(t.Per), t.Counts
 		}
 		views = append(views, v)
 	}
@@ -259,7 +273,8 @@ func (s *Server) apiEvent(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, e)
 }
 
-func (s *Server) apiBlocks(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) apiBlocks(w http.ResponseWriter, r *http.Request) {
+	s.flush(r.Context())
 	writeJSON(w, http.StatusOK, map[string][]events.Block{"blocks": s.blocks()})
 }
 

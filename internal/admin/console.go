@@ -31,13 +31,6 @@ const legacyCookie = "mxguard_token"
 // (DESIGN.md: "the console shows up to 500 at a time").
 const consoleLimit = events.MaxLimit
 
-// eventTypes feeds the type filter (INTERFACE.md §3).
-var eventTypes = []string{
-	"dos", "bad_sessions", "directory_harvest", "spam_attack", "virus_outbreak",
-	"mailbomb", "brute_force", "internal_spammer", "bounce_spammer", "backscatter",
-	"outbound_queue", "mail_server_down", "org_down",
-}
-
 // console is the server-rendered web console: plain HTML forms, no script,
 // so it works in any browser and through any proxy.
 type console struct {
@@ -292,7 +285,7 @@ func (c *console) eventsPage(w http.ResponseWriter, r *http.Request) {
 	}
 	v := eventsView{
 		Since: params.Get("since"), MinImpact: params.Get("min_impact"),
-		Types: eventTypes, Limits: []int{events.DefaultLimit, events.MaxLimit},
+		Types: events.Types, Limits: []int{events.DefaultLimit, events.MaxLimit},
 		Events: []events.Event{},
 	}
 	p := page{Title: "Events", Nav: "events", Data: &v}

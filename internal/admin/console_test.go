@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"mxguard/internal/ruletype"
 )
 
 // browser adds the fixture's session cookie and, to a post, the session's
@@ -256,6 +258,12 @@ func TestConsoleEvents(t *testing.T) {
 	if strings.Contains(r.body, "<script>") {
 		t.Error("an event source reached the page unescaped")
 	}
+	// The type filter offers every event type of the one table of types.
+	for _, typ := range ruletype.Names() {
+		if !strings.Contains(r.body, `<option value="`+typ+`"`) {
+			t.Errorf("the type filter lacks %s", typ)
+		}
+	}
 
 	r = f.browser(t, "GET", "/events?type=directory_harvest&source=&status=&min_impact=&since=&limit=100&sort=impact&order=asc", "")
 	wantPage(t, r, 200, "1–2 of 2 events", `<option value="directory_harvest" selected>`, `<option value="100" selected>`,
@@ -339,7 +347,8 @@ func TestConsoleCSRF(t *testing.T) {
 
 func TestConsolePages(t *testing.T) {
 	f := newFixture(t)
-	wantPage(t, f.browser(t, "GET", "/rules", ""), 200, "harvest", "10m", "500KB", "1m30s")
+	wantPage(t, f.browser(t, "GET", "/rules", ""), 200, "harvest", "10m", "500KB", "1m30s",
+		"recipients rejected as unknown (550 5.1.1, ours or the downstream&#39;s), per source")
 	if r := f.browser(t, "GET", "/", ""); r.status != http.StatusSeeOther || r.header.Get("Location") != "/events" {
 		t.Errorf("/: %d to %q", r.status, r.header.Get("Location"))
 	}

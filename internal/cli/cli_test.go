@@ -38,7 +38,7 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 	}
 	mux.Handle("GET /api/v1/events", reply(200, `{"total": 137, "events": [
 		{"id": 42, "type": "directory_harvest", "rule": "harvest", "status": "active", "started_at": "2026-11-25T10:00:00Z",
-		 "ended_at": null, "source": "203.0.113.7", "service": "smtp", "impact": 137, "actions": ["alert", "block"], "detail": {}},
+		 "ended_at": null, "source": "203.0.113.7", "service": "smtp", "impact": 137, "actions": ["block"], "detail": {}},
 		{"id": 41, "type": "dos", "rule": "dos", "status": "ended", "started_at": "2026-11-25T08:00:00Z",
 		 "ended_at": "2026-11-25T09:00:00Z", "source": "198.51.100.1", "service": "", "impact": 5000, "actions": [], "detail": {}}]}`))
 	mux.Handle("GET /api/v1/blocks", reply(200, `{"blocks": [
@@ -106,7 +106,7 @@ func TestCommands(t *testing.T) {
 	}{
 		{name: "events table", cmd: Events, args: conn, code: 0,
 			stdout: []string{"ID  ", "TYPE", "STATUS", "SOURCE", "SERVICE", "STARTED", "ENDED", "IMPACT", "ACTIONS\n",
-				"42  directory_harvest  active  203.0.113.7   smtp", "2026-11-25T10:00:00Z  -  ", "137     alert,block\n",
+				"42  directory_harvest  active  203.0.113.7   smtp", "2026-11-25T10:00:00Z  -  ", "137     block\n",
 				"41  dos", "2026-11-25T09:00:00Z", "5000", "2 of 137 events\n"},
 			req: request{method: "GET", path: "/api/v1/events"}},
 		{name: "events filters", cmd: Events, code: 0,

@@ -16,7 +16,7 @@ func Events(args []string, stdout, stderr io.Writer) int {
 	c := newCommand("mxguard events", "[--type T] [--source S] [--status active|ended] [--min-impact N] "+
 		"[--since T] [--until T] [--sort F] [--order asc|desc] [--limit N] [--offset N] [--json]",
 		envAPI(), stdout, stderr)
-	c.fs.String("type", "", "only events of this `type` (dos, directory_harvest, brute_force, ...)")
+	c.fs.String("type", "", "only events of this `type`: "+strings.Join(events.Types, ", "))
 	c.fs.String("source", "", "only events of this `source` (IP, IPv6 prefix, account, server)")
 	c.fs.String("status", "", "only events with this `status`: active or ended")
 	c.fs.Int64("min-impact", 0, "only events that blocked at least `N` things")

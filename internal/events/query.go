@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"slices"
 	"strings"
 	"time"
 )
@@ -68,6 +69,10 @@ func (q Query) Normalize() (Query, error) {
 	case OrderDesc, OrderAsc:
 	default:
 		return Query{}, fmt.Errorf("%w: unknown order %q (want desc or asc)", ErrBadQuery, q.Order)
+	}
+	if q.Type != "" && !slices.Contains(Types, q.Type) {
+		// No event can have it: a typo, which an empty answer would hide.
+		return Query{}, fmt.Errorf("%w: unknown type %q (want one of %s)", ErrBadQuery, q.Type, strings.Join(Types, ", "))
 	}
 	switch q.Status {
 	case "", StatusActive, StatusEnded:
