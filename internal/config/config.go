@@ -2,7 +2,10 @@
 // its defaults, and its validation. Load reports every error at once as
 // "FILE:LINE: message (hint)".
 //
-// testdata/full.yaml shows every key. Beyond INTERFACE.md: a key written
+// testdata/full.yaml shows every key this build supports; the keys of
+// features not built yet are refused (notbuilt.go, testdata/unsupported.yaml).
+// Their fields stay in Config, at their defaults, for the feature that
+// will use them. Beyond INTERFACE.md: a key written
 // with no value ("hostname:") keeps its default, except a list, which
 // becomes empty ("rules:" = no rules); relative file names (token_file,
 // users_file, key_file, cert_file, queue dir:) are resolved against the

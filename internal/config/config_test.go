@@ -410,15 +410,15 @@ func TestNotBuiltNormalization(t *testing.T) {
 	}
 }
 
-// TestGolden checks the whole check-config output for a file with many
-// mistakes: every problem is reported at once, in line order.
-func TestGolden(t *testing.T) {
-	_, err := Load("testdata/errors.yaml")
+// golden loads file, which must fail, and compares what check-config
+// prints for it with the golden file (go test -update rewrites it).
+func golden(t *testing.T, file, golden string) string {
+	t.Helper()
+	_, err := Load(file)
 	if err == nil {
-		t.Fatal("testdata/errors.yaml loaded without error")
+		t.Fatal(file + " loaded without error")
 	}
 	got := err.Error() + "\n"
-	golden := "testdata/errors.golden"
 	if *update {
 		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
 			t.Fatal(err)
@@ -431,6 +431,13 @@ func TestGolden(t *testing.T) {
 	if got != string(want) {
 		t.Errorf("check-config output differs from %s (go test -update rewrites it):\n%s", golden, got)
 	}
+	return got
+}
+
+// TestGolden checks the whole check-config output for a file with many
+// mistakes: every problem is reported at once, in line order.
+func TestGolden(t *testing.T) {
+	got := golden(t, "testdata/errors.yaml", "testdata/errors.golden")
 	// Every line marked "!" in the file has at least one error.
 	src, _ := os.ReadFile("testdata/errors.yaml")
 	for i, line := range strings.Split(string(src), "\n") {
@@ -691,24 +698,7 @@ func TestSizeJSON(t *testing.T) {
 // testdata/unsupported.yaml, which shows them, misses none.
 func TestNotBuilt(t *testing.T) {
 	const file = "testdata/unsupported.yaml"
-	_, err := Load(file)
-	if err == nil {
-		t.Fatal(file + " loaded without error")
-	}
-	got := err.Error() + "\n"
-	golden := "testdata/unsupported.golden"
-	if *update {
-		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("check-config output differs from %s (go test -update rewrites it):\n%s", golden, got)
-	}
+	got := golden(t, file, "testdata/unsupported.golden")
 	src, _ := os.ReadFile(file)
 	lines := strings.Split(string(src), "\n")
 	marked := map[int]int{} // line -> number of "!" marks in its comment

@@ -68,12 +68,6 @@ func (ev *activeEvent) addAction(a string) {
 	ev.mu.Unlock()
 }
 
-func (ev *activeEvent) record() events.Event {
-	ev.mu.Lock()
-	defer ev.mu.Unlock()
-	return ev.recordLocked()
-}
-
 func (ev *activeEvent) recordLocked() events.Event {
 	r := events.Event{
 		ID: ev.id, Type: ev.typ, Rule: ev.rule, Status: events.StatusActive,

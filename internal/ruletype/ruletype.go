@@ -89,6 +89,13 @@ type Action struct {
 	Missing string // what this build lacks while Built is false
 }
 
+// What several types lack while it is not built.
+const (
+	missingAuth       = "authentication (submission, Dovecot auth policy) is not built yet"
+	missingSubmission = "the submission listener is not built yet"
+	missingScanners   = "content scanners, which are not built yet"
+)
+
 // The tables. Order is the order of INTERFACE.md §3, which lists and
 // documentation follow.
 var (
@@ -103,25 +110,25 @@ var (
 			Rule: true, Built: true, Actions: sourceActions, DefaultActions: alertOnly,
 			Default: &Default{Window: 10 * time.Minute, Threshold: 20, BlockFor: time.Hour, Actions: blockOnly}},
 		{Name: "spam_attack", Per: PerSource, Counts: "messages judged spam", Noun: "spam messages",
-			Rule: true, Missing: "spam verdicts come from content scanners, which are not built yet",
+			Rule: true, Missing: "spam verdicts come from " + missingScanners,
 			Actions: sourceActions, DefaultActions: alertOnly},
 		{Name: "virus_outbreak", Per: PerSource, Counts: "messages carrying a virus or a blocked attachment", Noun: "infected messages",
-			Rule: true, Missing: "virus verdicts come from content scanners, which are not built yet",
+			Rule: true, Missing: "virus verdicts come from " + missingScanners,
 			Actions: sourceActions, DefaultActions: alertOnly},
 		{Name: "mailbomb", Per: PerSource, Counts: "messages of at least min_size", Noun: "large messages",
 			Rule: true, Built: true, Keys: []string{KeyMinSize}, Actions: sourceActions, DefaultActions: alertOnly,
 			Default: &Default{Window: 10 * time.Minute, Threshold: 20, BlockFor: time.Hour, MinSize: 500_000, Actions: blockOnly}},
 		{Name: "brute_force", Per: PerSource, Counts: "failed authentications, per service", Noun: "failed authentications",
-			Rule: true, Missing: "authentication (submission, Dovecot auth policy) is not built yet",
+			Rule: true, Missing: missingAuth,
 			Keys: []string{KeyService}, Actions: sourceActions, DefaultActions: alertOnly},
 		{Name: "account_brute_force", Per: PerAccount, Counts: "failed authentications for one account from any sources", Noun: "failed authentications",
-			Rule: true, Missing: "authentication (submission, Dovecot auth policy) is not built yet",
+			Rule: true, Missing: missingAuth,
 			Actions: accountActions, DefaultActions: alertOnly},
 		{Name: "internal_spammer", Per: PerAccount, Counts: "messages sent by an authenticated account", Noun: "messages",
-			Rule: true, Missing: "the submission listener is not built yet",
+			Rule: true, Missing: missingSubmission,
 			Actions: accountActions, DefaultActions: alertOnly},
 		{Name: "bounce_spammer", Per: PerAccount, Counts: "bounces and delivery failures caused by an account's mail", Noun: "bounces",
-			Rule: true, Missing: "the submission listener is not built yet",
+			Rule: true, Missing: missingSubmission,
 			Actions: accountActions, DefaultActions: alertOnly},
 		{Name: "backscatter", Per: PerSource, Counts: "bounces to local recipients that carry no valid BATV tag", Noun: "unsigned bounces",
 			Rule: true, Missing: "BATV is not built yet",
@@ -230,9 +237,6 @@ func KeyUsers(k string) []Type {
 	}
 	return out
 }
-
-// Actions returns every action, in the order rules list them.
-func Actions() []Action { return slices.Clone(actions) }
 
 // ActionNames returns the names of every action and of its synonyms.
 func ActionNames() []string {

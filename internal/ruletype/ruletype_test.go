@@ -70,7 +70,7 @@ func TestTable(t *testing.T) {
 			t.Errorf("%s counts per %s: suspend allowed %v", ty.Name, ty.Per, ty.Allows(ActionSuspend))
 		}
 	}
-	for _, a := range Actions() {
+	for _, a := range actions {
 		if a.Built == (a.Missing != "") {
 			t.Errorf("action %s: Built %v with Missing %q", a.Name, a.Built, a.Missing)
 		}
