@@ -22,6 +22,8 @@ type Metrics struct {
 	CheckDuration *prometheus.HistogramVec // check
 	Observations  *prometheus.CounterVec   // kind
 	Panics        prometheus.Counter
+	SessionLimits *prometheus.CounterVec // listener, limit
+	Stress        *prometheus.GaugeVec   // listener
 
 	// SpoolQuarantined counts message files moved to corrupt/ because
 	// their checksum or layout is wrong; SpoolUnreadable is the number of
@@ -78,10 +80,16 @@ func New() *Metrics {
 		Panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mxguard_session_panics_total", Help: "Sessions ended by a recovered panic.",
 		}),
+		SessionLimits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mxguard_session_limits_total", Help: "Sessions closed with 421 by a session limit, by listener and limit (timeout, session_time, junk, errors).",
+		}, []string{"listener", "limit"}),
+		Stress: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mxguard_stress", Help: "1 while the listener is in stress mode (open sessions above 80% of max_connections: shortened timeouts).",
+		}, []string{"listener"}),
 	}
 	m.Registry.MustRegister(m.Connections, m.Messages, m.Recipients, m.Events, m.EventsActive,
 		m.BlocksActive, m.SpoolMessages, m.SpoolBytes, m.ServerUp, m.CheckDuration,
-		m.Observations, m.Panics, m.SpoolQuarantined, m.SpoolUnreadable,
+		m.Observations, m.Panics, m.SpoolQuarantined, m.SpoolUnreadable, m.SessionLimits, m.Stress,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -94,6 +102,10 @@ func (m *Metrics) Prime(listener string, eventTypes, checks []string) {
 	for _, r := range []string{"accepted", "blocked", "refused", "limit", "busy", "proxy_error"} {
 		m.Connections.WithLabelValues(listener, r)
 	}
+	for _, l := range []string{"timeout", "session_time", "junk", "errors"} {
+		m.SessionLimits.WithLabelValues(listener, l)
+	}
+	m.Stress.WithLabelValues(listener)
 	for _, r := range []string{"relayed", "spooled", "rejected", "deferred"} {
 		m.Messages.WithLabelValues("inbound", r)
 	}

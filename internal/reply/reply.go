@@ -96,6 +96,9 @@ var (
 	TooManyConns  = Reply{Code: 421, Enhanced: [3]int{4, 7, 0}, Text: "Too many connections from your address", Close: true}
 	Busy          = Reply{Code: 421, Enhanced: [3]int{4, 3, 2}, Text: "Too many connections, try again later", Close: true}
 	Timeout       = Reply{Code: 421, Enhanced: [3]int{4, 4, 2}, Text: "Error: timeout exceeded, closing connection", Close: true}
+	SessionTime   = Reply{Code: 421, Enhanced: [3]int{4, 4, 2}, Text: "Error: session time limit exceeded, closing connection", Close: true}
+	TooManyErrors = Reply{Code: 421, Enhanced: [3]int{4, 7, 0}, Text: "Error: too many errors, closing connection", Close: true}
+	JunkCommands  = Reply{Code: 421, Enhanced: [3]int{4, 7, 0}, Text: "Error: too many commands without mail, closing connection", Close: true}
 	RelayDenied   = Reply{Code: 554, Enhanced: [3]int{5, 7, 1}, Text: "Relay access denied"}
 	UnknownUser   = Reply{Code: 550, Enhanced: [3]int{5, 1, 1}, Text: "Recipient address rejected: user unknown"}
 	TooBig        = Reply{Code: 552, Enhanced: [3]int{5, 3, 4}, Text: "Message size exceeds fixed limit"}

@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/emersion/go-smtp"
 
 	"mxguard/internal/detect"
 	"mxguard/internal/pipeline"
@@ -21,11 +24,20 @@ import (
 //   - Replies are buffered and written in one syscall when the server next
 //     waits for input, like Postfix's smtpd: a pipelining client (RFC 2920)
 //     gets all its replies in one segment, and a multi-line EHLO reply costs
-//     one write instead of one per line.
-//   - Before the first command the greeting timeout applies instead of the
-//     command timeout.
+//     one write instead of one per line. After STARTTLS go-smtp's TLS layer
+//     sits above conn, so its records are buffered the same way.
+//   - conn owns every read deadline (limits.go): the greeting timeout
+//     before the first command, the command timeout per command line, the
+//     DATA timeout for a whole DATA or BDAT transfer, the session time
+//     limit, and the shorter timeouts of stress mode.
 //   - A source blocked while its session is open gets 421 4.7.0 at its next
 //     command (INTERFACE.md §3), whatever the command is.
+//   - Final replies (a block, a timeout, a session limit) are written
+//     through TLS once the session runs over TLS (final).
+//
+// Read, SetReadDeadline and final run on go-smtp's connection goroutine;
+// with BDAT, the session's Data runs on another one and only touches the
+// atomic fields.
 type conn struct {
 	net.Conn
 	srv  *Server
@@ -38,6 +50,13 @@ type conn struct {
 
 	start    time.Time
 	gotInput bool
+	// sc is go-smtp's connection, known from the first EHLO/HELO (attach);
+	// after STARTTLS its Conn() is the *tls.Conn that final writes through.
+	sc *smtp.Conn
+	// tlsStarted: a TLS handshake began (the client's hello arrived). Until
+	// sc.Conn() is the *tls.Conn there is no channel a reply could be read
+	// on, so final writes nothing.
+	tlsStarted bool
 	// outMu guards out: the session goroutine writes, while Close may come
 	// from a server shutdown in another goroutine.
 	outMu     sync.Mutex
@@ -52,14 +71,18 @@ type conn struct {
 	// sentMessage is set once a message of this connection was accepted;
 	// a session that ends without one is a "bad session".
 	sentMessage atomic.Bool
-	logger      *slog.Logger
-	logOnce     sync.Once
+	tally       tally // junk commands and errors (limits.go)
+	// dataUntil is the deadline of the message transfer in progress (Unix
+	// nanoseconds), 0 when there is none; BDAT chunk commands read under it.
+	dataUntil atomic.Int64
+	logger    *slog.Logger
+	logOnce   sync.Once
 
 	closeOnce sync.Once
 }
 
-// resolveSource reads the PROXY header when the peer must send one.
-func (c *conn) resolveSource() error {
+// peerAddr takes the client address from the TCP peer.
+func (c *conn) peerAddr() error {
 	var ap netip.AddrPort
 	if ta, ok := c.Conn.RemoteAddr().(*net.TCPAddr); ok {
 		ap = ta.AddrPort() // no formatting and re-parsing per connection
@@ -71,6 +94,14 @@ func (c *conn) resolveSource() error {
 	}
 	c.addr = ap.Addr().Unmap()
 	c.peer = c.Conn.RemoteAddr()
+	return nil
+}
+
+// resolveSource reads the PROXY header when the peer must send one.
+func (c *conn) resolveSource() error {
+	if err := c.peerAddr(); err != nil {
+		return err
+	}
 	if !inAny(c.set.ProxyProtocol, c.addr) {
 		return nil
 	}
@@ -98,6 +129,37 @@ func (c *conn) log() *slog.Logger {
 		c.logger = c.srv.o.Logger.With("conn", c.id, "client", c.addr.String())
 	})
 	return c.logger
+}
+
+// attach records go-smtp's connection at EHLO/HELO (backend.NewSession).
+func (c *conn) attach(sc *smtp.Conn) {
+	if c.sc == nil {
+		c.sc = sc
+	}
+	c.tally.useful.Store(true)
+}
+
+// startingTLS is called when a client's TLS hello arrives after STARTTLS.
+// A client that did not say EHLO first was never offered STARTTLS
+// (RFC 3207 §4, RFC 5321 §4.1.1.1); without EHLO conn would also have no
+// way to reach the TLS layer for a final reply, so the handshake is
+// refused.
+func (c *conn) startingTLS() error {
+	if c.sc == nil {
+		return errTLSBeforeEHLO
+	}
+	c.tlsStarted = true
+	c.tally.useful.Store(true)
+	return nil
+}
+
+// tlsConn is the TLS layer above conn once the handshake is complete.
+func (c *conn) tlsConn() *tls.Conn {
+	if c.sc == nil {
+		return nil
+	}
+	tc, _ := c.sc.Conn().(*tls.Conn)
+	return tc
 }
 
 // Write buffers output until the next read (see type comment).
@@ -159,19 +221,34 @@ func (c *conn) Read(p []byte) (int, error) {
 		// split into commands and live forever. A timeout ends the
 		// session here (RFC 5321 §4.5.3.2: the server may close after
 		// its timeout, with 421).
-		c.final(&reply.Timeout)
+		c.timedOut()
 	}
 	return n, err
 }
 
-// final sends a last reply directly and drops whatever go-smtp writes after.
+// final sends a last reply at once and drops whatever go-smtp writes
+// after it. Over TLS the reply must be a TLS record: plaintext in the
+// middle of the TLS stream would reach the client as a TLS error, not as
+// an SMTP reply. It goes through the *tls.Conn (which writes its record
+// into our buffer), followed by close_notify (RFC 8446 §6.1), which also
+// makes the TLS layer refuse go-smtp's own later replies.
 func (c *conn) final(r *reply.Reply) {
-	c.outMu.Lock()
-	defer c.outMu.Unlock()
 	if c.dead.Load() {
 		return
 	}
-	c.out = append(c.out, append(r.Line(), "\r\n"...)...)
+	line := append(r.Line(), "\r\n"...)
+	switch tc := c.tlsConn(); {
+	case tc != nil:
+		tc.Write(line)
+		tc.CloseWrite()
+	case c.tlsStarted:
+		// Mid-handshake: no reply can be read; just close.
+	default:
+		c.Write(line)
+	}
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	// close_notify left a write deadline of "now" behind.
 	c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	c.flushLocked()
 	c.dead.Store(true)
@@ -200,21 +277,41 @@ func (c *conn) refuseNow() {
 	c.final(&reply.Blocked)
 }
 
-// SetReadDeadline replaces go-smtp's per-command deadline with the
-// greeting deadline until the client said anything.
+// SetReadDeadline is called by go-smtp before it reads each command line:
+// the answer to the previous command has been given, so conn accounts for
+// that command (junk, errors) and ends the session when a limit is
+// exceeded. The deadline go-smtp asks for is replaced by conn's own
+// (limits.go).
 func (c *conn) SetReadDeadline(t time.Time) error {
-	if !c.gotInput {
-		t = c.start.Add(c.set.Timeouts.Greeting)
+	if t.IsZero() {
+		return c.Conn.SetReadDeadline(t)
 	}
-	return c.Conn.SetReadDeadline(t)
+	if r, name := c.nextCommand(); r != nil {
+		c.limit(r, name)
+		return nil // the read that follows sees the session closed
+	}
+	return c.Conn.SetReadDeadline(c.readDeadline(time.Now()))
 }
 
-// SetDeadline keeps the greeting rule for the read half.
-func (c *conn) SetDeadline(t time.Time) error {
-	if err := c.SetReadDeadline(t); err != nil {
-		return err
+// SetWriteDeadline shortens go-smtp's write deadlines in stress mode: a
+// client that does not read its replies holds a slot as long as one that
+// does not write.
+func (c *conn) SetWriteDeadline(t time.Time) error {
+	if !t.IsZero() {
+		t = earliest(t, time.Now().Add(c.timeouts().Command))
 	}
 	return c.Conn.SetWriteDeadline(t)
+}
+
+// SetDeadline applies conn's read deadline and the write deadline.
+func (c *conn) SetDeadline(t time.Time) error {
+	if err := c.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	if !t.IsZero() {
+		t = c.readDeadline(time.Now())
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 // refuse answers r to a connection that was never handed to go-smtp and
@@ -234,8 +331,9 @@ func (c *conn) closeRaw() {
 	})
 }
 
-// Close ends the session: flush, release limits, and report a session that
-// sent no message to the detection engine.
+// Close ends the session: flush, release limits, and report a bad session
+// to the detection engine: one that sent no message, or one closed for
+// junk commands or errors (limits.go) whatever it sent before.
 func (c *conn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
@@ -248,7 +346,8 @@ func (c *conn) Close() error {
 		c.release()
 		// A source refused mid-session, or blocked meanwhile, is already
 		// handled: its sessions add nothing to other rules.
-		if d := c.srv.o.Detector; d != nil && !c.sentMessage.Load() && !c.refused.Load() && (c.protected || !d.Blocked(c.addr)) {
+		bad := !c.sentMessage.Load() || c.tally.abusive.Load()
+		if d := c.srv.o.Detector; d != nil && bad && !c.refused.Load() && (c.protected || !d.Blocked(c.addr)) {
 			d.Observe(detect.Observation{Kind: detect.KindBadSession, Addr: c.addr, Service: c.srv.o.Name})
 		}
 		c.log().Debug("disconnect", "message", c.sentMessage.Load(), "duration", time.Since(c.start).Round(time.Millisecond))
@@ -262,7 +361,7 @@ func (c *conn) release() {
 		c.perSource = false
 	}
 	if c.counted {
-		c.srv.conns.Add(-1)
+		c.srv.updateStress(c.srv.conns.Add(-1))
 		c.counted = false
 	}
 }

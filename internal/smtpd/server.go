@@ -70,6 +70,9 @@ type Options struct {
 	Spooler  Spooler          // nil: always pass-through
 	Metrics  *metrics.Metrics // may be nil
 	Logger   *slog.Logger
+	// Stress are the timeouts of stress mode (stress.go); zero fields take
+	// the defaults (10s greeting and command, 2m DATA).
+	Stress config.Timeouts
 }
 
 // Server is one SMTP listener.
@@ -77,6 +80,7 @@ type Server struct {
 	o       Options
 	cur     atomic.Pointer[generation]
 	conns   atomic.Int64
+	stress  atomic.Bool // stress mode (stress.go)
 	nextID  atomic.Uint64
 	mu      sync.Mutex
 	perSrc  map[netip.Addr]int
@@ -103,6 +107,7 @@ func New(o Options, s *Settings) *Server {
 	if o.Name == "" {
 		o.Name = "smtp"
 	}
+	o.Stress = stressTimeouts(o.Stress)
 	srv := &Server{o: o, perSrc: make(map[netip.Addr]int)}
 	srv.cur.Store(srv.newGeneration(s))
 	return srv
@@ -119,12 +124,12 @@ func (s *Server) newGeneration(set *Settings) *generation {
 	// applies one limit to commands and message lines, so it is generous
 	// here and max_message_size bounds the message.
 	ss.MaxLineLength = maxLine
-	// The command timeout applies per command line (RFC 5321 §4.5.3.2.7
-	// server timeout); conn.SetReadDeadline swaps in the greeting timeout
-	// before the first command and Data sets the DATA timeout.
+	// go-smtp asks for a deadline before each command line and each
+	// reply; conn replaces it with its own (limits.go: greeting, command,
+	// DATA, session limit, stress mode).
 	ss.ReadTimeout = set.Timeouts.Command
 	ss.WriteTimeout = set.Timeouts.Command
-	ss.TLSConfig = set.TLS
+	ss.TLSConfig = starttlsConfig(set.TLS)
 	ss.ErrorLog = errorLog{s}
 	g.smtp = ss
 	s.lnMu.Lock()
@@ -235,13 +240,16 @@ func (s *Server) admit(raw net.Conn) {
 		}
 	}()
 
-	if n := s.conns.Add(1); n > int64(set.Limits.MaxConnections) {
+	n := s.conns.Add(1)
+	if n > int64(set.Limits.MaxConnections) {
 		s.conns.Add(-1)
 		s.count("busy")
+		s.observeBusy(c)
 		c.refuse(&reply.Busy)
 		return
 	}
 	c.counted = true
+	s.updateStress(n)
 
 	if err := c.resolveSource(); err != nil {
 		s.count("proxy_error")
@@ -293,6 +301,23 @@ func (s *Server) admit(raw net.Conn) {
 			c.Close()
 		}
 	}
+}
+
+// observeBusy counts a connection refused as busy toward dos: a flood
+// that fills every slot is the attack, and refusing it must not hide it
+// from the engine. A blocked source's attempt is impact of its event
+// instead. Behind a PROXY peer the source is unknown (its header is not
+// read for a connection that is refused anyway), so nothing is counted.
+func (s *Server) observeBusy(c *conn) {
+	d := s.o.Detector
+	if d == nil || c.peerAddr() != nil || inAny(c.set.ProxyProtocol, c.addr) {
+		return
+	}
+	if d.Blocked(c.addr) {
+		d.Refused(c.addr)
+		return
+	}
+	d.Observe(detect.Observation{Kind: detect.KindConnect, Addr: c.addr, Service: s.o.Name})
 }
 
 // addSource enforces max_connections_per_source (keyed like detection:

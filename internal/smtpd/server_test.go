@@ -28,12 +28,8 @@ import (
 // in-process sink, with an optional extra data check.
 func startServer(t testing.TB, extra pipeline.DataCheck, adjust ...func(*Options, *Settings)) (string, *metrics.Metrics) {
 	t.Helper()
-	sink, err := mailsink.Start(context.Background(), mailsink.Options{Mailboxes: []string{"alice@example.test"}, MaxStored: 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sink.Close() })
-	return startServerTo(t, sink.Addr(), extra, adjust...)
+	addr, _, m := startOpts(t, serverOpts{extra: extra, adjust: adjust})
+	return addr, m
 }
 
 // startServerTo is startServer in front of any downstream; with adjust
@@ -41,31 +37,77 @@ func startServer(t testing.TB, extra pipeline.DataCheck, adjust ...func(*Options
 // before the start.
 func startServerTo(t testing.TB, downstream string, extra pipeline.DataCheck, adjust ...func(*Options, *Settings)) (string, *metrics.Metrics) {
 	t.Helper()
+	addr, _, m := startOpts(t, serverOpts{downstream: downstream, extra: extra, adjust: adjust})
+	return addr, m
+}
+
+// serverOpts vary the test server; zero values give the defaults noted.
+type serverOpts struct {
+	downstream string             // "": an in-process sink where alice@example.test exists
+	extra      pipeline.DataCheck // an extra data check
+	detector   Detector           // nil: none
+	timeouts   config.Timeouts    // zero: greeting 1s, command 1s, DATA 2s
+	stress     config.Timeouts    // stress mode's timeouts; zero: the defaults
+	maxConns   int                // limits.max_connections; zero: 100
+	tls        bool               // offer STARTTLS with a self-signed certificate
+	// wrap, if set, wraps the listening socket (to watch the raw conns).
+	wrap func(net.Listener) net.Listener
+	// adjust change options and settings last (a spooler, trusted networks).
+	adjust []func(*Options, *Settings)
+}
+
+func startOpts(t testing.TB, o serverOpts) (string, *Server, *metrics.Metrics) {
+	t.Helper()
+	if o.downstream == "" {
+		sink, err := mailsink.Start(context.Background(), mailsink.Options{Mailboxes: []string{"alice@example.test"}, MaxStored: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sink.Close() })
+		o.downstream = sink.Addr()
+	}
+	if o.timeouts == (config.Timeouts{}) {
+		o.timeouts = config.Timeouts{Greeting: time.Second, Command: time.Second, Data: 2 * time.Second}
+	}
+	if o.maxConns == 0 {
+		o.maxConns = 100
+	}
 	m := metrics.New()
 	chain := checks.Build(checks.Deps{Domains: []string{"example.test"}, Metrics: m})
-	if extra != nil {
-		chain.Data = append(chain.Data, extra)
+	if o.extra != nil {
+		chain.Data = append(chain.Data, o.extra)
 	}
-	rl := relay.New(relay.Options{Servers: []relay.Server{{Address: downstream, Role: "primary"}}, Hostname: "mx.test"})
-	t.Cleanup(func() { rl.Close() })
 	set := &Settings{
 		Hostname: "mx.test",
-		Limits:   config.Limits{MaxConnections: 100, MaxConnectionsPerSource: 50, MaxMessageSize: 1 << 20, MaxRecipients: 10},
-		Timeouts: config.Timeouts{Greeting: time.Second, Command: time.Second, Data: 2 * time.Second},
+		Limits:   config.Limits{MaxConnections: o.maxConns, MaxConnectionsPerSource: 50, MaxMessageSize: 1 << 20, MaxRecipients: 10},
+		Timeouts: o.timeouts,
 		Chain:    chain,
 	}
-	o := Options{Relay: rl, Metrics: m}
-	for _, f := range adjust {
-		f(&o, set)
+	if o.tls {
+		cfg, err := LoadTLS("", "", t.TempDir(), "mx.test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		set.TLS = cfg
 	}
-	srv := New(o, set)
+	rl := relay.New(relay.Options{Servers: []relay.Server{{Address: o.downstream, Role: "primary"}}, Hostname: "mx.test"})
+	t.Cleanup(func() { rl.Close() })
+	so := Options{Relay: rl, Metrics: m, Detector: o.detector, Stress: o.stress}
+	for _, f := range o.adjust {
+		f(&so, set)
+	}
+	srv := New(so, set)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	addr := ln.Addr().String()
+	if o.wrap != nil {
+		ln = o.wrap(ln)
+	}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String(), m
+	return addr, srv, m
 }
 
 // panicCheck crashes on a marker, standing in for any bug in a check.

@@ -31,9 +31,10 @@ func (b backend) NewSession(sc *smtp.Conn) (smtp.Session, error) {
 	if c == nil {
 		return nil, errors.New("internal error: unknown connection type")
 	}
+	c.attach(sc)
 	c.ps.Helo = sc.Hostname()
 	_, tls := sc.TLSConnectionState()
-	return &session{c: c, tls: tls}, nil
+	return guard{&session{c: c, tls: tls}}, nil
 }
 
 // underlying finds our conn below a possible *tls.Conn (after STARTTLS).
@@ -263,8 +264,6 @@ func (s *session) Data(r io.Reader) error {
 	defer s.mu.Unlock()
 	c := s.c
 	m := c.srv.o.Metrics
-	// DATA timeout: the whole transfer, RFC 5321 §4.5.3.2.5/6 in spirit.
-	c.Conn.SetReadDeadline(time.Now().Add(c.set.Timeouts.Data))
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
 	defer func() {

@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -32,6 +33,8 @@ type SMTPClient struct {
 	conn    net.Conn
 	r       *bufio.Reader
 	timeout time.Duration
+	// in and out are the log arrows; swaks' "<~" and " ~>" after STARTTLS.
+	in, out string
 }
 
 // Dial connects to addr; the connection is closed by t.Cleanup if the test
@@ -54,7 +57,7 @@ func Dial(t testing.TB, addr string, o DialOptions) *SMTPClient {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
 	t.Logf("=== connected %s -> %s", conn.LocalAddr(), addr)
-	c := &SMTPClient{t: t, conn: conn, r: bufio.NewReader(conn), timeout: o.Timeout}
+	c := &SMTPClient{t: t, conn: conn, r: bufio.NewReader(conn), timeout: o.Timeout, in: "<-", out: " ->"}
 	t.Cleanup(func() { _ = conn.Close() })
 	return c
 }
@@ -76,12 +79,12 @@ func (c *SMTPClient) ReadReply() (code int, text string, err error) {
 		line, err := c.r.ReadString('\n')
 		if err != nil {
 			if line != "" {
-				c.t.Logf("<- %s (incomplete: %v)", line, err)
+				c.t.Logf("%s %s (incomplete: %v)", c.in, line, err)
 			}
 			return 0, strings.Join(lines, "\n"), err
 		}
 		line = strings.TrimRight(line, "\r\n")
-		c.t.Logf("<- %s", line)
+		c.t.Logf("%s %s", c.in, line)
 		if len(line) < 3 {
 			return 0, line, fmt.Errorf("malformed reply line %q", line)
 		}
@@ -119,7 +122,7 @@ func (c *SMTPClient) Expect(code int) string {
 // Cmd sends one command line and expects the reply code.
 func (c *SMTPClient) Cmd(line string, code int) string {
 	c.t.Helper()
-	c.t.Logf(" -> %s", line)
+	c.t.Logf("%s %s", c.out, line)
 	c.write(line + "\r\n")
 	return c.Expect(code)
 }
@@ -130,7 +133,7 @@ func (c *SMTPClient) Send(raw string) {
 	c.t.Helper()
 	for _, l := range strings.SplitAfter(raw, "\n") {
 		if l != "" {
-			c.t.Logf(" -> %s", strings.TrimRight(l, "\r\n"))
+			c.t.Logf("%s %s", c.out, strings.TrimRight(l, "\r\n"))
 		}
 	}
 	c.write(raw)
@@ -152,7 +155,7 @@ func (c *SMTPClient) Data(msg string, code int) string {
 		b.WriteString("\r\n")
 	}
 	b.WriteString(".\r\n")
-	c.t.Logf(" -> (message, %d bytes)", b.Len())
+	c.t.Logf("%s (message, %d bytes)", c.out, b.Len())
 	c.write(b.String())
 	return c.Expect(code)
 }
@@ -173,6 +176,26 @@ func (c *SMTPClient) ExpectClosed() {
 			c.t.Fatalf("expected the server to close the connection: %v", err)
 		}
 	}
+}
+
+// StartTLS sends STARTTLS, expects 220 and runs the TLS handshake
+// (RFC 3207 §4); the transcript goes on over TLS, logged with swaks' "~"
+// arrows. A reply the server writes outside the TLS stream then fails the
+// read that meets it.
+func (c *SMTPClient) StartTLS(cfg *tls.Config) {
+	c.t.Helper()
+	c.Cmd("STARTTLS", 220)
+	tc := tls.Client(c.conn, cfg)
+	if err := tc.SetDeadline(time.Now().Add(c.timeout)); err != nil {
+		c.t.Fatalf("TLS: %v", err)
+	}
+	if err := tc.Handshake(); err != nil {
+		c.t.Fatalf("TLS handshake: %v", err)
+	}
+	st := tc.ConnectionState()
+	c.t.Logf("=== TLS started: %s, %s", tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite))
+	c.conn, c.r = tc, bufio.NewReader(tc)
+	c.in, c.out = "<~", " ~>"
 }
 
 // Close closes the connection without QUIT.
