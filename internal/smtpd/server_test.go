@@ -163,6 +163,18 @@ func FuzzSession(f *testing.F) {
 		"EHLO a\r\nAUTH PLAIN AGFAYg==\r\nSTARTTLS\r\n\x00\x01\xff\r\n",
 		"EHLO a\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n.\r\n",
 		"EHLO a\r\nMAIL FROM:<\"a b\"@x.>\r\nRCPT TO:<\"v@e> NOTIFY=NEVER\"@example.test>\r\nRCPT TO:<v%p@EXAMPLE.test.>\r\nRCPT TO:<@r:b!v@[127.0.0.1]>\r\nRCPT TO:<v\xc3\xafctim@example.test>\r\n",
+		// Junk and slowloris-like input (limits.go): command loops past
+		// the junk limit, nested MAILs, empty BDAT chunks, refusals past
+		// the error limit, STARTTLS without EHLO, a truncated chunk and
+		// an unterminated line.
+		"EHLO a\r\n" + strings.Repeat("NOOP\r\n", 150),
+		"EHLO a\r\n" + strings.Repeat("RSET\r\nVRFY x\r\nHELP\r\nETRN x\r\n", 40),
+		"EHLO a\r\n" + strings.Repeat("MAIL FROM:<a@b>\r\n", 120),
+		"EHLO a\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice@example.test>\r\n" + strings.Repeat("BDAT 0\r\n", 120) + "BDAT 0 LAST\r\n",
+		"EHLO a\r\nMAIL FROM:<a@b>\r\n" + strings.Repeat("RCPT TO:<x@elsewhere.test>\r\n", 25) + "NOOP\r\n",
+		"STARTTLS\r\n\x16\x03\x01\x00\x05hello",
+		"EHLO a\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice@example.test>\r\nBDAT 3\r\nabcBDAT 99999\r\nxyz",
+		"EHLO a\r\nNOOP\r\nMAIL FROM:<a@b",
 	} {
 		f.Add([]byte(s))
 	}
