@@ -31,6 +31,16 @@ func (e *env) tlsSession(ip string) *testutil.SMTPClient {
 	return c
 }
 
+// expectFinal reads the 421 with enhanced code enh that ends a session,
+// then the close (over TLS: a clean one).
+func expectFinal(t *testing.T, c *testutil.SMTPClient, enh string) {
+	t.Helper()
+	if text := c.Expect(421); !strings.HasPrefix(text, enh+" ") {
+		t.Errorf("want 421 %s, got 421 %s", enh, text)
+	}
+	c.ExpectClosed()
+}
+
 // TestSTARTTLSClientBlocked: a manual block (API) while a STARTTLS session
 // is open; the client reads 421 4.7.0 through TLS at its next command, then
 // a clean TLS close.
@@ -41,10 +51,8 @@ func TestSTARTTLSClientBlocked(t *testing.T) {
 	if code, body := e.api("POST", "/api/v1/blocks", `{"source":"127.0.0.120","for":"1h","reason":"blocked mid-TLS"}`); code != 201 {
 		t.Fatalf("add block: %d %s", code, body)
 	}
-	if text := c.Cmd("RCPT TO:<alice@example.test>", 421); !strings.HasPrefix(text, "4.7.0 ") {
-		t.Errorf("want 421 4.7.0 through TLS, got 421 %s", text)
-	}
-	c.ExpectClosed()
+	c.Send("RCPT TO:<alice@example.test>\r\n")
+	expectFinal(t, c, "4.7.0")
 	if e.sink.Count() != 0 {
 		t.Error("a blocked client's transaction reached the downstream")
 	}
@@ -54,11 +62,7 @@ func TestSTARTTLSClientBlocked(t *testing.T) {
 // 421 4.4.2 through TLS.
 func TestSTARTTLSClientTimeout(t *testing.T) {
 	e := start(t, "timeouts: {greeting: 1s, command: 1s, data: 2s}\n")
-	c := e.tlsSession("127.0.0.121")
-	if text := c.Expect(421); !strings.HasPrefix(text, "4.4.2 ") {
-		t.Errorf("want 421 4.4.2 through TLS, got 421 %s", text)
-	}
-	c.ExpectClosed()
+	expectFinal(t, e.tlsSession("127.0.0.121"), "4.4.2")
 }
 
 // TestSwaksTLSClientBlocked: swaks over STARTTLS guesses a recipient; the
@@ -105,11 +109,7 @@ rules:
 		h.Expect(220)
 	}
 	for i := 0; i < 3; i++ {
-		c := e.dial("127.0.0.125")
-		if text := c.Expect(421); !strings.HasPrefix(text, "4.3.2 ") {
-			t.Fatalf("attempt %d: want 421 4.3.2, got 421 %s", i+1, text)
-		}
-		c.ExpectClosed()
+		expectFinal(t, e.dial("127.0.0.125"), "4.3.2")
 	}
 	if n := promtest.ToFloat64(e.gw.Metrics.Connections.WithLabelValues("smtp", "busy")); n != 3 {
 		t.Errorf("connections_total{result=busy} = %v, want 3", n)
@@ -125,10 +125,7 @@ rules:
 		code, _, _ := c.ReadReply()
 		return code == 220
 	})
-	c := e.dial("127.0.0.125")
-	if text := c.Expect(421); !strings.HasPrefix(text, "4.7.0 ") {
-		t.Errorf("blocked flooder with a free slot: want 421 4.7.0, got 421 %s", text)
-	}
+	expectFinal(t, e.dial("127.0.0.125"), "4.7.0")
 	if ev := e.events(fmt.Sprintf("type=dos&source=%s", "127.0.0.125")).Events[0]; ev.Impact < 1 {
 		t.Errorf("dos event impact %d, want the refused connection counted", ev.Impact)
 	}

@@ -205,6 +205,30 @@ func TestOwnFailuresAreNoErrors(t *testing.T) {
 	c.Cmd("NOOP", 250)
 }
 
+// trickle sends cmd up to max times, pause after each 250, like a
+// slowloris client; it returns how many were answered 250 and whether a
+// 421 4.4.2 ended the session before max.
+func trickle(t *testing.T, c *testutil.SMTPClient, max int, pause time.Duration, cmd string) (int, bool) {
+	t.Helper()
+	for i := 0; i < max; i++ {
+		c.Send(cmd)
+		code, text, err := c.ReadReply()
+		switch {
+		case err != nil:
+			t.Fatalf("after %d answered: %v", i, err)
+		case code == 421:
+			if !strings.HasPrefix(text, "4.4.2 ") {
+				t.Errorf("want 421 4.4.2, got 421 %s", text)
+			}
+			return i, true
+		case code != 250:
+			t.Fatalf("after %d answered: %d %s", i, code, text)
+		}
+		time.Sleep(pause)
+	}
+	return max, false
+}
+
 // TestSessionTimeLimit: a client that keeps its session alive with a NOOP
 // before every command timeout still ends at the session limit
 // (2 × (command + DATA timeout)), with 421 4.4.2.
@@ -214,25 +238,9 @@ func TestSessionTimeLimit(t *testing.T) {
 	c := testutil.Dial(t, addr, testutil.DialOptions{LocalIP: "127.0.1.6"})
 	c.Expect(220)
 	c.Cmd("EHLO slowloris.test", 250)
-	start := time.Now()
-	const max = 60 // 6 s of NOOPs, 5 times the limit
-	i := 0
-	for ; i < max; i++ {
-		time.Sleep(100 * time.Millisecond)
-		c.Send("NOOP\r\n")
-		code, text, err := c.ReadReply()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if code == 421 {
-			if !strings.HasPrefix(text, "4.4.2 ") {
-				t.Errorf("want 421 4.4.2, got 421 %s", text)
-			}
-			break
-		}
-	}
-	if i == max {
-		t.Fatalf("the session outlived %d NOOPs (%s); limit %s", max, time.Since(start), sessionLimit(tmo))
+	// 6 s of NOOPs, 5 times the limit.
+	if n, ok := trickle(t, c, 60, 100*time.Millisecond, "NOOP\r\n"); !ok {
+		t.Fatalf("the session outlived %d NOOPs; limit %s", n, sessionLimit(tmo))
 	}
 	c.ExpectClosed()
 	if n, to := limitCount(m, "session_time"), limitCount(m, "timeout"); n != 1 || to != 0 {
@@ -250,27 +258,9 @@ func TestBDATObeysDataTimeout(t *testing.T) {
 	c.Cmd("EHLO chunky.test", 250)
 	c.Cmd("MAIL FROM:<a@remote.test>", 250)
 	c.Cmd("RCPT TO:<alice@example.test>", 250)
-	const max = 20 // 4 s of chunks: past the session limit without the DATA bound
-	chunks := 0
-	for ; chunks < max; chunks++ {
-		c.Send("BDAT 10\r\n0123456789")
-		code, text, err := c.ReadReply()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if code == 421 {
-			if !strings.HasPrefix(text, "4.4.2 ") {
-				t.Errorf("want 421 4.4.2, got 421 %s", text)
-			}
-			break
-		}
-		if code != 250 {
-			t.Fatalf("chunk %d: %d %s", chunks, code, text)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if chunks == max {
-		t.Fatalf("%d slow BDAT chunks accepted; the DATA timeout is %s", max, tmo.Data)
+	// 4 s of chunks: past the session limit without the DATA bound.
+	if n, ok := trickle(t, c, 20, 200*time.Millisecond, "BDAT 10\r\n0123456789"); !ok {
+		t.Fatalf("%d slow BDAT chunks accepted; the DATA timeout is %s", n, tmo.Data)
 	}
 	c.ExpectClosed()
 	if n := limitCount(m, "timeout"); n != 1 {
