@@ -1,0 +1,55 @@
+package smtpd
+
+import (
+	"bufio"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// BenchmarkSessionMessages measures the front end's cost per message in
+// one long session (MAIL, RCPT, DATA, a 1 KiB message, each answered
+// before the next, as smtp-source sends them) relayed to the in-process
+// sink: the per-command work of conn (buffering, deadlines, limits) is on
+// this path.
+func BenchmarkSessionMessages(b *testing.B) {
+	addr, _ := startServer(b, nil)
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	r := bufio.NewReader(conn)
+	expect := func(code string) {
+		for {
+			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			l, err := r.ReadString('\n')
+			if err != nil {
+				b.Fatal(err)
+			}
+			if !strings.HasPrefix(l, code) {
+				b.Fatalf("want %s, got %q", code, l)
+			}
+			if l[3] == ' ' {
+				return
+			}
+		}
+	}
+	cmd := func(line, code string) {
+		conn.Write([]byte(line))
+		expect(code)
+	}
+	expect("220")
+	cmd("EHLO bench.test\r\n", "250")
+	msg := "Subject: bench\r\n\r\n" + strings.Repeat(strings.Repeat("x", 62)+"\r\n", 16) + ".\r\n"
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		cmd("MAIL FROM:<a@remote.test>\r\n", "250")
+		cmd("RCPT TO:<alice@example.test>\r\n", "250")
+		cmd("DATA\r\n", "354")
+		cmd(msg, "250")
+	}
+	b.StopTimer()
+	cmd("QUIT\r\n", "221")
+}
