@@ -51,12 +51,14 @@ type conn struct {
 	start    time.Time
 	gotInput bool
 	// sc is go-smtp's connection, known from the first EHLO/HELO (attach);
-	// after STARTTLS its Conn() is the *tls.Conn that final writes through.
+	// after STARTTLS its Conn() is the *tls.Conn.
 	sc *smtp.Conn
-	// tlsStarted: a TLS handshake began (the client's hello arrived). Until
-	// sc.Conn() is the *tls.Conn there is no channel a reply could be read
-	// on, so final writes nothing.
+	// tlsStarted: a TLS handshake began (the client's hello arrived); while
+	// it runs no reply could be read, so final writes nothing.
 	tlsStarted bool
+	// tls is the TLS layer above conn once the handshake succeeded; final
+	// writes through it.
+	tls *tls.Conn
 	// outMu guards out: the session goroutine writes, while Close may come
 	// from a server shutdown in another goroutine.
 	outMu     sync.Mutex
@@ -153,13 +155,16 @@ func (c *conn) startingTLS() error {
 	return nil
 }
 
-// tlsConn is the TLS layer above conn once the handshake is complete.
-func (c *conn) tlsConn() *tls.Conn {
-	if c.sc == nil {
-		return nil
+// handshakeDone is called when go-smtp reads a command after a TLS
+// handshake began: it succeeded if go-smtp now runs over a *tls.Conn;
+// otherwise go-smtp answered "550 Handshake error" and goes on in
+// plaintext, and so do final replies.
+func (c *conn) handshakeDone() {
+	if tc, ok := c.sc.Conn().(*tls.Conn); ok {
+		c.tls = tc
+	} else {
+		c.tlsStarted = false
 	}
-	tc, _ := c.sc.Conn().(*tls.Conn)
-	return tc
 }
 
 // Write buffers output until the next read (see type comment).
@@ -237,10 +242,10 @@ func (c *conn) final(r *reply.Reply) {
 		return
 	}
 	line := append(r.Line(), "\r\n"...)
-	switch tc := c.tlsConn(); {
-	case tc != nil:
-		tc.Write(line)
-		tc.CloseWrite()
+	switch {
+	case c.tls != nil:
+		c.tls.Write(line)
+		c.tls.CloseWrite()
 	case c.tlsStarted:
 		// Mid-handshake: no reply can be read; just close.
 	default:
@@ -285,6 +290,9 @@ func (c *conn) refuseNow() {
 func (c *conn) SetReadDeadline(t time.Time) error {
 	if t.IsZero() {
 		return c.Conn.SetReadDeadline(t)
+	}
+	if c.tlsStarted && c.tls == nil {
+		c.handshakeDone()
 	}
 	if r, name := c.nextCommand(); r != nil {
 		c.limit(r, name)

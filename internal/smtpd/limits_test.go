@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -233,12 +234,13 @@ func trickle(t *testing.T, c *testutil.SMTPClient, max int, pause time.Duration,
 // before every command timeout still ends at the session limit
 // (2 × (command + DATA timeout)), with 421 4.4.2.
 func TestSessionTimeLimit(t *testing.T) {
-	tmo := config.Timeouts{Greeting: 300 * time.Millisecond, Command: 300 * time.Millisecond, Data: 300 * time.Millisecond}
+	// Limit 2 s; a NOOP every 100 ms stays far inside the command timeout.
+	tmo := config.Timeouts{Greeting: 800 * time.Millisecond, Command: 800 * time.Millisecond, Data: 200 * time.Millisecond}
 	addr, _, m := startOpts(t, serverOpts{timeouts: tmo})
 	c := testutil.Dial(t, addr, testutil.DialOptions{LocalIP: "127.0.1.6"})
 	c.Expect(220)
 	c.Cmd("EHLO slowloris.test", 250)
-	// 6 s of NOOPs, 5 times the limit.
+	// 6 s of NOOPs, 3 times the limit.
 	if n, ok := trickle(t, c, 60, 100*time.Millisecond, "NOOP\r\n"); !ok {
 		t.Fatalf("the session outlived %d NOOPs; limit %s", n, sessionLimit(tmo))
 	}
@@ -290,7 +292,7 @@ func TestBlockedDuringTLS(t *testing.T) {
 // TestTimeoutDuringTLS: the command timeout's 421 4.4.2 is readable
 // through TLS.
 func TestTimeoutDuringTLS(t *testing.T) {
-	addr, _, _ := startOpts(t, serverOpts{tls: true, timeouts: config.Timeouts{Greeting: time.Second, Command: 500 * time.Millisecond, Data: time.Second}})
+	addr, _, _ := startOpts(t, serverOpts{tls: true, timeouts: config.Timeouts{Greeting: time.Second, Command: time.Second, Data: time.Second}})
 	c := testutil.Dial(t, addr, testutil.DialOptions{LocalIP: "127.0.1.9"})
 	c.Expect(220)
 	c.Cmd("EHLO idle.test", 250)
@@ -458,4 +460,46 @@ func TestStressMode(t *testing.T) {
 		t.Errorf("timeouts after stress: %+v, want %+v", got, normal)
 	}
 	open[1].Cmd("NOOP", 250)
+}
+
+// TestFailedHandshakeGoesOnInPlaintext: after a TLS handshake that failed
+// (here: a client offering only TLS 1.1), go-smtp goes on in plaintext, and
+// so does the final reply of a timeout.
+func TestFailedHandshakeGoesOnInPlaintext(t *testing.T) {
+	addr, _, _ := startOpts(t, serverOpts{tls: true})
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(conn)
+	for _, cmd := range []string{"", "EHLO old.test\r\n", "STARTTLS\r\n"} {
+		conn.Write([]byte(cmd))
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatalf("%q: %v", cmd, err)
+			}
+			if l[3] == ' ' {
+				break
+			}
+		}
+	}
+	old := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}
+	if r.Buffered() != 0 {
+		t.Fatal("read ahead past the 220 to STARTTLS")
+	}
+	err = tls.Client(conn, old).Handshake()
+	if err == nil || !strings.Contains(err.Error(), "protocol version") {
+		t.Fatalf("a TLS 1.1 handshake: %v, want a protocol version alert", err)
+	}
+	// The session goes on in plaintext (go-smtp's 550 for the handshake
+	// went with the server's alert, which the TLS client consumed): the
+	// command timeout answers a plaintext 421 4.4.2.
+	out, _ := io.ReadAll(r)
+	t.Logf("after the handshake: %q", out)
+	if !strings.Contains(string(out), "\r\n421 4.4.2 ") && !strings.HasPrefix(string(out), "421 4.4.2 ") {
+		t.Errorf("no plaintext 421 4.4.2 after the failed handshake: %q", out)
+	}
 }
