@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"crypto/tls"
-	"fmt"
 	"net"
 	"os/exec"
 	"strings"
@@ -118,15 +117,20 @@ rules:
 	if l.Total != 1 {
 		t.Fatalf("dos events for the flooding source: %+v", l)
 	}
+	// Once a slot is free, the flooder meets its block.
 	holders[0].Cmd("QUIT", 221)
+	var code int
+	var text string
 	waitFor(t, func() bool {
-		c := e.dial("127.0.0.126")
+		c := e.dial("127.0.0.125")
 		defer c.Close()
-		code, _, _ := c.ReadReply()
-		return code == 220
+		code, text, _ = c.ReadReply()
+		return code != 421 || !strings.HasPrefix(text, "4.3.2 ")
 	})
-	expectFinal(t, e.dial("127.0.0.125"), "4.7.0")
-	if ev := e.events(fmt.Sprintf("type=dos&source=%s", "127.0.0.125")).Events[0]; ev.Impact < 1 {
+	if code != 421 || !strings.HasPrefix(text, "4.7.0 ") {
+		t.Errorf("blocked flooder with a free slot: want 421 4.7.0, got %d %s", code, text)
+	}
+	if ev := e.events("type=dos&source=127.0.0.125").Events[0]; ev.Impact < 1 {
 		t.Errorf("dos event impact %d, want the refused connection counted", ev.Impact)
 	}
 }
