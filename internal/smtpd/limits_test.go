@@ -308,23 +308,39 @@ func TestTimeoutDuringTLS(t *testing.T) {
 // not say EHLO; its handshake is refused.
 func TestSTARTTLSBeforeEHLO(t *testing.T) {
 	addr, _, _ := startOpts(t, serverOpts{tls: true})
+	conn, _ := rawSession(t, addr, "STARTTLS")
+	if err := tls.Client(conn, insecure).Handshake(); err == nil {
+		t.Fatal("TLS handshake before EHLO succeeded")
+	}
+}
+
+// rawSession dials addr without a transcript client (the test goes on
+// below SMTP) and sends cmds, each answered by a positive reply; reading
+// stops right after the last reply, so no TLS byte is read ahead.
+func rawSession(t *testing.T, addr string, cmds ...string) (net.Conn, *bufio.Reader) {
+	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
 	r := bufio.NewReader(conn)
-	if l, _ := r.ReadString('\n'); !strings.HasPrefix(l, "220 ") {
-		t.Fatalf("greeting %q", l)
+	for _, cmd := range append([]string{""}, cmds...) {
+		if cmd != "" {
+			conn.Write([]byte(cmd + "\r\n"))
+		}
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil || len(l) < 4 || l[0] > '3' {
+				t.Fatalf("%q: %q %v", cmd, l, err)
+			}
+			if l[3] == ' ' {
+				break
+			}
+		}
 	}
-	conn.Write([]byte("STARTTLS\r\n"))
-	if l, _ := r.ReadString('\n'); !strings.HasPrefix(l, "220 ") {
-		t.Fatalf("STARTTLS: %q", l)
-	}
-	if err := tls.Client(conn, insecure).Handshake(); err == nil {
-		t.Fatal("TLS handshake before EHLO succeeded")
-	}
+	return conn, r
 }
 
 // countingListener counts the writes on every accepted connection.
@@ -467,30 +483,12 @@ func TestStressMode(t *testing.T) {
 // so does the final reply of a timeout.
 func TestFailedHandshakeGoesOnInPlaintext(t *testing.T) {
 	addr, _, _ := startOpts(t, serverOpts{tls: true})
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	r := bufio.NewReader(conn)
-	for _, cmd := range []string{"", "EHLO old.test\r\n", "STARTTLS\r\n"} {
-		conn.Write([]byte(cmd))
-		for {
-			l, err := r.ReadString('\n')
-			if err != nil {
-				t.Fatalf("%q: %v", cmd, err)
-			}
-			if l[3] == ' ' {
-				break
-			}
-		}
-	}
+	conn, r := rawSession(t, addr, "EHLO old.test", "STARTTLS")
 	old := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}
 	if r.Buffered() != 0 {
 		t.Fatal("read ahead past the 220 to STARTTLS")
 	}
-	err = tls.Client(conn, old).Handshake()
+	err := tls.Client(conn, old).Handshake()
 	if err == nil || !strings.Contains(err.Error(), "protocol version") {
 		t.Fatalf("a TLS 1.1 handshake: %v, want a protocol version alert", err)
 	}
