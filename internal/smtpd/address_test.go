@@ -176,10 +176,12 @@ type addrCase struct {
 // the refused ones).
 func runCases(t *testing.T, addr, ip string, d *downstreamRecorder, cases []addrCase) {
 	t.Helper()
-	c := testutil.Dial(t, addr, testutil.DialOptions{LocalIP: ip})
-	c.Expect(220)
-	c.Cmd("EHLO client.test", 250)
 	for _, tc := range cases {
+		// One session per case: a session ends after 20 refusals
+		// (limits.go, Postfix's smtpd_hard_error_limit).
+		c := testutil.Dial(t, addr, testutil.DialOptions{LocalIP: ip})
+		c.Expect(220)
+		c.Cmd("EHLO client.test", 250)
 		before := len(d.envelope())
 		c.Cmd("RSET", 250)
 		from := tc.from
@@ -201,8 +203,8 @@ func runCases(t *testing.T, addr, ip string, d *downstreamRecorder, cases []addr
 		if strings.Join(got, "\n") != strings.Join(tc.down, "\n") {
 			t.Errorf("%s %s: downstream got %q, want %q", tc.from, tc.rcpt, got, tc.down)
 		}
+		c.Cmd("QUIT", 221)
 	}
-	c.Cmd("QUIT", 221)
 }
 
 // TestAddressTricksUntrusted: from a client that may not relay, every
