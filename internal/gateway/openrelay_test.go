@@ -174,12 +174,21 @@ func TestNoRelayThroughPostfix(t *testing.T) {
 		}
 		c.Cmd("RSET", 250)
 	}
+	c.Cmd("QUIT", 221)
 	// The same client's legitimate mail is delivered, addresses
-	// normalised; a source route is ignored, never passed on; the
-	// downstream's "user unknown" still comes through.
+	// normalised (a new session: one ends after 20 refusals); a source
+	// route in front of a local address is refused all the same
+	// (INTERFACE.md §4); the downstream's "user unknown" still comes
+	// through.
+	c = e.dial("127.0.0.66")
+	c.Expect(220)
+	c.Cmd("EHLO stranger.test", 250)
 	c.Cmd("MAIL FROM:<sender@remote.test>", 250)
 	c.Cmd("RCPT TO:<alice@EXAMPLE.TEST.>", 250)
-	c.Cmd("RCPT TO:<@pct.test:bob@example.test>", 250)
+	if text := c.Cmd("RCPT TO:<@pct.test:bob@example.test>", 554); !strings.HasPrefix(text, "5.7.1 ") {
+		t.Errorf("routed local recipient: 554 %s", text)
+	}
+	c.Cmd("RCPT TO:<bob@example.test>", 250)
 	if text := c.Cmd(`RCPT TO:<"nobody"@example.test>`, 550); !strings.HasPrefix(text, "5.1.1 ") {
 		t.Errorf("unknown local user: 550 %s", text)
 	}

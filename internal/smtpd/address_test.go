@@ -230,9 +230,11 @@ func TestAddressTricksUntrusted(t *testing.T) {
 		{rcpt: "<alice@[127.0.0.1]>", code: 554, enhanced: "5.7.1 "},
 		{rcpt: "<victim@pct.test>", code: 554, enhanced: "5.7.1 "},
 		{rcpt: "<@example.test:victim@evil.test>", code: 554, enhanced: "5.7.1 "},
-		// go-smtp drops the route before the session sees it; what goes
-		// downstream is the local mailbox alone.
-		{rcpt: "<@evil.test:alice@example.test>", code: 250, down: []string{mail, "RCPT TO:<alice@example.test>"}},
+		// A source route is refused (INTERFACE.md §4), though go-smtp
+		// drops it before the session sees the address (routes.go).
+		{rcpt: "<@evil.test:alice@example.test>", code: 554, enhanced: "5.7.1 "},
+		{rcpt: "<@a.test,@b.test:alice@example.test>", code: 554, enhanced: "5.7.1 "},
+		{rcpt: " <@evil.test:alice@EXAMPLE.test>", code: 554, enhanced: "5.7.1 "},
 		// Quoting is kept: the downstream's own verdict comes back.
 		{rcpt: `<"alice> NOTIFY=NEVER"@example.test>`, code: 550, enhanced: "5.1.1 ", down: []string{mail, `RCPT TO:<"alice> NOTIFY=NEVER"@example.test>`}},
 		{rcpt: `<"john smith"@Example.Test>`, code: 550, enhanced: "5.1.1 ", down: []string{mail, `RCPT TO:<"john smith"@example.test>`}},
@@ -280,6 +282,8 @@ func TestAddressTricksTrusted(t *testing.T) {
 		{rcpt: "<victim@at.test@EXAMPLE.test>", code: 550, enhanced: "5.1.1 ", down: []string{mail, `RCPT TO:<"victim@at.test"@example.test>`}},
 		{rcpt: `<"victim@evil.test> NOTIFY=NEVER ORCPT=rfc822;x"@example.test>`, code: 550, enhanced: "5.1.1 ",
 			down: []string{mail, `RCPT TO:<"victim@evil.test> NOTIFY=NEVER ORCPT=rfc822;x"@example.test>`}},
+		// A trusted client's route is dropped, the mailbox passed on.
+		{rcpt: "<@relay.test:alice@example.test>", code: 250, down: []string{mail, "RCPT TO:<alice@example.test>"}},
 		{rcpt: "<someone@Elsewhere.TEST.>", code: 550, enhanced: "5.1.1 ", down: []string{mail, "RCPT TO:<someone@elsewhere.test>"}},
 		{rcpt: "<vïctim@example.test>", code: 553, enhanced: "5.6.7 "},
 		{rcpt: "<alice@exa_mple.test>", code: 501, enhanced: "5.1.3 "},

@@ -39,6 +39,9 @@ import (
 // with BDAT, the session's Data runs on another one and only touches the
 // atomic fields.
 type conn struct {
+	// routes sees source routes in RCPT commands, which go-smtp drops
+	// (routes.go); read and written on the session goroutine only.
+	routes routeWatch
 	net.Conn
 	srv  *Server
 	set  *Settings
@@ -215,6 +218,9 @@ func (c *conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		c.gotInput = true
+		if c.tls == nil && !c.tlsStarted {
+			c.routes.feed(p[:n])
+		}
 		if c.blockedNow() {
 			c.refuseNow()
 			return 0, io.EOF

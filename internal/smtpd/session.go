@@ -142,6 +142,11 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	// From here on only the canonical form is used: in the checks, the
 	// downstream command, the spool, logs and replies.
 	to = rcpt.String()
+	if s.c.routes.take(to) && !s.c.ps.MayRelay() {
+		r := reply.RoutingDenied.WithText("<" + to + ">: " + reply.RoutingDenied.Text + " (source route)")
+		s.c.log().Info("recipient refused", "rcpt", to, "reply", r.Error())
+		return s.reply(r, "refused")
+	}
 	if s.broken {
 		return s.reply(&reply.ServersDown, "deferred")
 	}
