@@ -71,6 +71,9 @@ type Delivery struct {
 	Servers       []Server      `yaml:"servers"`
 	CheckInterval time.Duration `yaml:"check_interval"`
 	DownAfter     int           `yaml:"down_after"`
+	// TLS is the STARTTLS policy towards the servers: none, may
+	// (default) or require; certificates are not verified.
+	TLS string `yaml:"tls"`
 }
 
 // Server is one downstream mail server.

@@ -82,6 +82,7 @@ func TestDefaults(t *testing.T) {
 			Servers:       []Server{{Address: "127.0.0.1:2526", Role: "primary"}},
 			CheckInterval: 5 * time.Second,
 			DownAfter:     3,
+			TLS:           "may",
 		},
 		Spool:    Spool{Delay: 5 * time.Minute, MaxSize: 10 << 30, UnspoolRate: 50, AutoUnspool: true},
 		Storage:  Storage{Driver: "sqlite"},
@@ -191,6 +192,10 @@ delivery:
       weight: 10
 `, []string{
 			`t.yaml:5: unknown key delivery.servers[0].weight (valid: address, role)`,
+		}},
+		{"delivery.tls not a known policy", minimal + `  tls: encrypt
+`, []string{
+			`t.yaml:4: delivery.tls: unknown value "encrypt" (none, may or require)`,
 		}},
 		{"duplicate key", minimal + `ipv6_prefix: 48
 ipv6_prefix: 56

@@ -32,7 +32,7 @@ func Default() *Config {
 			netip.MustParsePrefix("::1/128"),
 		},
 		IPv6Prefix: 64,
-		Delivery:   Delivery{CheckInterval: 5 * time.Second, DownAfter: 3},
+		Delivery:   Delivery{CheckInterval: 5 * time.Second, DownAfter: 3, TLS: "may"},
 		Spool:      Spool{Delay: 5 * time.Minute, MaxSize: 10 * GiB, UnspoolRate: 50, AutoUnspool: true},
 		Storage:    Storage{Driver: "sqlite"},
 		Limits: Limits{
@@ -318,6 +318,12 @@ func (l *loader) checkDelivery(c *Config) {
 	}
 	positive(l, "delivery.check_interval", d.CheckInterval)
 	positive(l, "delivery.down_after", d.DownAfter)
+	d.TLS = strings.ToLower(d.TLS)
+	switch d.TLS {
+	case "none", "may", "require":
+	default:
+		l.errAt("delivery.tls", "none, may or require", "unknown value %q", d.TLS)
+	}
 }
 
 // positive reports a value that must be greater than zero.

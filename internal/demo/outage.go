@@ -45,10 +45,10 @@ func (o *outage) run(ctx context.Context, step time.Duration) {
 	o.n.say("  the spool is empty: %d messages reached the primary since it came back; no message that got 250 was lost", o.primary.Count()-delivered)
 }
 
-// waitServerDown polls the relay's view until addr is down.
+// waitServerDown polls the delivery manager's view until addr is down.
 func (o *outage) waitServerDown(ctx context.Context, addr string) bool {
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
-		for _, s := range o.g.Relay.Servers() {
+		for _, s := range o.g.Delivery.Servers() {
 			if s.Address == addr && s.State == "down" {
 				return true
 			}

@@ -5,14 +5,14 @@ import (
 	"mxguard/internal/spool"
 )
 
-// admin serves what the relay and the spool report (GET /api/v1/servers,
-// /api/v1/spool and its operator requests, the console's status page) in
-// its own view types; these adapters are the only place the domain
-// packages and the web layer meet.
+// admin serves what the delivery manager and the spool report (GET
+// /api/v1/servers, /api/v1/spool and its operator requests, the console's
+// status page) in its own view types; these adapters are the only place
+// the domain packages and the web layer meet.
 
-// consoleServers lists the relay's servers for admin.
+// consoleServers lists the delivery servers for admin.
 func (g *Gateway) consoleServers() []admin.ServerView {
-	list := g.Relay.Servers()
+	list := g.Delivery.Servers()
 	out := make([]admin.ServerView, len(list))
 	for i, s := range list {
 		out[i] = admin.ServerView{Address: s.Address, Role: s.Role, State: s.State, Since: s.Since, LastError: s.LastError}

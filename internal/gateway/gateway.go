@@ -19,6 +19,7 @@ import (
 	"mxguard/internal/admin"
 	"mxguard/internal/checks"
 	"mxguard/internal/config"
+	"mxguard/internal/delivery"
 	"mxguard/internal/detect"
 	"mxguard/internal/events"
 	"mxguard/internal/metrics"
@@ -42,16 +43,17 @@ type Options struct {
 
 // Gateway is a running instance.
 type Gateway struct {
-	o       Options
-	mu      sync.Mutex // serialises Reload
-	cfg     *config.Config
-	Store   events.Store
-	Engine  *detect.Engine
-	Metrics *metrics.Metrics
-	Relay   *relay.Relay
-	Spool   *spool.Manager
-	SMTP    *smtpd.Server
-	Admin   *admin.Server
+	o        Options
+	mu       sync.Mutex // serialises Reload
+	cfg      *config.Config
+	Store    events.Store
+	Engine   *detect.Engine
+	Metrics  *metrics.Metrics
+	Relay    *relay.Relay      // downstream client and connection pool
+	Delivery *delivery.Manager // delivery servers: state, order, events
+	Spool    *spool.Manager
+	SMTP     *smtpd.Server
+	Admin    *admin.Server
 
 	spoolStore *spool.Spool
 	smtpLn     net.Listener
@@ -97,21 +99,33 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 	if err := g.openSpool(cfg); err != nil {
 		return err
 	}
+	tlsMode, err := relay.ParseTLSMode(cfg.Delivery.TLS)
+	if err != nil {
+		return err
+	}
 	g.Relay = relay.New(relay.Options{
-		Servers:        deliveryServers(cfg),
 		Hostname:       cfg.Hostname,
 		Dial:           o.Dial,
 		CommandTimeout: 2 * time.Minute,
-		DataTimeout:    cfg.Timeouts.Data,
+		DataTimeout:    relay.FinalReplyTimeout(cfg.Timeouts.Data),
+		TLS:            tlsMode,
 		Logger:         o.Logger.With("component", "relay"),
-		CheckInterval:  cfg.Delivery.CheckInterval,
-		DownAfter:      cfg.Delivery.DownAfter,
-		Clock:          o.Clock,
-		Events:         g.Engine,
 		Metrics:        g.Metrics,
-		OnOrgDown:      g.Spool.OrgDown,
-		OnOrgUp:        g.Spool.OrgUp,
 	})
+	g.Delivery = delivery.New(delivery.Options{
+		Servers:       deliveryServers(cfg),
+		Relay:         g.Relay,
+		Hostname:      cfg.Hostname,
+		Logger:        o.Logger.With("component", "delivery"),
+		CheckInterval: cfg.Delivery.CheckInterval,
+		DownAfter:     cfg.Delivery.DownAfter,
+		Clock:         o.Clock,
+		Events:        g.Engine,
+		Metrics:       g.Metrics,
+		OnOrgDown:     g.Spool.OrgDown,
+		OnOrgUp:       g.Spool.OrgUp,
+	})
+	warnFileLimit(o.Logger, cfg.Limits.MaxConnections, len(cfg.Delivery.Servers))
 	set, err := g.smtpSettings(cfg)
 	if err != nil {
 		return err
@@ -120,7 +134,7 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 	g.SMTP = smtpd.New(smtpd.Options{
 		Name:     "smtp",
 		Detector: g.Engine,
-		Relay:    g.Relay,
+		Relay:    g.Delivery,
 		Spooler:  spooler{Manager: g.Spool, store: g.spoolStore},
 		Metrics:  g.Metrics,
 		Logger:   o.Logger.With("component", "smtpd"),
@@ -153,11 +167,11 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 	}
 	// Know the servers' state (and tell the spool) before the spool
 	// starts releasing or the listener takes mail.
-	g.Relay.Init(ctx)
+	g.Delivery.Init(ctx)
 	runCtx, cancel := context.WithCancel(context.Background())
 	g.cancel = cancel
 	g.goRun(func() { g.Engine.Run(runCtx) })
-	g.goRun(func() { g.Relay.Run(runCtx) })
+	g.goRun(func() { g.Delivery.Run(runCtx) })
 	g.goRun(func() { g.Spool.Run(runCtx) })
 	g.goRun(func() { _ = g.SMTP.Serve(g.smtpLn) })
 	if g.adminLn != nil {
@@ -230,13 +244,17 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	if err := g.Engine.Reconfigure(g.engineOptions(cfg)); err != nil {
 		return fmt.Errorf("rules: %w", err)
 	}
-	g.Relay.SetServers(deliveryServers(cfg))
+	g.Delivery.SetServers(deliveryServers(cfg))
+	g.Relay.SetDataTimeout(relay.FinalReplyTimeout(cfg.Timeouts.Data))
 	g.SMTP.Reload(set)
 	g.Spool.Reconfigure(cfg.Spool.Delay, cfg.Spool.UnspoolRate, cfg.Spool.AutoUnspool)
 	g.spoolStore.SetMaxBytes(int64(cfg.Spool.MaxSize))
 	g.Admin.SetToken(token)
-	if cfg.Delivery.CheckInterval != g.cfg.Delivery.CheckInterval || cfg.Delivery.DownAfter != g.cfg.Delivery.DownAfter {
-		g.o.Logger.Warn("delivery.check_interval and delivery.down_after change only on restart")
+	if cfg.Delivery.CheckInterval != g.cfg.Delivery.CheckInterval || cfg.Delivery.DownAfter != g.cfg.Delivery.DownAfter || cfg.Delivery.TLS != g.cfg.Delivery.TLS {
+		g.o.Logger.Warn("delivery.check_interval, delivery.down_after and delivery.tls change only on restart")
+	}
+	if cfg.Limits.MaxConnections != g.cfg.Limits.MaxConnections || len(cfg.Delivery.Servers) != len(g.cfg.Delivery.Servers) {
+		warnFileLimit(g.o.Logger, cfg.Limits.MaxConnections, len(cfg.Delivery.Servers))
 	}
 	if cfg.Listen != g.cfg.Listen || cfg.DataDir != g.cfg.DataDir || cfg.Storage != g.cfg.Storage {
 		g.o.Logger.Warn("listen addresses, data_dir and storage change only on restart")
@@ -283,16 +301,16 @@ func (g *Gateway) smtpSettings(cfg *config.Config) (*smtpd.Settings, error) {
 	}, nil
 }
 
-// The engine records the relay's events and hands back those a previous
-// run left open, so an outage spanning a restart stays one event.
-var _ relay.EventResumer = (*detect.Engine)(nil)
+// The engine records the delivery manager's events and hands back those a
+// previous run left open, so an outage spanning a restart stays one event.
+var _ delivery.EventResumer = (*detect.Engine)(nil)
 
 // deliveryServers lists primaries before failovers, each in configured
-// order: the order the relay tries them in.
-func deliveryServers(cfg *config.Config) []relay.Server {
-	var prim, fail []relay.Server
+// order: the order the delivery manager tries them in.
+func deliveryServers(cfg *config.Config) []delivery.Server {
+	var prim, fail []delivery.Server
 	for _, s := range cfg.Delivery.Servers {
-		rs := relay.Server{Address: s.Address, Role: s.Role}
+		rs := delivery.Server{Address: s.Address, Role: s.Role}
 		if s.Role == "failover" {
 			fail = append(fail, rs)
 		} else {

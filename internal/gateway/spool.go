@@ -89,7 +89,7 @@ func (d relayDeliverer) Deliver(ctx context.Context, env spool.Envelope, msg io.
 	if len(rcpts) == 0 {
 		return refused
 	}
-	txn, err := d.g.Relay.Begin(ctx, from, relay.MailOptions{Size: int64(len(body)), EightBit: true})
+	txn, err := d.g.Delivery.Begin(ctx, from, relay.MailOptions{Size: int64(len(body)), EightBit: true})
 	if err != nil {
 		return noServer(err)
 	}
@@ -117,9 +117,10 @@ func (d relayDeliverer) Deliver(ctx context.Context, env spool.Envelope, msg io.
 }
 
 // noServer marks "no server could take it" for the spool, which then waits
-// for a server instead of counting an attempt (spool.ErrNoServer).
+// for a server instead of counting an attempt (spool.ErrNoServer). A local
+// resource shortage is no attempt on the message either.
 func noServer(err error) error {
-	if errors.Is(err, relay.ErrUnavailable) {
+	if errors.Is(err, relay.ErrUnavailable) || errors.Is(err, relay.ErrLocal) {
 		return fmt.Errorf("%w: %v", spool.ErrNoServer, err)
 	}
 	return err

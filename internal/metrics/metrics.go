@@ -31,6 +31,10 @@ type Metrics struct {
 	// error) and keeps retrying.
 	SpoolQuarantined prometheus.Counter
 	SpoolUnreadable  prometheus.Gauge
+
+	// RelayLocalErrors counts downstream connections that failed for a
+	// local reason (errno), which no delivery server is blamed for.
+	RelayLocalErrors *prometheus.CounterVec // errno
 }
 
 // New creates and registers every collector on a fresh registry.
@@ -86,10 +90,14 @@ func New() *Metrics {
 		Stress: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mxguard_stress", Help: "1 while the listener is in stress mode (open sessions above 80% of max_connections: shortened timeouts).",
 		}, []string{"listener"}),
+		RelayLocalErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mxguard_relay_local_errors_total", Help: "Connections to delivery servers that failed for a local reason (EMFILE, ENFILE, EADDRNOTAVAIL, ENOBUFS); not counted against the server.",
+		}, []string{"errno"}),
 	}
 	m.Registry.MustRegister(m.Connections, m.Messages, m.Recipients, m.Events, m.EventsActive,
 		m.BlocksActive, m.SpoolMessages, m.SpoolBytes, m.ServerUp, m.CheckDuration,
 		m.Observations, m.Panics, m.SpoolQuarantined, m.SpoolUnreadable, m.SessionLimits, m.Stress,
+		m.RelayLocalErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -3,7 +3,9 @@ package relay
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -35,7 +37,7 @@ func newPair(t *testing.T, greeting, ehlo string) (*fakeServer, net.Conn) {
 
 func TestClientPipelinesMailAndRcpt(t *testing.T) {
 	srv, conn := newPair(t, "220 sink ESMTP\r\n", "250-sink\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250 8BITMIME\r\n")
-	c, err := newClient(conn, "mx.test", 5*time.Second)
+	c, err := newClient(context.Background(), conn, clientConfig{hostname: "mx.test", cmdTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +66,7 @@ func TestClientPipelinesMailAndRcpt(t *testing.T) {
 // local part that holds "> NOTIFY=..." stays one quoted local part.
 func TestClientWritesParsedAddresses(t *testing.T) {
 	srv, conn := newPair(t, "220 sink ESMTP\r\n", "250-sink\r\n250-PIPELINING\r\n250-SMTPUTF8\r\n250 DSN\r\n")
-	c, err := newClient(conn, "mx.test", 5*time.Second)
+	c, err := newClient(context.Background(), conn, clientConfig{hostname: "mx.test", cmdTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +106,7 @@ func TestClientWritesParsedAddresses(t *testing.T) {
 
 func TestClientWithoutPipelining(t *testing.T) {
 	srv, conn := newPair(t, "220 old\r\n", "250 old\r\n")
-	c, err := newClient(conn, "mx.test", 5*time.Second)
+	c, err := newClient(context.Background(), conn, clientConfig{hostname: "mx.test", cmdTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +124,7 @@ func TestClientWithoutPipelining(t *testing.T) {
 
 func TestClientDataDotStuffingOneWrite(t *testing.T) {
 	srv, conn := newPair(t, "220 sink\r\n", "250 sink\r\n")
-	c, err := newClient(conn, "mx.test", 5*time.Second)
+	c, err := newClient(context.Background(), conn, clientConfig{hostname: "mx.test", cmdTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +145,7 @@ func TestClientDataDotStuffingOneWrite(t *testing.T) {
 		}
 		srv.conn.Write([]byte("250 2.0.0 Ok: queued as X\r\n"))
 	}()
-	text, err := c.data(5*time.Second, []byte("Received: x\r\n"), []byte(".leading dot\r\nmiddle\r\n..two\r\nno final newline"))
+	text, err := c.data(context.Background(), 5*time.Second, []byte("Received: x\r\n"), []byte(".leading dot\r\nmiddle\r\n..two\r\nno final newline"))
 	if err != nil || text != "2.0.0 Ok: queued as X" {
 		t.Fatalf("data: %q %v", text, err)
 	}
@@ -166,28 +168,35 @@ func TestClientHeloFallback(t *testing.T) {
 			b.Write([]byte("250 ancient\r\n"))
 		}
 	}()
-	if _, err := newClient(a, "mx.test", 5*time.Second); err != nil {
+	if _, err := newClient(context.Background(), a, clientConfig{hostname: "mx.test", cmdTimeout: 5 * time.Second}); err != nil {
 		t.Fatalf("HELO fallback: %v", err)
 	}
 }
 
 // FuzzReply: downstream replies are network input; the parser must never
-// panic, and a reply it accepts has a valid code.
+// panic, a reply it accepts has the expected code, a verdict is a 4xx or
+// 5xx, and anything else is a protocol error or a broken read, never a
+// success in disguise.
 func FuzzReply(f *testing.F) {
-	f.Add("250-first\r\n250 last\r\n")
-	f.Add("550 5.1.1 <a@b>: User unknown\r\n")
-	f.Add("421\r\n")
-	f.Add("250-a\r\n550 b\r\n")
-	f.Add("2\r\n")
-	f.Fuzz(func(t *testing.T, in string) {
-		c := &client{r: bufio.NewReader(strings.NewReader(in))}
-		code, _, err := c.reply(250)
-		if err == nil && code != 250 {
-			t.Fatalf("accepted code %d", code)
+	f.Add("250-first\r\n250 last\r\n", 250)
+	f.Add("550 5.1.1 <a@b>: User unknown\r\n", 251)
+	f.Add("421\r\n", 354)
+	f.Add("250-a\r\n550 b\r\n", 250)
+	f.Add("2\r\n", 220)
+	f.Add("250 ok\r\n", 354)
+	f.Add("251 forwarded\r\n", 251)
+	f.Fuzz(func(t *testing.T, in string, want int) {
+		c := &client{r: bufio.NewReaderSize(strings.NewReader(in), readBufSize)}
+		code, _, err := c.reply(want)
+		if err == nil && code != want && !(want == codeRcptOK && code == 250) {
+			t.Fatalf("accepted code %d where %d was expected", code, want)
 		}
 		var se *smtp.SMTPError
-		if errors.As(err, &se) && (se.Code < 0 || se.Code > 999) {
-			t.Fatalf("bad code %d", se.Code)
+		if errors.As(err, &se) && (se.Code < 400 || se.Code > 599) {
+			t.Fatalf("verdict with code %d", se.Code)
+		}
+		if err != nil && se == nil && !errors.Is(err, ErrProtocol) && !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("unexpected error kind: %v", err)
 		}
 	})
 }

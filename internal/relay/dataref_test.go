@@ -58,11 +58,12 @@ func postfixLike(t *testing.T) string {
 // one (which would get "503 nested MAIL" and bounce a valid message).
 func TestRefusedDataLeavesCleanConnection(t *testing.T) {
 	addr := postfixLike(t)
-	r := relay.New(relay.Options{Servers: []relay.Server{{Address: addr, Role: "primary"}}, Hostname: "mx.test", MaxIdle: 1})
+	r := relay.New(relay.Options{Hostname: "mx.test", MaxIdle: 1})
+	rt := newRoute(addr)
 	defer r.Close()
 	ctx := context.Background()
 
-	txn, err := r.Begin(ctx, address.MustParse("grey@remote.test"), relay.MailOptions{})
+	txn, err := r.Begin(ctx, rt, address.MustParse("grey@remote.test"), relay.MailOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +75,7 @@ func TestRefusedDataLeavesCleanConnection(t *testing.T) {
 		t.Fatalf("DATA: %v, want the downstream's 450", err)
 	}
 	for i := 0; i < 3; i++ {
-		txn, err := r.Begin(ctx, address.MustParse("ok@remote.test"), relay.MailOptions{})
+		txn, err := r.Begin(ctx, rt, address.MustParse("ok@remote.test"), relay.MailOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}

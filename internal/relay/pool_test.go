@@ -19,8 +19,9 @@ func TestStalePoolAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sink.Close()
-	r := relay.New(relay.Options{Servers: []relay.Server{{Address: sink.Addr(), Role: "primary"}}, Hostname: "mx.test"})
+	r := relay.New(relay.Options{Hostname: "mx.test"})
 	defer r.Close()
+	rt := newRoute(sink.Addr())
 
 	// Fill the pool with several connections.
 	var wg sync.WaitGroup
@@ -28,7 +29,7 @@ func TestStalePoolAfterRestart(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := send(t, r); err != nil {
+			if _, err := send(t, r, rt); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -37,7 +38,7 @@ func TestStalePoolAfterRestart(t *testing.T) {
 
 	sink.SetDown(true) // closes every session: the pool is now stale
 	sink.SetDown(false)
-	if _, err := send(t, r); err != nil {
+	if _, err := send(t, r, rt); err != nil {
 		t.Fatalf("after the restart: %v", err)
 	}
 	if n := sink.Count(); n != 5 {

@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -82,6 +83,18 @@ type conn struct {
 	dataUntil atomic.Int64
 	logger    *slog.Logger
 	logOnce   sync.Once
+
+	// ctx is the session's context, handed to the downstream calls; it
+	// ends when the connection closes, when the client hangs up while
+	// the session waits for the downstream (hangup.go), and when the
+	// server closes. Set before the connection goes to go-smtp.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// ahead holds what the client sent while the session waited for the
+	// downstream, and aheadErr how that read ended if the client hung
+	// up; Read returns them first (hangup.go).
+	ahead    []byte
+	aheadErr error
 
 	closeOnce sync.Once
 }
@@ -215,7 +228,7 @@ func (c *conn) Read(p []byte) (int, error) {
 	if err := c.flush(); err != nil {
 		return 0, err
 	}
-	n, err := c.Conn.Read(p)
+	n, err := c.readAhead(p)
 	if n > 0 {
 		c.gotInput = true
 		if c.tls == nil && !c.tlsStarted {
@@ -357,6 +370,9 @@ func (c *conn) Close() error {
 		c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		c.flush()
 		err = c.Conn.Close()
+		if c.cancel != nil {
+			c.cancel()
+		}
 		c.release()
 		// A source refused mid-session, or blocked meanwhile, is already
 		// handled: its sessions add nothing to other rules.

@@ -194,7 +194,7 @@ func TestErrorLimit(t *testing.T) {
 // TestOwnFailuresAreNoErrors: mxguard's own temporary failures (451 4.4.1
 // while the downstream is gone) count toward no limit.
 func TestOwnFailuresAreNoErrors(t *testing.T) {
-	down := scriptedDownstream(t, map[string]string{"RCPT": "421 4.3.2 shutting down"})
+	down := testutil.ScriptedSMTP(t, testutil.Script{"RCPT": "421 4.3.2 shutting down"}).Addr()
 	addr, _, _ := startOpts(t, serverOpts{downstream: down})
 	c := testutil.Dial(t, addr, testutil.DialOptions{LocalIP: "127.0.1.5"})
 	c.Expect(220)

@@ -2,7 +2,7 @@
 // submission listener. It accepts connections, applies the connection-level
 // defences (PROXY protocol, blocks, connection limits), then speaks SMTP with
 // emersion/go-smtp and relays every transaction pass-through to the
-// downstream servers (internal/relay). Every decision is delegated to the
+// downstream servers (internal/relay, routed by internal/delivery). Every decision is delegated to the
 // check pipeline and every observation goes to the detection engine; this
 // package has no detection logic of its own.
 package smtpd
@@ -22,6 +22,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"mxguard/internal/address"
 	"mxguard/internal/config"
 	"mxguard/internal/detect"
 	"mxguard/internal/metrics"
@@ -40,6 +41,12 @@ type Detector interface {
 }
 
 var _ Detector = (*detect.Engine)(nil)
+
+// Relay opens the pass-through transactions: the delivery manager
+// (internal/delivery), which picks the server.
+type Relay interface {
+	Begin(ctx context.Context, from address.Mailbox, o relay.MailOptions) (*relay.Txn, error)
+}
 
 // Spooler decides, per transaction, between pass-through, the outage spool
 // and a deferral (internal/spool), and stores spooled messages durably.
@@ -66,7 +73,7 @@ type Settings struct {
 type Options struct {
 	Name     string // listener name for metrics and logs: "smtp"
 	Detector Detector
-	Relay    *relay.Relay
+	Relay    Relay
 	Spooler  Spooler          // nil: always pass-through
 	Metrics  *metrics.Metrics // may be nil
 	Logger   *slog.Logger
@@ -89,6 +96,11 @@ type Server struct {
 	lnMu    sync.Mutex
 	lns     []net.Listener
 	gens    []*generation // every generation, for Close/Shutdown
+	// ctx is the parent of every session's context; Close cancels it
+	// first, so downstream calls in progress end (go-smtp's Close waits
+	// for each session's handler to return).
+	ctx  context.Context
+	stop context.CancelFunc
 }
 
 // generation pairs a Settings with the go-smtp server built from it, so a
@@ -109,6 +121,7 @@ func New(o Options, s *Settings) *Server {
 	}
 	o.Stress = stressTimeouts(o.Stress)
 	srv := &Server{o: o, perSrc: make(map[netip.Addr]int)}
+	srv.ctx, srv.stop = context.WithCancel(context.Background())
 	srv.cur.Store(srv.newGeneration(s))
 	return srv
 }
@@ -184,6 +197,7 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // Close stops accepting and closes every session.
 func (s *Server) Close() error {
+	s.stop()
 	var errs []error
 	for _, g := range s.stopAccepting() {
 		errs = append(errs, ignoreClosed(g.smtp.Close()))
@@ -294,6 +308,8 @@ func (s *Server) admit(raw net.Conn) {
 	}
 	c.protected = c.ps.Trusted || c.ps.Allowlisted
 	s.count("accepted")
+	// Cancelled by conn.Close and by Server.Close (see conn.ctx).
+	c.ctx, c.cancel = context.WithCancel(s.ctx)
 	if !g.ln.deliver(c) {
 		// The generation was replaced between Load and deliver: hand the
 		// connection to the current one.

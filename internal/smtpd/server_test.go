@@ -15,6 +15,7 @@ import (
 
 	"mxguard/internal/checks"
 	"mxguard/internal/config"
+	"mxguard/internal/delivery"
 	"mxguard/internal/detect"
 	"mxguard/internal/mailsink"
 	"mxguard/internal/metrics"
@@ -54,9 +55,28 @@ type serverOpts struct {
 	wrap func(net.Listener) net.Listener
 	// adjust change options and settings last (a spooler, trusted networks).
 	adjust []func(*Options, *Settings)
+	// relay configures the relay (a dialer, delivery.tls); its Hostname
+	// and Metrics are set here.
+	relay relay.Options
+	// downAfter is the delivery manager's down_after; zero: its default.
+	downAfter int
+}
+
+// testServer is a running test server and what tests look into.
+type testServer struct {
+	addr string
+	srv  *Server
+	m    *metrics.Metrics
+	dm   *delivery.Manager // routes the transactions to o.downstream
 }
 
 func startOpts(t testing.TB, o serverOpts) (string, *Server, *metrics.Metrics) {
+	t.Helper()
+	ts := startTestServer(t, o)
+	return ts.addr, ts.srv, ts.m
+}
+
+func startTestServer(t testing.TB, o serverOpts) *testServer {
 	t.Helper()
 	if o.downstream == "" {
 		sink, err := mailsink.Start(context.Background(), mailsink.Options{Mailboxes: []string{"alice@example.test"}, MaxStored: 10})
@@ -90,9 +110,11 @@ func startOpts(t testing.TB, o serverOpts) (string, *Server, *metrics.Metrics) {
 		}
 		set.TLS = cfg
 	}
-	rl := relay.New(relay.Options{Servers: []relay.Server{{Address: o.downstream, Role: "primary"}}, Hostname: "mx.test"})
+	o.relay.Hostname, o.relay.Metrics = "mx.test", m
+	rl := relay.New(o.relay)
 	t.Cleanup(func() { rl.Close() })
-	so := Options{Relay: rl, Metrics: m, Detector: o.detector, Stress: o.stress}
+	dm := delivery.New(delivery.Options{Servers: []delivery.Server{{Address: o.downstream, Role: "primary"}}, Relay: rl, DownAfter: o.downAfter, Metrics: m})
+	so := Options{Relay: dm, Metrics: m, Detector: o.detector, Stress: o.stress}
 	for _, f := range o.adjust {
 		f(&so, set)
 	}
@@ -107,7 +129,7 @@ func startOpts(t testing.TB, o serverOpts) (string, *Server, *metrics.Metrics) {
 	}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	return addr, srv, m
+	return &testServer{addr: addr, srv: srv, m: m, dm: dm}
 }
 
 // panicCheck crashes on a marker, standing in for any bug in a check.
@@ -269,28 +291,11 @@ func BenchmarkRefuseBlocked(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "conn/s")
 }
 
-// scriptedDownstream answers each command with the reply its prefix maps
-// to (250 otherwise) and closes after a 421, like a server that shuts down
-// mid-transaction.
-func scriptedDownstream(t *testing.T, replies map[string]string) string {
-	return testutil.FakeSMTP(t, "220 scripted ESMTP", func() func(string) (string, bool) {
-		return func(line string) (string, bool) {
-			reply := "250 2.0.0 ok"
-			for prefix, rep := range replies {
-				if strings.HasPrefix(strings.ToUpper(line), prefix) {
-					reply = rep
-				}
-			}
-			return reply, strings.HasPrefix(reply, "421")
-		}
-	})
-}
-
 // TestDownstream421IsDeferral: a downstream closing the channel with 421 is
 // no verdict on the recipient; the client gets 451 4.4.1 and its session
 // stays open.
 func TestDownstream421IsDeferral(t *testing.T) {
-	down := scriptedDownstream(t, map[string]string{"RCPT": "421 4.3.2 shutting down"})
+	down := testutil.ScriptedSMTP(t, testutil.Script{"RCPT": "421 4.3.2 shutting down"}).Addr()
 	addr, _ := startServerTo(t, down, nil)
 	c := testutil.Dial(t, addr, testutil.DialOptions{LocalIP: "127.0.0.4"})
 	c.Expect(220)

@@ -74,7 +74,14 @@ type session struct {
 
 var _ smtp.Session = (*session)(nil)
 
-func (s *session) ctx() context.Context { return context.Background() }
+// ctx is the connection's context: it ends when the client is gone or the
+// server closes the session, and interrupts the downstream calls.
+func (s *session) ctx() context.Context {
+	if s.c.ctx == nil {
+		return context.Background()
+	}
+	return s.c.ctx
+}
 
 // Mail starts a transaction. The downstream MAIL is sent with the first
 // recipient that passes the checks, so a transaction whose recipients are
@@ -182,14 +189,13 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		}
 		return nil
 	}
-	if s.txn == nil {
-		txn, err := s.c.srv.o.Relay.Begin(s.ctx(), s.from, s.opts)
-		if err != nil {
-			return s.downstreamError("MAIL", to, err)
+	stop := s.c.watchHangup()
+	stage, err := s.relayRcpt(rcpt)
+	stop()
+	if err != nil {
+		if stage == "MAIL" {
+			return s.downstreamError(stage, to, err)
 		}
-		s.txn = txn
-	}
-	if err := s.txn.Rcpt(s.ctx(), rcpt); err != nil {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) && isUnknownUser(se.Code, [3]int(se.EnhancedCode), se.Message) {
 			s.observeUnknown()
@@ -206,6 +212,19 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		m.Recipients.WithLabelValues("accepted").Inc()
 	}
 	return nil
+}
+
+// relayRcpt asks the downstream about one recipient, beginning the
+// downstream transaction first if needed; stage says which failed.
+func (s *session) relayRcpt(to address.Mailbox) (stage string, err error) {
+	if s.txn == nil {
+		txn, err := s.c.srv.o.Relay.Begin(s.ctx(), s.from, s.opts)
+		if err != nil {
+			return "MAIL", err
+		}
+		s.txn = txn
+	}
+	return "RCPT", s.txn.Rcpt(s.ctx(), to)
 }
 
 func (s *session) observeUnknown() {
@@ -228,11 +247,22 @@ func (s *session) downstreamError(stage, to string, err error) error {
 		}
 		return se
 	}
-	s.c.log().Warn("downstream failed", "stage", stage, "err", err)
 	if s.txn != nil || stage != "MAIL" {
 		s.broken = true
 	}
 	s.txn = nil
+	switch {
+	case s.ctx().Err() != nil:
+		// The client left (or the server is closing): nobody reads
+		// this reply, and the downstream is not to blame.
+		s.c.log().Info("downstream call ended: client gone", "stage", stage, "err", err)
+	case errors.Is(err, relay.ErrLocal):
+		// Out of file descriptors or ports here: the servers are not
+		// down, the fault is ours (relay logs and counts it).
+		return s.reply(reply.InternalError.With(err), "deferred")
+	default:
+		s.c.log().Warn("downstream failed", "stage", stage, "err", err)
+	}
 	return s.reply(&reply.ServersDown, "deferred")
 }
 

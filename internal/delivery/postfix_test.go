@@ -1,4 +1,4 @@
-package relay_test
+package delivery_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"mxguard/internal/address"
+	"mxguard/internal/delivery"
 	"mxguard/internal/detect"
 	"mxguard/internal/events"
 	"mxguard/internal/relay"
@@ -34,8 +35,11 @@ func TestPostfixOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	var org []string
-	r := relay.New(relay.Options{
-		Servers:   []relay.Server{{Address: pf.Addr(), Role: "primary"}},
+	rl := relay.New(relay.Options{Hostname: "mx.example.test"})
+	t.Cleanup(func() { rl.Close() })
+	r := delivery.New(delivery.Options{
+		Servers:   []delivery.Server{{Address: pf.Addr(), Role: "primary"}},
+		Relay:     rl,
 		Hostname:  "mx.example.test",
 		DownAfter: 2,
 		Clock:     clock,
@@ -43,7 +47,6 @@ func TestPostfixOutage(t *testing.T) {
 		OnOrgDown: func(time.Time) { org = append(org, "down") },
 		OnOrgUp:   func() { org = append(org, "up") },
 	})
-	t.Cleanup(func() { r.Close() })
 	active := func(typ string) []events.Event {
 		t.Helper()
 		res, err := store.Query(ctx, events.Query{Type: typ, Status: events.StatusActive})
@@ -70,7 +73,7 @@ func TestPostfixOutage(t *testing.T) {
 	if st.State != "down" || !st.Since.Equal(clock.Now()) {
 		t.Fatalf("after the failed check: %+v", st)
 	}
-	down, orgDown := active(relay.EventServerDown), active(relay.EventOrgDown)
+	down, orgDown := active(delivery.EventServerDown), active(delivery.EventOrgDown)
 	if len(down) != 1 || down[0].Source != pf.Addr() || down[0].Service != "smtp" {
 		t.Fatalf("active mail_server_down events: %+v", down)
 	}
@@ -87,7 +90,7 @@ func TestPostfixOutage(t *testing.T) {
 	if st := r.Servers()[0]; st.State != "up" {
 		t.Fatalf("after Postfix is back: %+v", st)
 	}
-	if n := len(active(relay.EventServerDown)) + len(active(relay.EventOrgDown)); n != 0 {
+	if n := len(active(delivery.EventServerDown)) + len(active(delivery.EventOrgDown)); n != 0 {
 		t.Errorf("%d events still active after recovery", n)
 	}
 	for _, ev := range []events.Event{down[0], orgDown[0]} {

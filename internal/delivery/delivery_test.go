@@ -1,7 +1,6 @@
-package relay_test
+package delivery_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"mxguard/internal/address"
+	"mxguard/internal/delivery"
 	"mxguard/internal/mailsink"
 	"mxguard/internal/metrics"
 	"mxguard/internal/relay"
@@ -39,8 +39,8 @@ type fakeSink struct {
 func newFakeSink() *fakeSink { return &fakeSink{open: make(map[int64]string)} }
 
 var (
-	_ relay.EventSink    = (*fakeSink)(nil)
-	_ relay.EventResumer = (*fakeSink)(nil)
+	_ delivery.EventSink    = (*fakeSink)(nil)
+	_ delivery.EventResumer = (*fakeSink)(nil)
 )
 
 func (s *fakeSink) StartEvent(_ context.Context, typ, source, service string, _ map[string]any) (int64, error) {
@@ -139,7 +139,7 @@ func (d *countingDialer) count(addr string) int {
 }
 
 // send relays one message and returns the server that took it.
-func send(t *testing.T, r *relay.Relay) (string, error) {
+func send(t *testing.T, r *delivery.Manager) (string, error) {
 	t.Helper()
 	ctx := t.Context()
 	txn, err := r.Begin(ctx, address.MustParse("sender@remote.test"), relay.MailOptions{})
@@ -156,7 +156,7 @@ func send(t *testing.T, r *relay.Relay) (string, error) {
 	return txn.Server(), nil
 }
 
-func mustSend(t *testing.T, r *relay.Relay, want string) {
+func mustSend(t *testing.T, r *delivery.Manager, want string) {
 	t.Helper()
 	got, err := send(t, r)
 	if err != nil {
@@ -168,7 +168,8 @@ func mustSend(t *testing.T, r *relay.Relay, want string) {
 }
 
 type harness struct {
-	r     *relay.Relay
+	r     *delivery.Manager
+	relay *relay.Relay
 	clock *fakeClock
 	sink  *fakeSink
 	dial  *countingDialer
@@ -176,16 +177,29 @@ type harness struct {
 
 	mu   sync.Mutex
 	org  []string // OnOrgDown/OnOrgUp calls
-	opts relay.Options
+	opts delivery.Options
 }
 
-func newHarness(t *testing.T, downAfter int, servers ...relay.Server) *harness {
+func newHarness(t *testing.T, downAfter int, servers ...delivery.Server) *harness {
+	t.Helper()
+	return newHarnessWith(t, relay.Options{}, downAfter, servers...)
+}
+
+// newHarnessWith is newHarness with relay options (its Dial, Hostname and
+// Metrics are the harness's).
+func newHarnessWith(t *testing.T, ro relay.Options, downAfter int, servers ...delivery.Server) *harness {
 	t.Helper()
 	h := &harness{clock: newFakeClock(), sink: newFakeSink(), dial: &countingDialer{}, m: metrics.New()}
-	h.opts = relay.Options{
+	ro.Hostname, ro.Metrics = "mx.example.test", h.m
+	if ro.Dial == nil {
+		ro.Dial = h.dial.dial
+	}
+	h.relay = relay.New(ro)
+	t.Cleanup(func() { h.relay.Close() })
+	h.opts = delivery.Options{
 		Servers:      servers,
+		Relay:        h.relay,
 		Hostname:     "mx.example.test",
-		Dial:         h.dial.dial,
 		DownAfter:    downAfter,
 		CheckTimeout: 5 * time.Second,
 		Clock:        h.clock,
@@ -202,8 +216,7 @@ func newHarness(t *testing.T, downAfter int, servers ...relay.Server) *harness {
 			h.mu.Unlock()
 		},
 	}
-	h.r = relay.New(h.opts)
-	t.Cleanup(func() { h.r.Close() })
+	h.r = delivery.New(h.opts)
 	return h
 }
 
@@ -223,7 +236,7 @@ func (h *harness) checks(t *testing.T, n int) {
 	}
 }
 
-func (h *harness) state(t *testing.T, addr string) relay.ServerStatus {
+func (h *harness) state(t *testing.T, addr string) delivery.ServerStatus {
 	t.Helper()
 	for _, s := range h.r.Servers() {
 		if s.Address == addr {
@@ -231,7 +244,7 @@ func (h *harness) state(t *testing.T, addr string) relay.ServerStatus {
 		}
 	}
 	t.Fatalf("no server %s in %+v", addr, h.r.Servers())
-	return relay.ServerStatus{}
+	return delivery.ServerStatus{}
 }
 
 func (h *harness) gauge(t *testing.T, addr string) float64 {
@@ -269,7 +282,7 @@ func TestDownAfterConsecutiveFailures(t *testing.T) {
 		t.Run(fmt.Sprint("down_after=", downAfter), func(t *testing.T) {
 			sink := startSink(t)
 			addr := sink.Addr()
-			h := newHarness(t, downAfter, relay.Server{Address: addr, Role: "primary"})
+			h := newHarness(t, downAfter, delivery.Server{Address: addr, Role: "primary"})
 			start := h.clock.Now()
 
 			h.checks(t, 2)
@@ -330,7 +343,7 @@ func TestDownAfterConsecutiveFailures(t *testing.T) {
 func TestFailoverAndBack(t *testing.T) {
 	primary, failover := startSink(t), startSink(t)
 	p, f := primary.Addr(), failover.Addr()
-	h := newHarness(t, 2, relay.Server{Address: p, Role: "primary"}, relay.Server{Address: f, Role: "failover"})
+	h := newHarness(t, 2, delivery.Server{Address: p, Role: "primary"}, delivery.Server{Address: f, Role: "failover"})
 
 	mustSend(t, h.r, p)
 	setDown(t, primary, true)
@@ -376,7 +389,7 @@ func TestFailoverAndBack(t *testing.T) {
 func TestPassiveFailures(t *testing.T) {
 	primary, failover := startSink(t), startSink(t)
 	p, f := primary.Addr(), failover.Addr()
-	h := newHarness(t, 3, relay.Server{Address: p, Role: "primary"}, relay.Server{Address: f, Role: "failover"})
+	h := newHarness(t, 3, delivery.Server{Address: p, Role: "primary"}, delivery.Server{Address: f, Role: "failover"})
 
 	setDown(t, primary, true)
 	for i := 1; i <= 3; i++ {
@@ -403,7 +416,7 @@ func TestPassiveFailures(t *testing.T) {
 func TestBrokenConnectionCounts(t *testing.T) {
 	sink := startSink(t)
 	addr := sink.Addr()
-	h := newHarness(t, 1, relay.Server{Address: addr, Role: "primary"})
+	h := newHarness(t, 1, delivery.Server{Address: addr, Role: "primary"})
 	txn, err := h.r.Begin(t.Context(), address.MustParse("sender@remote.test"), relay.MailOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -422,7 +435,7 @@ func TestBrokenConnectionCounts(t *testing.T) {
 // nothing; a check still brings a server back.
 func TestAllDownFailsFast(t *testing.T) {
 	a, b := startSink(t), startSink(t)
-	h := newHarness(t, 1, relay.Server{Address: a.Addr(), Role: "primary"}, relay.Server{Address: b.Addr(), Role: "failover"})
+	h := newHarness(t, 1, delivery.Server{Address: a.Addr(), Role: "primary"}, delivery.Server{Address: b.Addr(), Role: "failover"})
 	setDown(t, a, true)
 	setDown(t, b, true)
 	h.checks(t, 1)
@@ -439,68 +452,27 @@ func TestAllDownFailsFast(t *testing.T) {
 	mustSend(t, h.r, b.Addr())
 }
 
-// fakeServer answers each connection with a script: greeting, then one
-// reply per command line ("" = say nothing and hang).
-func fakeServer(t *testing.T, greeting string, replies ...string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	done := make(chan struct{})
-	t.Cleanup(func() {
-		close(done)
-		ln.Close()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				go func() { <-done; c.Close() }()
-				rd := bufio.NewReader(c)
-				for _, line := range append([]string{greeting}, replies...) {
-					if line == "" {
-						<-done
-						return
-					}
-					if _, err := c.Write([]byte(line + "\r\n")); err != nil {
-						return
-					}
-					if _, err := rd.ReadString('\n'); err != nil {
-						return
-					}
-				}
-			})
-		}
-	})
-	return ln.Addr().String()
-}
-
-// What makes a check fail: the greeting or EHLO refused, or silence until
-// the check timeout.
+// What makes a check fail: the greeting or EHLO refused, a protocol
+// error, a refused QUIT, or silence until the check timeout.
 func TestCheckFailures(t *testing.T) {
 	for _, tc := range []struct {
-		name     string
-		greeting string
-		replies  []string
-		wantErr  string
+		name    string
+		script  testutil.Script
+		wantErr string
 	}{
-		{"greeting 554", "554 5.3.2 no service", nil, "554"},
-		{"greeting 421", "421 4.3.2 shutting down", nil, "421"},
-		{"EHLO refused", "220 ok", []string{"451 4.3.0 try later"}, "451"},
-		{"silent", "", nil, "greeting/EHLO: no answer within 300ms"},
+		{"greeting 554", testutil.Script{"greeting": "554 5.3.2 no service"}, "554"},
+		{"greeting 421", testutil.Script{"greeting": "421 4.3.2 shutting down"}, "421"},
+		{"EHLO refused", testutil.Script{"EHLO": "451 4.3.0 try later"}, "451"},
+		{"EHLO garbled", testutil.Script{"EHLO": "hello"}, "malformed reply"},
+		{"QUIT refused", testutil.Script{"QUIT": "500 what"}, "QUIT: SMTP error 500"},
+		{"silent", testutil.Script{"greeting": testutil.Silence}, "greeting: no answer within 300ms"},
+		{"silent at EHLO", testutil.Script{"EHLO": testutil.Silence}, "EHLO: no answer within 300ms"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			addr := fakeServer(t, tc.greeting, tc.replies...)
-			h := newHarness(t, 1, relay.Server{Address: addr, Role: "primary"})
+			addr := testutil.ScriptedSMTP(t, tc.script).Addr()
+			h := newHarness(t, 1, delivery.Server{Address: addr, Role: "primary"})
 			h.opts.CheckTimeout = 300 * time.Millisecond
-			h.r = relay.New(h.opts)
+			h.r = delivery.New(h.opts)
 			h.checks(t, 1)
 			st := h.state(t, addr)
 			if st.State != "down" || !strings.Contains(st.LastError, tc.wantErr) {
@@ -515,7 +487,7 @@ func TestCheckFailures(t *testing.T) {
 func TestEventWriteRetried(t *testing.T) {
 	sink := startSink(t)
 	addr := sink.Addr()
-	h := newHarness(t, 1, relay.Server{Address: addr, Role: "primary"})
+	h := newHarness(t, 1, delivery.Server{Address: addr, Role: "primary"})
 	h.sink.failStart = errors.New("database is locked")
 	setDown(t, sink, true)
 	h.checks(t, 1)
@@ -533,7 +505,7 @@ func TestEventWriteRetried(t *testing.T) {
 func TestResumeOpenEvents(t *testing.T) {
 	up, down := startSink(t), startSink(t)
 	setDown(t, down, true)
-	h := newHarness(t, 3, relay.Server{Address: up.Addr(), Role: "primary"}, relay.Server{Address: down.Addr(), Role: "failover"})
+	h := newHarness(t, 3, delivery.Server{Address: up.Addr(), Role: "primary"}, delivery.Server{Address: down.Addr(), Role: "failover"})
 	h.sink.resume = map[string]int64{
 		"mail_server_down " + up.Addr():   41,
 		"mail_server_down " + down.Addr(): 42,
@@ -568,12 +540,12 @@ func TestResumeOpenEvents(t *testing.T) {
 // removed one.
 func TestSetServers(t *testing.T) {
 	a, b := startSink(t), startSink(t)
-	h := newHarness(t, 1, relay.Server{Address: a.Addr(), Role: "primary"}, relay.Server{Address: b.Addr(), Role: "failover"})
+	h := newHarness(t, 1, delivery.Server{Address: a.Addr(), Role: "primary"}, delivery.Server{Address: b.Addr(), Role: "failover"})
 	setDown(t, b, true)
 	h.checks(t, 1)
 	wantLog(t, "events", h.sink.take(), "start mail_server_down "+b.Addr())
 	c := startSink(t)
-	h.r.SetServers([]relay.Server{{Address: c.Addr(), Role: "primary"}, {Address: a.Addr(), Role: "failover"}})
+	h.r.SetServers([]delivery.Server{{Address: c.Addr(), Role: "primary"}, {Address: a.Addr(), Role: "failover"}})
 	wantLog(t, "events", h.sink.take(), "end mail_server_down "+b.Addr())
 	got := h.r.Servers()
 	if len(got) != 2 || got[0].Address != c.Addr() || got[1].Address != a.Addr() || got[1].Role != "failover" {
