@@ -193,9 +193,13 @@ delivery:
 `, []string{
 			`t.yaml:5: unknown key delivery.servers[0].weight (valid: address, role)`,
 		}},
-		{"delivery.tls not a known policy", minimal + `  tls: encrypt
+		{"delivery.tls not a known policy", `domains: [example.test]
+admin: {token: ` + testToken + `}
+delivery:
+  servers: [{address: 127.0.0.1:2526}]
+  tls: encrypt
 `, []string{
-			`t.yaml:4: delivery.tls: unknown value "encrypt" (none, may or require)`,
+			`t.yaml:5: delivery.tls: unknown value "encrypt" (none, may or require)`,
 		}},
 		{"duplicate key", minimal + `ipv6_prefix: 48
 ipv6_prefix: 56
