@@ -49,6 +49,7 @@ type client struct {
 	// connection (the client left, or mxguard is stopping): the failure
 	// that follows says nothing about the server.
 	interrupted atomic.Bool
+	interrupt   func() // marks interrupted and closes; made once, for watch
 }
 
 // clientConfig is what a new downstream session needs.
@@ -104,8 +105,12 @@ func newClient(ctx context.Context, conn net.Conn, cfg clientConfig) (*client, e
 		w:          bufio.NewWriterSize(conn, 32<<10),
 		cmdTimeout: cfg.cmdTimeout,
 	}
-	stop := c.interruptOn(ctx)
-	defer stop()
+	c.interrupt = func() {
+		c.interrupted.Store(true)
+		c.raw.Close()
+	}
+	stop := c.watch(ctx)
+	defer c.unwatch(stop)
 	c.deadline(cfg.cmdTimeout)
 	// RFC 5321 §4.3.2: the greeting is 220 (or 554, a refusal).
 	if _, _, err := c.reply(220); err != nil {
@@ -194,26 +199,27 @@ func (c *client) startTLS(cfg clientConfig) error {
 
 func (c *client) deadline(d time.Duration) { c.raw.SetDeadline(time.Now().Add(d)) }
 
-// interruptOn closes the connection if ctx ends before stop is called, so
-// a blocked read or write returns at once. stop reports whether it came
-// in time; when not, the connection is marked interrupted (calling stop
-// again repeats the first answer).
-func (c *client) interruptOn(ctx context.Context) (stop func() bool) {
-	cancel := context.AfterFunc(ctx, func() {
-		c.interrupted.Store(true)
-		c.raw.Close()
-	})
-	var called, inTime bool
-	return func() bool {
-		if !called {
-			called, inTime = true, cancel()
-			if !inTime {
-				c.interrupted.Store(true) // f may still be running
-			}
-		}
-		return inTime
+// watch closes the connection if ctx ends before the returned stop is
+// called, so a blocked read or write returns at once. Pass stop to
+// unwatch, once.
+func (c *client) watch(ctx context.Context) (stop func() bool) {
+	if ctx.Done() == nil {
+		return neverInterrupted // context.Background: nothing to watch
 	}
+	return context.AfterFunc(ctx, c.interrupt)
 }
+
+// unwatch disarms a watch; false means ctx ended first and the
+// connection is (being) closed, and marks it interrupted.
+func (c *client) unwatch(stop func() bool) bool {
+	if stop() {
+		return true
+	}
+	c.interrupted.Store(true) // interrupt may still be running
+	return false
+}
+
+func neverInterrupted() bool { return true }
 
 // mailLine is MAIL FROM with the parameters the server supports. The
 // address is written from its parsed form, re-quoted (never a client's
@@ -295,8 +301,12 @@ func rcptLine(to address.Mailbox) string { return "RCPT TO:<" + to.String() + ">
 // of what the downstream said.
 func (c *client) data(ctx context.Context, timeout time.Duration, parts ...[]byte) (string, error) {
 	end := time.Now().Add(timeout)
-	stop := c.interruptOn(ctx)
-	defer stop()
+	stop, watching := c.watch(ctx), true
+	defer func() {
+		if watching {
+			c.unwatch(stop)
+		}
+	}()
 	c.raw.SetDeadline(earliest(end, time.Now().Add(c.cmdTimeout)))
 	if _, err := c.send(354, "DATA"); err != nil {
 		// A refused DATA leaves the transaction open on the server
@@ -334,7 +344,7 @@ func (c *client) data(ctx context.Context, timeout time.Duration, parts ...[]byt
 	if err := c.flush(); err != nil {
 		return "", err
 	}
-	if !stop() {
+	if watching = false; !c.unwatch(stop) {
 		return "", errors.New("interrupted while sending the message")
 	}
 	_, text, err := c.reply(250)

@@ -247,18 +247,18 @@ func (t *Txn) Server() string { return t.p.pool.addr }
 // it).
 func (t *Txn) Rcpt(ctx context.Context, to address.Mailbox) error {
 	if t.mailed {
-		stop := t.p.c.interruptOn(ctx)
+		stop := t.p.c.watch(ctx)
 		err := t.p.c.rcpt(to)
-		stop()
+		t.p.c.unwatch(stop)
 		if err != nil && !isReply(err) {
 			return t.fail(ctx, "RCPT", err)
 		}
 		return err
 	}
 	for {
-		stop := t.p.c.interruptOn(ctx)
+		stop := t.p.c.watch(ctx)
 		mailErr, rcptErr := t.p.c.mailRcpt(t.from, t.opts, to)
-		stop()
+		t.p.c.unwatch(stop)
 		if mailErr == nil {
 			t.mailed = true
 			if rcptErr != nil && !isReply(rcptErr) {
@@ -511,8 +511,8 @@ func (r *Relay) Probe(ctx context.Context, addr string, timeout time.Duration) e
 		return r.probeError(ctx, timeout, err)
 	}
 	defer c.close()
-	stop := c.interruptOn(ctx)
-	defer stop()
+	stop := c.watch(ctx)
+	defer c.unwatch(stop)
 	if _, err := c.cmd(221, "QUIT"); err != nil {
 		return r.probeError(ctx, timeout, &stageError{"QUIT", err})
 	}

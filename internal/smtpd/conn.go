@@ -93,8 +93,10 @@ type conn struct {
 	// ahead holds what the client sent while the session waited for the
 	// downstream, and aheadErr how that read ended if the client hung
 	// up; Read returns them first (hangup.go).
-	ahead    []byte
-	aheadErr error
+	ahead     []byte
+	aheadErr  error
+	watch     *time.Timer   // the hangup watch (hangup.go), reused
+	watchDone chan struct{} // the watch's reader finished
 
 	closeOnce sync.Once
 }

@@ -160,7 +160,7 @@ func TestWatchHangupKeepsInput(t *testing.T) {
 	raw, client := tcpPair(t)
 	c := &conn{Conn: raw}
 	c.ctx, c.cancel = context.WithCancel(t.Context())
-	stop := c.watchHangupAfter(0)
+	c.watchHangupAfter(0)
 	client.Write([]byte("RCPT TO:<bob@example.test>\r\nDATA\r\n"))
 	client.Close()
 	select {
@@ -168,7 +168,7 @@ func TestWatchHangupKeepsInput(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the hangup did not cancel the connection's context")
 	}
-	stop()
+	c.unwatchHangup()
 	got, err := io.ReadAll(readFunc(c.readAhead))
 	if string(got) != "RCPT TO:<bob@example.test>\r\nDATA\r\n" || err != nil {
 		t.Errorf("read after the watch: %q, %v", got, err)
@@ -182,8 +182,8 @@ func TestWatchHangupStops(t *testing.T) {
 	c := &conn{Conn: raw}
 	c.ctx, c.cancel = context.WithCancel(t.Context())
 	for range 3 {
-		stop := c.watchHangupAfter(0)
-		stop()
+		c.watchHangupAfter(0)
+		c.unwatchHangup()
 	}
 	if c.ctx.Err() != nil {
 		t.Fatal("stopping the watch cancelled the context")

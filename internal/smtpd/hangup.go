@@ -29,28 +29,37 @@ const maxAhead = 64 << 10
 // aLongTimeAgo, as a read deadline, ends a blocked read at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// watchHangup starts watching the client (after hangupAfter) and returns
-// the function that stops watching; call it before go-smtp reads again.
-func (c *conn) watchHangup() (stop func()) { return c.watchHangupAfter(hangupAfter) }
+// watchHangup starts watching the client (after hangupAfter); call
+// unwatchHangup before go-smtp reads again.
+func (c *conn) watchHangup() { c.watchHangupAfter(hangupAfter) }
 
-func (c *conn) watchHangupAfter(after time.Duration) (stop func()) {
+// watchHangupAfter arms the connection's watch timer, made on first use
+// and reused: a session watches once per recipient, and one timer and
+// channel per connection cost less than one per recipient.
+func (c *conn) watchHangupAfter(after time.Duration) {
 	if c.cancel == nil {
-		return func() {}
+		return
 	}
-	done := make(chan struct{})
-	t := time.AfterFunc(after, func() {
-		defer close(done)
-		c.readWhileWaiting()
-	})
-	return func() {
-		if t.Stop() {
-			return // never started
-		}
-		c.Conn.SetReadDeadline(aLongTimeAgo)
-		<-done
-		// go-smtp sets its own deadline before it reads again.
-		c.Conn.SetReadDeadline(time.Time{})
+	if c.watch == nil {
+		c.watchDone = make(chan struct{}, 1)
+		c.watch = time.AfterFunc(after, func() {
+			c.readWhileWaiting()
+			c.watchDone <- struct{}{}
+		})
+		return
 	}
+	c.watch.Reset(after)
+}
+
+// unwatchHangup stops the watch, and waits for the reader if it started.
+func (c *conn) unwatchHangup() {
+	if c.watch == nil || c.watch.Stop() {
+		return // not armed, or never started
+	}
+	c.Conn.SetReadDeadline(aLongTimeAgo)
+	<-c.watchDone
+	// go-smtp sets its own deadline before it reads again.
+	c.Conn.SetReadDeadline(time.Time{})
 }
 
 // readWhileWaiting reads what the client sends into c.ahead until the

@@ -2,9 +2,10 @@
 // submission listener. It accepts connections, applies the connection-level
 // defences (PROXY protocol, blocks, connection limits), then speaks SMTP with
 // emersion/go-smtp and relays every transaction pass-through to the
-// downstream servers (internal/relay, routed by internal/delivery). Every decision is delegated to the
-// check pipeline and every observation goes to the detection engine; this
-// package has no detection logic of its own.
+// downstream servers (internal/relay, routed by internal/delivery). Every
+// decision is delegated to the check pipeline and every observation goes
+// to the detection engine; this package has no detection logic of its
+// own.
 package smtpd
 
 import (

@@ -189,9 +189,9 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		}
 		return nil
 	}
-	stop := s.c.watchHangup()
+	s.c.watchHangup()
 	stage, err := s.relayRcpt(rcpt)
-	stop()
+	s.c.unwatchHangup()
 	if err != nil {
 		if stage == "MAIL" {
 			return s.downstreamError(stage, to, err)
