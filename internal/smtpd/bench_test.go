@@ -14,7 +14,12 @@ import (
 // sink: the per-command work of conn (buffering, deadlines, limits) is on
 // this path.
 func BenchmarkSessionMessages(b *testing.B) {
-	addr, _ := startServer(b, nil)
+	// Production timeouts: the test server's short ones would end the
+	// session (2 × (command + data), limits.go) in the middle of a long
+	// run on a loaded machine.
+	addr, _ := startServer(b, nil, func(_ *Options, s *Settings) {
+		s.Timeouts.Command, s.Timeouts.Data = 5*time.Minute, 10*time.Minute
+	})
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		b.Fatal(err)
