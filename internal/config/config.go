@@ -39,6 +39,7 @@ type Config struct {
 	Timeouts        Timeouts       `yaml:"timeouts"`
 	DNSBL           DNSBL          `yaml:"dnsbl"`
 	Content         Content        `yaml:"content"`
+	Recipients      Recipients     `yaml:"recipients"`
 	Auth            Auth           `yaml:"auth"`
 	BATV            BATV           `yaml:"batv"`
 	TLS             TLS            `yaml:"tls"`
@@ -129,6 +130,15 @@ type Content struct {
 	Spamd              string   `yaml:"spamd"`
 	Clamd              string   `yaml:"clamd"`
 	BlockedAttachments []string `yaml:"blocked_attachments"`
+}
+
+// Recipients configures the recipients directory (internal/recipients):
+// who exists downstream, remembered from the downstream's verdicts and
+// read from an optional file, answering while the downstream cannot.
+type Recipients struct {
+	File         string        `yaml:"file"`          // valid addresses, or @domain for a catch-all, one a line
+	CacheTTL     time.Duration `yaml:"cache_ttl"`     // how long a downstream verdict is remembered; 0 = not at all
+	DuringOutage string        `yaml:"during_outage"` // accept | known_only
 }
 
 // Auth configures submission authentication.

@@ -84,12 +84,13 @@ func TestDefaults(t *testing.T) {
 			DownAfter:     3,
 			TLS:           "may",
 		},
-		Spool:    Spool{Delay: 5 * time.Minute, MaxSize: 10 << 30, UnspoolRate: 50, AutoUnspool: true},
-		Storage:  Storage{Driver: "sqlite"},
-		Limits:   Limits{MaxConnections: 2000, MaxConnectionsPerSource: 20, MaxMessageSize: 50 << 20, MaxRecipients: 100},
-		Timeouts: Timeouts{Greeting: 30 * time.Second, Command: 5 * time.Minute, Data: 10 * time.Minute},
-		Content:  Content{BlockedAttachments: []string{"exe", "scr", "pif", "com", "bat", "cmd", "vbs", "js", "jar", "msi"}},
-		File:     "t.yaml",
+		Spool:      Spool{Delay: 5 * time.Minute, MaxSize: 10 << 30, UnspoolRate: 50, AutoUnspool: true},
+		Storage:    Storage{Driver: "sqlite"},
+		Limits:     Limits{MaxConnections: 2000, MaxConnectionsPerSource: 20, MaxMessageSize: 50 << 20, MaxRecipients: 100},
+		Timeouts:   Timeouts{Greeting: 30 * time.Second, Command: 5 * time.Minute, Data: 10 * time.Minute},
+		Content:    Content{BlockedAttachments: []string{"exe", "scr", "pif", "com", "bat", "cmd", "vbs", "js", "jar", "msi"}},
+		Recipients: Recipients{CacheTTL: 24 * time.Hour, DuringOutage: "accept"},
+		File:       "t.yaml",
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", got, want)

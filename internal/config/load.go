@@ -51,8 +51,18 @@ func (l *loader) parse(data []byte) (*Config, error) {
 		l.check(cfg)
 	}
 	if len(l.errs) > 0 {
-		// Stable, so problems on one line keep the order they were found in.
-		slices.SortStableFunc(l.errs, func(a, b Error) int { return cmp.Compare(a.Line, b.Line) })
+		// Stable, so problems on one line keep the order they were found in;
+		// the configuration's own lines come before those of the files it
+		// names (recipients.file).
+		other := func(e Error) int {
+			if e.File == name {
+				return 0
+			}
+			return 1
+		}
+		slices.SortStableFunc(l.errs, func(a, b Error) int {
+			return cmp.Or(cmp.Compare(other(a), other(b)), cmp.Compare(a.Line, b.Line))
+		})
 		return nil, l.errs
 	}
 	return cfg, nil

@@ -45,6 +45,7 @@ func Default() *Config {
 		Content: Content{
 			BlockedAttachments: []string{"exe", "scr", "pif", "com", "bat", "cmd", "vbs", "js", "jar", "msi"},
 		},
+		Recipients: Recipients{CacheTTL: 24 * time.Hour, DuringOutage: "accept"},
 	}
 }
 
@@ -59,6 +60,7 @@ func (l *loader) check(c *Config) {
 	l.checkStores(c)
 	l.checkLimits(c)
 	l.checkContent(c)
+	l.checkRecipients(c)
 	l.checkFiles(c)
 	l.checkAlerts(c)
 	l.checkRules(c)
