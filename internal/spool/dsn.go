@@ -67,19 +67,12 @@ func clean(s string) string {
 
 // bounce queues a DSN to env's sender for the failed recipients. The DSN
 // goes through the spool like any message (durable, retried), with the
-// null reverse-path so that it is never bounced itself (RFC 5321 §4.5.5).
-// A message that has the null sender is itself a bounce: its failure is
-// logged and dropped, never bounced (no bounce loops).
+// null reverse-path so that it is never bounced itself (RFC 5321 §4.5.5),
+// and Source "bounce:ID" naming the message it reports on. A message with
+// the null sender is never bounced (RFC 5321 §6.1): the caller holds or
+// drops it instead (holdBounce, dropBounce).
 func (m *Manager) bounce(ctx context.Context, env Envelope, fails []failure) error {
-	var rcpts []string
-	for _, f := range fails {
-		rcpts = append(rcpts, f.Recipient)
-	}
-	log := m.log.With("id", env.ID, "recipients", rcpts)
-	if env.From == "" {
-		log.Warn("spool: undeliverable bounce dropped (null sender)", "status", fails[0].Diagnostic)
-		return nil
-	}
+	log := m.log.With("id", env.ID, "recipients", recipientsOf(fails))
 	headers, err := m.originalHeaders(env.ID)
 	if err != nil {
 		return err
@@ -87,12 +80,67 @@ func (m *Manager) bounce(ctx context.Context, env Envelope, fails []failure) err
 	now := m.clock.Now()
 	msg := buildDSN(dsnInput{Hostname: m.o.Hostname, Now: now, Env: env, Failures: fails, Headers: headers})
 	// The DSN may pass max_size: it replaces a larger message at once.
-	id, err := m.o.Spool.put(ctx, Envelope{From: "", Recipients: []string{env.From}, Received: now, Source: "bounce:" + env.ID}, false, msg)
+	id, err := m.o.Spool.put(ctx, Envelope{From: "", Recipients: []string{env.From}, Received: now, Source: dsnSource + env.ID}, false, msg)
 	if err != nil {
 		return err
 	}
 	log.Info("spool: bounce queued", "dsn", id, "to", env.From)
 	return nil
+}
+
+// dsnSource prefixes the Source of our own DSNs.
+const dsnSource = "bounce:"
+
+// isDSN reports a DSN of ours (bounce), as opposed to a message with the
+// null sender that a client sent (someone else's bounce).
+func (e *Envelope) isDSN() bool { return e.From == "" && strings.HasPrefix(e.Source, dsnSource) }
+
+// Reasons of mxguard_spool_bounces_dropped_total.
+const (
+	dropNullSender = "null_sender" // an incoming bounce the downstream refused: never bounced
+	dropHeldFull   = "held_full"   // our bounce, refused, with the bounces area full
+)
+
+// holdBounce moves our DSN env, which the downstream refused for good or
+// never took, to the bounces area for the operator (held.go): bouncing it
+// would send a notification about a notification (RFC 5321 §4.5.5), and
+// dropping it would lose the only report of a message we accepted. It is
+// counted in mxguard_spool_bounces_held_total and logged with the
+// downstream's answer.
+func (m *Manager) holdBounce(env Envelope, fails []failure) error {
+	var why []string
+	for _, f := range fails {
+		why = append(why, fmt.Sprintf("<%s>: %d.%d.%d %s", f.Recipient, f.Status[0], f.Status[1], f.Status[2], f.Diagnostic))
+	}
+	if err := m.o.Spool.hold(env.ID, strings.Join(why, "; ")); err != nil {
+		return err
+	}
+	if m.heldTotal != nil {
+		m.heldTotal.Inc()
+	}
+	m.log.Error("spool: bounce undeliverable, held for the operator in the spool's bounces/ (mxguard spool unspool retries it)",
+		"id", env.ID, "reports_on", strings.TrimPrefix(env.Source, dsnSource), "recipients", recipientsOf(fails), "status", why[0])
+	return nil
+}
+
+// dropBounce gives up on a message with the null sender for the failed
+// recipients: an incoming bounce (RFC 5321 §6.1: a notification is never
+// sent about it), or one of ours with no room left to hold it. Counted in
+// mxguard_spool_bounces_dropped_total{reason} and logged.
+func (m *Manager) dropBounce(env Envelope, fails []failure, reason string) {
+	if m.dropped != nil {
+		m.dropped.WithLabelValues(reason).Inc()
+	}
+	m.log.Warn("spool: undeliverable bounce dropped", "id", env.ID, "reason", reason, "source", env.Source,
+		"recipients", recipientsOf(fails), "status", fails[0].Diagnostic)
+}
+
+func recipientsOf(fails []failure) []string {
+	rcpts := make([]string, len(fails))
+	for i, f := range fails {
+		rcpts[i] = f.Recipient
+	}
+	return rcpts
 }
 
 // maxReturnedHeaders bounds the header block copied into a DSN.

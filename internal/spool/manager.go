@@ -60,7 +60,8 @@ const (
 	StateUnspooling State = "unspooling"
 )
 
-// Status is the JSON of GET /api/v1/spool.
+// Status is the JSON of GET /api/v1/spool. Held bounces (held.go) are not
+// in it: they are not in the spool; mxguard_spool_held_bounces counts them.
 type Status struct {
 	State    State `json:"state"`
 	Messages int   `json:"messages"`
@@ -120,7 +121,9 @@ type Manager struct {
 	rate        float64
 	burst       float64
 	wake        chan struct{}
-	redelivered prometheus.Counter // nil without metrics
+	redelivered prometheus.Counter     // nil without metrics
+	heldTotal   prometheus.Counter     // nil without metrics
+	dropped     *prometheus.CounterVec // reason; nil without metrics
 
 	mu        sync.Mutex
 	orgDown   bool
@@ -162,24 +165,42 @@ func NewManager(o ManagerOptions) *Manager {
 	// deliveries while any one-second window stays within 1.1 × rate.
 	m.burst = max(1, m.rate/10)
 	if o.Metrics != nil {
-		m.redelivered = registerCounter(o.Metrics.Registry, prometheus.NewCounter(prometheus.CounterOpts{
+		reg := o.Metrics.Registry
+		m.redelivered = register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mxguard_spool_redeliveries_total",
 			Help: "Spooled messages delivered again after a crash interrupted their delivery (possible duplicates).",
 		}))
+		m.heldTotal = register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mxguard_spool_bounces_held_total",
+			Help: "Bounces (DSNs) the downstream refused or never took, moved to the spool's bounces area for the operator.",
+		}))
+		m.dropped = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mxguard_spool_bounces_dropped_total",
+			Help: "Undeliverable messages with the null sender that were dropped, by reason (null_sender: an incoming bounce, which is never bounced; held_full: our bounce, with the bounces area full).",
+		}, []string{"reason"}))
+		if m.dropped != nil {
+			m.dropped.WithLabelValues(dropNullSender)
+			m.dropped.WithLabelValues(dropHeldFull)
+		}
+		register(reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "mxguard_spool_held_bounces",
+			Help: "Bounces waiting in the spool's bounces area for the operator.",
+		}, func() float64 { n, _ := m.o.Spool.HeldBounces(); return float64(n) }))
 	}
 	return m
 }
 
-// registerCounter registers c, or returns the counter already registered
+// register registers c, or returns the collector already registered
 // under its name (a second manager on the same registry, after a reload).
-func registerCounter(reg *prometheus.Registry, c prometheus.Counter) prometheus.Counter {
+func register[C prometheus.Collector](reg *prometheus.Registry, c C) C {
 	if err := reg.Register(c); err != nil {
+		var zero C
 		if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
-			if old, ok := are.ExistingCollector.(prometheus.Counter); ok {
+			if old, ok := are.ExistingCollector.(C); ok {
 				return old
 			}
 		}
-		return nil
+		return zero
 	}
 	return c
 }
@@ -224,7 +245,16 @@ func (m *Manager) Resume() {
 // false. The request stays until the spool is empty: made while every
 // server is down, or while suspended, it takes effect when a server is up
 // and the spool resumed.
+//
+// It also puts the held bounces back into the spool for one more attempt
+// (see held.go), for the operator who fixed what made the downstream
+// refuse them.
 func (m *Manager) Unspool() {
+	if n, err := m.o.Spool.releaseHeld(); err != nil {
+		m.log.Error("spool: cannot release held bounces", "released", n, "err", err)
+	} else if n > 0 {
+		m.log.Info("spool: held bounces back in the spool", "messages", n)
+	}
 	m.mu.Lock()
 	m.requested = true
 	m.mu.Unlock()

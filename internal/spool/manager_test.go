@@ -387,19 +387,6 @@ func TestPermanentFailureBounces(t *testing.T) {
 	}
 }
 
-func TestNoBounceOfBounce(t *testing.T) {
-	f := newFixture(t, ManagerOptions{AutoUnspool: true}, Options{})
-	f.rec.answer = func(Envelope) error { return smtpErr(550, [3]int{5, 1, 1}, "User unknown") }
-	mustPut(t, f.spool, Envelope{From: "", Recipients: []string{"b@example.test"}}, testMessage(1))
-	f.m.RunOnce(context.Background())
-	if n, _ := f.spool.Stats(); n != 0 {
-		t.Errorf("spool holds %d messages; a refused bounce is dropped, not bounced", n)
-	}
-	if len(f.rec.deliveries()) != 1 {
-		t.Errorf("deliveries = %d", len(f.rec.deliveries()))
-	}
-}
-
 func TestMaxAgeBounce(t *testing.T) {
 	f := newFixture(t, ManagerOptions{AutoUnspool: true}, Options{})
 	f.rec.answer = func(Envelope) error { return smtpErr(451, [3]int{4, 3, 0}, "still busy") }

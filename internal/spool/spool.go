@@ -127,6 +127,7 @@ type unreadable struct {
 //	DIR/inflight     journal of attempts started (duplicate accounting)
 //	DIR/tmp/         files being written; emptied by Open
 //	DIR/corrupt/     files whose checksum or layout is wrong, kept for the operator
+//	DIR/bounces/     our bounces the downstream would not take (held.go)
 //
 // A Spool is safe for concurrent use.
 type Spool struct {
@@ -147,6 +148,9 @@ type Spool struct {
 	reserved int64                  // bytes of Puts in progress
 	refused  bool                   // a Put got ErrFull and no message left since
 	journal  *os.File
+	// held and heldBytes count DIR/bounces/ (held.go).
+	held      int
+	heldBytes int64
 }
 
 const (
@@ -175,7 +179,7 @@ func Open(dir string, o Options) (*Spool, error) {
 	if s.open == nil {
 		s.open = func(name string) (file, error) { return os.Open(name) }
 	}
-	for _, d := range []string{dir, filepath.Join(dir, tmpDir), filepath.Join(dir, corruptDir)} {
+	for _, d := range []string{dir, filepath.Join(dir, tmpDir), filepath.Join(dir, corruptDir), filepath.Join(dir, heldDir)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("spool: %w", err)
 		}
@@ -231,7 +235,7 @@ func (s *Spool) recover() error {
 			s.settle(id, env, size, err, hint, now)
 		case strings.HasSuffix(name, stateExt):
 			states = append(states, name)
-		case name == tmpDir || name == corruptDir || name == journalName:
+		case name == tmpDir || name == corruptDir || name == heldDir || name == journalName:
 		default:
 			s.log.Warn("spool: ignoring unknown file", "file", name)
 		}
@@ -250,10 +254,13 @@ func (s *Spool) recover() error {
 	if err := s.recoverJournal(); err != nil {
 		return err
 	}
+	if err := s.recoverHeld(); err != nil {
+		return err
+	}
 	if err := s.dirf.Sync(); err != nil {
 		return fmt.Errorf("spool: sync directory: %w", err)
 	}
-	s.log.Info("spool: opened", "dir", s.dir, "messages", len(s.msgs), "unreadable", len(s.unread), "bytes", s.bytes)
+	s.log.Info("spool: opened", "dir", s.dir, "messages", len(s.msgs), "unreadable", len(s.unread), "bytes", s.bytes, "bounces_held", s.held)
 	return nil
 }
 

@@ -289,8 +289,23 @@ func (m *Manager) outcome(ctx context.Context, env Envelope, pending []string, e
 	}
 	done := delivered
 	if len(bounced) > 0 {
-		if berr := m.bounce(ctx, env, bounced); berr != nil {
-			log.Error("spool: cannot queue bounce, retrying the message later", "err", berr)
+		var berr error
+		switch {
+		case env.From != "":
+			berr = m.bounce(ctx, env, bounced)
+		case env.isDSN():
+			if berr = m.holdBounce(env, bounced); berr == nil {
+				return // moved to the bounces area, with its pending recipients
+			}
+			if errors.Is(berr, errHeldFull) {
+				m.dropBounce(env, bounced, dropHeldFull)
+				berr = nil
+			}
+		default:
+			m.dropBounce(env, bounced, dropNullSender)
+		}
+		if berr != nil {
+			log.Error("spool: cannot queue or hold the bounce, retrying the message later", "err", berr)
 			for _, f := range bounced {
 				retry = append(retry, f.Recipient)
 			}
