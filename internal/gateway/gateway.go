@@ -23,6 +23,7 @@ import (
 	"mxguard/internal/detect"
 	"mxguard/internal/events"
 	"mxguard/internal/metrics"
+	"mxguard/internal/recipients"
 	"mxguard/internal/relay"
 	"mxguard/internal/smtpd"
 	"mxguard/internal/spool"
@@ -54,6 +55,10 @@ type Gateway struct {
 	Spool    *spool.Manager
 	SMTP     *smtpd.Server
 	Admin    *admin.Server
+
+	// Recipients is the recipients directory: the downstream's verdicts
+	// and recipients.file, answering during outages.
+	Recipients *recipients.Directory
 
 	spoolStore *spool.Spool
 	smtpLn     net.Listener
@@ -96,6 +101,17 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 	if err != nil {
 		return fmt.Errorf("detection engine: %w", err)
 	}
+	rs, err := recipientSettings(cfg)
+	if err != nil {
+		return err
+	}
+	g.Recipients = recipients.New(recipients.Options{
+		Settings:  rs,
+		StateFile: filepath.Join(cfg.DataDir, "recipients.cache"),
+		Clock:     o.Clock,
+		Logger:    o.Logger.With("component", "recipients"),
+		Metrics:   g.Metrics,
+	})
 	if err := g.openSpool(cfg); err != nil {
 		return err
 	}
@@ -132,12 +148,13 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 	}
 	g.Metrics.Prime("smtp", events.Types, set.Chain.Names())
 	g.SMTP = smtpd.New(smtpd.Options{
-		Name:     "smtp",
-		Detector: g.Engine,
-		Relay:    g.Delivery,
-		Spooler:  spooler{Manager: g.Spool, store: g.spoolStore},
-		Metrics:  g.Metrics,
-		Logger:   o.Logger.With("component", "smtpd"),
+		Name:      "smtp",
+		Detector:  g.Engine,
+		Relay:     g.Delivery,
+		Spooler:   spooler{Manager: g.Spool, store: g.spoolStore},
+		Directory: g.Recipients,
+		Metrics:   g.Metrics,
+		Logger:    o.Logger.With("component", "smtpd"),
 	}, set)
 
 	token, err := adminToken(cfg)
@@ -173,6 +190,7 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 	g.goRun(func() { g.Engine.Run(runCtx) })
 	g.goRun(func() { g.Delivery.Run(runCtx) })
 	g.goRun(func() { g.Spool.Run(runCtx) })
+	g.goRun(func() { g.Recipients.Run(runCtx) })
 	g.goRun(func() { _ = g.SMTP.Serve(g.smtpLn) })
 	if g.adminLn != nil {
 		g.httpSrv = g.Admin.HTTPServer(o.AdminHTTP)
@@ -241,6 +259,10 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	rs, err := recipientSettings(cfg)
+	if err != nil {
+		return err
+	}
 	if err := g.Engine.Reconfigure(g.engineOptions(cfg)); err != nil {
 		return fmt.Errorf("rules: %w", err)
 	}
@@ -250,6 +272,7 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	g.Spool.Reconfigure(cfg.Spool.Delay, cfg.Spool.UnspoolRate, cfg.Spool.AutoUnspool)
 	g.spoolStore.SetMaxBytes(int64(cfg.Spool.MaxSize))
 	g.Admin.SetToken(token)
+	g.Recipients.Configure(rs)
 	if cfg.Delivery.CheckInterval != g.cfg.Delivery.CheckInterval || cfg.Delivery.DownAfter != g.cfg.Delivery.DownAfter || cfg.Delivery.TLS != g.cfg.Delivery.TLS {
 		g.o.Logger.Warn("delivery.check_interval, delivery.down_after and delivery.tls change only on restart")
 	}
@@ -260,8 +283,23 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 		g.o.Logger.Warn("listen addresses, data_dir and storage change only on restart")
 	}
 	g.cfg = cfg
-	g.o.Logger.Info("configuration reloaded", "file", cfg.File, "rules", len(g.Engine.Rules()))
+	g.o.Logger.Info("configuration reloaded", "file", cfg.File, "rules", len(g.Engine.Rules()), "recipients", rs.String())
 	return nil
+}
+
+// recipientSettings reads recipients.file (again, on a reload: an edited
+// file takes effect with SIGHUP) into the directory's settings.
+func recipientSettings(cfg *config.Config) (recipients.Settings, error) {
+	mode, _ := recipients.ParseMode(cfg.Recipients.DuringOutage) // validated by config
+	s := recipients.Settings{Domains: cfg.Domains, TTL: cfg.Recipients.CacheTTL, DuringOutage: mode}
+	if cfg.Recipients.File != "" {
+		l, err := recipients.ReadFile(cfg.Recipients.File)
+		if err != nil {
+			return s, fmt.Errorf("recipients.file: %w", err)
+		}
+		s.List = l
+	}
+	return s, nil
 }
 
 func (g *Gateway) engineOptions(cfg *config.Config) detect.Options {

@@ -11,6 +11,7 @@ import (
 
 	"mxguard/internal/address"
 	"mxguard/internal/config"
+	"mxguard/internal/recipients"
 	"mxguard/internal/relay"
 	"mxguard/internal/spool"
 )
@@ -94,7 +95,10 @@ func (d relayDeliverer) Deliver(ctx context.Context, env spool.Envelope, msg io.
 		return noServer(err)
 	}
 	for _, r := range rcpts {
-		if err := txn.Rcpt(ctx, r.m); err != nil {
+		err := txn.Rcpt(ctx, r.m)
+		// The downstream's verdict at unspool teaches the directory too.
+		d.g.Recipients.Record(r.raw, recipients.VerdictOf(err))
+		if err != nil {
 			var se *smtp.SMTPError
 			if !errors.As(err, &se) || se.Code == 421 {
 				txn.Abort()

@@ -70,6 +70,7 @@ type conn struct {
 	closeNext bool        // a 421 was answered: close at the next read
 	dead      atomic.Bool // final reply sent: drop further output
 	refused   atomic.Bool // refused mid-session because the source got blocked
+	ownFail   atomic.Bool // answered with our own temporary failure (see ownFailure): counts toward no sender rule
 	protected bool
 	blockGen  uint64
 	counted   bool // holds a slot of max_connections
@@ -377,8 +378,11 @@ func (c *conn) Close() error {
 		}
 		c.release()
 		// A source refused mid-session, or blocked meanwhile, is already
-		// handled: its sessions add nothing to other rules.
-		bad := !c.sentMessage.Load() || c.tally.abusive.Load()
+		// handled: its sessions add nothing to other rules. A session
+		// that met our own temporary failure proves nothing about the
+		// sender (one retrying through an outage must stay unblocked),
+		// unless it was abusive on its own account.
+		bad := (!c.sentMessage.Load() && !c.ownFail.Load()) || c.tally.abusive.Load()
 		if d := c.srv.o.Detector; d != nil && bad && !c.refused.Load() && (c.protected || !d.Blocked(c.addr)) {
 			d.Observe(detect.Observation{Kind: detect.KindBadSession, Addr: c.addr, Service: c.srv.o.Name})
 		}

@@ -28,6 +28,7 @@ import (
 	"mxguard/internal/detect"
 	"mxguard/internal/metrics"
 	"mxguard/internal/pipeline"
+	"mxguard/internal/recipients"
 	"mxguard/internal/relay"
 	"mxguard/internal/reply"
 	"mxguard/internal/spool"
@@ -56,6 +57,17 @@ type Spooler interface {
 	Put(ctx context.Context, env spool.Envelope, parts ...[]byte) (string, error)
 }
 
+// Directory is the recipients directory (internal/recipients): it refuses
+// recipients known not to exist, answers for the downstream while it
+// cannot be asked (outage true), and learns from the downstream's own
+// verdicts.
+type Directory interface {
+	Check(rcpt string, outage bool) *reply.Reply
+	Record(rcpt string, v recipients.Verdict)
+}
+
+var _ Directory = (*recipients.Directory)(nil)
+
 // Settings is the reloadable part of the configuration. A connection keeps
 // the Settings it started with for its whole life.
 type Settings struct {
@@ -72,12 +84,13 @@ type Settings struct {
 
 // Options are the fixed dependencies of a Server.
 type Options struct {
-	Name     string // listener name for metrics and logs: "smtp"
-	Detector Detector
-	Relay    Relay
-	Spooler  Spooler          // nil: always pass-through
-	Metrics  *metrics.Metrics // may be nil
-	Logger   *slog.Logger
+	Name      string // listener name for metrics and logs: "smtp"
+	Detector  Detector
+	Relay     Relay
+	Spooler   Spooler          // nil: always pass-through
+	Directory Directory        // nil: the downstream's verdict only
+	Metrics   *metrics.Metrics // may be nil
+	Logger    *slog.Logger
 	// Stress are the timeouts of stress mode (stress.go); zero fields take
 	// the defaults (10s greeting and command, 2m DATA).
 	Stress config.Timeouts

@@ -18,6 +18,7 @@ import (
 	"mxguard/internal/detect"
 	"mxguard/internal/metrics"
 	"mxguard/internal/pipeline"
+	"mxguard/internal/recipients"
 	"mxguard/internal/relay"
 	"mxguard/internal/reply"
 	"mxguard/internal/spool"
@@ -136,7 +137,11 @@ func (s *session) parseAddr(raw string, o address.Options, bad *reply.Reply) (ad
 }
 
 // Rcpt runs the recipient checks, then asks the downstream in the same
-// session: its verdict is the client's verdict.
+// session: its verdict is the client's verdict, and the recipients
+// directory remembers it. While the downstream cannot be asked (every
+// server down), the directory answers: recipients known not to exist get
+// 550 5.1.1 even during the spool delay, so typos, forged-sender spam and
+// a harvest are refused during an outage too.
 func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -158,11 +163,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		return s.reply(&reply.ServersDown, "deferred")
 	}
 	if r := s.c.set.Chain.RunRcpt(s.ctx(), &s.c.ps, rcpt); r != nil {
-		if isUnknownUser(r.Code, r.Enhanced, r.Text) {
-			s.observeUnknown()
-		}
-		s.c.log().Info("recipient refused", "rcpt", to, "reply", r.Error())
-		return s.reply(r, "refused")
+		return s.refuse(to, r, "refused")
 	}
 	if !s.decided {
 		// One decision per transaction, at its first acceptable
@@ -174,12 +175,22 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 			switch d.Mode {
 			case spool.ModeRefuse:
 				s.decided = false
+				if r := s.directory(to, true); r != nil && !r.Temporary() {
+					return s.refuse(to, r, "unknown")
+				}
 				s.c.log().Info("transaction deferred", "reply", d.Reply.Error())
 				return s.reply(d.Reply, "deferred")
 			case spool.ModeSpool:
 				s.spooling = true
 			}
 		}
+	}
+	if r := s.directory(to, s.spooling); r != nil {
+		result := "unknown"
+		if r.Temporary() {
+			result = "deferred"
+		}
+		return s.refuse(to, r, result)
 	}
 	if s.spooling {
 		s.rcpts = append(s.rcpts, to)
@@ -192,12 +203,15 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	s.c.watchHangup()
 	stage, err := s.relayRcpt(rcpt)
 	s.c.unwatchHangup()
+	if d := s.c.srv.o.Directory; d != nil && stage == "RCPT" {
+		d.Record(to, recipients.VerdictOf(err))
+	}
 	if err != nil {
 		if stage == "MAIL" {
 			return s.downstreamError(stage, to, err)
 		}
 		var se *smtp.SMTPError
-		if errors.As(err, &se) && isUnknownUser(se.Code, [3]int(se.EnhancedCode), se.Message) {
+		if errors.As(err, &se) && recipients.IsUnknownUser(se.Code, [3]int(se.EnhancedCode), se.Message) {
 			s.observeUnknown()
 			s.c.log().Info("unknown recipient", "rcpt", to, "downstream", se.Message)
 			r := reply.UnknownUser
@@ -227,9 +241,36 @@ func (s *session) relayRcpt(to address.Mailbox) (stage string, err error) {
 	return "RCPT", s.txn.Rcpt(s.ctx(), to)
 }
 
+// directory asks the recipients directory about to (see Directory).
+func (s *session) directory(to string, outage bool) *reply.Reply {
+	if d := s.c.srv.o.Directory; d != nil {
+		return d.Check(to, outage)
+	}
+	return nil
+}
+
+// refuse answers a recipient with a refusal of ours (a check's or the
+// directory's): "user unknown" counts toward directory_harvest.
+func (s *session) refuse(to string, r *reply.Reply, result string) error {
+	if recipients.IsUnknownUser(r.Code, r.Enhanced, r.Text) {
+		s.observeUnknown()
+	}
+	s.c.log().Info("recipient refused", "rcpt", to, "reply", r.Error())
+	return s.reply(r, result)
+}
+
 func (s *session) observeUnknown() {
 	if d := s.c.srv.o.Detector; d != nil {
 		d.Observe(detect.Observation{Kind: detect.KindUnknownRecipient, Addr: s.c.addr, Service: s.c.srv.o.Name, Refused: true})
+	}
+}
+
+// observeMessage feeds mailbomb with a message that got the answer of
+// the downstream, a check or the spool; one that met our own temporary
+// failure is not counted (INTERFACE.md §3).
+func (s *session) observeMessage(size int64) {
+	if d := s.c.srv.o.Detector; d != nil {
+		d.Observe(detect.Observation{Kind: detect.KindMessage, Addr: s.c.addr, Service: s.c.srv.o.Name, Size: size})
 	}
 }
 
@@ -274,8 +315,34 @@ func (s *session) reply(r *reply.Reply, result string) error {
 	return s.answer(r)
 }
 
-// answer turns r into go-smtp's reply; a 421 closes the session after it.
+// answer turns r into go-smtp's reply. Our own temporary failure marks
+// the connection: it then counts toward no sender rule.
 func (s *session) answer(r *reply.Reply) error {
+	if ownFailure(r) {
+		s.c.ownFail.Store(true)
+	}
+	return s.smtpError(r)
+}
+
+// ownFailure reports mxguard's own temporary failures: the outage (451
+// 4.4.1: every server down, the spool delay, a suspended spool, a
+// downstream lost mid-transaction, or known_only deferring an unseen
+// recipient), a full spool (452 4.3.1) and an internal error (451 4.3.0).
+// They say nothing about the sender (INTERFACE.md §3): a legitimate
+// sender retrying through an outage must never be blocked for it.
+func ownFailure(r *reply.Reply) bool {
+	if !r.Temporary() {
+		return false
+	}
+	switch r.Enhanced {
+	case reply.ServersDown.Enhanced, reply.SpoolFull.Enhanced, reply.InternalError.Enhanced:
+		return true
+	}
+	return false
+}
+
+// smtpError is r as go-smtp's reply; a 421 closes the session after it.
+func (s *session) smtpError(r *reply.Reply) error {
 	if r.Close || r.Code == 421 {
 		s.c.closeNext = true
 	}
@@ -320,15 +387,14 @@ func (s *session) Data(r io.Reader) error {
 		case errors.Is(err, smtp.ErrDataReset):
 			return err // BDAT ended by RSET: go-smtp answers it
 		}
-		// The connection failed mid-message: a temporary failure, never
-		// the 554 go-smtp would make of a plain error.
+		// The connection failed mid-message (or timed out): a temporary
+		// failure, never the 554 go-smtp would make of a plain error. It
+		// is the client's connection that failed, not us, so the session
+		// is not exempt from the sender rules.
 		c.log().Info("message not received", "err", err)
-		return s.answer(&reply.InternalError)
+		return s.smtpError(&reply.InternalError)
 	}
 	size := int64(buf.Len())
-	if d := c.srv.o.Detector; d != nil {
-		d.Observe(detect.Observation{Kind: detect.KindMessage, Addr: c.addr, Service: c.srv.o.Name, Size: size})
-	}
 	if !s.spooling && (s.txn == nil || s.broken) {
 		countMsg(m, "deferred")
 		return s.answer(&reply.ServersDown)
@@ -338,6 +404,9 @@ func (s *session) Data(r io.Reader) error {
 		s.abort()
 		countMsg(m, "rejected")
 		c.log().Info("message refused", "reply", rep.Error())
+		if !ownFailure(rep) {
+			s.observeMessage(size)
+		}
 		return s.answer(rep)
 	}
 	id := newID()
@@ -351,6 +420,7 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		var se *smtp.SMTPError
 		if refusal(err, &se) {
+			s.observeMessage(size)
 			countMsg(m, "rejected")
 			c.log().Info("downstream refused message", "code", se.Code, "text", se.Message)
 			return se
@@ -359,6 +429,7 @@ func (s *session) Data(r io.Reader) error {
 		c.log().Warn("downstream failed during DATA", "err", err)
 		return s.answer(&reply.ServersDown)
 	}
+	s.observeMessage(size)
 	c.sentMessage.Store(true)
 	countMsg(m, "relayed")
 	c.log().Info("relayed", "id", id, "from", s.from.String(), "rcpts", len(s.rcpts), "size", size, "server", txn.Server(), "downstream", text)
@@ -386,6 +457,7 @@ func (s *session) spool(hdr, body []byte, size int64) error {
 		c.log().Error("spool write failed", "err", err)
 		return s.answer(&reply.InternalError)
 	}
+	s.observeMessage(size)
 	c.sentMessage.Store(true)
 	countMsg(m, "spooled")
 	c.log().Info("spooled", "id", id, "from", env.From, "rcpts", len(env.Recipients), "size", size)
@@ -466,25 +538,4 @@ func (s *session) Logout() error {
 	defer s.mu.Unlock()
 	s.abort()
 	return nil
-}
-
-// isUnknownUser recognises "no such user": RFC 3463 X.1.1, or a 550
-// without enhanced code from an older server whose text says so.
-func isUnknownUser(code int, enh [3]int, text string) bool {
-	if code/100 != 5 {
-		return false
-	}
-	if enh[0] == 5 && enh[1] == 1 && enh[2] == 1 {
-		return true
-	}
-	if code != 550 || enh[0] == 5 {
-		return false
-	}
-	t := strings.ToLower(text)
-	for _, w := range []string{"unknown", "no such", "does not exist", "not found", "invalid recipient"} {
-		if strings.Contains(t, w) {
-			return true
-		}
-	}
-	return false
 }
