@@ -790,6 +790,11 @@ func TestMetricsFromTheFirstScrape(t *testing.T) {
 		`mxguard_spool_unreadable_files 0`,
 		`mxguard_server_up{address="` + e.sink.Addr() + `"} 1`,
 		`mxguard_check_duration_seconds_count{check="blocklist"} 0`,
+		`mxguard_recipients_lookups_total{result="unknown"} 0`,
+		`mxguard_recipients_cache_entries{verdict="known"} 0`,
+		`mxguard_spool_bounces_held_total 0`,
+		`mxguard_spool_bounces_dropped_total{reason="null_sender"} 0`,
+		`mxguard_spool_held_bounces 0`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
