@@ -65,16 +65,7 @@ recipients: {during_outage: ` + mode + `}
 	f.Data("Subject: forged\r\n\r\nspam\r\n", 250)
 	f.Cmd("QUIT", 221)
 
-	h := e.session("127.0.0.73")
-	for range 3 {
-		rcpt(t, h, "nobody@example.test", 550, "5.1.1")
-	}
-	rcpt(t, h, "bob@example.test", 421, "4.7.0")
-	h.ExpectClosed()
-	e.dial("127.0.0.73").Expect(421)
-	if l := e.events("type=directory_harvest&source=127.0.0.73"); l.Total != 1 {
-		t.Errorf("harvest during the outage: %+v", l)
-	}
+	e.harvestBlocked("127.0.0.73", "nobody@example.test", "nobody@example.test", "nobody@example.test")
 
 	e.apply(pf.Addr(), extra("0s", "known_only"))
 	c = e.session("127.0.0.74")

@@ -47,6 +47,24 @@ func rcpt(t *testing.T, c *testutil.SMTPClient, to string, code int, enh string)
 	}
 }
 
+// harvestBlocked plays a harvester at ip: each of addrs is refused as
+// unknown (550 5.1.1), the last one fires directory_harvest (threshold
+// len(addrs)), and the source is blocked at once: 421 4.7.0 at the next
+// command, then at connect, with one event naming it.
+func (e *env) harvestBlocked(ip string, addrs ...string) {
+	e.t.Helper()
+	c := e.session(ip)
+	for _, a := range addrs {
+		rcpt(e.t, c, a, 550, "5.1.1")
+	}
+	rcpt(e.t, c, "alice@example.test", 421, "4.7.0")
+	c.ExpectClosed()
+	e.dial(ip).Expect(421)
+	if l := e.events("type=directory_harvest&source=" + ip); l.Total != 1 {
+		e.t.Errorf("harvest by %s: events %+v", ip, l)
+	}
+}
+
 const outageRules = `rules:
   - {name: harvest, type: directory_harvest, window: 10m, threshold: 3, actions: [block], block_for: 1h}
 `
@@ -94,16 +112,7 @@ func TestRecipientsDuringOutage(t *testing.T) {
 
 	// A harvest during the outage: each known unknown counts; the third
 	// blocks the source at once.
-	c = e.session("127.0.0.82")
-	for range 3 {
-		rcpt(t, c, "nobody@example.test", 550, "5.1.1")
-	}
-	rcpt(t, c, "alice@example.test", 421, "4.7.0")
-	c.ExpectClosed()
-	e.dial("127.0.0.82").Expect(421)
-	if l := e.events("type=directory_harvest&source=127.0.0.82"); l.Total != 1 {
-		t.Errorf("harvest during the outage: events %+v", l)
-	}
+	e.harvestBlocked("127.0.0.82", "nobody@example.test", "nobody@example.test", "nobody@example.test")
 
 	e.apply(down, outageExtra("0s", "known_only"))
 	c = e.session("127.0.0.83")
@@ -193,11 +202,8 @@ recipients: {file: ` + file + `}
 	e.waitSpool("spooling", func(s spoolStatus) bool { return s.State == "spooling" })
 	c = e.session("127.0.0.91")
 	rcpt(t, c, "alice@example.test", 250, "")
-	rcpt(t, c, "guess1@example.test", 550, "5.1.1")
-	rcpt(t, c, "guess2@example.test", 550, "5.1.1")
-	rcpt(t, c, "guess3@example.test", 550, "5.1.1")
-	rcpt(t, c, "bob@example.test", 421, "4.7.0")
-	c.ExpectClosed()
+	c.Cmd("QUIT", 221)
+	e.harvestBlocked("127.0.0.92", "guess1@example.test", "guess2@example.test", "guess3@example.test")
 }
 
 // TestOutageRetryingSenderStaysUnblocked: a legitimate sender retrying
