@@ -30,9 +30,7 @@ func canonical(addr string) (key, domain string, ok bool) {
 		}
 	}
 	key = strings.ToLower(addr) // no allocation when already lower case
-	if strings.HasSuffix(key, ".") {
-		key = key[:len(key)-1]
-	}
+	key = strings.TrimSuffix(key, ".")
 	domain = key[at+1:]
 	if domain == "" {
 		return "", "", false

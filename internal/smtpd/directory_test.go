@@ -84,11 +84,7 @@ func (r *recDetector) count(k detect.Kind, ip string) int {
 // closeCounter is a slog handler that counts the "disconnect" line each
 // connection logs after its last observation: a test waits for it instead
 // of sleeping.
-type closeCounter struct {
-	mu sync.Mutex
-	n  int
-	ch chan struct{}
-}
+type closeCounter struct{ ch chan struct{} }
 
 func newCloseCounter() *closeCounter { return &closeCounter{ch: make(chan struct{}, 1000)} }
 

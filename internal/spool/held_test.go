@@ -14,7 +14,9 @@ import (
 )
 
 // refuseAll makes the downstream refuse every recipient for good.
-func refuseAll(Envelope) error { return smtpErr(550, [3]int{5, 1, 1}, "User unknown in virtual mailbox table") }
+func refuseAll(Envelope) error {
+	return smtpErr(550, [3]int{5, 1, 1}, "User unknown in virtual mailbox table")
+}
 
 // TestRefusedBounceIsHeld: a forged local sender's message is refused at
 // unspool; the bounce to that sender is refused too. It must not vanish
