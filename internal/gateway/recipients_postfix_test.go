@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"mxguard/internal/address"
 	"mxguard/internal/recipients"
 	"mxguard/internal/testutil"
 )
@@ -91,7 +92,7 @@ recipients: {during_outage: ` + mode + `}
 		}
 	}
 	for _, addr := range []string{"carol@example.test", "ghost@example.test"} {
-		if a := e.gw.Recipients.Lookup(addr); a.Verdict != recipients.Unknown {
+		if a := e.gw.Recipients.Lookup(address.MustParse(addr)); a.Verdict != recipients.Unknown {
 			t.Errorf("%s after unspool: %+v, want unknown (Postfix refused it)", addr, a)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"mxguard/internal/address"
 	"mxguard/internal/config"
 	"mxguard/internal/recipients"
 	"mxguard/internal/testutil"
@@ -142,7 +143,7 @@ func TestRecipientsDuringOutage(t *testing.T) {
 	if n := e.sink.Count(); n != 3 {
 		t.Errorf("downstream got %d messages, want 3", n)
 	}
-	if a := e.gw.Recipients.Lookup("carol@example.test"); a != (recipients.Answer{Verdict: recipients.Unknown, Source: recipients.SourceCache}) {
+	if a := e.gw.Recipients.Lookup(address.MustParse("carol@example.test")); a != (recipients.Answer{Verdict: recipients.Unknown, Source: recipients.SourceCache}) {
 		t.Errorf("carol after unspool: %+v, want unknown (learned at unspool)", a)
 	}
 	// Counted just after the move that emptied the spool.

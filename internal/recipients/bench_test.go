@@ -6,18 +6,19 @@ import (
 	"testing"
 	"time"
 
+	"mxguard/internal/address"
 	"mxguard/internal/testutil"
 )
 
-func benchDir(b *testing.B, n int) (*Directory, []string) {
+func benchDir(b *testing.B, n int) (*Directory, []address.Mailbox) {
 	b.Helper()
 	d := New(Options{
 		Settings: Settings{Domains: []string{"example.test"}, TTL: 24 * time.Hour},
 		MaxKnown: 2 * n, Clock: testutil.NewFakeClock(),
 	})
-	addrs := make([]string, n)
+	addrs := make([]address.Mailbox, n)
 	for i := range addrs {
-		addrs[i] = fmt.Sprintf("firstname.lastname%d@example.test", i)
+		addrs[i] = address.MustParse(fmt.Sprintf("firstname.lastname%d@example.test", i))
 		d.Record(addrs[i], Known)
 	}
 	return d, addrs
@@ -32,9 +33,10 @@ func BenchmarkCheck(b *testing.B) {
 			d.Check(addrs[i&(len(addrs)-1)], true)
 		}
 	})
+	nobody := address.MustParse("nobody@example.test")
 	b.Run("unseen", func(b *testing.B) {
 		for b.Loop() {
-			d.Check("nobody@example.test", true)
+			d.Check(nobody, true)
 		}
 	})
 	b.Run("parallel", func(b *testing.B) {
@@ -61,9 +63,9 @@ func BenchmarkRecord(b *testing.B) {
 // addresses of 32 bytes ("firstname.lastnameNNNNN@example.test"-like).
 func BenchmarkBytesPerEntry(b *testing.B) {
 	const n = 1 << 18
-	addrs := make([]string, n)
+	addrs := make([]address.Mailbox, n)
 	for i := range addrs {
-		addrs[i] = fmt.Sprintf("user.name%07d@example.test", i)
+		addrs[i] = address.MustParse(fmt.Sprintf("user.name%07d@example.test", i))
 	}
 	for b.Loop() {
 		var before, after runtime.MemStats

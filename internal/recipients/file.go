@@ -66,6 +66,9 @@ func ReadFile(name string) (*List, error) {
 }
 
 // Parse reads a recipients file's content from r; name is used in errors.
+// Addresses are in the unquoted form of Postfix's tables and are parsed
+// by internal/address: the domain strictly (LDH labels or a literal),
+// the local part any printable text or UTF-8.
 func Parse(name string, r io.Reader) (*List, error) {
 	l := &List{addrs: map[string]struct{}{}, catchAll: map[string]struct{}{}, domains: map[string]struct{}{}}
 	sc := bufio.NewScanner(r)
@@ -89,22 +92,22 @@ func Parse(name string, r io.Reader) (*List, error) {
 			continue
 		}
 		if d, ok := strings.CutPrefix(field, "@"); ok {
-			d = strings.TrimSuffix(strings.ToLower(d), ".")
-			if !validDomain(d) {
+			m, err := parseKey("postmaster@" + d)
+			if err != nil {
 				bad(n, "%q is not a domain", clip(d))
 				continue
 			}
-			l.catchAll[d] = struct{}{}
-			l.domains[d] = struct{}{}
+			l.catchAll[m.Domain] = struct{}{}
+			l.domains[m.Domain] = struct{}{}
 			continue
 		}
-		key, domain, ok := canonical(field)
-		if !ok || !validDomain(domain) {
+		m, err := parseKey(field)
+		if err != nil {
 			bad(n, "%q is not an address (local@domain, or @domain for a catch-all)", clip(field))
 			continue
 		}
-		l.addrs[key] = struct{}{}
-		l.domains[domain] = struct{}{}
+		l.addrs[keyOf(m)] = struct{}{}
+		l.domains[m.Domain] = struct{}{}
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
@@ -136,20 +139,6 @@ func (l *List) lists(key, domain string) bool {
 	}
 	_, ok := l.addrs[key]
 	return ok
-}
-
-// validDomain is a light check that catches typos in the file: letters,
-// digits, hyphens and single dots (RFC 1035 §2.3.1 LDH), or an address
-// literal in brackets (RFC 5321 §4.1.3). Entries are matched against
-// RCPT domains byte for byte, so anything else could never match.
-func validDomain(s string) bool {
-	if len(s) >= 2 && s[0] == '[' && s[len(s)-1] == ']' {
-		return true
-	}
-	if s == "" || len(s) > 253 || s[0] == '.' || strings.Contains(s, "..") {
-		return false
-	}
-	return strings.Trim(s, "abcdefghijklmnopqrstuvwxyz0123456789-.") == ""
 }
 
 // clip shortens what a bad line quotes back.

@@ -21,8 +21,8 @@ import (
 //	u 1795000000000000000 guess17@example.test
 //
 // one entry a line: "k" known or "u" unknown, the expiry in Unix
-// nanoseconds, the canonical address (last, so nothing in it can shift the
-// fields; canonical refuses control characters, so it holds no newline).
+// nanoseconds, the key (keyOf; last, so nothing in it can shift the
+// fields, and it holds no newline).
 // It is replaced atomically: a temporary file beside it, fsync, rename,
 // fsync of the directory.
 const stateHeader = "mxguard recipients cache 1"
@@ -159,7 +159,8 @@ func (d *Directory) readState(r io.Reader) (known, unknown, bad int, err error) 
 			bad++
 			continue
 		}
-		if _, domain, ok := canonical(key); !ok || !set.ours(domain) || exp <= now {
+		m, _ := parseKey(key) // parseStateLine checked it
+		if !set.ours(m.Domain) || exp <= now {
 			continue // expired, or a domain no longer served
 		}
 		if tag == 'k' {
@@ -176,8 +177,8 @@ func (d *Directory) readState(r io.Reader) (known, unknown, bad int, err error) 
 	return known, unknown, bad, nil
 }
 
-// parseStateLine splits "T EXPIRY ADDRESS". The address must already be
-// canonical: a line that canonical would change was not written by Save.
+// parseStateLine splits "T EXPIRY KEY". The key must parse and be its own
+// key: a line that keyOf would change was not written by Save.
 func parseStateLine(line []byte) (tag byte, exp int64, key string, ok bool) {
 	if len(line) < 5 || (line[0] != 'k' && line[0] != 'u') || line[1] != ' ' {
 		return 0, 0, "", false
@@ -192,7 +193,7 @@ func parseStateLine(line []byte) (tag byte, exp int64, key string, ok bool) {
 		return 0, 0, "", false
 	}
 	key = string(rest[sp+1:])
-	if k, _, ok := canonical(key); !ok || k != key {
+	if m, err := parseKey(key); err != nil || keyOf(m) != key {
 		return 0, 0, "", false
 	}
 	return line[0], exp, key, true

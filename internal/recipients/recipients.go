@@ -19,6 +19,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"mxguard/internal/address"
 	"mxguard/internal/metrics"
 	"mxguard/internal/reply"
 )
@@ -222,8 +223,8 @@ func (d *Directory) Configure(s Settings) {
 	d.set.Store(compile(s))
 }
 
-// Lookup says what the directory knows about addr. An address outside
-// the configured domains, or one it cannot parse, is Unseen. Precedence:
+// Lookup says what the directory knows about m. An address outside the
+// configured domains (or the bare postmaster) is Unseen. Precedence:
 //
 //  1. postmaster is always Known (RFC 5321 §4.5.1);
 //  2. an address the file does not list, in a domain the file covers
@@ -237,21 +238,21 @@ func (d *Directory) Configure(s Settings) {
 // relay_recipient_maps), so the cache cannot know better; the cache comes
 // before the file's "listed" because the downstream may have removed a
 // mailbox the file still lists.
-func (d *Directory) Lookup(addr string) Answer {
+func (d *Directory) Lookup(m address.Mailbox) Answer {
 	set := d.set.Load()
-	key, domain, ok := canonical(addr)
-	if !ok || !set.ours(domain) {
+	if !set.ours(m.Domain) {
 		return Answer{}
 	}
-	return d.lookup(set, key, domain)
+	return d.lookup(set, m)
 }
 
-func (d *Directory) lookup(set *settings, key, domain string) Answer {
-	if isPostmaster(key) {
+func (d *Directory) lookup(set *settings, m address.Mailbox) Answer {
+	if isPostmaster(m) {
 		return Answer{Verdict: Known}
 	}
-	covered := set.list != nil && set.list.covers(domain)
-	listed := covered && set.list.lists(key, domain)
+	key := keyOf(m)
+	covered := set.list != nil && set.list.covers(m.Domain)
+	listed := covered && set.list.lists(key, m.Domain)
 	if covered && !listed {
 		return Answer{Verdict: Unknown, Source: SourceFile}
 	}
@@ -285,47 +286,43 @@ func (d *Directory) lookup(set *settings, key, domain string) Answer {
 // "unknown" does not stop the recipient from being asked again (the
 // mailbox may have been created since), and the caller Records the new
 // verdict.
-func (d *Directory) Check(addr string, outage bool) *reply.Reply {
+func (d *Directory) Check(m address.Mailbox, outage bool) *reply.Reply {
 	set := d.set.Load()
-	key, domain, ok := canonical(addr)
-	if !ok || !set.ours(domain) || (!outage && set.list == nil) {
+	if !set.ours(m.Domain) || (!outage && set.list == nil) {
 		return nil // nothing to add to the downstream's own answer
 	}
-	a := d.lookup(set, key, domain)
+	a := d.lookup(set, m)
 	if d.lookups != nil {
 		d.lookups.WithLabelValues(a.Verdict.String()).Inc()
 	}
 	switch {
 	case a.Verdict == Unknown && a.Source == SourceFile:
-		return unknownUser(addr, errNotListed)
+		return unknownUser(m, errNotListed)
 	case a.Verdict == Unknown && outage:
-		return unknownUser(addr, errCached)
+		return unknownUser(m, errCached)
 	case a.Verdict == Unseen && outage && set.mode == KnownOnly:
 		return reply.ServersDown.By(checkName).With(errNeverValid)
 	}
 	return nil
 }
 
-func unknownUser(addr string, cause error) *reply.Reply {
+func unknownUser(m address.Mailbox, cause error) *reply.Reply {
 	r := reply.UnknownUser.By(checkName)
-	r.Text = "<" + addr + ">: Recipient address rejected: user unknown"
+	r.Text = "<" + m.String() + ">: Recipient address rejected: user unknown"
 	r.Cause = cause
 	return r
 }
 
-// Record remembers the downstream's verdict on addr for cache_ttl: Known
+// Record remembers the downstream's verdict on m for cache_ttl: Known
 // for a 250 to RCPT, Unknown for a 550 5.1.1 (VerdictOf maps a reply).
 // Unseen, postmaster (always known), addresses outside the configured
 // domains and a cache_ttl of 0 record nothing.
-func (d *Directory) Record(addr string, v Verdict) {
+func (d *Directory) Record(m address.Mailbox, v Verdict) {
 	set := d.set.Load()
-	if set.ttl <= 0 || v == Unseen {
+	if set.ttl <= 0 || v == Unseen || !set.ours(m.Domain) || isPostmaster(m) {
 		return
 	}
-	key, domain, ok := canonical(addr)
-	if !ok || !set.ours(domain) || isPostmaster(key) {
-		return
-	}
+	key := keyOf(m)
 	now := d.clock.Now().UnixNano()
 	add, drop := d.known, d.unknown
 	if v == Unknown {

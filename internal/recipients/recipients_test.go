@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-smtp"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
+	"mxguard/internal/address"
 	"mxguard/internal/metrics"
 	"mxguard/internal/reply"
 	"mxguard/internal/testutil"
@@ -41,50 +42,52 @@ func newDir(t *testing.T, o Options) (*Directory, *testutil.FakeClock) {
 	return New(o), clk
 }
 
-func TestCanonical(t *testing.T) {
-	tests := []struct {
-		in, key, domain string
-		ok              bool
-	}{
-		{"alice@example.test", "alice@example.test", "example.test", true},
-		{"Alice@Example.TEST", "alice@example.test", "example.test", true},
-		{"alice@example.test.", "alice@example.test", "example.test", true},
-		{`a@b@example.test`, "a@b@example.test", "example.test", true}, // quoted local part, unquoted by go-smtp
-		{"postmaster", "", "", false},
-		{"@example.test", "", "", false},
-		{"alice@", "", "", false},
-		{"alice@.", "", "", false},
-		{"ali\nce@example.test", "", "", false},
-		{"alice@exa\x7fmple.test", "", "", false},
-	}
-	for _, tt := range tests {
-		key, domain, ok := canonical(tt.in)
-		if key != tt.key || domain != tt.domain || ok != tt.ok {
-			t.Errorf("canonical(%q) = %q, %q, %v; want %q, %q, %v", tt.in, key, domain, ok, tt.key, tt.domain, tt.ok)
+// mb parses a test address.
+func mb(s string) address.Mailbox { return address.MustParse(s) }
+
+func TestKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"alice@example.test":         "alice@example.test",
+		"Alice@Example.TEST.":        "alice@example.test",
+		`"Alice Smith"@example.test`: "alice smith@example.test",
+		`"a@b"@example.test`:         "a@b@example.test",
+		"Ünï@example.test":           "ünï@example.test",
+		"user@[IPv6:2001:DB8::1]":    "user@[IPv6:2001:db8::1]",
+	} {
+		m := mb(in)
+		if got := keyOf(m); got != want {
+			t.Errorf("keyOf(%s) = %q, want %q", in, got, want)
+		}
+		// The cache file reads a key back to itself.
+		if back, err := parseKey(keyOf(m)); err != nil || keyOf(back) != keyOf(m) {
+			t.Errorf("parseKey(%q) = %v, %v", keyOf(m), back, err)
 		}
 	}
 }
 
-// FuzzCanonical: the RCPT address is network input. Whatever it is, a
-// key is lower case, free of control characters, canonical itself, and
-// ends in its domain.
-func FuzzCanonical(f *testing.F) {
-	for _, s := range []string{"alice@example.test", "A@B.", "@", "a@b@c", "x@\x00", "Ünï@ExÄmple.test", "a@[127.0.0.1]"} {
+// FuzzParse: whatever a recipients file holds, Parse does not panic, and
+// every address line it accepts is listed afterwards.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"alice@example.test\n@example.org\n", "# c\n\nbob@example.test OK\n", "x\n@\n@@\n\x00@a\n", "\"q\"@example.test\n", "Ünï@exämple.test\n"} {
 		f.Add(s)
 	}
-	f.Fuzz(func(t *testing.T, s string) {
-		key, domain, ok := canonical(s)
-		if !ok {
+	f.Fuzz(func(t *testing.T, text string) {
+		l, err := Parse("fuzz.txt", strings.NewReader(text))
+		if err != nil {
 			return
 		}
-		if strings.ToLower(key) != key || strings.ContainsAny(key, "\r\n\x00") {
-			t.Fatalf("key %q of %q is not canonical", key, s)
-		}
-		if k2, d2, ok2 := canonical(key); !ok2 || k2 != key || d2 != domain {
-			t.Fatalf("canonical(%q) = %q %q %v, not a fixed point", key, k2, d2, ok2)
-		}
-		if !strings.HasSuffix(key, "@"+domain) || domain == "" {
-			t.Fatalf("key %q does not end in its domain %q", key, domain)
+		for line := range strings.Lines(text) {
+			field, _, _ := strings.Cut(strings.ReplaceAll(strings.TrimSpace(line), "\t", " "), " ")
+			if field == "" || field[0] == '#' || field[0] == '@' {
+				continue
+			}
+			m, err := parseKey(field)
+			if err != nil {
+				t.Fatalf("Parse accepted %q, which does not parse", field)
+			}
+			if !l.lists(keyOf(m), m.Domain) || !l.covers(m.Domain) {
+				t.Fatalf("%q accepted but not listed", field)
+			}
 		}
 	})
 }
@@ -154,14 +157,14 @@ func TestReadFile(t *testing.T) {
 // "not listed", a cached verdict, the file's "listed", unseen.
 func TestLookupPrecedence(t *testing.T) {
 	d, _ := newDir(t, Options{Settings: Settings{List: mustParse(t, "alice@example.test\nbob@example.test\n")}})
-	d.Record("bob@example.test", Unknown)        // the downstream removed bob; the file still lists him
-	d.Record("zed@example.test", Known)          // not in the file: the file wins
-	d.Record("carol@example.org", Known)         // example.org is not covered by the file
-	d.Record("dave@example.org", Unknown)        //
-	d.Record("eve@elsewhere.test", Known)        // not our domain: not remembered
-	d.Record("frank@example.org", Unseen)        // nothing to remember
-	d.Record("Grace@EXAMPLE.org.", Known)        // canonical form
-	d.Record("postmaster@example.test", Unknown) // postmaster stays known
+	d.Record(mb("bob@example.test"), Unknown)        // the downstream removed bob; the file still lists him
+	d.Record(mb("zed@example.test"), Known)          // not in the file: the file wins
+	d.Record(mb("carol@example.org"), Known)         // example.org is not covered by the file
+	d.Record(mb("dave@example.org"), Unknown)        //
+	d.Record(mb("eve@elsewhere.test"), Known)        // not our domain: not remembered
+	d.Record(mb("frank@example.org"), Unseen)        // nothing to remember
+	d.Record(mb("Grace@EXAMPLE.org."), Known)        // canonical form
+	d.Record(mb("postmaster@example.test"), Unknown) // postmaster stays known
 	tests := []struct {
 		addr string
 		want Answer
@@ -181,7 +184,7 @@ func TestLookupPrecedence(t *testing.T) {
 		{"postmaster", Answer{Unseen, SourceNone}},
 	}
 	for _, tt := range tests {
-		if got := d.Lookup(tt.addr); got != tt.want {
+		if got := d.Lookup(mb(tt.addr)); got != tt.want {
 			t.Errorf("Lookup(%s) = %+v, want %+v", tt.addr, got, tt.want)
 		}
 	}
@@ -192,35 +195,35 @@ func TestLookupPrecedence(t *testing.T) {
 
 func TestCatchAll(t *testing.T) {
 	d, _ := newDir(t, Options{Settings: Settings{List: mustParse(t, "@example.test\n")}})
-	if a := d.Lookup("anyone@example.test"); a != (Answer{Known, SourceFile}) {
+	if a := d.Lookup(mb("anyone@example.test")); a != (Answer{Known, SourceFile}) {
 		t.Errorf("catch-all: %+v", a)
 	}
 	// The downstream's own "unknown" still refines a catch-all.
-	d.Record("gone@example.test", Unknown)
-	if a := d.Lookup("gone@example.test"); a != (Answer{Unknown, SourceCache}) {
+	d.Record(mb("gone@example.test"), Unknown)
+	if a := d.Lookup(mb("gone@example.test")); a != (Answer{Unknown, SourceCache}) {
 		t.Errorf("catch-all with a cached unknown: %+v", a)
 	}
 }
 
 func TestCacheExpiry(t *testing.T) {
 	d, clk := newDir(t, Options{Settings: Settings{TTL: time.Hour}})
-	d.Record("alice@example.test", Known)
+	d.Record(mb("alice@example.test"), Known)
 	clk.Advance(59 * time.Minute)
-	d.Record("bob@example.test", Unknown)
-	if d.Lookup("alice@example.test").Verdict != Known || d.Lookup("bob@example.test").Verdict != Unknown {
+	d.Record(mb("bob@example.test"), Unknown)
+	if d.Lookup(mb("alice@example.test")).Verdict != Known || d.Lookup(mb("bob@example.test")).Verdict != Unknown {
 		t.Fatal("verdicts not remembered within the ttl")
 	}
 	clk.Advance(time.Minute) // alice's verdict is exactly an hour old
-	if a := d.Lookup("alice@example.test"); a.Verdict != Unseen {
+	if a := d.Lookup(mb("alice@example.test")); a.Verdict != Unseen {
 		t.Errorf("alice after the ttl: %+v", a)
 	}
-	if d.Lookup("bob@example.test").Verdict != Unknown {
+	if d.Lookup(mb("bob@example.test")).Verdict != Unknown {
 		t.Error("bob expired early")
 	}
 	// A fresh verdict replaces the other one and restarts the ttl.
-	d.Record("bob@example.test", Known)
+	d.Record(mb("bob@example.test"), Known)
 	clk.Advance(59 * time.Minute)
-	if a := d.Lookup("bob@example.test"); a != (Answer{Known, SourceCache}) {
+	if a := d.Lookup(mb("bob@example.test")); a != (Answer{Known, SourceCache}) {
 		t.Errorf("bob after a new 250: %+v", a)
 	}
 	if k, u := d.Len(); k != 1 || u != 0 {
@@ -230,8 +233,8 @@ func TestCacheExpiry(t *testing.T) {
 
 func TestNoCacheWithZeroTTL(t *testing.T) {
 	d := New(Options{Settings: Settings{Domains: []string{"example.test"}}})
-	d.Record("alice@example.test", Known)
-	if a := d.Lookup("alice@example.test"); a.Verdict != Unseen {
+	d.Record(mb("alice@example.test"), Known)
+	if a := d.Lookup(mb("alice@example.test")); a.Verdict != Unseen {
 		t.Errorf("cache_ttl 0 remembered: %+v", a)
 	}
 }
@@ -268,10 +271,10 @@ func TestCheck(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d, _ := newDir(t, Options{Settings: tt.set})
-			d.Record("known@example.test", Known)
-			d.Record("gone@example.test", Unknown)
-			d.Record("bob@example.test", Known)
-			r := d.Check(tt.addr, tt.outage)
+			d.Record(mb("known@example.test"), Known)
+			d.Record(mb("gone@example.test"), Unknown)
+			d.Record(mb("bob@example.test"), Known)
+			r := d.Check(mb(tt.addr), tt.outage)
 			if tt.code == 0 {
 				if r != nil {
 					t.Fatalf("Check = %v, want nil", r)
@@ -293,18 +296,18 @@ func TestCheck(t *testing.T) {
 
 func TestConfigure(t *testing.T) {
 	d, _ := newDir(t, Options{})
-	d.Record("alice@example.test", Known)
-	if d.Check("nobody@example.test", false) != nil {
+	d.Record(mb("alice@example.test"), Known)
+	if d.Check(mb("nobody@example.test"), false) != nil {
 		t.Fatal("no file yet")
 	}
 	d.Configure(Settings{Domains: []string{"example.test"}, TTL: time.Hour, List: mustParse(t, "alice@example.test\n"), DuringOutage: KnownOnly})
-	if r := d.Check("nobody@example.test", false); r == nil || r.Code != 550 {
+	if r := d.Check(mb("nobody@example.test"), false); r == nil || r.Code != 550 {
 		t.Errorf("after reload with a file: %v", r)
 	}
-	if a := d.Lookup("alice@example.test"); a != (Answer{Known, SourceCache}) {
+	if a := d.Lookup(mb("alice@example.test")); a != (Answer{Known, SourceCache}) {
 		t.Errorf("the cache did not survive the reload: %+v", a)
 	}
-	if r := d.Check("new@example.org", true); r != nil {
+	if r := d.Check(mb("new@example.org"), true); r != nil {
 		t.Errorf("example.org is no longer ours but got %v", r)
 	}
 }
@@ -314,25 +317,25 @@ func TestConfigure(t *testing.T) {
 func TestHarvestCannotEvictKnown(t *testing.T) {
 	d, clk := newDir(t, Options{MaxKnown: 1000, MaxUnknown: 160})
 	for i := range 500 {
-		d.Record(fmt.Sprintf("user%d@example.test", i), Known)
+		d.Record(mb(fmt.Sprintf("user%d@example.test", i)), Known)
 	}
 	for i := range 100000 {
 		clk.Advance(time.Millisecond)
-		d.Record(fmt.Sprintf("guess%d@example.test", i), Unknown)
+		d.Record(mb(fmt.Sprintf("guess%d@example.test", i)), Unknown)
 	}
 	known, unknown := d.Len()
 	if known != 500 || unknown > 160 {
 		t.Fatalf("Len = %d known, %d unknown; want 500, at most 160", known, unknown)
 	}
 	for i := range 500 {
-		if a := d.Lookup(fmt.Sprintf("user%d@example.test", i)); a.Verdict != Known {
+		if a := d.Lookup(mb(fmt.Sprintf("user%d@example.test", i))); a.Verdict != Known {
 			t.Fatalf("user%d lost: %+v", i, a)
 		}
 	}
 	// The newest refusals are kept (sampled eviction takes the oldest of
 	// a sample, never one of the 7 newest of a shard).
 	for i := 100000 - 7; i < 100000; i++ {
-		if a := d.Lookup(fmt.Sprintf("guess%d@example.test", i)); a.Verdict != Unknown {
+		if a := d.Lookup(mb(fmt.Sprintf("guess%d@example.test", i))); a.Verdict != Unknown {
 			t.Errorf("recent guess%d evicted", i)
 		}
 	}
@@ -378,13 +381,13 @@ func TestParseMode(t *testing.T) {
 func TestMetrics(t *testing.T) {
 	m := metrics.New()
 	d, _ := newDir(t, Options{Metrics: m, Settings: Settings{DuringOutage: KnownOnly}})
-	d.Record("alice@example.test", Known)
-	d.Record("gone@example.test", Unknown)
-	d.Check("alice@example.test", true)
-	d.Check("gone@example.test", true)
-	d.Check("gone@example.test", true)
-	d.Check("new@example.test", true)
-	d.Check("new@example.test", false) // up, no file: not a look-up
+	d.Record(mb("alice@example.test"), Known)
+	d.Record(mb("gone@example.test"), Unknown)
+	d.Check(mb("alice@example.test"), true)
+	d.Check(mb("gone@example.test"), true)
+	d.Check(mb("gone@example.test"), true)
+	d.Check(mb("new@example.test"), true)
+	d.Check(mb("new@example.test"), false) // up, no file: not a look-up
 	for result, want := range map[string]float64{"known": 1, "unknown": 2, "unseen": 1} {
 		if got := promtest.ToFloat64(d.lookups.WithLabelValues(result)); got != want {
 			t.Errorf("lookups{result=%s} = %v, want %v", result, got, want)
@@ -402,7 +405,7 @@ mxguard_recipients_cache_entries{verdict="unknown"} 1
 	// A second directory on the same registry (a test, a restart in
 	// process) shares the counter.
 	d2 := New(Options{Metrics: m, Settings: Settings{Domains: []string{"example.test"}, TTL: time.Hour}})
-	d2.Check("x@example.test", true)
+	d2.Check(mb("x@example.test"), true)
 	if got := promtest.ToFloat64(d.lookups.WithLabelValues("unseen")); got != 2 {
 		t.Errorf("shared counter = %v, want 2", got)
 	}
@@ -411,10 +414,10 @@ mxguard_recipients_cache_entries{verdict="unknown"} 1
 func TestPersistAcrossRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "recipients.cache")
 	d, clk := newDir(t, Options{StateFile: path, Settings: Settings{TTL: time.Hour}})
-	d.Record("alice@example.test", Known)
-	d.Record("guess@example.test", Unknown)
+	d.Record(mb("alice@example.test"), Known)
+	d.Record(mb("guess@example.test"), Unknown)
 	clk.Advance(30 * time.Minute)
-	d.Record("bob@example.org", Known)
+	d.Record(mb("bob@example.org"), Known)
 	if err := d.Save(); err != nil {
 		t.Fatal(err)
 	}
@@ -426,10 +429,10 @@ func TestPersistAcrossRestart(t *testing.T) {
 	// 15 minutes left, bob 45; example.org is no longer served.
 	clk.Advance(15 * time.Minute)
 	d2 := New(Options{StateFile: path, Clock: clk, Settings: Settings{Domains: []string{"example.test"}, TTL: time.Hour}})
-	if a := d2.Lookup("alice@example.test"); a != (Answer{Known, SourceCache}) {
+	if a := d2.Lookup(mb("alice@example.test")); a != (Answer{Known, SourceCache}) {
 		t.Errorf("alice after restart: %+v", a)
 	}
-	if a := d2.Lookup("guess@example.test"); a != (Answer{Unknown, SourceCache}) {
+	if a := d2.Lookup(mb("guess@example.test")); a != (Answer{Unknown, SourceCache}) {
 		t.Errorf("guess after restart: %+v", a)
 	}
 	if k, u := d2.Len(); k != 1 || u != 1 {
@@ -437,7 +440,7 @@ func TestPersistAcrossRestart(t *testing.T) {
 	}
 	// The expiry is the original one, not restarted by the reload.
 	clk.Advance(15 * time.Minute)
-	if a := d2.Lookup("alice@example.test"); a.Verdict != Unseen {
+	if a := d2.Lookup(mb("alice@example.test")); a.Verdict != Unseen {
 		t.Errorf("alice outlived her ttl across the restart: %+v", a)
 	}
 }
@@ -469,7 +472,7 @@ func TestRunSavesOnStop(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { d.Run(ctx); close(done) }()
-	d.Record("alice@example.test", Known)
+	d.Record(mb("alice@example.test"), Known)
 	cancel()
 	<-done
 	b, err := os.ReadFile(path)
@@ -480,7 +483,7 @@ func TestRunSavesOnStop(t *testing.T) {
 
 func TestUnknownReplyIsTyped(t *testing.T) {
 	d, _ := newDir(t, Options{Settings: Settings{List: mustParse(t, "alice@example.test\n")}})
-	r := d.Check("nobody@example.test", false)
+	r := d.Check(mb("nobody@example.test"), false)
 	var rr *reply.Reply
 	if !errors.As(error(r), &rr) || rr.Temporary() {
 		t.Fatalf("reply %v", r)

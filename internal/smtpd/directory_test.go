@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"mxguard/internal/address"
 	"mxguard/internal/detect"
 	"mxguard/internal/mailsink"
 	"mxguard/internal/recipients"
@@ -170,10 +171,10 @@ func TestDirectoryLearnsInSession(t *testing.T) {
 	wantEnhanced(t, c.Cmd("RCPT TO:<nobody@example.test>", 550), "5.1.1")
 	c.Data("Subject: hi\r\n\r\nhi\r\n", 250)
 	c.Cmd("QUIT", 221)
-	if a := r.dir.Lookup("alice@example.test"); a != (recipients.Answer{Verdict: recipients.Known, Source: recipients.SourceCache}) {
+	if a := r.dir.Lookup(address.MustParse("alice@example.test")); a != (recipients.Answer{Verdict: recipients.Known, Source: recipients.SourceCache}) {
 		t.Errorf("alice: %+v", a)
 	}
-	if a := r.dir.Lookup("nobody@example.test"); a != (recipients.Answer{Verdict: recipients.Unknown, Source: recipients.SourceCache}) {
+	if a := r.dir.Lookup(address.MustParse("nobody@example.test")); a != (recipients.Answer{Verdict: recipients.Unknown, Source: recipients.SourceCache}) {
 		t.Errorf("nobody: %+v", a)
 	}
 	// Up, a cached unknown is asked again: the downstream's answer wins.
@@ -190,8 +191,8 @@ func TestDirectoryLearnsInSession(t *testing.T) {
 // in each outage state.
 func TestDirectoryDuringOutage(t *testing.T) {
 	r := startDirRig(t, recipients.Settings{})
-	r.dir.Record("alice@example.test", recipients.Known)
-	r.dir.Record("nobody@example.test", recipients.Unknown)
+	r.dir.Record(address.MustParse("alice@example.test"), recipients.Known)
+	r.dir.Record(address.MustParse("nobody@example.test"), recipients.Unknown)
 
 	// The spool delay (and a suspended spool): 451 4.4.1, except for a
 	// recipient known not to exist.
@@ -253,7 +254,7 @@ func TestOwnFailureCountsForNoSenderRule(t *testing.T) {
 	// recorder counts every message; the engine's mailbomb would count
 	// only large ones).
 	msg := "Subject: m\r\n\r\n" + strings.Repeat(strings.Repeat("x", 70)+"\r\n", 100)
-	r.dir.Record("alice@example.test", recipients.Known)
+	r.dir.Record(address.MustParse("alice@example.test"), recipients.Known)
 	for _, tc := range []struct {
 		putErr error
 		code   int

@@ -62,8 +62,8 @@ type Spooler interface {
 // cannot be asked (outage true), and learns from the downstream's own
 // verdicts.
 type Directory interface {
-	Check(rcpt string, outage bool) *reply.Reply
-	Record(rcpt string, v recipients.Verdict)
+	Check(rcpt address.Mailbox, outage bool) *reply.Reply
+	Record(rcpt address.Mailbox, v recipients.Verdict)
 }
 
 var _ Directory = (*recipients.Directory)(nil)

@@ -175,7 +175,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 			switch d.Mode {
 			case spool.ModeRefuse:
 				s.decided = false
-				if r := s.directory(to, true); r != nil && !r.Temporary() {
+				if r := s.directory(rcpt, true); r != nil && !r.Temporary() {
 					return s.refuse(to, r, "unknown")
 				}
 				s.c.log().Info("transaction deferred", "reply", d.Reply.Error())
@@ -185,7 +185,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 			}
 		}
 	}
-	if r := s.directory(to, s.spooling); r != nil {
+	if r := s.directory(rcpt, s.spooling); r != nil {
 		result := "unknown"
 		if r.Temporary() {
 			result = "deferred"
@@ -204,7 +204,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	stage, err := s.relayRcpt(rcpt)
 	s.c.unwatchHangup()
 	if d := s.c.srv.o.Directory; d != nil && stage == "RCPT" {
-		d.Record(to, recipients.VerdictOf(err))
+		d.Record(rcpt, recipients.VerdictOf(err))
 	}
 	if err != nil {
 		if stage == "MAIL" {
@@ -241,10 +241,10 @@ func (s *session) relayRcpt(to address.Mailbox) (stage string, err error) {
 	return "RCPT", s.txn.Rcpt(s.ctx(), to)
 }
 
-// directory asks the recipients directory about to (see Directory).
-func (s *session) directory(to string, outage bool) *reply.Reply {
+// directory asks the recipients directory about rcpt (see Directory).
+func (s *session) directory(rcpt address.Mailbox, outage bool) *reply.Reply {
 	if d := s.c.srv.o.Directory; d != nil {
-		return d.Check(to, outage)
+		return d.Check(rcpt, outage)
 	}
 	return nil
 }
