@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -53,35 +52,6 @@ func (f *fakeSpooler) Put(_ context.Context, env spool.Envelope, _ ...[]byte) (s
 	return "0123456789abcdef01234567", nil
 }
 
-// recDetector records observations; nothing is ever blocked.
-type recDetector struct {
-	mu  sync.Mutex
-	obs []detect.Observation
-}
-
-var _ Detector = (*recDetector)(nil)
-
-func (r *recDetector) Observe(o detect.Observation) bool {
-	r.mu.Lock()
-	r.obs = append(r.obs, o)
-	r.mu.Unlock()
-	return false
-}
-func (*recDetector) Blocked(netip.Addr) bool { return false }
-func (*recDetector) BlockGeneration() uint64 { return 0 }
-func (*recDetector) Refused(netip.Addr)      {}
-func (r *recDetector) count(k detect.Kind, ip string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, o := range r.obs {
-		if o.Kind == k && o.Addr == netip.MustParseAddr(ip) {
-			n++
-		}
-	}
-	return n
-}
-
 // closeCounter is a slog handler that counts the "disconnect" line each
 // connection logs after its last observation: a test waits for it instead
 // of sleeping.
@@ -115,7 +85,7 @@ func (c *closeCounter) wait(t *testing.T, n int) {
 type dirRig struct {
 	addr  string
 	sp    *fakeSpooler
-	det   *recDetector
+	det   *fakeDetector
 	dir   *recipients.Directory
 	close *closeCounter
 }
@@ -133,7 +103,7 @@ func startDirRig(t *testing.T, set recipients.Settings) *dirRig {
 	if set.TTL == 0 {
 		set.TTL = time.Hour
 	}
-	r := &dirRig{sp: &fakeSpooler{}, det: &recDetector{}, dir: recipients.New(recipients.Options{Settings: set}), close: newCloseCounter()}
+	r := &dirRig{sp: &fakeSpooler{}, det: newFakeDetector(), dir: recipients.New(recipients.Options{Settings: set}), close: newCloseCounter()}
 	r.addr, _ = startServerTo(t, sink.Addr(), nil, func(o *Options, _ *Settings) {
 		o.Spooler, o.Detector, o.Directory, o.Logger = r.sp, r.det, r.dir, slog.New(r.close)
 	})
