@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"mxguard/internal/config"
+	"mxguard/internal/duration"
 	"mxguard/internal/events"
 	"mxguard/internal/metrics"
 )
@@ -131,7 +132,7 @@ func (s *Server) bearerOK(w http.ResponseWriter, r *http.Request) bool {
 	key, now := clientKey(r), s.clock.Now()
 	if wait := s.throttle.wait(key, now); wait > 0 {
 		setRetryAfter(w, wait)
-		writeError(w, http.StatusTooManyRequests, "too many wrong tokens from your address; retry in "+formatDuration(roundUp(wait)))
+		writeError(w, http.StatusTooManyRequests, "too many wrong tokens from your address; retry in "+duration.Format(roundUp(wait)))
 		return false
 	}
 	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")

@@ -461,18 +461,6 @@ func TestRules(t *testing.T) {
 	}
 }
 
-func TestFormatDuration(t *testing.T) {
-	for d, want := range map[time.Duration]string{
-		0: "0s", 30 * time.Second: "30s", 10 * time.Minute: "10m", time.Hour: "1h",
-		90 * time.Minute: "1h30m", time.Hour + 5*time.Second: "1h0m5s", 36 * time.Hour: "36h",
-		1500 * time.Millisecond: "1.5s", 2 * time.Minute: "2m",
-	} {
-		if got := formatDuration(d); got != want {
-			t.Errorf("formatDuration(%v) = %q, want %q", d, got, want)
-		}
-	}
-}
-
 func TestFormatSize(t *testing.T) {
 	for n, want := range map[int64]string{0: "0B", 1: "1B", 500_000: "500KB", 10 << 20: "10MiB", 2e9: "2GB", 1536: "1536B", 1 << 30: "1GiB"} {
 		if got := formatSize(n); got != want {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"mxguard/internal/duration"
 	"mxguard/internal/events"
 	"mxguard/internal/ruletype"
 )
@@ -177,7 +178,7 @@ func (s *Server) addBlock(ctx context.Context, source, forText, reason string) (
 	d := defaultBlockFor
 	if forText = strings.TrimSpace(forText); forText != "" {
 		var err error
-		if d, err = time.ParseDuration(forText); err != nil || d <= 0 {
+		if d, err = duration.Parse(forText); err != nil || d <= 0 {
 			return events.Block{}, badRequest("bad duration %q: want a positive Go duration such as 30m or 1h", forText)
 		}
 	}
@@ -226,9 +227,9 @@ func (s *Server) rules() []ruleView {
 	for _, r := range rules {
 		v := ruleView{
 			Name: r.Name, Type: r.Type, Service: r.Service,
-			Window: formatDuration(r.Window), Threshold: r.Threshold,
+			Window: duration.Format(r.Window), Threshold: r.Threshold,
 			MinSize: int64(r.MinSize), Actions: r.Actions,
-			BlockFor: formatDuration(r.BlockFor), Queue: r.Queue,
+			BlockFor: duration.Format(r.BlockFor), Queue: r.Queue,
 		}
 		if v.Actions == nil {
 			v.Actions = []string{}
@@ -239,18 +240,6 @@ func (s *Server) rules() []ruleView {
 		views = append(views, v)
 	}
 	return views
-}
-
-// formatDuration renders d as configured: 10m rather than time's 10m0s.
-func formatDuration(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
 }
 
 // --- API handlers ---

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"mxguard/internal/duration"
 	"mxguard/internal/events"
 )
 
@@ -202,7 +203,7 @@ func (c *console) login(w http.ResponseWriter, r *http.Request) {
 	if wait := c.s.throttle.wait(key, now); wait > 0 {
 		setRetryAfter(w, wait)
 		c.render(w, r, http.StatusTooManyRequests, "login", page{Title: "Log in", Data: next,
-			Error: "Too many wrong tokens from your address. Try again in " + formatDuration(roundUp(wait)) + "."})
+			Error: "Too many wrong tokens from your address. Try again in " + duration.Format(roundUp(wait)) + "."})
 		return
 	}
 	token := strings.TrimSpace(r.PostFormValue("token"))
@@ -369,7 +370,7 @@ func (c *console) blocksPage(w http.ResponseWriter, r *http.Request) {
 		p.Flash = "Unblocked " + s + "."
 	}
 	v := blocksView{Blocks: c.s.blocks()}
-	v.Form.For = formatDuration(defaultBlockFor)
+	v.Form.For = duration.Format(defaultBlockFor)
 	p.Data = &v
 	c.render(w, r, http.StatusOK, "blocks", p)
 }
@@ -460,9 +461,9 @@ func (s *Server) relative(t time.Time) string {
 		unit = time.Minute
 	}
 	if d >= 0 {
-		return "in " + formatDuration(d.Round(unit))
+		return "in " + duration.Format(d.Round(unit))
 	}
-	return formatDuration((-d).Round(unit)) + " ago"
+	return duration.Format((-d).Round(unit)) + " ago"
 }
 
 // formatSize writes a byte count the way the configuration accepts it.

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 
+	"mxguard/internal/duration"
 	"mxguard/internal/events"
 )
 
@@ -82,7 +83,7 @@ func blocksList(c *command, args []string) int {
 }
 
 func blocksAdd(c *command, args []string) int {
-	forD := c.fs.Duration("for", 0, "block for `duration` D (Go syntax: 30m, 1h, 24h; default 1h)")
+	forD := c.durationFlag("for", "block for `duration` D (30m, 1h, 24h, 7d; default 1h)")
 	reason := c.fs.String("reason", "", "`reason` recorded with the block")
 	c.jsonFlag("print the API's JSON")
 	source, code, ok := c.oneArg(args, "SOURCE")
@@ -95,7 +96,7 @@ func blocksAdd(c *command, args []string) int {
 		if *forD <= 0 {
 			return c.usage("--for must be positive, got %v", *forD)
 		}
-		req["for"] = forD.String()
+		req["for"] = duration.Format(*forD)
 	}
 	var b events.Block
 	if code, done := c.fetch("POST", "/api/v1/blocks", nil, req, &b); done {

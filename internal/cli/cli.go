@@ -19,6 +19,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"mxguard/internal/duration"
 )
 
 // Exit codes of INTERFACE.md §1.
@@ -58,6 +60,21 @@ type apiFlags struct {
 // (a local command). The defaults of those flags are the values api
 // already holds, so a command with subcommands accepts them before and
 // after the subcommand name.
+// durationFlag defines a flag read by duration.Parse, so --for takes
+// days ("7d") like the configuration does.
+func (c *command) durationFlag(name, usage string) *time.Duration {
+	d := new(time.Duration)
+	c.fs.Func(name, usage, func(s string) error {
+		v, err := duration.Parse(s)
+		if err != nil {
+			return err
+		}
+		*d = v
+		return nil
+	})
+	return d
+}
+
 func newCommand(name, synopsis string, api *apiFlags, stdout, stderr io.Writer) *command {
 	c := &command{name: name, synopsis: synopsis, api: api, stdout: stdout, stderr: stderr}
 	c.fs = flag.NewFlagSet(name, flag.ContinueOnError)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/goccy/go-yaml/ast"
+
+	"mxguard/internal/duration"
 )
 
 // The decoder walks the goccy/go-yaml AST instead of unmarshalling so that
@@ -368,7 +370,7 @@ func parseDuration(s string) (any, error) {
 	if s == "0" {
 		return time.Duration(0), nil
 	}
-	d, err := time.ParseDuration(s)
+	d, err := duration.Parse(s)
 	if err != nil {
 		if strings.Trim(s, "0123456789") == "" {
 			return nil, fmt.Errorf("%s has no unit", s)

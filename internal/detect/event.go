@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"mxguard/internal/duration"
 	"mxguard/internal/events"
 	"mxguard/internal/ruletype"
 )
@@ -94,7 +95,7 @@ func (e *Engine) fire(s *setup, r *boundRule, ev *activeEvent, o Observation) {
 	now := e.clock.Now()
 	ev.seq = e.fired.Add(1)
 	ev.typ, ev.rule, ev.service, ev.started = r.cfg.Type, r.cfg.Name, o.Service, now
-	ev.detail = map[string]any{"threshold": r.cfg.Threshold, "window": r.cfg.Window.String()}
+	ev.detail = map[string]any{"threshold": r.cfg.Threshold, "window": duration.Format(r.cfg.Window)}
 	if kinds[r.kind].perAccount {
 		ev.source = o.Account
 	} else {

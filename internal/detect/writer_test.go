@@ -10,6 +10,7 @@ import (
 
 	"mxguard/internal/config"
 	"mxguard/internal/events"
+	"mxguard/internal/testutil"
 )
 
 // stuckStore is a memStore whose writes wait until released: a store that
@@ -105,6 +106,9 @@ func TestObserveDoesNotWaitForTheStore(t *testing.T) {
 		}
 	}
 	want := []string{ChangeEventStarted, ChangeBlockAdded, ChangeEventStarted, ChangeBlockAdded}
+	// The writer may still be telling OnChange what it stored when Flush
+	// returns (one caller tells at a time, in order).
+	testutil.WaitUntil(t, "four changes told", func() bool { return len(r.changes.types()) >= len(want) })
 	if got := r.changes.types(); !slices.Equal(got, want) {
 		t.Errorf("changes = %v, want events told before their blocks: %v", got, want)
 	}

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"mxguard/internal/duration"
 )
 
 // ErrBadQuery marks a query the caller got wrong (unknown sort field, bad
@@ -191,7 +193,7 @@ func (p *queryParser) time(key string) time.Time {
 	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
 		return t.UTC()
 	}
-	d, err := time.ParseDuration(v)
+	d, err := duration.Parse(v)
 	if err != nil || d < 0 {
 		p.fail(fmt.Errorf("%w: %s %q is neither an RFC 3339 time nor a duration like 24h", ErrBadQuery, key, v))
 		return time.Time{}

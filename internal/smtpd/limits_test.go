@@ -77,13 +77,7 @@ func (d *fakeDetector) count(kind detect.Kind, ip string) int {
 // waitUntil polls cond (the server works on its own goroutines).
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 5s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitUntil(t, what, cond)
 }
 
 func limitCount(m *metrics.Metrics, name string) float64 {
