@@ -227,8 +227,8 @@ delivery: {servers: [{address: 127.0.0.1:2526}]}
   command: 5 minutes
   data: -1s
 `, []string{
-			`t.yaml:5: timeouts.greeting: 30 has no unit (Go syntax: 30s, 10m, 1h30m)`,
-			`t.yaml:6: timeouts.command: "5 minutes" is not a duration (Go syntax: 30s, 10m, 1h30m)`,
+			`t.yaml:5: timeouts.greeting: 30 has no unit (30s, 10m, 1h30m, 7d)`,
+			`t.yaml:6: timeouts.command: "5 minutes" is not a duration (30s, 10m, 1h30m, 7d)`,
 			`t.yaml:7: timeouts.data: must be greater than zero, got -1s`,
 		}},
 		{"bad sizes", minimal + `limits: {max_message_size: 10 MB, max_recipients: 0}

@@ -341,7 +341,7 @@ type textType struct {
 func textTypeOf(t reflect.Type) (textType, bool) {
 	switch t {
 	case durationType:
-		return textType{parseDuration, "Go syntax: 30s, 10m, 1h30m"}, true
+		return textType{parseDuration, "30s, 10m, 1h30m, 7d"}, true
 	case sizeType:
 		return textType{func(s string) (any, error) { return ParseSize(s) }, "e.g. 500KB, 10MiB, 2GB or a number of bytes"}, true
 	case prefixType:

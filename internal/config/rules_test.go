@@ -175,7 +175,7 @@ func TestRuleErrors(t *testing.T) {
 		}, true},
 		{"bad window type", `{name: a, type: dos, threshold: many, window: 10}`, []string{
 			`t.yaml:5: rules[0].threshold: expected a whole number, got the string "many"`,
-			`t.yaml:5: rules[0].window: 10 has no unit (Go syntax: 30s, 10m, 1h30m)`,
+			`t.yaml:5: rules[0].window: 10 has no unit (30s, 10m, 1h30m, 7d)`,
 		}, false},
 	}
 	for _, tt := range tests {
