@@ -120,7 +120,7 @@ Press Ctrl-C to stop.
 `, g.SMTPAddr(), primary.Addr(), failover.Addr(), api, token, file, api, token)
 
 	sim := &simulator{gw: g.SMTPAddr(), n: n}
-	out := &outage{g: g, primary: primary, failover: failover, n: n}
+	out := &outage{g: g, primary: primary, failover: failover, n: n, send: sim.send}
 	sim.outage = out.run
 	go out.watchSpool(ctx)
 	var wg sync.WaitGroup

@@ -27,10 +27,13 @@ func TestDemoShowsEveryAttack(t *testing.T) {
 		"dos from 127.0.0.61",
 		"bad_sessions from 127.0.0.62",
 		"mailbomb from 127.0.0.63",
+		"127.0.0.64 RCPT TO:<victim%elsewhere.test@example.test>: 554 5.7.1",
+		"127.0.0.64 RCPT TO:<@example.test:victim@elsewhere.test>: 554 5.7.1",
 		"mail_server_down from",
 		"org_down from mx.example.test",
 		"SPOOL          delay -> spooling",
 		"NORMAL MAIL    accepted into the spool",
+		"(the downstream said unknown before): 550 5.1.1",
 		"the spool is empty",
 		"attack round 1 done",
 	}

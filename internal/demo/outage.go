@@ -16,6 +16,7 @@ type outage struct {
 	g                 *gateway.Gateway
 	primary, failover *mailsink.Server
 	n                 *narrator
+	send              func(ctx context.Context, ip, from string, to []string, body string) (int, string, error)
 }
 
 func (o *outage) run(ctx context.Context, step time.Duration) {
@@ -34,6 +35,14 @@ func (o *outage) run(ctx context.Context, step time.Duration) {
 	o.failover.SetDown(true)
 	if !o.waitSpool(ctx, 40*time.Second, func(s spool.Status) bool { return s.Messages >= 2 }) {
 		return
+	}
+	// The recipients directory answers while the servers are away: an
+	// address the downstream refused before (the harvester's guess) is
+	// refused now too, instead of being spooled and bounced later.
+	_, reply, err := o.send(ctx, "127.0.0.11", "newsletter@partner.test", []string{"admin@example.test"},
+		"Subject: during the outage\r\n\r\nHello.\r\n")
+	if err == nil {
+		o.n.say("DIRECTORY      during the outage, mail to admin@example.test (the downstream said unknown before): %s", reply)
 	}
 	o.n.say("RECOVERY       both mail servers are back")
 	delivered := o.primary.Count()

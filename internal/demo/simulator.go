@@ -67,6 +67,7 @@ func (s *simulator) attacks(ctx context.Context, step, cycle time.Duration) {
 			{step, s.flood, base + 1},
 			{step, s.badSessions, base + 2},
 			{step, s.mailbomb, base + 3},
+			{step / 4, s.relayProbe, base + 4},
 		}
 		for _, st := range steps {
 			if !sleep(ctx, st.wait) {
@@ -122,6 +123,30 @@ func (s *simulator) harvest(ctx context.Context, ip string) {
 		}
 	}
 	s.n.say("  %s finished: %d unknown, %d valid", ip, unknown, valid)
+}
+
+// relayProbe tries the routing tricks that make a gateway in front of a
+// trusting downstream an open relay (issue 7): each is refused 554 5.7.1
+// before anything reaches the downstream.
+func (s *simulator) relayProbe(ctx context.Context, ip string) {
+	s.n.say("ATTACK         open-relay probe from %s: addresses that route through the downstream", ip)
+	c, err := s.dial(ctx, ip)
+	if err != nil {
+		s.n.say("  %s could not connect: %v", ip, err)
+		return
+	}
+	defer c.close()
+	c.cmd("EHLO prober.test")
+	for _, rcpt := range []string{
+		"victim@elsewhere.test", "victim%elsewhere.test@example.test", `"victim@elsewhere.test"@example.test`,
+		"elsewhere.test!victim@example.test", "@example.test:victim@elsewhere.test",
+	} {
+		c.cmd("MAIL FROM:<probe@prober.test>")
+		_, reply := c.cmd("RCPT TO:<" + rcpt + ">")
+		s.n.say("  %s RCPT TO:<%s>: %s", ip, rcpt, reply)
+		c.cmd("RSET")
+	}
+	c.cmd("QUIT")
 }
 
 // reconnect shows that the blocked source is now refused at connect.
