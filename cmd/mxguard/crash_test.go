@@ -73,7 +73,7 @@ func TestKill9NoLoss(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer sink.Close()
-			r := newRig(t, sink, crashConfig)
+			r := newRig(t, sink.Addr(), crashConfig)
 
 			// 1. Killed while spooling.
 			sink.SetDown(true)

@@ -97,7 +97,7 @@ func TestServeEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sink.Close()
-	r := newRig(t, sink, `rules:
+	r := newRig(t, sink.Addr(), `rules:
   - {name: harvest, type: directory_harvest, window: 10m, threshold: 3, actions: [block], block_for: 1h}
 `)
 	r.start()
@@ -166,7 +166,7 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 }
 
-func waitListening(t *testing.T, addr string) {
+func waitListening(t testing.TB, addr string) {
 	t.Helper()
 	for i := 0; i < 200; i++ {
 		if c, err := net.Dial("tcp", addr); err == nil {

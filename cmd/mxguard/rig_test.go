@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"mxguard/internal/mailsink"
 	"mxguard/internal/testutil"
 )
 
@@ -24,7 +23,7 @@ var buildOnce struct {
 }
 
 // binary builds cmd/mxguard once per test run.
-func binary(t *testing.T) string {
+func binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "mxguard-bin-")
@@ -47,15 +46,16 @@ const rigToken = "rig-token-8d41c7e2a9"
 // rig is one `mxguard serve` child process with a fixed config file and
 // data_dir, in front of sink; it can be started, killed and restarted.
 type rig struct {
-	t                   *testing.T
+	t                   testing.TB
 	bin, cfg, yaml      string
 	smtpAddr, adminAddr string
 	cmd                 *exec.Cmd
 	logs                *lockedBuffer
 }
 
-// newRig writes the config: the base below plus extra top-level YAML.
-func newRig(t *testing.T, sink *mailsink.Server, extra string) *rig {
+// newRig writes the config, in front of the downstream server at
+// downstream: the base below plus extra top-level YAML.
+func newRig(t testing.TB, downstream string, extra string) *rig {
 	dir := t.TempDir()
 	r := &rig{t: t, bin: binary(t), cfg: filepath.Join(dir, "mxguard.yaml"),
 		smtpAddr: testutil.FreeAddr(t), adminAddr: testutil.FreeAddr(t)}
@@ -69,7 +69,7 @@ delivery:
   servers: [{address: %s}]
   check_interval: 200ms
   down_after: 1
-`, r.smtpAddr, r.adminAddr, rigToken, filepath.Join(dir, "var"), sink.Addr()) + extra
+`, r.smtpAddr, r.adminAddr, rigToken, filepath.Join(dir, "var"), downstream) + extra
 	if err := os.WriteFile(r.cfg, []byte(r.yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -150,7 +150,7 @@ func send(t *testing.T, r *delivery.Manager) (string, error) {
 		txn.Abort()
 		return "", err
 	}
-	if _, err := txn.Data(ctx, nil, []byte("Subject: health\r\n\r\nHello.\r\n")); err != nil {
+	if _, err := txn.Data(ctx, nil, strings.NewReader("Subject: health\r\n\r\nHello.\r\n")); err != nil {
 		return "", err
 	}
 	return txn.Server(), nil

@@ -23,6 +23,7 @@ import (
 	"mxguard/internal/detect"
 	"mxguard/internal/events"
 	"mxguard/internal/metrics"
+	"mxguard/internal/msgbuf"
 	"mxguard/internal/recipients"
 	"mxguard/internal/relay"
 	"mxguard/internal/smtpd"
@@ -147,10 +148,17 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 		return err
 	}
 	g.Metrics.Prime("smtp", events.Types, set.Chain.Names())
+	// Message data past its first part waits in data_dir/tmp; what an
+	// earlier run left there is deleted.
+	buffers, err := msgbuf.New(msgbuf.Options{Dir: filepath.Join(cfg.DataDir, "tmp")})
+	if err != nil {
+		return fmt.Errorf("message buffers: %w", err)
+	}
 	g.SMTP = smtpd.New(smtpd.Options{
 		Name:      "smtp",
 		Detector:  g.Engine,
 		Relay:     g.Delivery,
+		Buffers:   buffers,
 		Spooler:   spooler{Manager: g.Spool, store: g.spoolStore},
 		Directory: g.Recipients,
 		Metrics:   g.Metrics,

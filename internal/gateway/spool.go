@@ -23,8 +23,8 @@ type spooler struct {
 	store *spool.Spool
 }
 
-func (s spooler) Put(ctx context.Context, env spool.Envelope, parts ...[]byte) (string, error) {
-	return s.store.Put(ctx, env, parts...)
+func (s spooler) Put(ctx context.Context, env spool.Envelope, size int64, msg io.Reader) (string, error) {
+	return s.store.Put(ctx, env, size, msg)
 }
 
 // openSpool opens data_dir/spool (recovering what a crash left) and builds
@@ -58,13 +58,10 @@ func (g *Gateway) openSpool(cfg *config.Config) error {
 // relay, with the Deliverer contract of internal/spool.
 type relayDeliverer struct{ g *Gateway }
 
+// The message streams from the spool file to the downstream: a damaged
+// file fails its checksum at the end of the read, before the final dot,
+// so the downstream drops it (relay.ErrBody wrapping the spool's error).
 func (d relayDeliverer) Deliver(ctx context.Context, env spool.Envelope, msg io.Reader) error {
-	// Read it all first: a damaged spool file fails here, before the
-	// downstream could take a truncated message.
-	body, err := io.ReadAll(msg)
-	if err != nil {
-		return err
-	}
 	// The envelope holds canonical addresses (smtpd writes
 	// address.Mailbox.String()); it is parsed back strictly, so a damaged
 	// or hand-edited spool file cannot put raw text into a command. What
@@ -90,7 +87,7 @@ func (d relayDeliverer) Deliver(ctx context.Context, env spool.Envelope, msg io.
 	if len(rcpts) == 0 {
 		return refused
 	}
-	txn, err := d.g.Delivery.Begin(ctx, from, relay.MailOptions{Size: int64(len(body)), EightBit: true})
+	txn, err := d.g.Delivery.Begin(ctx, from, relay.MailOptions{Size: env.Size, EightBit: true})
 	if err != nil {
 		return noServer(err)
 	}
@@ -111,7 +108,7 @@ func (d relayDeliverer) Deliver(ctx context.Context, env spool.Envelope, msg io.
 		txn.Abort()
 		return refused
 	}
-	if _, err := txn.Data(ctx, nil, body); err != nil {
+	if _, err := txn.Data(ctx, nil, msg); err != nil {
 		return err
 	}
 	if len(refused) > 0 {

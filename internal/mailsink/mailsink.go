@@ -222,6 +222,23 @@ func (s *Server) Messages() []Message {
 	return append([]Message(nil), s.msgs...)
 }
 
+// Relayed finds the newest stored message with a "Subject: subject" line
+// and splits it there: trace is what a relay prepended (its Received
+// line), msg the message from that line on, as the relay's client sent it
+// when the Subject came first.
+func (s *Server) Relayed(subject string) (trace, msg string, ok bool) {
+	line := "Subject: " + subject + "\r\n"
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.msgs) - 1; i >= 0; i-- {
+		d := string(s.msgs[i].Data)
+		if j := strings.Index(d, line); j >= 0 {
+			return d[:j], d[j:], true
+		}
+	}
+	return "", "", false
+}
+
 // Count is the number of messages accepted since Start.
 func (s *Server) Count() int {
 	s.mu.Lock()

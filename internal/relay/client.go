@@ -290,16 +290,21 @@ func (c *client) rcpt(to address.Mailbox) error {
 // NOTIFY and ORCPT are not passed on (see README).
 func rcptLine(to address.Mailbox) string { return "RCPT TO:<" + to.String() + ">" }
 
-// data sends DATA, then the parts dot-stuffed (RFC 5321 §4.5.2) with the
-// final dot in one write, and returns the server's reply text. The whole
-// exchange, DATA to final reply, is bounded by timeout.
+// data sends DATA, then header and body dot-stuffed (RFC 5321 §4.5.2)
+// and the final dot, and returns the server's reply text. The whole
+// exchange, DATA to final reply, is bounded by timeout. The body is
+// streamed through the connection's write buffer: a message that fits in
+// it goes out with its final dot in one write, a larger one in
+// buffer-sized writes, never all in memory. If the body cannot be read the
+// final dot is never sent and the connection is closed, so the server
+// drops what it got; the error wraps ErrBody.
 //
 // ctx can interrupt it until the final dot is written, not after: then
 // the downstream has the whole message and is deciding. Hanging up on it
 // would not unsend the message (a server that already queued it delivers
 // it; RFC 1047), it would only cost the pooled connection and the record
 // of what the downstream said.
-func (c *client) data(ctx context.Context, timeout time.Duration, parts ...[]byte) (string, error) {
+func (c *client) data(ctx context.Context, timeout time.Duration, header []byte, body io.Reader) (string, error) {
 	end := time.Now().Add(timeout)
 	stop, watching := c.watch(ctx), true
 	defer func() {
@@ -320,24 +325,14 @@ func (c *client) data(ctx context.Context, timeout time.Duration, parts ...[]byt
 		return "", err
 	}
 	c.raw.SetDeadline(end)
-	bol := true // at the beginning of a line
-	for _, p := range parts {
-		for len(p) > 0 {
-			if bol && p[0] == '.' {
-				c.w.WriteByte('.')
-			}
-			i := bytes.IndexByte(p, '\n')
-			if i < 0 {
-				c.w.Write(p)
-				bol = false
-				break
-			}
-			c.w.Write(p[:i+1])
-			p = p[i+1:]
-			bol = true
-		}
+	dw := &dotWriter{w: c.w, bol: true}
+	dw.Write(header)
+	if _, err := io.Copy(dw, body); err != nil && dw.err == nil {
+		c.broken = true
+		c.close()
+		return "", fmt.Errorf("%w: %w", ErrBody, err)
 	}
-	if !bol {
+	if !dw.bol {
 		c.w.WriteString("\r\n")
 	}
 	c.w.WriteString(".\r\n")
@@ -354,6 +349,43 @@ func (c *client) data(ctx context.Context, timeout time.Duration, parts ...[]byt
 		}
 	}
 	return text, err
+}
+
+// ErrBody means the message could not be read (our storage failed, or a
+// spool file failed its checksum): the downstream never got the final dot
+// and nothing was delivered. It is not the server's failure.
+var ErrBody = errors.New("relay: cannot read the message")
+
+// dotWriter dot-stuffs (RFC 5321 §4.5.2: a line starting with "." gets
+// one more) into w, in runs between such lines rather than line by line.
+type dotWriter struct {
+	w   *bufio.Writer
+	bol bool  // at the beginning of a line
+	err error // the first write error: the connection broke
+}
+
+var nlDot = []byte("\n.")
+
+func (d *dotWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 && d.err == nil {
+		if d.bol && p[0] == '.' {
+			d.w.WriteByte('.')
+		}
+		i := bytes.Index(p, nlDot)
+		if i < 0 {
+			_, d.err = d.w.Write(p)
+			d.bol = p[len(p)-1] == '\n'
+			break
+		}
+		_, d.err = d.w.Write(p[:i+1])
+		p = p[i+1:]
+		d.bol = true
+	}
+	if d.err != nil {
+		return 0, d.err
+	}
+	return n, nil
 }
 
 func earliest(a, b time.Time) time.Time {

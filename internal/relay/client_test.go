@@ -5,10 +5,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -21,7 +24,9 @@ type fakeServer struct {
 	conn net.Conn
 }
 
-func newPair(t *testing.T, greeting, ehlo string) (*fakeServer, net.Conn) {
+// newPair connects a client to a fakeServer that sends greeting and
+// answers EHLO with ehlo.
+func newPair(t *testing.T, greeting, ehlo string) (*fakeServer, *client) {
 	t.Helper()
 	a, b := net.Pipe()
 	t.Cleanup(func() { a.Close(); b.Close() })
@@ -32,15 +37,15 @@ func newPair(t *testing.T, greeting, ehlo string) (*fakeServer, net.Conn) {
 		r.ReadString('\n') // EHLO
 		b.Write([]byte(ehlo))
 	}()
-	return s, a
-}
-
-func TestClientPipelinesMailAndRcpt(t *testing.T) {
-	srv, conn := newPair(t, "220 sink ESMTP\r\n", "250-sink\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250 8BITMIME\r\n")
-	c, err := newClient(context.Background(), conn, clientConfig{hostname: "mx.test", cmdTimeout: 5 * time.Second})
+	c, err := newClient(context.Background(), a, clientConfig{hostname: "mx.test", cmdTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, c
+}
+
+func TestClientPipelinesMailAndRcpt(t *testing.T) {
+	srv, c := newPair(t, "220 sink ESMTP\r\n", "250-sink\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250 8BITMIME\r\n")
 	got := make(chan string, 1)
 	go func() {
 		buf := make([]byte, 4096)
@@ -65,11 +70,7 @@ func TestClientPipelinesMailAndRcpt(t *testing.T) {
 // parsed address and only the parameters mxguard understands; a quoted
 // local part that holds "> NOTIFY=..." stays one quoted local part.
 func TestClientWritesParsedAddresses(t *testing.T) {
-	srv, conn := newPair(t, "220 sink ESMTP\r\n", "250-sink\r\n250-PIPELINING\r\n250-SMTPUTF8\r\n250 DSN\r\n")
-	c, err := newClient(context.Background(), conn, clientConfig{hostname: "mx.test", cmdTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, c := newPair(t, "220 sink ESMTP\r\n", "250-sink\r\n250-PIPELINING\r\n250-SMTPUTF8\r\n250 DSN\r\n")
 	p, _, err := address.ParsePath(`<"victim@evil.test> NOTIFY=NEVER ORCPT=rfc822;x"@Example.TEST.>`, address.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -105,11 +106,7 @@ func TestClientWritesParsedAddresses(t *testing.T) {
 }
 
 func TestClientWithoutPipelining(t *testing.T) {
-	srv, conn := newPair(t, "220 old\r\n", "250 old\r\n")
-	c, err := newClient(context.Background(), conn, clientConfig{hostname: "mx.test", cmdTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, c := newPair(t, "220 old\r\n", "250 old\r\n")
 	go func() {
 		r := bufio.NewReader(srv.conn)
 		r.ReadString('\n')
@@ -122,20 +119,51 @@ func TestClientWithoutPipelining(t *testing.T) {
 	}
 }
 
-func TestClientDataDotStuffingOneWrite(t *testing.T) {
-	srv, conn := newPair(t, "220 sink\r\n", "250 sink\r\n")
-	c, err := newClient(context.Background(), conn, clientConfig{hostname: "mx.test", cmdTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var body bytes.Buffer
+// countingConn counts the writes made on a connection and their largest.
+type countingConn struct {
+	net.Conn
+	mu       sync.Mutex
+	writes   int
+	maxWrite int
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	c.writes++
+	c.maxWrite = max(c.maxWrite, len(p))
+	c.mu.Unlock()
+	return c.Conn.Write(p)
+}
+
+// countWrites makes c count its writes.
+func countWrites(c *client) *countingConn {
+	cc := &countingConn{Conn: c.conn}
+	c.conn = cc
+	c.w.Reset(cc)
+	return cc
+}
+
+func (c *countingConn) counts() (int, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.writes, c.maxWrite
+}
+
+// dataServer answers DATA with 354, collects the message up to the final
+// dot (still dot-stuffed, as on the wire) and answers 250; got receives it,
+// or what came before the connection closed.
+func dataServer(srv *fakeServer) <-chan string {
+	got := make(chan string, 1)
 	go func() {
+		var body bytes.Buffer
+		defer func() { got <- body.String() }()
 		r := bufio.NewReader(srv.conn)
 		r.ReadString('\n') // DATA
 		srv.conn.Write([]byte("354 go\r\n"))
 		for {
 			l, err := r.ReadString('\n')
 			if err != nil {
+				body.WriteString(l)
 				return
 			}
 			if l == ".\r\n" {
@@ -145,14 +173,104 @@ func TestClientDataDotStuffingOneWrite(t *testing.T) {
 		}
 		srv.conn.Write([]byte("250 2.0.0 Ok: queued as X\r\n"))
 	}()
-	text, err := c.data(context.Background(), 5*time.Second, []byte("Received: x\r\n"), []byte(".leading dot\r\nmiddle\r\n..two\r\nno final newline"))
+	return got
+}
+
+// TestClientDataDotStuffingOneWrite: lines starting with a dot get one
+// more (RFC 5321 §4.5.2), a missing final line end is added, and a small
+// message goes out with its final dot in a single write.
+func TestClientDataDotStuffingOneWrite(t *testing.T) {
+	srv, c := newPair(t, "220 sink\r\n", "250 sink\r\n")
+	cc := countWrites(c)
+	got := dataServer(srv)
+	before, _ := cc.counts()
+	text, err := c.data(context.Background(), 5*time.Second, []byte("Received: x\r\n"), iotest.OneByteReader(strings.NewReader(".leading dot\r\nmiddle\r\n..two\r\nno final newline")))
 	if err != nil || text != "2.0.0 Ok: queued as X" {
 		t.Fatalf("data: %q %v", text, err)
 	}
 	want := "Received: x\r\n..leading dot\r\nmiddle\r\n...two\r\nno final newline\r\n"
-	if body.String() != want {
-		t.Errorf("stuffed body %q, want %q", body.String(), want)
+	if body := <-got; body != want {
+		t.Errorf("stuffed body %q, want %q", body, want)
 	}
+	if after, _ := cc.counts(); after-before != 2 {
+		t.Errorf("DATA and the message took %d writes, want 2 (the command, then message and dot together)", after-before)
+	}
+}
+
+// TestClientDataStreams: a message far larger than the write buffer goes
+// out in buffer-sized writes, intact.
+func TestClientDataStreams(t *testing.T) {
+	srv, c := newPair(t, "220 sink\r\n", "250 sink\r\n")
+	cc := countWrites(c)
+	var msg bytes.Buffer
+	for i := 0; msg.Len() < 2<<20; i++ {
+		fmt.Fprintf(&msg, "line %d of a large message, with some text to make it longer\r\n", i)
+		if i%50 == 0 {
+			msg.WriteString(".dotted\r\n")
+		}
+	}
+	got := dataServer(srv)
+	if _, err := c.data(context.Background(), 5*time.Second, nil, bytes.NewReader(msg.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	want := strings.ReplaceAll(msg.String(), "\n.", "\n..")
+	if body := <-got; body != want {
+		t.Errorf("large message altered: %d bytes, want %d", len(body), len(want))
+	}
+	if writes, biggest := cc.counts(); writes < 50 || biggest > 64<<10 {
+		t.Errorf("2 MiB in %d writes of at most %d bytes: not streamed through the buffer", writes, biggest)
+	}
+}
+
+// TestClientDataBodyError: when the message cannot be read the final dot
+// is never sent, so the server drops the partial message.
+func TestClientDataBodyError(t *testing.T) {
+	srv, c := newPair(t, "220 sink\r\n", "250 sink\r\n")
+	got := dataServer(srv)
+	damaged := errors.New("checksum mismatch")
+	body := io.MultiReader(strings.NewReader(strings.Repeat("x\r\n", 20000)), iotest.ErrReader(damaged))
+	if _, err := c.data(context.Background(), 5*time.Second, nil, body); !errors.Is(err, ErrBody) || !errors.Is(err, damaged) {
+		t.Fatalf("data: %v, want ErrBody wrapping the read error", err)
+	}
+	if b := <-got; strings.Contains(b, "\r\n.\r\n") || strings.HasPrefix(b, ".\r\n") {
+		t.Error("the final dot was sent after a read error")
+	}
+}
+
+// FuzzDotStuffing: whatever the message and however the reader cuts it,
+// the server gets it back exactly by removing one leading dot per line
+// (RFC 5321 §4.5.2), with a line end added if it had none.
+func FuzzDotStuffing(f *testing.F) {
+	f.Add([]byte(".a\r\n..b\r\nc"), uint8(1))
+	f.Add([]byte("\n.\n.\r\n"), uint8(2))
+	f.Fuzz(func(t *testing.T, msg []byte, cut uint8) {
+		var out bytes.Buffer
+		w := bufio.NewWriterSize(&out, 16)
+		dw := &dotWriter{w: w, bol: true}
+		r := io.Reader(bytes.NewReader(msg))
+		if cut%2 == 1 {
+			r = iotest.OneByteReader(r)
+		}
+		if _, err := io.Copy(dw, r); err != nil {
+			t.Fatal(err)
+		}
+		w.Flush()
+		var back []byte
+		for _, l := range bytes.SplitAfter(out.Bytes(), []byte("\n")) {
+			if len(l) > 0 && l[0] == '.' {
+				l = l[1:]
+			}
+			back = append(back, l...)
+		}
+		if !bytes.Equal(back, msg) {
+			t.Errorf("unstuffed %q, want %q", back, msg)
+		}
+		for _, l := range bytes.SplitAfter(out.Bytes(), []byte("\n")) {
+			if len(l) > 0 && l[0] == '.' && (len(l) < 2 || l[1] != '.') {
+				t.Errorf("line %q starts with a single dot on the wire", l)
+			}
+		}
+	})
 }
 
 func TestClientHeloFallback(t *testing.T) {

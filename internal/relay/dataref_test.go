@@ -3,8 +3,10 @@ package relay_test
 import (
 	"context"
 	"errors"
+	"io"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/emersion/go-smtp"
 
@@ -71,7 +73,7 @@ func TestRefusedDataLeavesCleanConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	var se *smtp.SMTPError
-	if _, err := txn.Data(ctx, nil, []byte("Subject: x\r\n\r\nx\r\n")); !errors.As(err, &se) || se.Code != 450 {
+	if _, err := txn.Data(ctx, nil, strings.NewReader("Subject: x\r\n\r\nx\r\n")); !errors.As(err, &se) || se.Code != 450 {
 		t.Fatalf("DATA: %v, want the downstream's 450", err)
 	}
 	for i := 0; i < 3; i++ {
@@ -82,8 +84,38 @@ func TestRefusedDataLeavesCleanConnection(t *testing.T) {
 		if err := txn.Rcpt(ctx, address.MustParse("alice@example.test")); err != nil {
 			t.Fatalf("transaction %d after a refused DATA: RCPT %v", i, err)
 		}
-		if _, err := txn.Data(ctx, nil, []byte("Subject: y\r\n\r\ny\r\n")); err != nil {
+		if _, err := txn.Data(ctx, nil, strings.NewReader("Subject: y\r\n\r\ny\r\n")); err != nil {
 			t.Fatalf("transaction %d: DATA %v", i, err)
 		}
+	}
+}
+
+// TestUnreadableBodyIsNotTheServers: a message that cannot be read (a
+// damaged spool file, a failing disk) ends its transaction without the
+// final dot, wraps ErrBody, and is not reported against the server, which
+// takes the next message.
+func TestUnreadableBodyIsNotTheServers(t *testing.T) {
+	addr := postfixLike(t)
+	r := relay.New(relay.Options{Hostname: "mx.test"})
+	rt := newRoute(addr)
+	defer r.Close()
+	ctx := context.Background()
+	txn, err := r.Begin(ctx, rt, address.MustParse("a@remote.test"), relay.MailOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Rcpt(ctx, address.MustParse("alice@example.test")); err != nil {
+		t.Fatal(err)
+	}
+	damaged := errors.New("checksum mismatch")
+	body := io.MultiReader(strings.NewReader("Subject: x\r\n\r\nx\r\n"), iotest.ErrReader(damaged))
+	if _, err := txn.Data(ctx, nil, body); !errors.Is(err, relay.ErrBody) || !errors.Is(err, damaged) {
+		t.Fatalf("DATA with an unreadable body: %v", err)
+	}
+	if f := rt.failures(); len(f) != 0 {
+		t.Fatalf("our own read error was reported against the server: %v", f)
+	}
+	if _, err := send(t, r, rt); err != nil {
+		t.Fatalf("next message: %v", err)
 	}
 }

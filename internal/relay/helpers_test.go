@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 
@@ -69,7 +70,7 @@ func transact(t *testing.T, r *relay.Relay, rt relay.Router) (server, stage stri
 		txn.Abort()
 		return "", "RCPT", err
 	}
-	if _, err := txn.Data(ctx, []byte("Received: test\r\n"), []byte("Subject: test\r\n\r\nHello.\r\n")); err != nil {
+	if _, err := txn.Data(ctx, []byte("Received: test\r\n"), strings.NewReader("Subject: test\r\n\r\nHello.\r\n")); err != nil {
 		return "", "DATA", err
 	}
 	return txn.Server(), "", nil

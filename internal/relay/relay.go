@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -301,11 +302,17 @@ func isReply(err error) bool {
 	return ok && se.Code != 421
 }
 
-// Data sends the message (header is written first, typically our Received
-// line) and returns the downstream's final reply text. The transaction is
-// over afterwards, whatever the outcome.
-func (t *Txn) Data(ctx context.Context, header, body []byte) (string, error) {
+// Data sends the message, header first (typically our Received line),
+// then body streamed to its end, and returns the downstream's final reply
+// text. The transaction is over afterwards, whatever the outcome. An error
+// reading body wraps ErrBody and that error (the downstream got no final
+// dot; the connection is dropped and not counted against the server).
+func (t *Txn) Data(ctx context.Context, header []byte, body io.Reader) (string, error) {
 	text, err := t.p.c.data(ctx, time.Duration(t.r.dataTimeout.Load()), header, body)
+	if errors.Is(err, ErrBody) {
+		t.done = true
+		return "", err
+	}
 	if err != nil {
 		return "", t.end(ctx, "DATA", err)
 	}

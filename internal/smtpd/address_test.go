@@ -298,7 +298,7 @@ type spoolRecorder struct {
 }
 
 func (s *spoolRecorder) Decide() spool.Decision { return spool.Decision{Mode: spool.ModeSpool} }
-func (s *spoolRecorder) Put(_ context.Context, env spool.Envelope, _ ...[]byte) (string, error) {
+func (s *spoolRecorder) Put(_ context.Context, env spool.Envelope, _ int64, _ io.Reader) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.envs = append(s.envs, env)

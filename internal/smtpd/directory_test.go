@@ -3,6 +3,7 @@ package smtpd
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -42,7 +43,7 @@ func (f *fakeSpooler) Decide() spool.Decision {
 	return f.d
 }
 
-func (f *fakeSpooler) Put(_ context.Context, env spool.Envelope, _ ...[]byte) (string, error) {
+func (f *fakeSpooler) Put(_ context.Context, env spool.Envelope, _ int64, _ io.Reader) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.putErr != nil {

@@ -13,6 +13,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -27,6 +28,7 @@ import (
 	"mxguard/internal/config"
 	"mxguard/internal/detect"
 	"mxguard/internal/metrics"
+	"mxguard/internal/msgbuf"
 	"mxguard/internal/pipeline"
 	"mxguard/internal/recipients"
 	"mxguard/internal/relay"
@@ -54,7 +56,8 @@ type Relay interface {
 // and a deferral (internal/spool), and stores spooled messages durably.
 type Spooler interface {
 	Decide() spool.Decision
-	Put(ctx context.Context, env spool.Envelope, parts ...[]byte) (string, error)
+	// Put streams a message of size bytes from msg into the spool.
+	Put(ctx context.Context, env spool.Envelope, size int64, msg io.Reader) (string, error)
 }
 
 // Directory is the recipients directory (internal/recipients): it refuses
@@ -87,10 +90,13 @@ type Options struct {
 	Name      string // listener name for metrics and logs: "smtp"
 	Detector  Detector
 	Relay     Relay
-	Spooler   Spooler          // nil: always pass-through
-	Directory Directory        // nil: the downstream's verdict only
-	Metrics   *metrics.Metrics // may be nil
-	Logger    *slog.Logger
+	Spooler   Spooler   // nil: always pass-through
+	Directory Directory // nil: the downstream's verdict only
+	// Buffers hold message data during DATA: memory up to a budget,
+	// then data_dir/tmp (required).
+	Buffers *msgbuf.Store
+	Metrics *metrics.Metrics // may be nil
+	Logger  *slog.Logger
 	// Stress are the timeouts of stress mode (stress.go); zero fields take
 	// the defaults (10s greeting and command, 2m DATA).
 	Stress config.Timeouts

@@ -19,6 +19,7 @@ import (
 	"mxguard/internal/detect"
 	"mxguard/internal/mailsink"
 	"mxguard/internal/metrics"
+	"mxguard/internal/msgbuf"
 	"mxguard/internal/pipeline"
 	"mxguard/internal/relay"
 	"mxguard/internal/reply"
@@ -34,8 +35,9 @@ func startServer(t testing.TB, extra pipeline.DataCheck, adjust ...func(*Options
 }
 
 // startServerTo is startServer in front of any downstream; with adjust
-// the test changes options and settings (a spooler, trusted networks)
-// before the start.
+// the test changes options and settings (a spooler, trusted networks,
+// message buffers: by default a store in a temporary directory) before
+// the start.
 func startServerTo(t testing.TB, downstream string, extra pipeline.DataCheck, adjust ...func(*Options, *Settings)) (string, *metrics.Metrics) {
 	t.Helper()
 	addr, _, m := startOpts(t, serverOpts{downstream: downstream, extra: extra, adjust: adjust})
@@ -118,6 +120,12 @@ func startTestServer(t testing.TB, o serverOpts) *testServer {
 	for _, f := range o.adjust {
 		f(&so, set)
 	}
+	if so.Buffers == nil {
+		var err error
+		if so.Buffers, err = msgbuf.New(msgbuf.Options{Dir: t.TempDir()}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	srv := New(so, set)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -137,7 +145,7 @@ type panicCheck struct{}
 
 func (panicCheck) Name() string { return "panic" }
 func (panicCheck) CheckData(_ context.Context, _ *pipeline.Session, m *pipeline.Message) *reply.Reply {
-	if strings.Contains(string(m.Data), "X-Crash: yes") {
+	if hdr, _, _ := m.Header(4096); strings.Contains(string(hdr), "X-Crash: yes") {
 		panic("check bug")
 	}
 	return nil

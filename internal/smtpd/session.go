@@ -17,6 +17,7 @@ import (
 	"mxguard/internal/address"
 	"mxguard/internal/detect"
 	"mxguard/internal/metrics"
+	"mxguard/internal/msgbuf"
 	"mxguard/internal/pipeline"
 	"mxguard/internal/recipients"
 	"mxguard/internal/relay"
@@ -357,24 +358,18 @@ func refusal(err error, se **smtp.SMTPError) bool {
 	return errors.As(err, se) && (*se).Code != 421
 }
 
-var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-// Data receives the whole message (content checks need all of it), hands it
-// downstream, and answers 250 only after the downstream's 250.
+// Data receives the message into a buffer that spills to disk past its
+// first part (internal/msgbuf), runs the content checks on it, hands it
+// downstream or into the spool streaming from that buffer, and answers 250
+// only after the downstream's 250 or the spool's fsync.
 func (s *session) Data(r io.Reader) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.c
 	m := c.srv.o.Metrics
-	buf := bufPool.Get().(*bytes.Buffer)
-	buf.Reset()
-	defer func() {
-		if buf.Cap() <= 1<<20 {
-			bufPool.Put(buf)
-		}
-	}()
-	_, err := buf.ReadFrom(r)
-	if err != nil {
+	buf := c.srv.o.Buffers.NewBuffer()
+	defer buf.Close()
+	if _, err := buf.ReadFrom(r); err != nil {
 		s.abort()
 		countMsg(m, "rejected")
 		switch {
@@ -386,6 +381,11 @@ func (s *session) Data(r io.Reader) error {
 			return s.answer(&r)
 		case errors.Is(err, smtp.ErrDataReset):
 			return err // BDAT ended by RSET: go-smtp answers it
+		case errors.Is(err, msgbuf.ErrStorage):
+			// Our disk failed: a temporary failure; go-smtp reads and
+			// drops the rest of the message before answering.
+			c.log().Error("message not stored", "err", err)
+			return s.answer(&reply.InternalError)
 		}
 		// The connection failed mid-message (or timed out): a temporary
 		// failure, never the 554 go-smtp would make of a plain error. It
@@ -394,12 +394,12 @@ func (s *session) Data(r io.Reader) error {
 		c.log().Info("message not received", "err", err)
 		return s.smtpError(&reply.InternalError)
 	}
-	size := int64(buf.Len())
+	size := buf.Size()
 	if !s.spooling && (s.txn == nil || s.broken) {
 		countMsg(m, "deferred")
 		return s.answer(&reply.ServersDown)
 	}
-	msg := &pipeline.Message{Data: buf.Bytes()}
+	msg := &pipeline.Message{Content: buf}
 	if rep := c.set.Chain.RunData(s.ctx(), &c.ps, msg); rep != nil {
 		s.abort()
 		countMsg(m, "rejected")
@@ -412,11 +412,11 @@ func (s *session) Data(r io.Reader) error {
 	id := newID()
 	hdr := s.received(id)
 	if s.spooling {
-		return s.spool(hdr, buf.Bytes(), size)
+		return s.spool(hdr, buf)
 	}
 	txn := s.txn
 	s.txn = nil
-	text, err := txn.Data(s.ctx(), hdr, buf.Bytes())
+	text, err := txn.Data(s.ctx(), hdr, buf.Reader())
 	if err != nil {
 		var se *smtp.SMTPError
 		if refusal(err, &se) {
@@ -426,6 +426,11 @@ func (s *session) Data(r io.Reader) error {
 			return se
 		}
 		countMsg(m, "deferred")
+		if errors.Is(err, relay.ErrBody) {
+			// Our buffer could not be read back: nothing was delivered.
+			c.log().Error("message not relayed", "err", err)
+			return s.answer(&reply.InternalError)
+		}
 		c.log().Warn("downstream failed during DATA", "err", err)
 		return s.answer(&reply.ServersDown)
 	}
@@ -439,13 +444,15 @@ func (s *session) Data(r io.Reader) error {
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
 }
 
-// spool writes the message durably into the outage spool; 250 only after
-// the file and its directory were fsynced (INTERFACE.md §4).
-func (s *session) spool(hdr, body []byte, size int64) error {
+// spool writes the message durably into the outage spool, streaming it
+// from buf; 250 only after the file and its directory were fsynced
+// (INTERFACE.md §4).
+func (s *session) spool(hdr []byte, buf *msgbuf.Buffer) error {
 	c := s.c
 	m := c.srv.o.Metrics
+	size := buf.Size()
 	env := spool.Envelope{From: s.from.String(), Recipients: append([]string(nil), s.rcpts...), Source: c.addr.String()}
-	id, err := c.srv.o.Spooler.Put(s.ctx(), env, hdr, body)
+	id, err := c.srv.o.Spooler.Put(s.ctx(), env, int64(len(hdr))+size, io.MultiReader(bytes.NewReader(hdr), buf.Reader()))
 	s.abort()
 	if errors.Is(err, spool.ErrFull) {
 		countMsg(m, "deferred")

@@ -27,7 +27,7 @@ func BenchmarkPut(b *testing.B) {
 			s, _ := openSpool(b, Options{})
 			b.SetBytes(int64(size))
 			for b.Loop() {
-				if _, err := s.Put(context.Background(), env, msg); err != nil {
+				if _, err := putBytes(s, context.Background(), env, msg); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -40,7 +40,7 @@ func BenchmarkPut(b *testing.B) {
 			b.SetParallelism(8)
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					if _, err := s.Put(context.Background(), env, msg); err != nil {
+					if _, err := putBytes(s, context.Background(), env, msg); err != nil {
 						b.Error(err)
 						return
 					}
@@ -77,7 +77,7 @@ func BenchmarkFsync(b *testing.B) {
 		i := 0
 		for b.Loop() {
 			i++
-			if err := writeSynced(filepath.Join(dir, fmt.Sprint(i)), [][]byte{block}); err != nil {
+			if err := writeSynced(filepath.Join(dir, fmt.Sprint(i)), writeBytes(block)); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -97,7 +97,7 @@ func BenchmarkFsync(b *testing.B) {
 		for b.Loop() {
 			i++
 			name := fmt.Sprint(i)
-			if err := writeSynced(filepath.Join(dir, "tmp", name), [][]byte{block}); err != nil {
+			if err := writeSynced(filepath.Join(dir, "tmp", name), writeBytes(block)); err != nil {
 				b.Fatal(err)
 			}
 			if err := os.Rename(filepath.Join(dir, "tmp", name), filepath.Join(dir, name)); err != nil {
@@ -125,7 +125,7 @@ func BenchmarkUnspool(b *testing.B) {
 	s, _ := openSpool(b, Options{})
 	msg := bytes.Repeat([]byte("x"), 4<<10)
 	for range b.N {
-		if _, err := s.Put(context.Background(), Envelope{From: "a@example.org", Recipients: []string{"b@example.test"}}, msg); err != nil {
+		if _, err := putBytes(s, context.Background(), Envelope{From: "a@example.org", Recipients: []string{"b@example.test"}}, msg); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -68,7 +68,7 @@ func childPut(dir string) error {
 				n := next
 				next++
 				mu.Unlock()
-				id, err := s.Put(context.Background(), Envelope{From: "a@example.org", Recipients: []string{"b@example.test"}}, crashMessage(n))
+				id, err := putBytes(s, context.Background(), Envelope{From: "a@example.org", Recipients: []string{"b@example.test"}}, crashMessage(n))
 				if err != nil {
 					errc <- err
 					return

@@ -80,7 +80,7 @@ func (m *Manager) bounce(ctx context.Context, env Envelope, fails []failure) err
 	now := m.clock.Now()
 	msg := buildDSN(dsnInput{Hostname: m.o.Hostname, Now: now, Env: env, Failures: fails, Headers: headers})
 	// The DSN may pass max_size: it replaces a larger message at once.
-	id, err := m.o.Spool.put(ctx, Envelope{From: "", Recipients: []string{env.From}, Received: now, Source: dsnSource + env.ID}, false, msg)
+	id, err := m.o.Spool.put(ctx, Envelope{From: "", Recipients: []string{env.From}, Received: now, Source: dsnSource + env.ID}, false, int64(len(msg)), bytes.NewReader(msg))
 	if err != nil {
 		return err
 	}

@@ -57,11 +57,18 @@ func encodeHeader(env *Envelope, msgLen int64, msgCRC uint32) ([]byte, error) {
 	b[8] = formatVersion
 	binary.BigEndian.PutUint32(b[12:], uint32(len(js)))
 	binary.BigEndian.PutUint64(b[16:], uint64(msgLen))
-	binary.BigEndian.PutUint32(b[24:], msgCRC)
 	b = append(b, js...)
-	crc := crc32.Update(crc32.Checksum(b[:28], castagnoli), castagnoli, js)
-	binary.BigEndian.PutUint32(b[28:], crc)
+	setMessageCRC(b, msgCRC)
 	return b, nil
+}
+
+// setMessageCRC stores msgCRC in a header made by encodeHeader and
+// renews the header's own checksum, which covers it. Put streams the
+// message first and seals the header after.
+func setMessageCRC(hdr []byte, msgCRC uint32) {
+	binary.BigEndian.PutUint32(hdr[24:], msgCRC)
+	crc := crc32.Update(crc32.Checksum(hdr[:28], castagnoli), castagnoli, hdr[headerSize:])
+	binary.BigEndian.PutUint32(hdr[28:], crc)
 }
 
 // fileHeader is what decodeHeader learns from a message file.

@@ -72,7 +72,7 @@ func (s *Spool) hold(id string, reason string) error {
 	// The reason first: a crash between the two leaves an orphan reason
 	// file, never a held message without its why.
 	why := fmt.Sprintf("%s %s\n", s.clock.Now().UTC().Format(time.RFC3339), reason)
-	if err := writeSynced(filepath.Join(s.dir, heldDir, id+reasonExt), [][]byte{[]byte(why)}); err != nil {
+	if err := writeSynced(filepath.Join(s.dir, heldDir, id+reasonExt), writeBytes([]byte(why))); err != nil {
 		return fmt.Errorf("spool: hold %s: %w", id, err)
 	}
 	if err := os.Rename(filepath.Join(s.dir, id+msgExt), filepath.Join(s.dir, heldDir, id+msgExt)); err != nil {

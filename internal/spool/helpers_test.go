@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -80,9 +81,15 @@ func testMessage(n int) []byte {
 	return fmt.Appendf(nil, "From: a@example.org\r\nTo: b@example.test\r\nSubject: message %d\r\nMessage-ID: <%d@example.org>\r\n\r\nbody of message %d\r\n", n, n, n)
 }
 
+// putBytes is Put of the concatenated parts.
+func putBytes(s *Spool, ctx context.Context, env Envelope, parts ...[]byte) (string, error) {
+	b := bytes.Join(parts, nil)
+	return s.Put(ctx, env, int64(len(b)), bytes.NewReader(b))
+}
+
 func mustPut(t testing.TB, s *Spool, env Envelope, parts ...[]byte) string {
 	t.Helper()
-	id, err := s.Put(context.Background(), env, parts...)
+	id, err := putBytes(s, context.Background(), env, parts...)
 	if err != nil {
 		t.Fatal(err)
 	}

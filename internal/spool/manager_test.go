@@ -116,7 +116,7 @@ func TestFullRefuses(t *testing.T) {
 	}
 	// The next message does not fit: refused by Put, and from then on by
 	// Decide, before the clients send their DATA.
-	if _, err := f.spool.Put(context.Background(), Envelope{From: "a@example.org"}, testMessage(2)); !errors.Is(err, ErrFull) {
+	if _, err := putBytes(f.spool, context.Background(), Envelope{From: "a@example.org"}, testMessage(2)); !errors.Is(err, ErrFull) {
 		t.Fatalf("Put = %v, want ErrFull", err)
 	}
 	d := f.m.Decide()
@@ -170,7 +170,7 @@ func TestStatePrecedence(t *testing.T) {
 				f.put(t, 1)
 			}
 			if tc.s.full {
-				if _, err := f.spool.Put(context.Background(), Envelope{}, testMessage(2)); !errors.Is(err, ErrFull) {
+				if _, err := putBytes(f.spool, context.Background(), Envelope{}, testMessage(2)); !errors.Is(err, ErrFull) {
 					t.Fatalf("Put = %v, want ErrFull", err)
 				}
 			}

@@ -548,17 +548,18 @@ func newID(t time.Time) string {
 	return fmt.Sprintf("%016x%08x", uint64(t.UnixNano()), rand.Uint32())
 }
 
-// Put writes a message made of parts (typically our Received header and
-// the message as received) and returns its id once it is durable: the file
-// is written under tmp/, fsynced, renamed into DIR and DIR is fsynced. Only
-// then may the front end answer 250 (INTERFACE.md §4). Put returns ErrFull
-// when MaxBytes would be exceeded, and a wrapped error on any disk failure;
-// in both cases nothing was spooled.
-func (s *Spool) Put(ctx context.Context, env Envelope, parts ...[]byte) (string, error) {
-	return s.put(ctx, env, true, parts...)
+// Put streams a message of size bytes from msg (typically our Received
+// header, then the message as received) into the spool and returns its id
+// once it is durable: the file is written under tmp/, fsynced, renamed
+// into DIR and DIR is fsynced. Only then may the front end answer 250
+// (INTERFACE.md §4). Put returns ErrFull when MaxBytes would be exceeded,
+// and a wrapped error on any disk failure or when msg does not yield
+// exactly size bytes; in every error case nothing was spooled.
+func (s *Spool) Put(ctx context.Context, env Envelope, size int64, msg io.Reader) (string, error) {
+	return s.put(ctx, env, true, size, msg)
 }
 
-func (s *Spool) put(ctx context.Context, env Envelope, limit bool, parts ...[]byte) (string, error) {
+func (s *Spool) put(ctx context.Context, env Envelope, limit bool, size int64, msg io.Reader) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
@@ -566,12 +567,6 @@ func (s *Spool) put(ctx context.Context, env Envelope, limit bool, parts ...[]by
 		env.Received = s.clock.Now()
 	}
 	env.Attempts, env.NextAttempt, env.LastError, env.Done, env.Redelivery = 0, time.Time{}, "", nil, false
-	var size int64
-	var crc uint32
-	for _, p := range parts {
-		size += int64(len(p))
-		crc = crc32.Update(crc, castagnoli, p)
-	}
 	env.Size = size
 
 	s.mu.Lock()
@@ -579,7 +574,8 @@ func (s *Spool) put(ctx context.Context, env Envelope, limit bool, parts ...[]by
 	for s.msgs[env.ID] != nil || s.unread[env.ID] != nil {
 		env.ID = newID(env.Received)
 	}
-	hdr, err := encodeHeader(&env, size, crc)
+	// The message CRC is filled in once the message has streamed past.
+	hdr, err := encodeHeader(&env, size, 0)
 	if err != nil {
 		s.mu.Unlock()
 		return "", fmt.Errorf("spool: encode envelope: %w", err)
@@ -593,7 +589,7 @@ func (s *Spool) put(ctx context.Context, env Envelope, limit bool, parts ...[]by
 	s.reserved += fileSize
 	s.mu.Unlock()
 
-	err = s.write(env.ID, hdr, parts)
+	err = s.write(env.ID, hdr, size, msg)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.reserved -= fileSize
@@ -605,10 +601,27 @@ func (s *Spool) put(ctx context.Context, env Envelope, limit bool, parts ...[]by
 	return env.ID, nil
 }
 
-// write makes DIR/ID.msg durable.
-func (s *Spool) write(id string, hdr []byte, parts [][]byte) error {
+// write makes DIR/ID.msg durable: header, the message streamed behind it,
+// then the header again with the message's CRC, all before the fsync.
+func (s *Spool) write(id string, hdr []byte, size int64, msg io.Reader) error {
 	tmp := filepath.Join(s.dir, tmpDir, id+msgExt)
-	if err := writeSynced(tmp, append([][]byte{hdr}, parts...)); err != nil {
+	err := writeSynced(tmp, func(f *os.File) error {
+		if _, err := f.Write(hdr); err != nil {
+			return err
+		}
+		cw := &crcWriter{w: f}
+		// One byte past size tells a longer message from an exact one.
+		if _, err := io.Copy(cw, io.LimitReader(msg, size+1)); err != nil {
+			return err
+		}
+		if cw.n != size {
+			return fmt.Errorf("message is %d bytes, announced %d", cw.n, size)
+		}
+		setMessageCRC(hdr, cw.crc)
+		_, err := f.WriteAt(hdr[:headerSize], 0)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("spool: write %s: %w", id, err)
 	}
 	final := filepath.Join(s.dir, id+msgExt)
@@ -626,18 +639,28 @@ func (s *Spool) write(id string, hdr []byte, parts [][]byte) error {
 	return nil
 }
 
-// writeSynced creates path with the concatenated parts and fsyncs it; on
-// error the file is removed.
-func writeSynced(path string, parts [][]byte) error {
+// crcWriter passes writes on, keeping their CRC-32C and count.
+type crcWriter struct {
+	w   io.Writer
+	crc uint32
+	n   int64
+}
+
+func (c *crcWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.crc = crc32.Update(c.crc, castagnoli, p[:n])
+	c.n += int64(n)
+	return n, err
+}
+
+// writeSynced creates path, lets fill write it and fsyncs it; on error the
+// file is removed.
+func writeSynced(path string, fill func(f *os.File) error) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
-	for _, p := range parts {
-		if _, err = f.Write(p); err != nil {
-			break
-		}
-	}
+	err = fill(f)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -650,10 +673,18 @@ func writeSynced(path string, parts [][]byte) error {
 	return err
 }
 
+// writeBytes is a writeSynced fill that writes b.
+func writeBytes(b []byte) func(f *os.File) error {
+	return func(f *os.File) error {
+		_, err := f.Write(b)
+		return err
+	}
+}
+
 // writeAtomic replaces DIR/name with b: tmp file, fsync, rename, fsync DIR.
 func (s *Spool) writeAtomic(name string, b []byte) error {
 	tmp := filepath.Join(s.dir, tmpDir, name)
-	if err := writeSynced(tmp, [][]byte{b}); err != nil {
+	if err := writeSynced(tmp, writeBytes(b)); err != nil {
 		return fmt.Errorf("spool: write %s: %w", name, err)
 	}
 	if err := os.Rename(tmp, filepath.Join(s.dir, name)); err != nil {

@@ -10,11 +10,13 @@ import (
 	"slices"
 	"syscall"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"mxguard/internal/metrics"
+	mxtest "mxguard/internal/testutil"
 )
 
 func TestPutOpenRoundTrip(t *testing.T) {
@@ -201,7 +203,7 @@ func TestFull(t *testing.T) {
 	s, dir := openSpool(t, Options{MaxBytes: 600})
 	mustPut(t, s, Envelope{From: "a@example.org", Recipients: []string{"b@example.test"}}, testMessage(1))
 	n, b := s.Stats()
-	_, err := s.Put(context.Background(), Envelope{From: "a@example.org", Recipients: []string{"b@example.test"}}, bytes.Repeat([]byte("x"), 600))
+	_, err := putBytes(s, context.Background(), Envelope{From: "a@example.org", Recipients: []string{"b@example.test"}}, bytes.Repeat([]byte("x"), 600))
 	if !errors.Is(err, ErrFull) {
 		t.Fatalf("Put over max: %v, want ErrFull", err)
 	}
@@ -223,7 +225,7 @@ func TestDiskErrorNeverSucceeds(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, tmpDir), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	id, err := s.Put(context.Background(), Envelope{From: "a@example.org", Recipients: []string{"b@example.test"}}, testMessage(1))
+	id, err := putBytes(s, context.Background(), Envelope{From: "a@example.org", Recipients: []string{"b@example.test"}}, testMessage(1))
 	if err == nil || errors.Is(err, ErrFull) {
 		t.Fatalf("Put with a broken spool = %q, %v; want a disk error", id, err)
 	}
@@ -240,7 +242,7 @@ func TestPutHonoursContext(t *testing.T) {
 	s, _ := openSpool(t, Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := s.Put(ctx, Envelope{}, testMessage(1)); !errors.Is(err, context.Canceled) {
+	if _, err := putBytes(s, ctx, Envelope{}, testMessage(1)); !errors.Is(err, context.Canceled) {
 		t.Errorf("Put with a cancelled context: %v", err)
 	}
 }
@@ -262,11 +264,7 @@ func FuzzDecodeHeader(f *testing.F) {
 // already spooled, and leaves no temporary file. It needs a small
 // filesystem of its own: a 256 KiB tmpfs, which only root may mount.
 func TestDiskFull(t *testing.T) {
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=256k"); err != nil {
-		t.Skipf("cannot mount a small tmpfs (needs root): %v", err)
-	}
-	t.Cleanup(func() { syscall.Unmount(dir, 0) })
+	dir := mxtest.SmallTmpfs(t, "256k")
 	s, err := Open(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -275,7 +273,7 @@ func TestDiskFull(t *testing.T) {
 	msg := bytes.Repeat([]byte("0123456789abcdef"), 20<<10/16)
 	var ids []string
 	for {
-		id, err := s.Put(context.Background(), Envelope{From: "a@example.org", Recipients: []string{"b@example.test"}}, msg)
+		id, err := putBytes(s, context.Background(), Envelope{From: "a@example.org", Recipients: []string{"b@example.test"}}, msg)
 		if err != nil {
 			if !errors.Is(err, syscall.ENOSPC) {
 				t.Fatalf("Put on a full disk: %v, want ENOSPC", err)
@@ -556,5 +554,63 @@ func TestVanishedMessageForgotten(t *testing.T) {
 	}
 	if _, _, err := f.spool.Open(id); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Open of the vanished message: %v", err)
+	}
+}
+
+// TestPutStreams: a message larger than any buffer is streamed from its
+// reader into the file, and reads back intact (checksum included) after a
+// reopen.
+func TestPutStreams(t *testing.T) {
+	s, dir := openSpool(t, Options{})
+	msg := bytes.Repeat([]byte("a line of a large message, streamed from its reader\r\n.dotted\r\n"), 6<<20/63)
+	env := Envelope{From: "a@example.org", Recipients: []string{"b@example.test"}}
+	id, err := s.Put(context.Background(), env, int64(len(msg)), iotest.HalfReader(bytes.NewReader(msg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	envs := checkIntact(t, dir)
+	if e, ok := envs[id]; !ok || e.Size != int64(len(msg)) {
+		t.Fatalf("after reopen: %+v", envs)
+	}
+	s2, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	_, rc, err := s2.Open(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if got, err := io.ReadAll(rc); err != nil || !bytes.Equal(got, msg) {
+		t.Errorf("read back %d bytes (%v), want %d intact", len(got), err, len(msg))
+	}
+}
+
+// TestPutWrongLength: a reader that yields fewer or more bytes than
+// announced, or fails, spools nothing and leaves no temporary file.
+func TestPutWrongLength(t *testing.T) {
+	s, dir := openSpool(t, Options{})
+	msg := testMessage(1)
+	broken := errors.New("client went away")
+	for _, tc := range []struct {
+		name string
+		size int64
+		r    io.Reader
+	}{
+		{"short", int64(len(msg)) + 1, bytes.NewReader(msg)},
+		{"long", int64(len(msg)) - 1, bytes.NewReader(msg)},
+		{"failing", int64(len(msg)), io.MultiReader(bytes.NewReader(msg[:10]), iotest.ErrReader(broken))},
+	} {
+		if _, err := s.Put(context.Background(), Envelope{From: "a@example.org", Recipients: []string{"b@example.test"}}, tc.size, tc.r); err == nil {
+			t.Errorf("%s: Put succeeded", tc.name)
+		}
+	}
+	if n, b := s.Stats(); n != 0 || b != 0 {
+		t.Errorf("Stats = %d messages, %d bytes after failed Puts", n, b)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(dir, tmpDir)); len(ents) != 0 {
+		t.Errorf("%d temporary files left", len(ents))
 	}
 }
