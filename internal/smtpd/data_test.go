@@ -6,7 +6,6 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"mxguard/internal/mailsink"
 	"mxguard/internal/msgbuf"
@@ -185,12 +184,8 @@ func TestClientLostMidMessage(t *testing.T) {
 	c.Cmd("DATA", 354)
 	c.Send(testutil.LargeMessageString("cut", 200<<10))
 	c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for s.store.InMemory() != 0 || testutil.OpenFilesUnder(t, s.dir) != 0 {
-		if time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitUntil(t, "the cut message's buffer released", func() bool {
+		return s.store.InMemory() == 0 && testutil.OpenFilesUnder(t, s.dir) == 0
+	})
 	s.released(t)
 }
