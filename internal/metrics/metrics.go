@@ -35,6 +35,12 @@ type Metrics struct {
 	// RelayLocalErrors counts downstream connections that failed for a
 	// local reason (errno), which no delivery server is blamed for.
 	RelayLocalErrors *prometheus.CounterVec // errno
+	// Auth counts authentications by service (submission, imap, pop3,
+	// ...) and result (success, failure, refused: a blocked source's
+	// attempt); PolicyRequests counts the requests of the policy front ends
+	// (front_end dovecot) by what they answered.
+	Auth           *prometheus.CounterVec // service, result
+	PolicyRequests *prometheus.CounterVec // front_end, action
 }
 
 // New creates and registers every collector on a fresh registry.
@@ -81,6 +87,12 @@ func New() *Metrics {
 		Observations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mxguard_observations_total", Help: "Observations fed to the detection engine, by kind.",
 		}, []string{"kind"}),
+		Auth: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mxguard_auth_total", Help: "Authentications by service (submission, imap, pop3, ...) and result (success, failure, refused).",
+		}, []string{"service", "result"}),
+		PolicyRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mxguard_policy_requests_total", Help: "Policy front end requests by front end (dovecot) and answer (allow, reject, report, bad_request, unauthorized, too_large, peer_refused).",
+		}, []string{"front_end", "action"}),
 		Panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mxguard_session_panics_total", Help: "Sessions ended by a recovered panic.",
 		}),
@@ -96,8 +108,7 @@ func New() *Metrics {
 	}
 	m.Registry.MustRegister(m.Connections, m.Messages, m.Recipients, m.Events, m.EventsActive,
 		m.BlocksActive, m.SpoolMessages, m.SpoolBytes, m.ServerUp, m.CheckDuration,
-		m.Observations, m.Panics, m.SpoolQuarantined, m.SpoolUnreadable, m.SessionLimits, m.Stress,
-		m.RelayLocalErrors,
+		m.Observations, m.Panics, m.SpoolQuarantined, m.SpoolUnreadable, m.SessionLimits, m.Stress, m.RelayLocalErrors, m.Auth, m.PolicyRequests,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
