@@ -20,6 +20,7 @@ commands:
   blocks                list|add|remove blocked sources
   spool                 status|suspend|resume|unspool
   servers               delivery servers and their state
+  users                 add|remove submission users (auth.users_file)
   version               version and build info
 
 Run 'mxguard <command> -h' for the flags of a command.
@@ -50,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cli.Spool(rest, stdout, stderr)
 	case "servers":
 		return cli.Servers(rest, stdout, stderr)
+	case "users":
+		return cli.Users(rest, os.Stdin, stdout, stderr)
 	case "version", "--version", "-version":
 		return cli.Version(rest, stdout, stderr)
 	case "help", "-h", "--help":
