@@ -41,6 +41,9 @@ type Metrics struct {
 	// (front_end dovecot) by what they answered.
 	Auth           *prometheus.CounterVec // service, result
 	PolicyRequests *prometheus.CounterVec // front_end, action
+	// QueueMessages is the size of each queue the outbound_queue rules
+	// watch, at the last poll.
+	QueueMessages *prometheus.GaugeVec // queue
 }
 
 // New creates and registers every collector on a fresh registry.
@@ -93,6 +96,9 @@ func New() *Metrics {
 		PolicyRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mxguard_policy_requests_total", Help: "Policy front end requests by front end (dovecot) and answer (allow, reject, report, bad_request, unauthorized, too_large, peer_refused).",
 		}, []string{"front_end", "action"}),
+		QueueMessages: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mxguard_queue_messages", Help: "Messages in each watched outbound queue (spool, dir:..., command:...) at the last poll.",
+		}, []string{"queue"}),
 		Panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mxguard_session_panics_total", Help: "Sessions ended by a recovered panic.",
 		}),
@@ -108,7 +114,7 @@ func New() *Metrics {
 	}
 	m.Registry.MustRegister(m.Connections, m.Messages, m.Recipients, m.Events, m.EventsActive,
 		m.BlocksActive, m.SpoolMessages, m.SpoolBytes, m.ServerUp, m.CheckDuration,
-		m.Observations, m.Panics, m.SpoolQuarantined, m.SpoolUnreadable, m.SessionLimits, m.Stress, m.RelayLocalErrors, m.Auth, m.PolicyRequests,
+		m.Observations, m.Panics, m.SpoolQuarantined, m.SpoolUnreadable, m.SessionLimits, m.Stress, m.RelayLocalErrors, m.Auth, m.PolicyRequests, m.QueueMessages,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
