@@ -49,6 +49,11 @@ func newEngine(t testing.TB, rules []config.Rule, seen *startedEvents) *detect.E
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Run's writer stores events and reports them to OnChange.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { eng.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
 	return eng
 }
 
