@@ -41,6 +41,9 @@ type Engine interface {
 	// Observe counts an observation and reports whether the source is
 	// blocked now.
 	Observe(o detect.Observation) bool
+	// DovecotPasswordKey fingerprints the pwhash Dovecot sent, so the same
+	// wrong password again counts once.
+	DovecotPasswordKey(login, pwhash string) uint64
 }
 
 // Options configure a Server.
@@ -71,9 +74,6 @@ const (
 	writeTimeout = 30 * time.Second
 	// Dovecot keeps one connection per auth process open between logins.
 	idleTimeout = 5 * time.Minute
-	// maxLogin bounds the account name kept from a request (RFC 5321
-	// §4.5.3.1.3: a path is at most 256 octets; login names are shorter).
-	maxLogin = 256
 	// maxProtocol bounds the service name; Dovecot's are short words.
 	maxProtocol = 32
 )
@@ -277,11 +277,12 @@ func (s *Server) report(w http.ResponseWriter, req *Parsed) {
 		s.countAuth(req.Service, authFailure)
 		if req.Addr.IsValid() {
 			blocked := s.engine.Observe(detect.Observation{
-				Kind:    detect.KindAuthFailure,
-				Addr:    req.Addr,
-				Account: req.Account,
-				Service: req.Service,
-				Refused: true,
+				Kind:     detect.KindAuthFailure,
+				Addr:     req.Addr,
+				Account:  req.Account,
+				Service:  req.Service,
+				Password: s.engine.DovecotPasswordKey(req.Account, req.PWHash),
+				Refused:  true,
 			})
 			if blocked {
 				s.log.Info("auth policy: source blocked", "source", req.Addr, "service", req.Service, "login", req.Account)
@@ -343,7 +344,7 @@ func readBody(r io.Reader) ([]byte, error) {
 // Parsed is a validated request.
 type Parsed struct {
 	Addr         netip.Addr // remote; invalid when Dovecot sent none (a local doveadm auth test)
-	Account      string     // login, lowercased and bounded
+	Account      string     // login as an account name (detect.AccountName: lowercased, bounded)
 	Service      string     // protocol, lowercased
 	PWHash       string     // Dovecot's truncated hash of the tried password
 	Success      bool
@@ -379,22 +380,11 @@ func ParseRequest(body []byte) (*Parsed, error) {
 		return nil, fmt.Errorf("protocol %.64q is not a service name (letters, digits, - and _, at most %d)", req.Protocol, maxProtocol)
 	}
 	p.Service = proto
-	p.Account = Account(req.Login)
+	p.Account = detect.AccountName(req.Login)
 	if len(req.PWHash) > 128 {
 		return nil, fmt.Errorf("pwhash is %d bytes long, at most 128", len(req.PWHash))
 	}
 	return p, nil
-}
-
-// Account is the account a login name counts for (INTERFACE.md §3: the
-// login name as given, lowercased), valid UTF-8 and at most maxLogin
-// bytes, so a hostile name can neither break an event record nor grow it.
-func Account(login string) string {
-	a := strings.ToLower(strings.ToValidUTF8(login, "\uFFFD"))
-	if len(a) > maxLogin {
-		a = strings.ToValidUTF8(a[:maxLogin], "")
-	}
-	return a
 }
 
 func validProtocol(s string) bool {

@@ -58,9 +58,10 @@ func newEngine(t testing.TB, rules []config.Rule, seen *startedEvents) *detect.E
 }
 
 // A real Dovecot asks mxguard before and after every login. Failed IMAP
-// logins from one source make a brute_force event that blocks it; Dovecot
-// then refuses that source on IMAP and POP3 even with the right password,
-// while a good user from another source logs in.
+// and POP3 logins from one source, counted per service, make a
+// brute_force event that blocks it; Dovecot then refuses that source on
+// IMAP and POP3 even with the right password, while a good user from
+// another source logs in.
 func TestDovecotBruteForce(t *testing.T) {
 	seen := &startedEvents{}
 	eng := newEngine(t, []config.Rule{{Name: "brute_force", Type: "brute_force", Window: 10 * time.Minute,
@@ -76,15 +77,26 @@ func TestDovecotBruteForce(t *testing.T) {
 	})
 
 	const attacker, office = "127.0.0.31", "127.0.0.32"
-	for i, pw := range []string{"123456", "password", "qwerty"} {
+	for i, pw := range []string{"123456", "password"} {
 		if got := dv.IMAPLogin(t, attacker, "alice", pw); !strings.Contains(got, "AUTHENTICATIONFAILED") {
-			t.Fatalf("guess %d: %q, want an authentication failure", i, got)
+			t.Fatalf("IMAP guess %d: %q, want an authentication failure", i, got)
 		}
+	}
+	for i, pw := range []string{"qwerty", "letmein"} {
+		if got := dv.POP3Login(t, attacker, "bob", pw); !strings.HasPrefix(got, "-ERR") {
+			t.Fatalf("POP3 guess %d: %q, want -ERR", i, got)
+		}
+	}
+	if evs := seen.list(); len(evs) != 0 {
+		t.Fatalf("events after 2 IMAP and 2 POP3 failures: %+v, want none (threshold 3 per service)", evs)
+	}
+	if got := dv.POP3Login(t, attacker, "bob", "dragon"); !strings.HasPrefix(got, "-ERR") {
+		t.Fatalf("third POP3 guess: %q", got)
 	}
 	// Dovecot's report may reach us just after its answer to the client.
 	evs := waitEvents(t, seen, 1)
-	if len(evs) != 1 || evs[0].Type != "brute_force" || evs[0].Source != attacker || evs[0].Service != "imap" {
-		t.Fatalf("events after 3 failed IMAP logins: %+v, want one brute_force for %s on imap", evs, attacker)
+	if len(evs) != 1 || evs[0].Type != "brute_force" || evs[0].Source != attacker || evs[0].Service != "pop3" {
+		t.Fatalf("events after 3 failed POP3 logins: %+v, want one brute_force for %s on pop3", evs, attacker)
 	}
 	// Blocked on every service, even with the right password.
 	if got := dv.IMAPLogin(t, attacker, "alice", "secret"); !strings.HasPrefix(got, "a1 NO [ALERT] "+msgBlocked) {
@@ -102,6 +114,28 @@ func TestDovecotBruteForce(t *testing.T) {
 	}
 	if n := len(seen.list()); n != 1 {
 		t.Errorf("%d events, want still 1 (refused logins are impact, not new failures)", n)
+	}
+}
+
+// A phone polling IMAP and POP3 with last month's password: Dovecot's
+// pwhash is the same every time, so it counts once per service and never
+// blocks the office it sits in.
+func TestDovecotSamePassword(t *testing.T) {
+	seen := &startedEvents{}
+	eng := newEngine(t, []config.Rule{{Name: "brute_force", Type: "brute_force", Window: 10 * time.Minute,
+		Threshold: 3, Actions: []string{"block"}, BlockFor: time.Hour}}, seen)
+	s, _ := New(Options{Engine: eng})
+	dv := testutil.StartDovecot(t, testutil.DovecotOptions{PolicyURL: "http://" + serve(t, s) + "/"})
+	const phone = "127.0.0.35"
+	for range 4 {
+		dv.IMAPLogin(t, phone, "alice", "old-password")
+		dv.POP3Login(t, phone, "alice", "old-password")
+	}
+	if got := dv.IMAPLogin(t, phone, "alice", "secret"); !strings.HasPrefix(got, "a1 OK") {
+		t.Errorf("login with the new password after 8 retries of the old one: %q, want OK", got)
+	}
+	if evs := seen.list(); len(evs) != 0 {
+		t.Errorf("events: %+v, want none", evs)
 	}
 }
 

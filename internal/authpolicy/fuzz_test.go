@@ -59,7 +59,7 @@ func FuzzParseRequest(f *testing.F) {
 		if !validProtocol(p.Service) {
 			t.Fatalf("service %q accepted", p.Service)
 		}
-		if len(p.Account) > maxLogin || !utf8.ValidString(p.Account) || p.Account != strings.ToLower(p.Account) {
+		if len(p.Account) > 256 || !utf8.ValidString(p.Account) || p.Account != strings.ToLower(p.Account) {
 			t.Fatalf("account %q kept", p.Account)
 		}
 		if p.Addr.IsValid() && (p.Addr.Is4In6() || p.Addr.Zone() != "") {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net"
 	"net/http"
@@ -50,6 +51,12 @@ func (e *fakeEngine) Observe(o detect.Observation) bool {
 	defer e.mu.Unlock()
 	e.obs = append(e.obs, o)
 	return e.blocked[o.Addr]
+}
+
+// DovecotPasswordKey is a stand-in fingerprint: the test sees which
+// pwhash an observation carried.
+func (e *fakeEngine) DovecotPasswordKey(login, pwhash string) uint64 {
+	return uint64(len(login))<<32 | uint64(crc32.ChecksumIEEE([]byte(pwhash)))
 }
 
 func (e *fakeEngine) observations() []detect.Observation {

@@ -30,7 +30,10 @@ func DefaultRules() []Rule {
 			continue
 		}
 		r := Rule{Name: t.Name, Type: t.Name, Service: defaultService, Window: d.Window, Threshold: d.Threshold,
-			MinSize: Size(d.MinSize), Actions: slices.Clone(d.Actions), BlockFor: d.BlockFor}
+			MinSize: Size(d.MinSize), Actions: ruletype.BuiltActions(d.Actions)}
+		if slices.Contains(r.Actions, ruletype.ActionBlock) || slices.Contains(r.Actions, ruletype.ActionSuspend) {
+			r.BlockFor = d.BlockFor // as the file's rules: block_for only with an action that lasts
+		}
 		if t.UsesKey(ruletype.KeyService) {
 			r.Service = "" // every service
 		}

@@ -40,6 +40,8 @@ func TestDefaultRulesSpelledOut(t *testing.T) {
   - {name: bad_sessions, type: bad_sessions, window: 1m, threshold: 100, actions: [block], block_for: 10m}
   - {name: directory_harvest, type: directory_harvest, window: 10m, threshold: 20, actions: [block], block_for: 1h}
   - {name: mailbomb, type: mailbomb, window: 10m, threshold: 20, min_size: 500KB, actions: [block], block_for: 1h}
+  - {name: brute_force, type: brute_force, window: 10m, threshold: 20, actions: [block], block_for: 1h}
+  - {name: account_brute_force, type: account_brute_force, window: 1h, threshold: 30, actions: []}
 `)
 	if !reflect.DeepEqual(c.Rules, DefaultRules()) {
 		t.Errorf("spelled out:\n%+v\nDefaultRules:\n%+v", c.Rules, DefaultRules())
@@ -113,17 +115,14 @@ func TestRuleErrors(t *testing.T) {
 	}{
 		{"name and type required", `{threshold: 1}`, []string{
 			`t.yaml:5: rules[0].name: required (events and the console show it)`,
-			`t.yaml:5: rules[0].type: required (one of dos, bad_sessions, directory_harvest, mailbomb)`,
+			`t.yaml:5: rules[0].type: required (one of dos, bad_sessions, directory_harvest, mailbomb, brute_force, account_brute_force)`,
 		}, false},
 		{"a type this build does not count", `{name: a, type: spam_attack, threshold: 1, actions: [block]}`, []string{
-			`t.yaml:5: rules[0].type: spam_attack is not supported by this build yet (spam verdicts come from content scanners, which are not built yet; this build counts dos, bad_sessions, directory_harvest, mailbomb)`,
+			`t.yaml:5: rules[0].type: spam_attack is not supported by this build yet (spam verdicts come from content scanners, which are not built yet; this build counts dos, bad_sessions, directory_harvest, mailbomb, brute_force, account_brute_force)`,
 		}, false},
 		{"alert is not built", `{name: a, type: dos, threshold: 1, actions: [block, notify, alert]}`, []string{
 			`t.yaml:5: rules[0].actions[1]: notify is not supported by this build yet (alerts (email, webhook) are not built yet)`,
 			`t.yaml:5: rules[0].actions[2]: alert is not supported by this build yet (alerts (email, webhook) are not built yet)`,
-		}, false},
-		{"service only for brute_force, which is not built", `{name: a, type: dos, threshold: 1, service: imap}`, []string{
-			`t.yaml:5: rules[0].service: not supported by this build yet (only brute_force rules use it, and authentication (submission, Dovecot auth policy) is not built yet)`,
 		}, false},
 		{"queue only for outbound_queue, which is not built", `{name: a, type: dos, threshold: 1, queue: spool}`, []string{
 			`t.yaml:5: rules[0].queue: not supported by this build yet (only outbound_queue rules use it, and the queue monitor is not built yet)`,
@@ -160,7 +159,7 @@ func TestRuleErrors(t *testing.T) {
 		}, false},
 		{"service only for brute_force", `{name: a, type: dos, threshold: 1, service: imap}`, []string{
 			`t.yaml:5: rules[0].service: only brute_force rules use it (remove it)`,
-		}, true},
+		}, false},
 		{"bad service name", `{name: a, type: brute_force, threshold: 1, service: IMAP}`, []string{
 			`t.yaml:5: rules[0].service: "IMAP" is not a service name (a lowercase service name such as smtp, submission, imap, pop3 or sieve; leave it out for all services)`,
 		}, true},

@@ -9,9 +9,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +24,7 @@ import (
 	"mxguard/internal/events"
 	"mxguard/internal/metrics"
 	"mxguard/internal/ruletype"
+	"mxguard/internal/samepass"
 )
 
 // Clock gives the engine its notion of now; tests inject a fake one.
@@ -48,10 +51,13 @@ const (
 	KindMessage                          // mailbomb: message of Size bytes (counted when Size >= min_size) (per source)
 	KindSpam                             // spam_attack (per source)
 	KindVirus                            // virus_outbreak (per source)
-	KindAuthFailure                      // brute_force (per source; the rule's service filters Observation.Service)
+	KindAuthFailure                      // brute_force (per source and service; the rule's service picks one) and account_brute_force (per account)
 	KindAccountMessage                   // internal_spammer (per account)
 	KindBounce                           // bounce_spammer (per account)
 	KindBackscatter                      // backscatter (per source)
+	// kindAccountAuthFailure is how a KindAuthFailure counts for
+	// account_brute_force; front ends observe KindAuthFailure only.
+	kindAccountAuthFailure
 	kindEnd
 )
 
@@ -68,6 +74,8 @@ var kindTypes = [kindEnd]string{
 	KindAccountMessage:   "internal_spammer",
 	KindBounce:           "bounce_spammer",
 	KindBackscatter:      "backscatter",
+
+	kindAccountAuthFailure: "account_brute_force",
 }
 
 // kinds describes each Kind: its rule type, what it counts (for block
@@ -110,6 +118,10 @@ type Observation struct {
 	Account string     // for per-account kinds
 	Service string     // "smtp", "submission", "imap", "pop3", ...
 	Size    int64      // KindMessage: message size in bytes
+	// Password is the fingerprint of the password a failed authentication
+	// tried (Engine.PasswordKey, Engine.DovecotPasswordKey), 0 if unknown:
+	// the same wrong password again within a rule's window counts once.
+	Password uint64
 	// Refused: the observed thing was itself refused (unknown recipient
 	// answered 550, virus rejected, auth failed, suspended account's
 	// message): it counts toward the impact of an active event.
@@ -165,6 +177,7 @@ const (
 type boundRule struct {
 	cfg            config.Rule
 	kind           Kind
+	id             uint32 // the rule's name hashed: the samepass key of its counters
 	threshold      uint32
 	minSize        int64
 	block, suspend bool
@@ -228,6 +241,10 @@ type Engine struct {
 	onChange func(Change)
 	obs      [kindEnd]prometheus.Counter
 	hash     hasher
+	// seen remembers which wrong passwords the auth rules counted;
+	// passwords names the fingerprint key (samepass).
+	seen      *samepass.Set
+	passwords *samepass.Hasher
 	// coarse is the system time in unix ns, refreshed every coarseStep by
 	// Run, or 0. Reading the clock costs as much as the rest of an
 	// observation (two vDSO calls, far more in some VMs); counting slots
@@ -270,6 +287,8 @@ func New(ctx context.Context, o Options) (*Engine, error) {
 		metrics:   o.Metrics,
 		onChange:  o.OnChange,
 		hash:      newHasher(),
+		seen:      samepass.New(samepass.Options{}),
+		passwords: samepass.NewHasher(),
 		suspended: make(map[string]int64),
 		tracked:   make(map[*activeEvent]struct{}),
 		writes:    newWriteQueue(),
@@ -367,7 +386,8 @@ func bindRule(rc config.Rule, k Kind) (*boundRule, error) {
 	if rc.Threshold < 1 {
 		return nil, fmt.Errorf("detect: rule %q: threshold must be at least 1", rc.Name)
 	}
-	r := &boundRule{cfg: rc, kind: k, threshold: uint32(min(rc.Threshold, 1<<31)), minSize: int64(rc.MinSize)}
+	r := &boundRule{cfg: rc, kind: k, id: crc32.ChecksumIEEE([]byte(rc.Name)),
+		threshold: uint32(min(rc.Threshold, 1<<31)), minSize: int64(rc.MinSize)}
 	for _, a := range rc.Actions {
 		// The engine takes blocks and suspensions itself; alerts are not
 		// built (internal/ruletype), and config refuses them.
@@ -396,30 +416,83 @@ func bindRule(rc config.Rule, k Kind) (*boundRule, error) {
 // the observation. The common path takes one shard lock per matching rule
 // and allocates nothing.
 func (e *Engine) Observe(o Observation) bool {
-	if o.Kind == 0 || o.Kind >= kindEnd {
+	if o.Kind == 0 || o.Kind >= kindAccountAuthFailure {
 		return false
 	}
 	if c := e.obs[o.Kind]; c != nil {
 		c.Inc()
 	}
+	if o.Account != "" && (kinds[o.Kind].perAccount || o.Kind == KindAuthFailure) {
+		o.Account = AccountName(o.Account)
+	}
 	s := e.setup.Load()
 	if rules := s.byKind[o.Kind]; len(rules) > 0 {
-		e.count(s, rules, o)
+		e.count(s, o.Kind, rules, o)
+	}
+	// A failed login counts for its source (brute_force) and for its
+	// account from any source (account_brute_force).
+	if o.Kind == KindAuthFailure {
+		if rules := s.byKind[kindAccountAuthFailure]; len(rules) > 0 {
+			e.count(s, kindAccountAuthFailure, rules, o)
+		}
 	}
 	return o.Addr.IsValid() && e.Blocked(o.Addr)
 }
 
-func (e *Engine) count(s *setup, rules []*boundRule, o Observation) {
+// AccountName is the account a login name counts for (INTERFACE.md §3:
+// the login name as given, lowercased), as valid UTF-8 of at most 256
+// bytes, so a hostile name can neither break an event record nor grow it.
+func AccountName(login string) string {
+	lower := true
+	for i := 0; i < len(login); i++ {
+		if c := login[i]; c >= 0x80 || ('A' <= c && c <= 'Z') {
+			lower = false
+			break
+		}
+	}
+	if lower && len(login) <= maxAccount {
+		return login // the common case: nothing to allocate
+	}
+	a := strings.ToLower(strings.ToValidUTF8(login, "\uFFFD"))
+	if len(a) > maxAccount {
+		a = strings.ToValidUTF8(a[:maxAccount], "")
+	}
+	return a
+}
+
+// PasswordKey is the fingerprint of a password tried for login over SMTP
+// AUTH (Observation.Password): a keyed hash under a key of this engine,
+// never the password (internal/samepass).
+func (e *Engine) PasswordKey(login, password string) uint64 {
+	return e.passwords.Password(AccountName(login), password)
+}
+
+// DovecotPasswordKey is the fingerprint of the pwhash Dovecot's auth
+// policy client sent for login.
+func (e *Engine) DovecotPasswordKey(login, pwhash string) uint64 {
+	if pwhash == "" {
+		return 0
+	}
+	return e.passwords.Dovecot(AccountName(login), pwhash)
+}
+
+// maxAccount bounds an account name (RFC 5321 §4.5.3.1.3: a path is at
+// most 256 octets; login names are shorter).
+const maxAccount = 256
+
+func (e *Engine) count(s *setup, kind Kind, rules []*boundRule, o Observation) {
 	var k key
-	if kinds[o.Kind].perAccount {
+	switch {
+	case kinds[kind].perAccount:
 		if o.Account == "" {
 			return
 		}
 		k = e.hash.account(o.Account)
-	} else {
-		if !o.Addr.IsValid() {
-			return
-		}
+	case !o.Addr.IsValid():
+		return
+	case kind == KindAuthFailure:
+		k = e.hash.service(addrKey(o.Addr, s.v6bits), o.Service)
+	default:
 		k = addrKey(o.Addr, s.v6bits)
 	}
 	h := e.hash.sum(k)
@@ -427,6 +500,10 @@ func (e *Engine) count(s *setup, rules []*boundRule, o Observation) {
 	for _, r := range rules {
 		if !r.matches(&o) {
 			continue
+		}
+		if o.Password != 0 && (kind == KindAuthFailure || kind == kindAccountAuthFailure) &&
+			e.seen.Repeat(samepass.Key{Rule: r.id, Counter: k.bytes(), Password: o.Password}, time.Unix(0, now), time.Duration(r.st.window)) {
+			continue // the same wrong password again: counted once per window
 		}
 		ev, fired, reached := r.st.observe(k, h, now, r.threshold, o.Refused)
 		switch {
@@ -591,10 +668,17 @@ func (e *Engine) Tick(ctx context.Context) {
 
 	e.houseMu.Lock()
 	e.endQuiet(now)
+	var authWindow time.Duration // the longest window of the rules that remember passwords
 	for _, r := range e.setup.Load().bound {
 		r.st.sweep(ns, sweepBudget)
+		if r.kind == KindAuthFailure || r.kind == kindAccountAuthFailure {
+			authWindow = max(authWindow, r.cfg.Window)
+		}
 	}
 	e.houseMu.Unlock()
+	if authWindow > 0 {
+		e.seen.Sweep(now, authWindow, sweepBudget/64)
+	}
 
 	for _, b := range expired {
 		e.writes.unblock(b.Source)

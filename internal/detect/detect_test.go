@@ -595,6 +595,8 @@ func TestMailbombMinSize(t *testing.T) {
 	}
 }
 
+// brute_force counts per source and service: a rule without service
+// covers every service, each counted apart; with service, only that one.
 func TestBruteForceService(t *testing.T) {
 	tests := []struct {
 		ruleService string
@@ -604,7 +606,9 @@ func TestBruteForceService(t *testing.T) {
 		{"imap", []string{"imap", "imap", "imap"}, true},
 		{"imap", []string{"imap", "pop3", "imap"}, false},
 		{"imap", []string{"smtp", "submission", "pop3"}, false},
-		{"", []string{"imap", "pop3", "submission"}, true},
+		{"", []string{"imap", "pop3", "submission"}, false},
+		{"", []string{"pop3", "imap", "pop3", "imap", "pop3"}, true},
+		{"", []string{"sieve", "sieve", "sieve"}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.ruleService+"/"+fmt.Sprint(tt.services), func(t *testing.T) {
@@ -627,6 +631,11 @@ func TestBruteForceService(t *testing.T) {
 	r.observeN(2, Observation{Kind: KindAuthFailure, Addr: addr("192.0.2.1"), Service: "imap"})
 	if len(r.eventsOf(t, "imap")) != 1 || len(r.eventsOf(t, "pop")) != 0 {
 		t.Error("service rules not separate")
+	}
+	// The event names the service; the block covers every service.
+	ev := r.eventsOf(t, "imap")[0]
+	if ev.Service != "imap" || ev.Source != "192.0.2.1" {
+		t.Errorf("event %+v", ev)
 	}
 }
 

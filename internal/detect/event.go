@@ -250,7 +250,7 @@ func (e *Engine) restoreEvents(ctx context.Context, s *setup) (map[int64]*active
 		r := s.rule(rec.Rule, rec.Type)
 		var evKey key
 		if r != nil {
-			evKey, ok = e.sourceKey(k, rec.Source, s.v6bits)
+			evKey, ok = e.sourceKey(k, rec.Source, rec.Service, s.v6bits)
 		}
 		if r == nil || !ok {
 			rec.Status, rec.EndedAt = events.StatusEnded, &now
@@ -276,13 +276,16 @@ func (e *Engine) restoreEvents(ctx context.Context, s *setup) (map[int64]*active
 }
 
 // sourceKey parses an event's canonical source back into its counting key.
-func (e *Engine) sourceKey(k Kind, source string, v6bits int) (key, bool) {
+func (e *Engine) sourceKey(k Kind, source, service string, v6bits int) (key, bool) {
 	if kinds[k].perAccount {
 		return e.hash.account(source), source != ""
 	}
 	p, err := parseSource(source)
 	if err != nil {
 		return key{}, false
+	}
+	if k == KindAuthFailure {
+		return e.hash.service(addrKey(p.Addr(), v6bits), service), true
 	}
 	return addrKey(p.Addr(), v6bits), true
 }

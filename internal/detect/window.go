@@ -72,6 +72,21 @@ func (h *hasher) sum(k key) uint64 {
 	return hi ^ lo
 }
 
+// service mixes a service name into a source key: brute_force counts per
+// source and service.
+func (h *hasher) service(k key, svc string) key {
+	k[0] ^= maphash.String(h.str[0], svc)
+	k[1] ^= maphash.String(h.str[1], svc)
+	return k
+}
+
+// bytes is the key as samepass wants it.
+func (k key) bytes() (b [16]byte) {
+	binary.BigEndian.PutUint64(b[:8], k[0])
+	binary.BigEndian.PutUint64(b[8:], k[1])
+	return b
+}
+
 func (h *hasher) account(name string) key {
 	return key{maphash.String(h.str[0], name), maphash.String(h.str[1], name)}
 }

@@ -91,7 +91,6 @@ type Action struct {
 
 // What several types lack while it is not built.
 const (
-	missingAuth       = "authentication (submission, Dovecot auth policy) is not built yet"
 	missingSubmission = "the submission listener is not built yet"
 	missingScanners   = "content scanners, which are not built yet"
 )
@@ -118,12 +117,12 @@ var (
 		{Name: "mailbomb", Per: PerSource, Counts: "messages of at least min_size", Noun: "large messages",
 			Rule: true, Built: true, Keys: []string{KeyMinSize}, Actions: sourceActions, DefaultActions: alertOnly,
 			Default: &Default{Window: 10 * time.Minute, Threshold: 20, BlockFor: time.Hour, MinSize: 500_000, Actions: blockOnly}},
-		{Name: "brute_force", Per: PerSource, Counts: "failed authentications, per service", Noun: "failed authentications",
-			Rule: true, Missing: missingAuth,
-			Keys: []string{KeyService}, Actions: sourceActions, DefaultActions: alertOnly},
+		{Name: "brute_force", Per: PerSource, Counts: "failed authentications, per service (the same wrong password again counts once)", Noun: "failed authentications",
+			Rule: true, Built: true, Keys: []string{KeyService}, Actions: sourceActions, DefaultActions: alertOnly,
+			Default: &Default{Window: 10 * time.Minute, Threshold: 20, BlockFor: time.Hour, Actions: blockOnly}},
 		{Name: "account_brute_force", Per: PerAccount, Counts: "failed authentications for one account from any sources", Noun: "failed authentications",
-			Rule: true, Missing: missingAuth,
-			Actions: accountActions, DefaultActions: alertOnly},
+			Rule: true, Built: true, Actions: accountActions, DefaultActions: alertOnly,
+			Default: &Default{Window: time.Hour, Threshold: 30, BlockFor: time.Hour, Actions: alertOnly}},
 		{Name: "internal_spammer", Per: PerAccount, Counts: "messages sent by an authenticated account", Noun: "messages",
 			Rule: true, Missing: missingSubmission,
 			Actions: accountActions, DefaultActions: alertOnly},
@@ -204,9 +203,14 @@ func (t Type) UsesKey(k string) bool { return slices.Contains(t.Keys, k) }
 func (t Type) Allows(a string) bool { return slices.Contains(t.Actions, a) }
 
 // BuiltDefaultActions returns the default actions this build can take.
-func (t Type) BuiltDefaultActions() []string {
+func (t Type) BuiltDefaultActions() []string { return BuiltActions(t.DefaultActions) }
+
+// BuiltActions returns the actions of as this build can take, in order:
+// a built-in rule whose intended action is not built yet (alert) records
+// its events and takes nothing.
+func BuiltActions(as []string) []string {
 	out := []string{}
-	for _, a := range t.DefaultActions {
+	for _, a := range as {
 		if act, _ := LookupAction(a); act.Built {
 			out = append(out, a)
 		}
