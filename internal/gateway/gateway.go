@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"mxguard/internal/admin"
+	"mxguard/internal/authpolicy"
 	"mxguard/internal/checks"
 	"mxguard/internal/config"
 	"mxguard/internal/delivery"
@@ -56,6 +57,8 @@ type Gateway struct {
 	Spool    *spool.Manager
 	SMTP     *smtpd.Server
 	Admin    *admin.Server
+	// AuthPolicy answers Dovecot (listen.auth_policy); nil when off.
+	AuthPolicy *authpolicy.Server
 
 	// Recipients is the recipients directory: the downstream's verdicts
 	// and recipients.file, answering during outages.
@@ -64,6 +67,7 @@ type Gateway struct {
 	spoolStore *spool.Spool
 	smtpLn     net.Listener
 	adminLn    net.Listener
+	policyLn   net.Listener // listen.auth_policy
 	httpSrv    *http.Server
 	cancel     context.CancelFunc
 	done       sync.WaitGroup
@@ -190,6 +194,21 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 			return fmt.Errorf("listen admin: %w", err)
 		}
 	}
+	if cfg.Listen.AuthPolicy != "" {
+		g.AuthPolicy, err = authpolicy.New(authpolicy.Options{
+			Engine:  g.Engine,
+			APIKey:  cfg.Auth.PolicyAPIKey,
+			Trusted: cfg.TrustedNetworks,
+			Logger:  o.Logger.With("component", "authpolicy"),
+			Metrics: g.Metrics,
+		})
+		if err != nil {
+			return err
+		}
+		if g.policyLn, err = net.Listen("tcp", cfg.Listen.AuthPolicy); err != nil {
+			return fmt.Errorf("listen auth_policy: %w", err)
+		}
+	}
 	// Know the servers' state (and tell the spool) before the spool
 	// starts releasing or the listener takes mail.
 	g.Delivery.Init(ctx)
@@ -204,7 +223,14 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 		g.httpSrv = g.Admin.HTTPServer(o.AdminHTTP)
 		g.goRun(func() { _ = g.httpSrv.Serve(g.adminLn) })
 	}
-	o.Logger.Info("mxguard started", "smtp", g.SMTPAddr(), "admin", g.AdminAddr(),
+	if g.policyLn != nil {
+		g.goRun(func() {
+			if err := g.AuthPolicy.Serve(runCtx, g.policyLn); err != nil {
+				o.Logger.Error("auth policy server stopped", "err", err)
+			}
+		})
+	}
+	o.Logger.Info("mxguard started", "smtp", g.SMTPAddr(), "admin", g.AdminAddr(), "auth_policy", g.AuthPolicyAddr(),
 		"servers", deliveryServers(cfg), "rules", len(g.Engine.Rules()))
 	return nil
 }
@@ -223,6 +249,15 @@ func (g *Gateway) SMTPAddr() string {
 		return ""
 	}
 	return g.smtpLn.Addr().String()
+}
+
+// AuthPolicyAddr is the bound Dovecot auth policy listener address (""
+// when off).
+func (g *Gateway) AuthPolicyAddr() string {
+	if g.policyLn == nil {
+		return ""
+	}
+	return g.policyLn.Addr().String()
 }
 
 // AdminAddr is the bound admin listener address ("" when disabled).
@@ -281,6 +316,9 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	g.spoolStore.SetMaxBytes(int64(cfg.Spool.MaxSize))
 	g.Admin.SetToken(token)
 	g.Recipients.Configure(rs)
+	if g.AuthPolicy != nil {
+		g.AuthPolicy.Reconfigure(cfg.Auth.PolicyAPIKey, cfg.TrustedNetworks)
+	}
 	if cfg.Delivery.CheckInterval != g.cfg.Delivery.CheckInterval || cfg.Delivery.DownAfter != g.cfg.Delivery.DownAfter || cfg.Delivery.TLS != g.cfg.Delivery.TLS {
 		g.o.Logger.Warn("delivery.check_interval, delivery.down_after and delivery.tls change only on restart")
 	}
@@ -417,6 +455,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		g.cancel()
 	}
 	g.done.Wait()
+	if g.policyLn != nil {
+		g.policyLn.Close() // when Start failed before Serve took it
+	}
 	if g.Relay != nil {
 		g.Relay.Close()
 	}

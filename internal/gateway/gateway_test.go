@@ -59,8 +59,9 @@ func startWith(t *testing.T, extra string, sink *mailsink.Server, dir string) *e
 }
 
 // testConfig is the YAML of a test gateway in front of downstream, plus
-// extra top-level lines. extra may bring its own domains, trusted_networks
-// and delivery sections; {SINK} in it stands for downstream.
+// extra top-level lines. extra may bring its own listen, domains,
+// trusted_networks and delivery sections; {SINK} in it stands for
+// downstream.
 func testConfig(downstream, extra, dir string) string {
 	if !strings.Contains(extra, "domains:") {
 		extra = "domains: [example.test]\n" + extra
@@ -71,9 +72,11 @@ func testConfig(downstream, extra, dir string) string {
 	if !strings.Contains(extra, "delivery:") {
 		extra = "delivery:\n  servers: [{address: {SINK}, role: primary}]\n" + extra
 	}
+	if !strings.Contains(extra, "listen:") {
+		extra = "listen: {smtp: 127.0.0.1:0, admin: 127.0.0.1:0}\n" + extra
+	}
 	extra = strings.ReplaceAll(extra, "{SINK}", downstream)
 	return fmt.Sprintf(`hostname: mx.example.test
-listen: {smtp: 127.0.0.1:0, admin: 127.0.0.1:0}
 admin: {token: %s}
 data_dir: %s
 %s`, token, dir, extra)
@@ -133,6 +136,7 @@ type eventList struct {
 		Type    string   `json:"type"`
 		Status  string   `json:"status"`
 		Source  string   `json:"source"`
+		Service string   `json:"service"`
 		Impact  int64    `json:"impact"`
 		Actions []string `json:"actions"`
 	} `json:"events"`
