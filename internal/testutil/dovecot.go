@@ -34,6 +34,9 @@ type DovecotOptions struct {
 	// RejectOnFail is auth_policy_reject_on_fail: a policy server that
 	// fails (down, garbage, timeout) makes logins fail instead of pass.
 	RejectOnFail bool
+	// AuthListener opens Dovecot's auth service on a loopback TCP port
+	// (AuthAddr), for a Postfix with smtpd_sasl_type = dovecot.
+	AuthListener bool
 }
 
 // Dovecot is a private Dovecot instance (IMAP and POP3 on their own
@@ -44,6 +47,7 @@ type Dovecot struct {
 	dir                string
 	conf               string
 	imapAddr, pop3Addr string
+	authAddr           string // "" unless AuthListener
 	nonce              string
 	cmd                *exec.Cmd
 	exited             chan struct{}
@@ -81,6 +85,9 @@ func StartDovecot(t testing.TB, o DovecotOptions) *Dovecot {
 	}
 	d := &Dovecot{t: t, dir: dir, conf: filepath.Join(dir, "dovecot.conf"),
 		imapAddr: FreeAddr(t), pop3Addr: FreeAddr(t), nonce: o.PolicyNonce}
+	if o.AuthListener {
+		d.authAddr = FreeAddr(t)
+	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("dovecot log:\n%s", tail(d.Log(), 60))
@@ -188,6 +195,12 @@ service anvil {
   }
 }
 `, d.dir, imapPort, pop3Port)
+	if d.authAddr != "" {
+		_, port, _ := net.SplitHostPort(d.authAddr)
+		// Postfix's dovecot SASL client speaks Dovecot's auth protocol
+		// to this listener (Postfix SASL_README, "Dovecot SASL").
+		fmt.Fprintf(&c, "service auth {\n  inet_listener {\n    address = 127.0.0.1\n    port = %s\n  }\n}\n", port)
+	}
 	if o.PolicyURL != "" {
 		fmt.Fprintf(&c, "auth_policy_server_url = %s\n", o.PolicyURL)
 		fmt.Fprintf(&c, "auth_policy_hash_nonce = %s\n", o.PolicyNonce)
@@ -286,6 +299,9 @@ func (d *Dovecot) IMAPAddr() string { return d.imapAddr }
 
 // POP3Addr is the POP3 listener's address.
 func (d *Dovecot) POP3Addr() string { return d.pop3Addr }
+
+// AuthAddr is the auth service's TCP address ("" unless AuthListener).
+func (d *Dovecot) AuthAddr() string { return d.authAddr }
 
 // Log returns Dovecot's log file.
 func (d *Dovecot) Log() string {

@@ -30,9 +30,15 @@ type systemClock struct{}
 
 func (systemClock) Now() time.Time { return time.Now() }
 
-// CheckerOptions configure a Checker.
+// Verifier checks a login elsewhere: by relaying it to the delivery
+// servers (auth.downstream, relay.Relay.Authenticate).
+type Verifier func(ctx context.Context, name, password string) (bool, error)
+
+// CheckerOptions configure a Checker: Path (auth.users_file) or Verify
+// (auth.downstream), exactly one.
 type CheckerOptions struct {
-	Path string // auth.users_file
+	Path   string   // auth.users_file
+	Verify Verifier // auth.downstream
 	// Concurrency is how many bcrypt comparisons may run at once; default
 	// half the CPUs (at least 1), so logins can never take every core
 	// from mail.
@@ -53,12 +59,14 @@ type CheckerOptions struct {
 	compare func(hash, password []byte) error
 }
 
-// Checker verifies logins against the users file. It re-reads the file
+// Checker verifies logins against the users file, or with a Verifier,
+// bounding the work in flight and caching successes. It re-reads the file
 // when it changes (checked at most once a second, at a login), so
 // `mxguard users add` takes effect without a reload; a file that no longer
 // parses is reported and the last good one stays in force.
 type Checker struct {
 	path     string
+	verify   Verifier
 	log      *slog.Logger
 	clock    Clock
 	compare  func(hash, password []byte) error
@@ -106,7 +114,10 @@ type fileVersion struct {
 // NewChecker loads the users file; an unreadable or invalid file is an
 // error (config validation reports it at FILE:LINE).
 func NewChecker(o CheckerOptions) (*Checker, error) {
-	c := &Checker{path: o.Path, log: o.Logger, clock: o.Clock, compare: o.compare,
+	if (o.Path == "") == (o.Verify == nil) {
+		return nil, errors.New("users: a checker needs a users file or a verifier, one of them")
+	}
+	c := &Checker{path: o.Path, verify: o.Verify, log: o.Logger, clock: o.Clock, compare: o.compare,
 		maxWait: o.MaxWait, cacheTTL: o.CacheTTL, cache: make(map[[32]byte]cacheEntry)}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -134,6 +145,10 @@ func NewChecker(o CheckerOptions) (*Checker, error) {
 	}
 	if _, err := rand.Read(c.key[:]); err != nil {
 		return nil, fmt.Errorf("users: %w", err)
+	}
+	if c.verify != nil {
+		c.cur.Store(&state{}) // one state for ever: the cache lives by TTL only
+		return c, nil
 	}
 	v, err := stat(c.path)
 	if err != nil {
@@ -184,11 +199,20 @@ func bcryptCost(h []byte) int {
 	return k
 }
 
-// Users returns how many users the file in force has.
-func (c *Checker) Users() int { return c.cur.Load().db.Len() }
+// Users returns how many users the file in force has (0 with a
+// Verifier).
+func (c *Checker) Users() int {
+	if db := c.cur.Load().db; db != nil {
+		return db.Len()
+	}
+	return 0
+}
 
 // Reload re-reads the file now (SIGHUP, POST /api/v1/reload).
 func (c *Checker) Reload() error {
+	if c.verify != nil {
+		return nil
+	}
 	c.statMu.Lock()
 	defer c.statMu.Unlock()
 	return c.reloadLocked()
@@ -209,6 +233,9 @@ func (c *Checker) reloadLocked() error {
 
 // maybeReload re-reads the file if it changed, at most once a second.
 func (c *Checker) maybeReload() {
+	if c.verify != nil {
+		return
+	}
 	now := c.clock.Now()
 	c.statMu.Lock()
 	defer c.statMu.Unlock()
@@ -242,25 +269,38 @@ func (c *Checker) Check(ctx context.Context, name, password string) (bool, error
 		// bcrypt would refuse or truncate; no stored password is this long.
 		return false, nil
 	}
-	key := Normalize(name)
+	// The file's names are accounts (lowercased); a downstream may tell
+	// "Alice" from "alice", so it gets the name as the client gave it.
+	key := name
+	if c.verify == nil {
+		key = Normalize(name)
+	}
 	ck := c.cacheKey(key, password)
 	if c.cached(ck, st) {
 		return true, nil
 	}
-	hash, known := st.db.hash(key)
-	if !known {
-		hash = st.dummy
-	}
 	if err := c.acquire(ctx); err != nil {
 		return false, err
 	}
-	err := c.compare(hash, []byte(password))
+	ok, err := c.check(ctx, st, key, password)
 	<-c.slots
-	if err != nil || !known {
-		return false, nil
+	if err != nil || !ok {
+		return false, err
 	}
 	c.remember(ck, st)
 	return true, nil
+}
+
+// check runs one verification in a slot.
+func (c *Checker) check(ctx context.Context, st *state, name, password string) (bool, error) {
+	if c.verify != nil {
+		return c.verify(ctx, name, password)
+	}
+	hash, known := st.db.hash(name)
+	if !known {
+		hash = st.dummy
+	}
+	return c.compare(hash, []byte(password)) == nil && known, nil
 }
 
 // cached reports whether ck succeeded against st less than CacheTTL ago.

@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"mxguard/internal/testutil"
+	tu "mxguard/internal/testutil"
 )
 
 func usersFile(t *testing.T, pw map[string]string) string {
@@ -67,7 +67,7 @@ func TestCheck(t *testing.T) {
 // reload needed; a file broken by hand leaves the last good one in force.
 func TestReloadOnChange(t *testing.T) {
 	path := usersFile(t, map[string]string{"alice": "secret"})
-	clock := testutil.NewFakeClock()
+	clock := tu.NewFakeClock()
 	c, err := NewChecker(CheckerOptions{Path: path, Clock: clock, CacheTTL: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +101,7 @@ func TestReloadOnChange(t *testing.T) {
 
 func TestCache(t *testing.T) {
 	path := usersFile(t, map[string]string{"alice": "secret"})
-	clock := testutil.NewFakeClock()
+	clock := tu.NewFakeClock()
 	var calls atomic.Int32
 	c, err := NewChecker(CheckerOptions{Path: path, Clock: clock, compare: func(h, p []byte) error {
 		calls.Add(1)
@@ -249,5 +249,58 @@ func BenchmarkCheck(b *testing.B) {
 				_, _ = c.Check(context.Background(), name, tc.pw)
 			}
 		})
+	}
+}
+
+// auth.downstream: the verifier (the delivery servers' AUTH) is asked with
+// the name as given, bounded and cached like bcrypt; its errors are
+// temporary failures, never cached, never a wrong password.
+func TestVerifier(t *testing.T) {
+	var calls atomic.Int32
+	var names []string
+	var mu sync.Mutex
+	verify := func(_ context.Context, name, pw string) (bool, error) {
+		calls.Add(1)
+		mu.Lock()
+		names = append(names, name)
+		mu.Unlock()
+		switch pw {
+		case "down":
+			return false, errors.New("454 4.7.0 Temporary authentication failure")
+		case "secret":
+			return name == "Alice", nil
+		}
+		return false, nil
+	}
+	c, err := NewChecker(CheckerOptions{Verify: verify, Clock: tu.NewFakeClock()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if ok, err := c.Check(ctx, "Alice", "secret"); !ok || err != nil {
+		t.Fatalf("Check = %v %v", ok, err)
+	}
+	if ok, _ := c.Check(ctx, "Alice", "secret"); !ok || calls.Load() != 1 {
+		t.Errorf("second login asked the downstream again (%d calls)", calls.Load())
+	}
+	if ok, _ := c.Check(ctx, "alice", "secret"); ok {
+		t.Error("the downstream's verdict on Alice was used for alice")
+	}
+	for range 2 {
+		if ok, err := c.Check(ctx, "Alice", "down"); ok || err == nil {
+			t.Errorf("downstream error: %v %v, want an error", ok, err)
+		}
+	}
+	if calls.Load() != 4 {
+		t.Errorf("%d calls, want 4 (errors are not cached)", calls.Load())
+	}
+	if names[0] != "Alice" {
+		t.Errorf("names %v", names)
+	}
+	if _, err := NewChecker(CheckerOptions{}); err == nil {
+		t.Error("a checker with neither file nor verifier")
+	}
+	if _, err := NewChecker(CheckerOptions{Path: "x", Verify: verify}); err == nil {
+		t.Error("a checker with both")
 	}
 }
