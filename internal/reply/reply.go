@@ -111,6 +111,29 @@ var (
 	InternalError = Reply{Code: 451, Enhanced: [3]int{4, 3, 0}, Text: "Temporary local problem, try again later"}
 )
 
+// Replies of the submission listener's AUTH (RFC 4954 §6, §4).
+var (
+	// AuthRequired: MAIL before AUTH on the submission listener.
+	AuthRequired = Reply{Code: 530, Enhanced: [3]int{5, 7, 0}, Text: "Authentication required"}
+	// StartTLSFirst: AUTH before STARTTLS from an untrusted client (AUTH
+	// is not advertised to it either).
+	StartTLSFirst = Reply{Code: 530, Enhanced: [3]int{5, 7, 0}, Text: "Must issue a STARTTLS command first"}
+	// AuthTemporary: the check could not be made now (too many logins in
+	// flight, the delivery servers' AUTH unavailable).
+	AuthTemporary = Reply{Code: 454, Enhanced: [3]int{4, 7, 0}, Text: "Temporary authentication failure, try again later"}
+	// AuthMalformed: a decoded response that is no valid message of the
+	// mechanism (RFC 4616 §2 for PLAIN).
+	AuthMalformed = Reply{Code: 501, Enhanced: [3]int{5, 5, 2}, Text: "Malformed authentication response"}
+	// AuthTooLong: a name or password over 255 octets (RFC 4616 §2).
+	AuthTooLong = Reply{Code: 500, Enhanced: [3]int{5, 5, 6}, Text: "Authentication exchange line is too long"}
+	// AuthMechanism: a mechanism other than PLAIN and LOGIN.
+	AuthMechanism = Reply{Code: 504, Enhanced: [3]int{5, 5, 4}, Text: "Unrecognized authentication type"}
+	// AuthzDenied: a PLAIN authorization identity other than the user.
+	AuthzDenied = Reply{Code: 535, Enhanced: [3]int{5, 7, 8}, Text: "Authorization identity not allowed"}
+	// AuthTwice: AUTH after a successful AUTH (RFC 4954 §4).
+	AuthTwice = Reply{Code: 503, Enhanced: [3]int{5, 5, 1}, Text: "Already authenticated"}
+)
+
 // Replies about envelope addresses (internal/address, RFC 5321 §4.1.2).
 var (
 	// RoutingDenied: an untrusted client's address with routing in the
