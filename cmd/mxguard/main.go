@@ -20,6 +20,7 @@ commands:
   blocks                list|add|remove blocked sources
   spool                 status|suspend|resume|unspool
   servers               delivery servers and their state
+  suspensions           list|add|remove suspended accounts
   users                 add|remove submission users (auth.users_file)
   version               version and build info
 
@@ -51,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cli.Spool(rest, stdout, stderr)
 	case "servers":
 		return cli.Servers(rest, stdout, stderr)
+	case "suspensions":
+		return cli.Suspensions(rest, stdout, stderr)
 	case "users":
 		return cli.Users(rest, os.Stdin, stdout, stderr)
 	case "version", "--version", "-version":

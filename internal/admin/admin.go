@@ -56,6 +56,8 @@ type Options struct {
 	// out (an instance without a relay or spool: the API answers 503).
 	Servers func() []ServerView
 	Spool   SpoolControl
+	// Suspensions feeds /api/v1/suspensions (the engine); nil: 503.
+	Suspensions Suspender
 	// Clock gives console session expiry, login throttling and "expires
 	// in 45m" their now; nil: the system clock.
 	Clock interface{ Now() time.Time }

@@ -34,6 +34,9 @@ func (s *Server) routeAPI() {
 	// client escaped its slash (10.0.0.0%2F8, as INTERFACE.md §5 asks) or
 	// not; ServeMux unescapes the value either way.
 	s.api.HandleFunc("DELETE /api/v1/blocks/{source...}", s.apiRemoveBlock)
+	s.api.HandleFunc("GET /api/v1/suspensions", s.apiSuspensions)
+	s.api.HandleFunc("POST /api/v1/suspensions", s.apiAddSuspension)
+	s.api.HandleFunc("DELETE /api/v1/suspensions/{account...}", s.apiRemoveSuspension)
 	s.api.HandleFunc("GET /api/v1/rules", s.apiRules)
 	s.api.HandleFunc("POST /api/v1/reload", s.apiReload)
 	s.api.HandleFunc("GET /api/v1/servers", s.apiServers)
@@ -175,12 +178,9 @@ func (s *Server) addBlock(ctx context.Context, source, forText, reason string) (
 	if !isIPOrPrefix(source) {
 		return events.Block{}, badRequest("bad source %q: want an IP address or a CIDR", source)
 	}
-	d := defaultBlockFor
-	if forText = strings.TrimSpace(forText); forText != "" {
-		var err error
-		if d, err = duration.Parse(forText); err != nil || d <= 0 {
-			return events.Block{}, badRequest("bad duration %q: want a positive Go duration such as 30m or 1h", forText)
-		}
+	d, err := parseFor(forText, defaultBlockFor)
+	if err != nil {
+		return events.Block{}, err
 	}
 	b, err := s.o.Engine.AddBlock(ctx, source, d, strings.TrimSpace(reason))
 	if err != nil {
@@ -190,6 +190,19 @@ func (s *Server) addBlock(ctx context.Context, source, forText, reason string) (
 		return b, badRequest("cannot block %s: %v", source, err)
 	}
 	return b, nil
+}
+
+// parseFor reads the "for" of a block or suspension request; empty is def.
+func parseFor(forText string, def time.Duration) (time.Duration, error) {
+	forText = strings.TrimSpace(forText)
+	if forText == "" {
+		return def, nil
+	}
+	d, err := duration.Parse(forText)
+	if err != nil || d <= 0 {
+		return 0, badRequest("bad duration %q: want a positive duration such as 30m, 1h or 7d", forText)
+	}
+	return d, nil
 }
 
 func (s *Server) removeBlock(ctx context.Context, source string) error {
@@ -273,17 +286,8 @@ func (s *Server) apiAddBlock(w http.ResponseWriter, r *http.Request) {
 		For    string `json:"for"`
 		Reason string `json:"reason"`
 	}
-	dec := json.NewDecoder(r.Body) // limited to maxBody by serveAPI
-	if err := dec.Decode(&req); err != nil {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			s.fail(w, r, &userError{http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", maxBody)})
-			return
-		}
-		s.fail(w, r, badRequest("bad JSON body: %v", err))
-		return
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		s.fail(w, r, badRequest("bad JSON body: data after the object"))
+	if err := decodeBody(r, &req); err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	b, err := s.addBlock(r.Context(), req.Source, req.For, req.Reason)
@@ -292,6 +296,22 @@ func (s *Server) apiAddBlock(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, b)
+}
+
+// decodeBody reads one JSON object (the body is limited to maxBody by
+// serveAPI): 413 past the limit, 400 for bad JSON or data after it.
+func decodeBody(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	if err := dec.Decode(v); err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return &userError{http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", maxBody)}
+		}
+		return badRequest("bad JSON body: %v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return badRequest("bad JSON body: data after the object")
+	}
+	return nil
 }
 
 func (s *Server) apiRemoveBlock(w http.ResponseWriter, r *http.Request) {

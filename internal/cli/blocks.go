@@ -83,20 +83,9 @@ func blocksList(c *command, args []string) int {
 }
 
 func blocksAdd(c *command, args []string) int {
-	forD := c.durationFlag("for", "block for `duration` D (30m, 1h, 24h, 7d; default 1h)")
-	reason := c.fs.String("reason", "", "`reason` recorded with the block")
-	c.jsonFlag("print the API's JSON")
-	source, code, ok := c.oneArg(args, "SOURCE")
+	req, code, ok := c.holdRequest(args, "block", "source", "SOURCE")
 	if !ok {
 		return code
-	}
-	// "for" is sent only when given, so the server's default applies.
-	req := map[string]string{"source": source, "reason": *reason}
-	if c.isSet("for") {
-		if *forD <= 0 {
-			return c.usage("--for must be positive, got %v", *forD)
-		}
-		req["for"] = duration.Format(*forD)
 	}
 	var b events.Block
 	if code, done := c.fetch("POST", "/api/v1/blocks", nil, req, &b); done {
@@ -106,16 +95,42 @@ func blocksAdd(c *command, args []string) int {
 	return exitOK
 }
 
+// holdRequest parses "add KEY [--for D] [--reason R] [--json]" of blocks
+// and suspensions into the POST body; "for" is sent only when given, so
+// the server's default applies.
+func (c *command) holdRequest(args []string, what, field, arg string) (req map[string]string, code int, ok bool) {
+	forD := c.durationFlag("for", what+" for `duration` D (30m, 1h, 24h, 7d; default 1h)")
+	reason := c.fs.String("reason", "", "`reason` recorded with the "+what)
+	c.jsonFlag("print the API's JSON")
+	key, code, ok := c.oneArg(args, arg)
+	if !ok {
+		return nil, code, false
+	}
+	req = map[string]string{field: key, "reason": *reason}
+	if c.isSet("for") {
+		if *forD <= 0 {
+			return nil, c.usage("--for must be positive, got %v", *forD), false
+		}
+		req["for"] = duration.Format(*forD)
+	}
+	return req, 0, true
+}
+
 func blocksRemove(c *command, args []string) int {
-	source, code, ok := c.oneArg(args, "SOURCE")
+	return c.removeHold(args, "/api/v1/blocks/", "SOURCE", "unblocked")
+}
+
+// removeHold is "remove KEY" of blocks and suspensions: DELETE path+KEY.
+func (c *command) removeHold(args []string, path, arg, done string) int {
+	key, code, ok := c.oneArg(args, arg)
 	if !ok {
 		return code
 	}
 	// PathEscape turns the slash of a CIDR into %2F, as the API asks.
-	if _, err := c.call("DELETE", "/api/v1/blocks/"+url.PathEscape(source), nil, nil); err != nil {
+	if _, err := c.call("DELETE", path+url.PathEscape(key), nil, nil); err != nil {
 		return c.fail(err)
 	}
-	fmt.Fprintf(c.stdout, "unblocked %s\n", source)
+	fmt.Fprintf(c.stdout, "%s %s\n", done, key)
 	return exitOK
 }
 

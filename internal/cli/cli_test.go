@@ -59,6 +59,20 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		}
 		w.WriteHeader(204)
 	})
+	mux.Handle("GET /api/v1/suspensions", reply(200, `{"suspensions": [
+		{"account": "alice@example.test", "reason": "internal_spammer: 500 messages in 1h", "rule": "internal_spammer", "event_id": 7, "created_at": "2026-11-25T10:00:00Z", "expires_at": "2026-11-25T11:00:00Z", "manual": false}]}`))
+	mux.HandleFunc("POST /api/v1/suspensions", func(w http.ResponseWriter, r *http.Request) {
+		var req map[string]string
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		reply(201, `{"account": "`+strings.ToLower(req["account"])+`", "reason": "`+req["reason"]+`", "created_at": "2026-11-25T10:00:00Z", "expires_at": "2026-11-25T12:00:00Z", "manual": true}`)(w, r)
+	})
+	mux.HandleFunc("DELETE /api/v1/suspensions/{account...}", func(w http.ResponseWriter, r *http.Request) {
+		if r.PathValue("account") != "alice@example.test" {
+			reply(404, `{"error": "no suspension for `+r.PathValue("account")+`"}`)(w, r)
+			return
+		}
+		w.WriteHeader(204)
+	})
 	mux.Handle("GET /api/v1/servers", reply(200, `{"servers": [
 		{"address": "127.0.0.1:2526", "role": "primary", "state": "up", "since": "2026-11-25T09:00:00Z", "last_error": ""},
 		{"address": "127.0.0.1:2527", "role": "failover", "state": "down", "since": "2026-11-25T09:30:00Z", "last_error": "dial tcp: connection refused"}]}`))
@@ -151,6 +165,22 @@ func TestCommands(t *testing.T) {
 			stderr: "mxguard blocks remove: HTTP 404: no block for 192.0.2.9\n"},
 		{name: "blocks no subcommand", cmd: Blocks, args: conn, code: 2, stderr: "missing subcommand"},
 		{name: "blocks unknown subcommand", cmd: Blocks, args: []string{"purge"}, code: 2, stderr: `unknown subcommand "purge"`},
+
+		{name: "suspensions list", cmd: Suspensions, args: append([]string{"list"}, conn...), code: 0,
+			stdout: []string{"ACCOUNT", "EXPIRES", "REASON", "RULE", "EVENT", "CREATED", "MANUAL\n",
+				"alice@example.test", "2026-11-25T11:00:00Z", "internal_spammer: 500 messages in 1h", "7", "no\n", "1 suspensions\n"},
+			req: request{method: "GET", path: "/api/v1/suspensions"}},
+		{name: "suspensions add", cmd: Suspensions, args: append([]string{"add", "Bob@Example.test", "--for", "2h", "--reason", "phished"}, conn...), code: 0,
+			stdout: []string{"suspended bob@example.test until 2026-11-25T12:00:00Z\n"},
+			req:    request{method: "POST", path: "/api/v1/suspensions", body: `{"account":"Bob@Example.test","for":"2h","reason":"phished"}`}},
+		{name: "suspensions add default for", cmd: Suspensions, args: append([]string{"add", "carol"}, conn...), code: 0,
+			req: request{method: "POST", path: "/api/v1/suspensions", body: `{"account":"carol","reason":""}`}},
+		{name: "suspensions add no account", cmd: Suspensions, args: append([]string{"add"}, conn...), code: 2, stderr: "missing ACCOUNT"},
+		{name: "suspensions remove", cmd: Suspensions, args: append([]string{"remove", "alice@example.test"}, conn...), code: 0,
+			stdout: []string{"lifted the suspension of alice@example.test\n"}, req: request{method: "DELETE", path: "/api/v1/suspensions/alice@example.test"}},
+		{name: "suspensions remove missing", cmd: Suspensions, args: append([]string{"remove", "dave"}, conn...), code: 1,
+			stderr: "mxguard suspensions remove: HTTP 404: no suspension for dave\n"},
+		{name: "suspensions unknown", cmd: Suspensions, args: []string{"purge"}, code: 2, stderr: `unknown subcommand "purge"`},
 
 		{name: "servers", cmd: Servers, args: conn, code: 0,
 			stdout: []string{"ADDRESS", "ROLE", "STATE", "SINCE", "LAST ERROR\n", "127.0.0.1:2526  primary   up", "127.0.0.1:2527  failover  down",

@@ -134,14 +134,18 @@ const (
 	ChangeEventEnded   = "event_ended"
 	ChangeBlockAdded   = "block_added"
 	ChangeBlockRemoved = "block_removed"
+
+	ChangeSuspensionAdded   = "suspension_added"
+	ChangeSuspensionRemoved = "suspension_removed"
 )
 
-// Change reports an event or block change; Event or Block is a copy the
-// receiver may keep.
+// Change reports an event, block or suspension change; Event, Block or
+// Suspension is a copy the receiver may keep.
 type Change struct {
-	Type  string
-	Event *events.Event
-	Block *events.Block
+	Type       string
+	Event      *events.Event
+	Block      *events.Block
+	Suspension *events.Suspension
 }
 
 // Options configure an Engine.
@@ -257,8 +261,7 @@ type Engine struct {
 	blocks blockTable
 	gen    atomic.Uint64
 
-	susMu     sync.RWMutex
-	suspended map[string]int64 // account → until (unix ns)
+	sus suspensionTable
 
 	evMu    sync.Mutex
 	tracked map[*activeEvent]struct{} // active, or ended and not yet written
@@ -289,7 +292,7 @@ func New(ctx context.Context, o Options) (*Engine, error) {
 		hash:      newHasher(),
 		seen:      samepass.New(samepass.Options{}),
 		passwords: samepass.NewHasher(),
-		suspended: make(map[string]int64),
+		sus:       suspensionTable{m: make(map[string]*suspension)},
 		tracked:   make(map[*activeEvent]struct{}),
 		writes:    newWriteQueue(),
 	}
@@ -317,6 +320,9 @@ func New(ctx context.Context, o Options) (*Engine, error) {
 			return nil, err
 		}
 		if err := e.loadBlocks(ctx, evs); err != nil {
+			return nil, err
+		}
+		if err := e.loadSuspensions(ctx, evs); err != nil {
 			return nil, err
 		}
 	}
@@ -568,30 +574,6 @@ func (e *Engine) Protected(addr netip.Addr) bool { return e.setup.Load().protect
 // Trusted reports whether addr is in trusted_networks.
 func (e *Engine) Trusted(addr netip.Addr) bool { return e.setup.Load().trustedAddr(addr) }
 
-// Suspended reports whether a "suspend" action holds account.
-func (e *Engine) Suspended(account string) bool {
-	e.susMu.RLock()
-	until, ok := e.suspended[account]
-	e.susMu.RUnlock()
-	return ok && e.nowNano() < until
-}
-
-func (e *Engine) suspend(account string, until int64) {
-	e.susMu.Lock()
-	e.suspended[account] = max(until, e.suspended[account])
-	e.susMu.Unlock()
-}
-
-func (e *Engine) expireSuspensions(now int64) {
-	e.susMu.Lock()
-	for a, until := range e.suspended {
-		if until <= now {
-			delete(e.suspended, a)
-		}
-	}
-	e.susMu.Unlock()
-}
-
 // trackedKeys returns how many keys each rule tracks (for tests and the
 // memory benchmark).
 func (e *Engine) trackedKeys() map[string]int {
@@ -664,7 +646,7 @@ func (e *Engine) Tick(ctx context.Context) {
 	now := e.clock.Now()
 	ns := now.UnixNano()
 	expired := e.expireBlocks(ns)
-	e.expireSuspensions(ns)
+	lifted := e.expireSuspensions(ns)
 
 	e.houseMu.Lock()
 	e.endQuiet(now)
@@ -683,11 +665,18 @@ func (e *Engine) Tick(ctx context.Context) {
 	for _, b := range expired {
 		e.writes.unblock(b.Source)
 	}
+	for _, su := range lifted {
+		e.writes.unsuspend(su.Account)
+	}
 	if err := e.Flush(ctx); err != nil {
 		e.log.Error("detect: flush", "err", err)
 	}
 	for _, b := range expired {
 		e.log.Info("detect: block expired", "source", b.Source, "rule", b.Rule)
 		e.emit(Change{Type: ChangeBlockRemoved, Block: &b})
+	}
+	for _, su := range lifted {
+		e.log.Info("detect: suspension expired", "account", su.Account, "rule", su.Rule)
+		e.emit(Change{Type: ChangeSuspensionRemoved, Suspension: &su})
 	}
 }

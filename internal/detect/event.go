@@ -109,8 +109,12 @@ func (e *Engine) fire(s *setup, r *boundRule, ev *activeEvent, o Observation) {
 			ev.addAction(ruletype.ActionBlock)
 		}
 	}
+	var su *suspension
 	if r.suspend && kinds[r.kind].perAccount {
-		e.suspend(o.Account, now.Add(r.cfg.BlockFor).UnixNano())
+		// A suspension already in force for longer is left alone, like a
+		// block; the event still lists the action (the account stays
+		// suspended because of it too).
+		su = e.suspend(o.Account, r, ev, now)
 		ev.addAction(ruletype.ActionSuspend)
 	}
 
@@ -129,6 +133,7 @@ func (e *Engine) fire(s *setup, r *boundRule, ev *activeEvent, o Observation) {
 	if b != nil {
 		e.setBlocksGauge()
 	}
+	e.writes.addSuspension(su)
 	e.writes.add(ev, b)
 }
 
@@ -150,8 +155,11 @@ func (e *Engine) renew(s *setup, r *boundRule, ev *activeEvent, o Observation) {
 		}
 	}
 	if r.suspend && kinds[r.kind].perAccount && !e.Suspended(o.Account) {
-		e.suspend(o.Account, e.clock.Now().Add(r.cfg.BlockFor).UnixNano())
-		ev.addAction(ruletype.ActionSuspend)
+		if su := e.suspend(o.Account, r, ev, e.clock.Now()); su != nil {
+			ev.addAction(ruletype.ActionSuspend)
+			e.writes.addSuspension(su)
+			e.writes.add(nil, nil) // wake the writer
+		}
 	}
 }
 

@@ -25,15 +25,53 @@ type memStore struct {
 	mu      sync.Mutex
 	evs     map[int64]events.Event
 	blocks  map[string]events.Block
+	sus     map[string]events.Suspension
 	nextID  int64
 	updates int
 }
 
 func newMemStore() *memStore {
-	return &memStore{evs: make(map[int64]events.Event), blocks: make(map[string]events.Block)}
+	return &memStore{evs: make(map[int64]events.Event), blocks: make(map[string]events.Block), sus: make(map[string]events.Suspension)}
 }
 
-var _ events.Store = (*memStore)(nil)
+var (
+	_ events.Store           = (*memStore)(nil)
+	_ events.SuspensionStore = (*memStore)(nil)
+)
+
+func (s *memStore) PutSuspension(_ context.Context, su events.Suspension) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sus[su.Account] = su
+	return nil
+}
+
+func (s *memStore) DeleteSuspension(_ context.Context, account string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.sus[account]; !ok {
+		return events.ErrNotFound
+	}
+	delete(s.sus, account)
+	return nil
+}
+
+func (s *memStore) Suspensions(context.Context) ([]events.Suspension, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []events.Suspension{}
+	for _, su := range s.sus {
+		out = append(out, su)
+	}
+	return out, nil
+}
+
+func (s *memStore) suspension(account string) (events.Suspension, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	su, ok := s.sus[account]
+	return su, ok
+}
 
 func (s *memStore) Insert(_ context.Context, e *events.Event) error {
 	s.mu.Lock()

@@ -40,11 +40,60 @@ type writeQueue struct {
 	// nil to delete it. The last write wins, so a block that expired
 	// before it was written costs one delete.
 	blocks map[string]*block
-	wake   chan struct{} // the writer goroutine's doorbell, capacity 1
+	// sus holds the pending write of each account's suspension, the same
+	// way (nil: delete).
+	sus  map[string]*suspension
+	wake chan struct{} // the writer goroutine's doorbell, capacity 1
 }
 
 func newWriteQueue() writeQueue {
-	return writeQueue{blocks: make(map[string]*block), wake: make(chan struct{}, 1)}
+	return writeQueue{blocks: make(map[string]*block), sus: make(map[string]*suspension), wake: make(chan struct{}, 1)}
+}
+
+// addSuspension queues a rule's suspension (nil: nothing); the add that
+// follows wakes the writer.
+func (q *writeQueue) addSuspension(s *suspension) {
+	if s == nil {
+		return
+	}
+	q.mu.Lock()
+	q.sus[s.rec.Account] = s
+	q.mu.Unlock()
+}
+
+// unsuspend queues the deletion of an expired suspension.
+func (q *writeQueue) unsuspend(account string) {
+	q.mu.Lock()
+	q.sus[account] = nil
+	q.mu.Unlock()
+}
+
+// dropSuspension forgets the pending write of account (manual changes).
+func (q *writeQueue) dropSuspension(account string) {
+	q.mu.Lock()
+	delete(q.sus, account)
+	q.mu.Unlock()
+}
+
+// takeSuspensions empties the suspension queue.
+func (q *writeQueue) takeSuspensions() map[string]*suspension {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	s := q.sus
+	q.sus = make(map[string]*suspension, len(s))
+	return s
+}
+
+// retrySuspensions puts back the writes that failed or must wait for
+// their event, unless a newer write of the account came meanwhile.
+func (q *writeQueue) retrySuspensions(s map[string]*suspension) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for a, su := range s {
+		if _, newer := q.sus[a]; !newer {
+			q.sus[a] = su
+		}
+	}
 }
 
 // add queues a new event and/or a block to put, and wakes the writer.
@@ -226,6 +275,11 @@ func (e *Engine) flushLocked(ctx context.Context, all bool) ([]Change, error) {
 		notes = append(notes, Change{Type: ChangeBlockAdded, Block: &rec})
 	}
 	e.writes.retry(later)
+	// 3. Suspensions, rare (a compromised account): one by one.
+	susNotes, susLater, err := e.writeSuspensions(ctx, e.writes.takeSuspensions())
+	notes = append(notes, susNotes...)
+	errs = append(errs, err)
+	e.writes.retrySuspensions(susLater)
 	for _, ev := range evs {
 		if n, ok := e.noteEnd(ev); ok {
 			notes = append(notes, n)

@@ -65,6 +65,28 @@ type Block struct {
 	Manual    bool      `json:"manual"`
 }
 
+// Suspension is a temporary (or manual) refusal of an account's mail on
+// the submission listener (INTERFACE.md §5).
+type Suspension struct {
+	Account   string    `json:"account"` // the login name, lowercased
+	Reason    string    `json:"reason"`
+	Rule      string    `json:"rule"`
+	EventID   int64     `json:"event_id"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Manual    bool      `json:"manual"`
+}
+
+// SuspensionStore persists suspensions; a Store that is not one keeps
+// them in memory only (the detection engine checks).
+type SuspensionStore interface {
+	// PutSuspension inserts or replaces the suspension of s.Account.
+	PutSuspension(ctx context.Context, s Suspension) error
+	// DeleteSuspension removes one; ErrNotFound when none.
+	DeleteSuspension(ctx context.Context, account string) error
+	Suspensions(ctx context.Context) ([]Suspension, error)
+}
+
 // ErrNotFound is returned for a missing event or block.
 var ErrNotFound = errors.New("not found")
 

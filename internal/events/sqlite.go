@@ -28,8 +28,9 @@ type SQLiteStore struct {
 }
 
 var (
-	_ Store       = (*SQLiteStore)(nil)
-	_ BatchWriter = (*SQLiteStore)(nil)
+	_ Store           = (*SQLiteStore)(nil)
+	_ BatchWriter     = (*SQLiteStore)(nil)
+	_ SuspensionStore = (*SQLiteStore)(nil)
 )
 
 // sqliteReadConns bounds the read pool. Queries are short and the file is
@@ -41,7 +42,7 @@ const sqliteReadConns = 4
 // user_version records how many a database has run. Append, never edit:
 // released databases have already run the earlier ones.
 func sqliteMigrations() []string {
-	return []string{sqliteSchemaV1}
+	return []string{sqliteSchemaV1, sqliteSchemaV2}
 }
 
 // sqliteSchemaV1 is the first schema. Times are INTEGER unix nanoseconds
@@ -84,6 +85,19 @@ CREATE TABLE blocks (
 	event_id   INTEGER NOT NULL, -- 0 for manual blocks
 	created_at INTEGER,          -- NULL when the caller gave none
 	expires_at INTEGER,          -- NULL: never expires
+	manual     INTEGER NOT NULL
+) STRICT;
+`
+
+// sqliteSchemaV2 adds suspended accounts, shaped like blocks.
+const sqliteSchemaV2 = `
+CREATE TABLE suspensions (
+	account    TEXT    PRIMARY KEY,
+	reason     TEXT    NOT NULL,
+	rule       TEXT    NOT NULL,
+	event_id   INTEGER NOT NULL, -- 0 for manual suspensions
+	created_at INTEGER,
+	expires_at INTEGER,
 	manual     INTEGER NOT NULL
 ) STRICT;
 `
@@ -446,65 +460,127 @@ func sqlitePutBlock(ctx context.Context, x execer, b Block) error {
 	if b.Source == "" {
 		return errors.New("events: put block: empty source")
 	}
-	created, err := nullableNanos(b.CreatedAt)
+	return putHold(ctx, x, blocksTable, hold{b.Source, b.Reason, b.Rule, b.EventID, b.CreatedAt, b.ExpiresAt, b.Manual})
+}
+
+// hold is a row of blocks or suspensions: both keep what holds, why, for
+// how long and which event caused it, keyed by a source or an account.
+type hold struct {
+	Key       string
+	Reason    string
+	Rule      string
+	EventID   int64
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	Manual    bool
+}
+
+// holdTable names a table of holds and its key column.
+type holdTable struct{ name, key, what string }
+
+var (
+	blocksTable      = holdTable{"blocks", "source", "block"}
+	suspensionsTable = holdTable{"suspensions", "account", "suspension"}
+)
+
+func putHold(ctx context.Context, x execer, t holdTable, h hold) error {
+	created, err := nullableNanos(h.CreatedAt)
 	if err != nil {
-		return fmt.Errorf("events: put block %s: created_at: %w", b.Source, err)
+		return fmt.Errorf("events: put %s %s: created_at: %w", t.what, h.Key, err)
 	}
-	expires, err := nullableNanos(b.ExpiresAt)
+	expires, err := nullableNanos(h.ExpiresAt)
 	if err != nil {
-		return fmt.Errorf("events: put block %s: expires_at: %w", b.Source, err)
+		return fmt.Errorf("events: put %s %s: expires_at: %w", t.what, h.Key, err)
 	}
 	// ON CONFLICT rather than SQLite's INSERT OR REPLACE: it is the same
-	// statement in PostgreSQL.
+	// statement in PostgreSQL. Table and column names are constants.
 	_, err = x.ExecContext(ctx,
-		`INSERT INTO blocks (source, reason, rule, event_id, created_at, expires_at, manual)
+		`INSERT INTO `+t.name+` (`+t.key+`, reason, rule, event_id, created_at, expires_at, manual)
 		 VALUES (?, ?, ?, ?, ?, ?, ?)
-		 ON CONFLICT (source) DO UPDATE SET reason = excluded.reason, rule = excluded.rule,
+		 ON CONFLICT (`+t.key+`) DO UPDATE SET reason = excluded.reason, rule = excluded.rule,
 		   event_id = excluded.event_id, created_at = excluded.created_at,
 		   expires_at = excluded.expires_at, manual = excluded.manual`,
-		b.Source, b.Reason, b.Rule, b.EventID, created, expires, b.Manual)
+		h.Key, h.Reason, h.Rule, h.EventID, created, expires, h.Manual)
 	if err != nil {
-		return fmt.Errorf("events: put block %s: %w", b.Source, err)
+		return fmt.Errorf("events: put %s %s: %w", t.what, h.Key, err)
 	}
 	return nil
 }
 
+func (s *SQLiteStore) holds(ctx context.Context, t holdTable) ([]hold, error) {
+	rows, err := s.read.QueryContext(ctx,
+		`SELECT `+t.key+`, reason, rule, event_id, created_at, expires_at, manual
+		 FROM `+t.name+` ORDER BY created_at, `+t.key)
+	if err != nil {
+		return nil, fmt.Errorf("events: %ss: %w", t.what, err)
+	}
+	defer rows.Close()
+	var out []hold
+	for rows.Next() {
+		var (
+			h                hold
+			created, expires sql.NullInt64
+		)
+		if err := rows.Scan(&h.Key, &h.Reason, &h.Rule, &h.EventID, &created, &expires, &h.Manual); err != nil {
+			return nil, fmt.Errorf("events: %ss: %w", t.what, err)
+		}
+		if created.Valid {
+			h.CreatedAt = nanosTime(created.Int64)
+		}
+		if expires.Valid {
+			h.ExpiresAt = nanosTime(expires.Int64)
+		}
+		out = append(out, h)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("events: %ss: %w", t.what, err)
+	}
+	return out, nil
+}
+
+func (s *SQLiteStore) deleteHold(ctx context.Context, t holdTable, key string) error {
+	res, err := s.write.ExecContext(ctx, "DELETE FROM "+t.name+" WHERE "+t.key+" = ?", key)
+	return affectedOne(res, err, "delete "+t.what+" "+key)
+}
+
 // DeleteBlock removes the block of source; ErrNotFound when there is none.
 func (s *SQLiteStore) DeleteBlock(ctx context.Context, source string) error {
-	res, err := s.write.ExecContext(ctx, "DELETE FROM blocks WHERE source = ?", source)
-	return affectedOne(res, err, "delete block "+source)
+	return s.deleteHold(ctx, blocksTable, source)
 }
 
 // Blocks returns every stored block, expired ones included, oldest first.
 func (s *SQLiteStore) Blocks(ctx context.Context) ([]Block, error) {
-	rows, err := s.read.QueryContext(ctx,
-		`SELECT source, reason, rule, event_id, created_at, expires_at, manual
-		 FROM blocks ORDER BY created_at, source`)
-	if err != nil {
-		return nil, fmt.Errorf("events: blocks: %w", err)
+	hs, err := s.holds(ctx, blocksTable)
+	blocks := make([]Block, len(hs))
+	for i, h := range hs {
+		blocks[i] = Block{h.Key, h.Reason, h.Rule, h.EventID, h.CreatedAt, h.ExpiresAt, h.Manual}
 	}
-	defer rows.Close()
-	blocks := []Block{}
-	for rows.Next() {
-		var (
-			b                Block
-			created, expires sql.NullInt64
-		)
-		if err := rows.Scan(&b.Source, &b.Reason, &b.Rule, &b.EventID, &created, &expires, &b.Manual); err != nil {
-			return nil, fmt.Errorf("events: blocks: %w", err)
-		}
-		if created.Valid {
-			b.CreatedAt = nanosTime(created.Int64)
-		}
-		if expires.Valid {
-			b.ExpiresAt = nanosTime(expires.Int64)
-		}
-		blocks = append(blocks, b)
+	return blocks, err
+}
+
+// PutSuspension inserts or replaces the suspension of su.Account.
+func (s *SQLiteStore) PutSuspension(ctx context.Context, su Suspension) error {
+	if su.Account == "" {
+		return errors.New("events: put suspension: empty account")
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("events: blocks: %w", err)
+	return putHold(ctx, s.write, suspensionsTable, hold{su.Account, su.Reason, su.Rule, su.EventID, su.CreatedAt, su.ExpiresAt, su.Manual})
+}
+
+// DeleteSuspension removes the suspension of account; ErrNotFound when
+// there is none.
+func (s *SQLiteStore) DeleteSuspension(ctx context.Context, account string) error {
+	return s.deleteHold(ctx, suspensionsTable, account)
+}
+
+// Suspensions returns every stored suspension, expired ones included,
+// oldest first.
+func (s *SQLiteStore) Suspensions(ctx context.Context) ([]Suspension, error) {
+	hs, err := s.holds(ctx, suspensionsTable)
+	out := make([]Suspension, len(hs))
+	for i, h := range hs {
+		out[i] = Suspension{h.Key, h.Reason, h.Rule, h.EventID, h.CreatedAt, h.ExpiresAt, h.Manual}
 	}
-	return blocks, nil
+	return out, err
 }
 
 // Close refreshes the planner statistics, as SQLite advises before a

@@ -690,3 +690,70 @@ func BenchmarkInsert(b *testing.B) {
 		}
 	}
 }
+
+func TestSQLiteSuspensions(t *testing.T) {
+	ctx := context.Background()
+	s := openTestStore(t)
+	if got, err := s.Suspensions(ctx); err != nil || got == nil || len(got) != 0 {
+		t.Fatalf("Suspensions on an empty store = %#v, %v", got, err)
+	}
+	a := Suspension{Account: "alice@example.test", Reason: "internal_spammer: 500 messages in 1h0m0s", Rule: "internal_spammer", EventID: 3, CreatedAt: t0.Add(time.Second), ExpiresAt: t0.Add(time.Hour)}
+	b := Suspension{Account: "bob", Reason: "left the company", CreatedAt: t0, ExpiresAt: t0.Add(24 * time.Hour), Manual: true}
+	a2 := a
+	a2.ExpiresAt, a2.EventID = t0.Add(2*time.Hour), 4
+	for _, su := range []Suspension{a, b, a2} {
+		if err := s.PutSuspension(ctx, su); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.Suspensions(ctx)
+	same := func(g, w Suspension) bool {
+		return g.CreatedAt.Equal(w.CreatedAt) && g.ExpiresAt.Equal(w.ExpiresAt) && g.ExpiresAt.Location() == time.UTC &&
+			g.Account == w.Account && g.Reason == w.Reason && g.Rule == w.Rule && g.EventID == w.EventID && g.Manual == w.Manual
+	}
+	if err != nil || len(got) != 2 || !same(got[0], b) || !same(got[1], a2) {
+		t.Errorf("Suspensions = %+v, %v; want bob then the replaced alice", got, err)
+	}
+	if err := s.DeleteSuspension(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteSuspension(ctx, "bob"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second delete: %v, want ErrNotFound", err)
+	}
+	if err := s.PutSuspension(ctx, Suspension{}); err == nil {
+		t.Error("PutSuspension without account succeeded")
+	}
+	// Blocks and suspensions are separate tables.
+	if bs, _ := s.Blocks(ctx); len(bs) != 0 {
+		t.Errorf("blocks %+v", bs)
+	}
+}
+
+// A database of schema version 1 (before suspensions) is migrated in
+// place: its events and blocks stay, suspensions work.
+func TestSQLiteMigratesV1(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "events.db")
+	db, err := openSQLitePool(path, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, sqliteSchemaV1+"PRAGMA user_version = 1;"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO blocks VALUES ('192.0.2.1', 'r', 'dos', 0, 1, 2, 1)`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s, err := OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if bs, err := s.Blocks(ctx); err != nil || len(bs) != 1 || bs[0].Source != "192.0.2.1" {
+		t.Errorf("blocks after migration: %+v %v", bs, err)
+	}
+	if err := s.PutSuspension(ctx, Suspension{Account: "a", CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}); err != nil {
+		t.Errorf("suspension after migration: %v", err)
+	}
+}

@@ -183,7 +183,9 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 		Version: o.Version,
 		Servers: g.consoleServers,
 		Spool:   consoleSpool{g.Spool},
-		Clock:   o.Clock,
+		// Suspensions are refused by the submission listener.
+		Suspensions: g.Engine,
+		Clock:       o.Clock,
 	})
 
 	if g.smtpLn, err = smtpd.Listen(ctx, cfg.Listen.SMTP); err != nil {

@@ -1,0 +1,112 @@
+package admin
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"mxguard/internal/events"
+)
+
+// Suspender is what the suspensions API needs of the detection engine:
+// accounts whose mail the submission listener refuses (INTERFACE.md §5).
+type Suspender interface {
+	Suspensions() []events.Suspension
+	AddSuspension(ctx context.Context, account string, d time.Duration, reason string) (events.Suspension, error)
+	// RemoveSuspension returns events.ErrNotFound when the account is not
+	// suspended.
+	RemoveSuspension(ctx context.Context, account string) error
+}
+
+// defaultSuspendFor applies when POST /api/v1/suspensions has no "for".
+const defaultSuspendFor = time.Hour
+
+// maxAccountLen bounds an account in a request: a login name, at most a
+// path's 256 octets (RFC 5321 §4.5.3.1.3).
+const maxAccountLen = 256
+
+var errNoSuspensions = &userError{http.StatusServiceUnavailable, "suspensions are not available"}
+
+// suspensions lists the suspensions in force, newest first, never nil.
+func (s *Server) suspensions() []events.Suspension {
+	out := slices.Clone(s.o.Suspensions.Suspensions())
+	if out == nil {
+		out = []events.Suspension{}
+	}
+	slices.SortFunc(out, func(a, b events.Suspension) int {
+		return cmp.Or(b.CreatedAt.Compare(a.CreatedAt), strings.Compare(a.Account, b.Account))
+	})
+	return out
+}
+
+func (s *Server) addSuspension(ctx context.Context, account, forText, reason string) (events.Suspension, error) {
+	account = strings.TrimSpace(account)
+	switch {
+	case account == "":
+		return events.Suspension{}, badRequest("account is required: the login name")
+	case len(account) > maxAccountLen || strings.ContainsFunc(account, func(r rune) bool { return r < 0x21 || r == 0x7f }):
+		return events.Suspension{}, badRequest("bad account %.64q: a login name, at most %d bytes, no spaces or control characters", account, maxAccountLen)
+	}
+	d, err := parseFor(forText, defaultSuspendFor)
+	if err != nil {
+		return events.Suspension{}, err
+	}
+	su, err := s.o.Suspensions.AddSuspension(ctx, account, d, strings.TrimSpace(reason))
+	if err != nil {
+		return su, fmt.Errorf("suspend %s: %w", account, err)
+	}
+	return su, nil
+}
+
+func (s *Server) apiSuspensions(w http.ResponseWriter, r *http.Request) {
+	if s.o.Suspensions == nil {
+		s.fail(w, r, errNoSuspensions)
+		return
+	}
+	s.flush(r.Context())
+	writeJSON(w, http.StatusOK, map[string][]events.Suspension{"suspensions": s.suspensions()})
+}
+
+func (s *Server) apiAddSuspension(w http.ResponseWriter, r *http.Request) {
+	if s.o.Suspensions == nil {
+		s.fail(w, r, errNoSuspensions)
+		return
+	}
+	var req struct {
+		Account string `json:"account"`
+		For     string `json:"for"`
+		Reason  string `json:"reason"`
+	}
+	if err := decodeBody(r, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	su, err := s.addSuspension(r.Context(), req.Account, req.For, req.Reason)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, su)
+}
+
+func (s *Server) apiRemoveSuspension(w http.ResponseWriter, r *http.Request) {
+	if s.o.Suspensions == nil {
+		s.fail(w, r, errNoSuspensions)
+		return
+	}
+	account := r.PathValue("account")
+	err := s.o.Suspensions.RemoveSuspension(r.Context(), account)
+	switch {
+	case errors.Is(err, events.ErrNotFound):
+		s.fail(w, r, notFound("no suspension for %s", account))
+	case err != nil:
+		s.fail(w, r, fmt.Errorf("lift suspension %s: %w", account, err))
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
