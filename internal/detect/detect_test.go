@@ -993,7 +993,8 @@ func TestKindsMatchTheTable(t *testing.T) {
 	for _, ty := range ruletype.All() {
 		k, ok := kindOf(ty.Name)
 		switch {
-		case ty.Rule && ty.Built && !ok:
+		case ty.Rule && ty.Built && !ok && ty.Per != ruletype.PerQueue:
+			// outbound_queue is judged by the queue monitor (internal/queuemon).
 			t.Errorf("%s is built but no observation kind counts it", ty.Name)
 		case ok && kinds[k].perAccount != (ty.Per == ruletype.PerAccount):
 			t.Errorf("%s counts per %s, its kind per account %v", ty.Name, ty.Per, kinds[k].perAccount)

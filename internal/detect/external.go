@@ -82,11 +82,18 @@ func errOwnType(typ string) error {
 // caller is a background component that needs the ID, not an SMTP
 // session. On a store error nothing is recorded and the caller may retry.
 func (e *Engine) StartEvent(ctx context.Context, typ, source, service string, detail map[string]any) (int64, error) {
+	return e.StartRuleEvent(ctx, "", typ, source, service, detail)
+}
+
+// StartRuleEvent is StartEvent for an event of a rule that another
+// component judges (outbound_queue: the queue monitor), named in the
+// event's rule field.
+func (e *Engine) StartRuleEvent(ctx context.Context, rule, typ, source, service string, detail map[string]any) (int64, error) {
 	if err := errOwnType(typ); err != nil {
 		return 0, err
 	}
 	rec := events.Event{
-		Type: typ, Status: events.StatusActive, StartedAt: e.clock.Now(),
+		Type: typ, Rule: rule, Status: events.StatusActive, StartedAt: e.clock.Now(),
 		Source: source, Service: service, Actions: []string{}, Detail: maps.Clone(detail),
 	}
 	if rec.Detail == nil {

@@ -25,6 +25,7 @@ import (
 	"mxguard/internal/events"
 	"mxguard/internal/metrics"
 	"mxguard/internal/msgbuf"
+	"mxguard/internal/queuemon"
 	"mxguard/internal/recipients"
 	"mxguard/internal/relay"
 	"mxguard/internal/smtpd"
@@ -59,6 +60,8 @@ type Gateway struct {
 	Admin    *admin.Server
 	// AuthPolicy answers Dovecot (listen.auth_policy); nil when off.
 	AuthPolicy *authpolicy.Server
+	// Queues polls the queues of the outbound_queue rules.
+	Queues *queuemon.Monitor
 
 	// Recipients is the recipients directory: the downstream's verdicts
 	// and recipients.file, answering during outages.
@@ -68,6 +71,8 @@ type Gateway struct {
 	smtpLn     net.Listener
 	adminLn    net.Listener
 	policyLn   net.Listener // listen.auth_policy
+	queueRules []queuemon.Rule
+	queueStop  context.CancelFunc
 	httpSrv    *http.Server
 	cancel     context.CancelFunc
 	done       sync.WaitGroup
@@ -219,6 +224,9 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 	g.goRun(func() { g.Engine.Run(runCtx) })
 	g.goRun(func() { g.Delivery.Run(runCtx) })
 	g.goRun(func() { g.Spool.Run(runCtx) })
+	if err := g.startQueues(cfg); err != nil {
+		return err
+	}
 	g.goRun(func() { g.Recipients.Run(runCtx) })
 	g.goRun(func() { _ = g.SMTP.Serve(g.smtpLn) })
 	if g.adminLn != nil {
@@ -306,6 +314,9 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	}
 	rs, err := recipientSettings(cfg)
 	if err != nil {
+		return err
+	}
+	if err := g.startQueues(cfg); err != nil {
 		return err
 	}
 	if err := g.Engine.Reconfigure(g.engineOptions(cfg)); err != nil {
@@ -455,6 +466,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	}
 	if g.cancel != nil {
 		g.cancel()
+	}
+	if g.queueStop != nil {
+		g.queueStop()
 	}
 	g.done.Wait()
 	if g.policyLn != nil {

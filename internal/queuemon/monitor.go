@@ -17,9 +17,9 @@ const EventType = "outbound_queue"
 const Interval = 15 * time.Second
 
 // Events is where the monitor records its events: the detection engine's
-// events raised by components (detect.Engine.StartEvent and friends).
+// events raised by components (detect.Engine.StartRuleEvent and friends).
 type Events interface {
-	StartEvent(ctx context.Context, typ, source, service string, detail map[string]any) (int64, error)
+	StartRuleEvent(ctx context.Context, rule, typ, source, service string, detail map[string]any) (int64, error)
 	EndEvent(ctx context.Context, id int64) error
 	// ActiveEvent finds the event of typ and source a previous run left
 	// active, 0 if none, so it is taken over instead of doubled.
@@ -172,7 +172,7 @@ func (m *Monitor) judge(ctx context.Context, r *ruleState, s Snapshot, now time.
 		if s.Sampled > 0 {
 			detail["senders_sampled"] = s.Sampled
 		}
-		id, err := m.events.StartEvent(ctx, EventType, r.Queue, "", detail)
+		id, err := m.events.StartRuleEvent(ctx, r.Name, EventType, r.Queue, "", detail)
 		if err != nil {
 			m.log.Error("queue monitor: record event; retried at the next poll", "rule", r.Name, "queue", r.Queue, "err", err)
 			return

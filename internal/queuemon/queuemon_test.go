@@ -21,9 +21,9 @@ import (
 )
 
 type startedEvent struct {
-	id          int64
-	typ, source string
-	detail      map[string]any
+	id                int64
+	rule, typ, source string
+	detail            map[string]any
 }
 
 // fakeEvents records StartEvent and EndEvent calls.
@@ -35,14 +35,14 @@ type fakeEvents struct {
 	startErr error
 }
 
-func (f *fakeEvents) StartEvent(_ context.Context, typ, source, _ string, detail map[string]any) (int64, error) {
+func (f *fakeEvents) StartRuleEvent(_ context.Context, rule, typ, source, _ string, detail map[string]any) (int64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.startErr != nil {
 		return 0, f.startErr
 	}
 	id := int64(len(f.started) + 100)
-	f.started = append(f.started, startedEvent{id, typ, source, detail})
+	f.started = append(f.started, startedEvent{id, rule, typ, source, detail})
 	return id, nil
 }
 
@@ -93,7 +93,7 @@ func TestMonitor(t *testing.T) {
 		t.Fatalf("event below the threshold: %+v", ev.started)
 	}
 	poll() // 100: reaches the threshold
-	if len(ev.started) != 1 || ev.started[0].typ != EventType || ev.started[0].source != "spool" {
+	if len(ev.started) != 1 || ev.started[0].typ != EventType || ev.started[0].source != "spool" || ev.started[0].rule != "queue" {
 		t.Fatalf("events %+v", ev.started)
 	}
 	d := ev.started[0].detail
