@@ -130,6 +130,8 @@ var (
 	AuthMechanism = Reply{Code: 504, Enhanced: [3]int{5, 5, 4}, Text: "Unrecognized authentication type"}
 	// AuthzDenied: a PLAIN authorization identity other than the user.
 	AuthzDenied = Reply{Code: 535, Enhanced: [3]int{5, 7, 8}, Text: "Authorization identity not allowed"}
+	// AuthNotOffered: AUTH on the MX listener, which never offers it.
+	AuthNotOffered = Reply{Code: 502, Enhanced: [3]int{5, 5, 1}, Text: "Authentication not available here; use the submission port"}
 	// AuthTwice: AUTH after a successful AUTH (RFC 4954 §4).
 	AuthTwice = Reply{Code: 503, Enhanced: [3]int{5, 5, 1}, Text: "Already authenticated"}
 )

@@ -95,8 +95,13 @@ type Options struct {
 	// Buffers hold message data during DATA: memory up to a budget,
 	// then data_dir/tmp (required).
 	Buffers *msgbuf.Store
-	Metrics *metrics.Metrics // may be nil
-	Logger  *slog.Logger
+	// Auth makes this the submission listener: AUTH PLAIN/LOGIN over TLS
+	// (or from trusted clients), mail only after AUTH (submission.go).
+	// nil: the MX listener, which never offers AUTH.
+	Auth     Authenticator
+	Accounts Accounts         // suspensions and password fingerprints; nil: none
+	Metrics  *metrics.Metrics // may be nil
+	Logger   *slog.Logger
 	// Stress are the timeouts of stress mode (stress.go); zero fields take
 	// the defaults (10s greeting and command, 2m DATA).
 	Stress config.Timeouts
@@ -163,6 +168,10 @@ func (s *Server) newGeneration(set *Settings) *generation {
 	ss.ReadTimeout = set.Timeouts.Command
 	ss.WriteTimeout = set.Timeouts.Command
 	ss.TLSConfig = starttlsConfig(set.TLS)
+	// The session decides who may AUTH (TLS, or a trusted client) and
+	// answers the others 530 5.7.0 itself; go-smtp's own refusal would be
+	// 523 5.7.10 for everyone without TLS.
+	ss.AllowInsecureAuth = s.o.Auth != nil
 	ss.ErrorLog = errorLog{s}
 	g.smtp = ss
 	s.lnMu.Lock()

@@ -35,6 +35,9 @@ func (b backend) NewSession(sc *smtp.Conn) (smtp.Session, error) {
 	}
 	c.attach(sc)
 	c.ps.Helo = sc.Hostname()
+	// A new session (the first EHLO, or the one after STARTTLS) starts
+	// unauthenticated (RFC 3207 §4.2: forget what was learnt before TLS).
+	c.ps.Account = ""
 	_, tls := sc.TLSConnectionState()
 	return guard{&session{c: c, tls: tls}}, nil
 }
@@ -60,14 +63,17 @@ func underlying(nc net.Conn) *conn {
 // disconnect call Reset or Logout; go-smtp ends the BDAT pipe first, so
 // Data returns and the others wait only for that.
 type session struct {
-	mu     sync.Mutex
-	c      *conn
-	tls    bool
-	txn    *relay.Txn
-	opts   relay.MailOptions
-	from   address.Mailbox
-	rcpts  []string // accepted recipients, canonical form
-	broken bool     // the downstream transaction was lost: defer until RSET
+	mu  sync.Mutex
+	c   *conn
+	tls bool
+	// account is the authenticated login (submission), lowercased; empty
+	// before AUTH.
+	account string
+	txn     *relay.Txn
+	opts    relay.MailOptions
+	from    address.Mailbox
+	rcpts   []string // accepted recipients, canonical form
+	broken  bool     // the downstream transaction was lost: defer until RSET
 	// spooling: every server is down and this transaction goes to the
 	// outage spool; recipients are checked locally only.
 	spooling bool
@@ -92,6 +98,10 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.abort()
+	if r := s.mayMail(); r != nil {
+		s.c.log().Info("sender refused", "from", from, "reply", r.Error())
+		return s.answer(r)
+	}
 	s.opts = relay.MailOptions{}
 	if opts != nil {
 		s.opts.Size = opts.Size
