@@ -18,12 +18,10 @@ var notBuilt = []struct {
 	feature string   // the hint: what is missing
 	keys    []string // dotted paths, list items as []
 }{
-	{"the submission listener (AUTH, outbound mail) is not built yet", []string{"listen.submission"}},
 	{"the Postfix policy front end is not built yet", []string{"listen.policy"}},
 	{"content scanners are not built yet", []string{"content.rspamd", "content.spamd", "content.clamd",
 		"content.blocked_attachments", "content.timeout", "content.max_concurrency", "content.on_failure"}},
 	{"DNSBL checks are not built yet", []string{"dnsbl.zones", "dnsbl.threshold", "dnsbl.resolver"}},
-	{"the submission listener, whose logins these check, is not built yet", []string{"auth.users_file", "auth.downstream"}},
 	{"BATV is not built yet", []string{"batv.key_file"}},
 	{"alerts are not built yet", []string{"alerts.email.to", "alerts.email.from", "alerts.email.server",
 		"alerts.webhook.url", "alerts.webhook.secret", "alerts.min_impact", "alerts.max_per_minute"}},

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"mxguard/internal/users"
 )
 
 // Default returns what an empty file gives before validation: every
@@ -429,10 +431,25 @@ func (l *loader) httpURL(path, s string) {
 // than at the first login.
 func (l *loader) checkFiles(c *Config) {
 	if c.Auth.UsersFile != "" {
-		l.checkLocal("auth.users_file", &c.Auth.UsersFile)
+		// The file is parsed here, so a bad line shows in check-config
+		// (and a reload with it is refused) rather than at the first login.
+		if data, err := l.readLocal("auth.users_file", &c.Auth.UsersFile, 16<<20); err == nil {
+			if _, err := users.Parse(c.Auth.UsersFile, data); err != nil {
+				l.errAt("auth.users_file", "fix the lines named, or rewrite them with mxguard users add", "%s", strings.ReplaceAll(err.Error(), "\n", "; "))
+			}
+		}
 	}
-	if c.Listen.Submission != "" && c.Auth.UsersFile == "" && !c.Auth.Downstream {
+	switch {
+	case c.Listen.Submission != "" && c.Auth.UsersFile == "" && !c.Auth.Downstream:
 		l.errAt("listen.submission", "set auth.users_file or auth.downstream: true", "submission requires AUTH but no way to check it is configured")
+	case c.Auth.UsersFile != "" && c.Auth.Downstream:
+		l.errAt("auth.downstream", "logins are checked against auth.users_file or by the delivery servers, not both", "cannot be used with auth.users_file")
+	case c.Listen.Submission == "" && (c.Auth.UsersFile != "" || c.Auth.Downstream):
+		path := "auth.users_file"
+		if c.Auth.Downstream {
+			path = "auth.downstream"
+		}
+		l.errAt(path, "set listen.submission, the listener whose logins it checks", "has no effect without listen.submission")
 	}
 	if c.BATV.KeyFile != "" {
 		l.checkLocal("batv.key_file", &c.BATV.KeyFile)

@@ -30,6 +30,7 @@ import (
 	"mxguard/internal/relay"
 	"mxguard/internal/smtpd"
 	"mxguard/internal/spool"
+	"mxguard/internal/users"
 )
 
 // Options are the process-level inputs besides the configuration.
@@ -62,20 +63,25 @@ type Gateway struct {
 	AuthPolicy *authpolicy.Server
 	// Queues polls the queues of the outbound_queue rules.
 	Queues *queuemon.Monitor
+	// Submission is the submission listener (listen.submission) and Users
+	// its login checker; nil when off.
+	Submission *smtpd.Server
+	Users      *users.Checker
 
 	// Recipients is the recipients directory: the downstream's verdicts
 	// and recipients.file, answering during outages.
 	Recipients *recipients.Directory
 
-	spoolStore *spool.Spool
-	smtpLn     net.Listener
-	adminLn    net.Listener
-	policyLn   net.Listener // listen.auth_policy
-	queueRules []queuemon.Rule
-	queueStop  context.CancelFunc
-	httpSrv    *http.Server
-	cancel     context.CancelFunc
-	done       sync.WaitGroup
+	spoolStore   *spool.Spool
+	smtpLn       net.Listener
+	adminLn      net.Listener
+	policyLn     net.Listener // listen.auth_policy
+	submissionLn net.Listener
+	queueRules   []queuemon.Rule
+	queueStop    context.CancelFunc
+	httpSrv      *http.Server
+	cancel       context.CancelFunc
+	done         sync.WaitGroup
 }
 
 // Start opens the store, builds every component and starts listening.
@@ -196,6 +202,9 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 	if g.smtpLn, err = smtpd.Listen(ctx, cfg.Listen.SMTP); err != nil {
 		return fmt.Errorf("listen smtp: %w", err)
 	}
+	if err := g.startSubmission(ctx, cfg, set); err != nil {
+		return err
+	}
 	if cfg.Listen.Admin != "" {
 		if g.adminLn, err = net.Listen("tcp", cfg.Listen.Admin); err != nil {
 			return fmt.Errorf("listen admin: %w", err)
@@ -229,6 +238,9 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 	}
 	g.goRun(func() { g.Recipients.Run(runCtx) })
 	g.goRun(func() { _ = g.SMTP.Serve(g.smtpLn) })
+	if g.Submission != nil {
+		g.goRun(func() { _ = g.Submission.Serve(g.submissionLn) })
+	}
 	if g.adminLn != nil {
 		g.httpSrv = g.Admin.HTTPServer(o.AdminHTTP)
 		g.goRun(func() { _ = g.httpSrv.Serve(g.adminLn) })
@@ -240,7 +252,7 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 			}
 		})
 	}
-	o.Logger.Info("mxguard started", "smtp", g.SMTPAddr(), "admin", g.AdminAddr(), "auth_policy", g.AuthPolicyAddr(),
+	o.Logger.Info("mxguard started", "smtp", g.SMTPAddr(), "submission", g.SubmissionAddr(), "admin", g.AdminAddr(), "auth_policy", g.AuthPolicyAddr(),
 		"servers", deliveryServers(cfg), "rules", len(g.Engine.Rules()))
 	return nil
 }
@@ -325,6 +337,12 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	g.Delivery.SetServers(deliveryServers(cfg))
 	g.Relay.SetDataTimeout(relay.FinalReplyTimeout(cfg.Timeouts.Data))
 	g.SMTP.Reload(set)
+	if g.Submission != nil {
+		g.Submission.Reload(set)
+		if err := g.Users.Reload(); err != nil {
+			g.o.Logger.Error("auth.users_file: the last good one stays in force", "err", err)
+		}
+	}
 	g.Spool.Reconfigure(cfg.Spool.Delay, cfg.Spool.UnspoolRate, cfg.Spool.AutoUnspool)
 	g.spoolStore.SetMaxBytes(int64(cfg.Spool.MaxSize))
 	g.Admin.SetToken(token)
@@ -455,6 +473,14 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		if err := g.SMTP.Shutdown(ctx); err != nil {
 			g.SMTP.Close()
 		}
+	}
+	if g.Submission != nil {
+		if err := g.Submission.Shutdown(ctx); err != nil {
+			g.Submission.Close()
+		}
+	}
+	if g.submissionLn != nil {
+		g.submissionLn.Close()
 	}
 	if g.smtpLn != nil {
 		g.smtpLn.Close() // also when Start failed before Serve took it

@@ -1,0 +1,60 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+
+	"mxguard/internal/config"
+	"mxguard/internal/smtpd"
+	"mxguard/internal/users"
+)
+
+// startSubmission builds the submission listener (listen.submission):
+// the same settings and checks as the MX listener, plus AUTH checked
+// against auth.users_file or by relaying it to the delivery servers
+// (auth.downstream), and suspensions.
+func (g *Gateway) startSubmission(ctx context.Context, cfg *config.Config, set *smtpd.Settings) error {
+	if cfg.Listen.Submission == "" {
+		return nil
+	}
+	o := users.CheckerOptions{Logger: g.o.Logger.With("component", "auth")}
+	if cfg.Auth.Downstream {
+		o.Verify = func(ctx context.Context, name, password string) (bool, error) {
+			return g.Relay.Authenticate(ctx, g.Delivery, name, password)
+		}
+	} else {
+		o.Path = cfg.Auth.UsersFile
+	}
+	checker, err := users.NewChecker(o)
+	if err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	g.Users = checker
+	g.Metrics.Prime("submission", nil, nil)
+	for _, r := range []string{"success", "failure", "temporary", "malformed"} {
+		g.Metrics.Auth.WithLabelValues("submission", r)
+	}
+	g.Submission = smtpd.New(smtpd.Options{
+		Name:      "submission",
+		Detector:  g.Engine,
+		Relay:     g.Delivery,
+		Spooler:   spooler{Manager: g.Spool, store: g.spoolStore},
+		Directory: g.Recipients,
+		Auth:      checker,
+		Accounts:  g.Engine,
+		Metrics:   g.Metrics,
+		Logger:    g.o.Logger.With("component", "submission"),
+	}, set)
+	if g.submissionLn, err = smtpd.Listen(ctx, cfg.Listen.Submission); err != nil {
+		return fmt.Errorf("listen submission: %w", err)
+	}
+	return nil
+}
+
+// SubmissionAddr is the bound submission listener address ("" when off).
+func (g *Gateway) SubmissionAddr() string {
+	if g.submissionLn == nil {
+		return ""
+	}
+	return g.submissionLn.Addr().String()
+}
