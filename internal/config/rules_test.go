@@ -42,6 +42,8 @@ func TestDefaultRulesSpelledOut(t *testing.T) {
   - {name: mailbomb, type: mailbomb, window: 10m, threshold: 20, min_size: 500KB, actions: [block], block_for: 1h}
   - {name: brute_force, type: brute_force, window: 10m, threshold: 20, actions: [block], block_for: 1h}
   - {name: account_brute_force, type: account_brute_force, window: 1h, threshold: 30, actions: []}
+  - {name: internal_spammer, type: internal_spammer, window: 1h, threshold: 300, actions: [suspend], block_for: 1h}
+  - {name: bounce_spammer, type: bounce_spammer, window: 1h, threshold: 50, actions: []}
 `)
 	if !reflect.DeepEqual(c.Rules, DefaultRules()) {
 		t.Errorf("spelled out:\n%+v\nDefaultRules:\n%+v", c.Rules, DefaultRules())
@@ -115,10 +117,10 @@ func TestRuleErrors(t *testing.T) {
 	}{
 		{"name and type required", `{threshold: 1}`, []string{
 			`t.yaml:5: rules[0].name: required (events and the console show it)`,
-			`t.yaml:5: rules[0].type: required (one of dos, bad_sessions, directory_harvest, mailbomb, brute_force, account_brute_force, outbound_queue)`,
+			`t.yaml:5: rules[0].type: required (one of dos, bad_sessions, directory_harvest, mailbomb, brute_force, account_brute_force, internal_spammer, bounce_spammer, outbound_queue)`,
 		}, false},
 		{"a type this build does not count", `{name: a, type: spam_attack, threshold: 1, actions: [block]}`, []string{
-			`t.yaml:5: rules[0].type: spam_attack is not supported by this build yet (spam verdicts come from content scanners, which are not built yet; this build counts dos, bad_sessions, directory_harvest, mailbomb, brute_force, account_brute_force, outbound_queue)`,
+			`t.yaml:5: rules[0].type: spam_attack is not supported by this build yet (spam verdicts come from content scanners, which are not built yet; this build counts dos, bad_sessions, directory_harvest, mailbomb, brute_force, account_brute_force, internal_spammer, bounce_spammer, outbound_queue)`,
 		}, false},
 		{"alert is not built", `{name: a, type: dos, threshold: 1, actions: [block, notify, alert]}`, []string{
 			`t.yaml:5: rules[0].actions[1]: notify is not supported by this build yet (alerts (email, webhook) are not built yet)`,

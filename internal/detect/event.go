@@ -39,7 +39,10 @@ type activeEvent struct {
 	endedAt time.Time // zero while active
 	live    bool      // fire finished: actions taken, queued for the writer, tracked
 	stored  bool      // the store has a row for the event
-	dirty   bool      // changed since the last store write
+	// lifted: an operator lifted the suspension this event made; renew
+	// does not put it back while the event lasts.
+	lifted bool
+	dirty  bool // changed since the last store write
 
 	// What OnChange has been told; only the writer (under flushMu) reads
 	// and sets these.
@@ -154,7 +157,10 @@ func (e *Engine) renew(s *setup, r *boundRule, ev *activeEvent, o Observation) {
 			e.writes.add(nil, b)
 		}
 	}
-	if r.suspend && kinds[r.kind].perAccount && !e.Suspended(o.Account) {
+	ev.mu.Lock()
+	lifted := ev.lifted
+	ev.mu.Unlock()
+	if r.suspend && kinds[r.kind].perAccount && !lifted && !e.Suspended(o.Account) {
 		if su := e.suspend(o.Account, r, ev, e.clock.Now()); su != nil {
 			ev.addAction(ruletype.ActionSuspend)
 			e.writes.addSuspension(su)

@@ -157,6 +157,13 @@ func (e *Engine) RemoveSuspension(ctx context.Context, account string) error {
 	rec := events.Suspension{Account: account, Manual: true}
 	if s != nil {
 		rec = s.record()
+		if s.ev != nil {
+			// The operator decided: the event that made the suspension
+			// goes on counting but does not suspend the account again.
+			s.ev.mu.Lock()
+			s.ev.lifted = true
+			s.ev.mu.Unlock()
+		}
 	}
 	e.log.Info("detect: suspension lifted", "account", account)
 	e.emit(Change{Type: ChangeSuspensionRemoved, Suspension: &rec})

@@ -112,3 +112,30 @@ func TestManualSuspensions(t *testing.T) {
 		t.Errorf("memory-only suspension: %v", err)
 	}
 }
+
+// An operator who lifts a rule's suspension is not overruled by the same
+// event at the account's next message; a new event (after a quiet
+// window) suspends again.
+func TestLiftedSuspensionStaysLifted(t *testing.T) {
+	ctx := context.Background()
+	rl := rule("spam", "internal_spammer", 10*time.Minute, 3, "suspend")
+	r := newRig(t, Options{Rules: []config.Rule{rl}})
+	o := Observation{Kind: KindAccountMessage, Account: "alice"}
+	r.observeN(3, o)
+	if !r.Suspended("alice") {
+		t.Fatal("not suspended")
+	}
+	if err := r.RemoveSuspension(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	r.observeN(5, o)
+	if r.Suspended("alice") {
+		t.Fatal("the event suspended again what the operator lifted")
+	}
+	r.clock.Advance(11 * time.Minute)
+	r.Tick(ctx)
+	r.observeN(3, o)
+	if !r.Suspended("alice") {
+		t.Error("a new event after a quiet window did not suspend")
+	}
+}

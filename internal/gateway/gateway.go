@@ -202,7 +202,7 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 	if g.smtpLn, err = smtpd.Listen(ctx, cfg.Listen.SMTP); err != nil {
 		return fmt.Errorf("listen smtp: %w", err)
 	}
-	if err := g.startSubmission(ctx, cfg, set); err != nil {
+	if err := g.startSubmission(ctx, cfg, set, buffers); err != nil {
 		return err
 	}
 	if cfg.Listen.Admin != "" {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"mxguard/internal/config"
+	"mxguard/internal/msgbuf"
 	"mxguard/internal/smtpd"
 	"mxguard/internal/users"
 )
@@ -13,7 +14,7 @@ import (
 // the same settings and checks as the MX listener, plus AUTH checked
 // against auth.users_file or by relaying it to the delivery servers
 // (auth.downstream), and suspensions.
-func (g *Gateway) startSubmission(ctx context.Context, cfg *config.Config, set *smtpd.Settings) error {
+func (g *Gateway) startSubmission(ctx context.Context, cfg *config.Config, set *smtpd.Settings, buffers *msgbuf.Store) error {
 	if cfg.Listen.Submission == "" {
 		return nil
 	}
@@ -38,6 +39,7 @@ func (g *Gateway) startSubmission(ctx context.Context, cfg *config.Config, set *
 		Name:      "submission",
 		Detector:  g.Engine,
 		Relay:     g.Delivery,
+		Buffers:   buffers,
 		Spooler:   spooler{Manager: g.Spool, store: g.spoolStore},
 		Directory: g.Recipients,
 		Auth:      checker,

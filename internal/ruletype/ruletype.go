@@ -91,7 +91,6 @@ type Action struct {
 
 // What several types lack while it is not built.
 const (
-	missingSubmission = "the submission listener is not built yet"
 	missingScanners   = "content scanners, which are not built yet"
 )
 
@@ -123,12 +122,12 @@ var (
 		{Name: "account_brute_force", Per: PerAccount, Counts: "failed authentications for one account from any sources", Noun: "failed authentications",
 			Rule: true, Built: true, Actions: accountActions, DefaultActions: alertOnly,
 			Default: &Default{Window: time.Hour, Threshold: 30, BlockFor: time.Hour, Actions: alertOnly}},
-		{Name: "internal_spammer", Per: PerAccount, Counts: "messages sent by an authenticated account", Noun: "messages",
-			Rule: true, Missing: missingSubmission,
-			Actions: accountActions, DefaultActions: alertOnly},
+		{Name: "internal_spammer", Per: PerAccount, Counts: "messages sent by an authenticated account (one per recipient)", Noun: "messages",
+			Rule: true, Built: true, Actions: accountActions, DefaultActions: alertOnly,
+			Default: &Default{Window: time.Hour, Threshold: 300, BlockFor: time.Hour, Actions: []string{ActionSuspend}}},
 		{Name: "bounce_spammer", Per: PerAccount, Counts: "bounces and delivery failures caused by an account's mail", Noun: "bounces",
-			Rule: true, Missing: missingSubmission,
-			Actions: accountActions, DefaultActions: alertOnly},
+			Rule: true, Built: true, Actions: accountActions, DefaultActions: alertOnly,
+			Default: &Default{Window: time.Hour, Threshold: 50, BlockFor: time.Hour, Actions: alertOnly}},
 		{Name: "backscatter", Per: PerSource, Counts: "bounces to local recipients that carry no valid BATV tag", Noun: "unsigned bounces",
 			Rule: true, Missing: "BATV is not built yet",
 			Actions: sourceActions, DefaultActions: alertOnly},
@@ -142,7 +141,7 @@ var (
 	actions = []Action{
 		{Name: ActionBlock, Built: true},
 		{Name: ActionAlert, Missing: "alerts (email, webhook) are not built yet"},
-		{Name: ActionSuspend, Missing: "suspended accounts are refused by the submission listener, which is not built yet"},
+		{Name: ActionSuspend, Built: true},
 	}
 
 	sourceActions  = []string{ActionBlock, ActionAlert}

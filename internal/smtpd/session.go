@@ -16,7 +16,6 @@ import (
 
 	"mxguard/internal/address"
 	"mxguard/internal/detect"
-	"mxguard/internal/metrics"
 	"mxguard/internal/msgbuf"
 	"mxguard/internal/pipeline"
 	"mxguard/internal/recipients"
@@ -224,6 +223,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) && recipients.IsUnknownUser(se.Code, [3]int(se.EnhancedCode), se.Message) {
 			s.observeUnknown()
+			s.observeAccount(detect.KindBounce, 1)
 			s.c.log().Info("unknown recipient", "rcpt", to, "downstream", se.Message)
 			r := reply.UnknownUser
 			r.Text = "<" + to + ">: Recipient address rejected: user unknown"
@@ -276,6 +276,20 @@ func (s *session) observeUnknown() {
 	}
 }
 
+// observeAccount feeds the account rules of an authenticated session: n
+// copies of a message sent (internal_spammer counts each recipient as a
+// message, as n messages would count), or a delivery failure the
+// downstream reported for the account's mail (bounce_spammer).
+func (s *session) observeAccount(k detect.Kind, n int) {
+	d := s.c.srv.o.Detector
+	if d == nil || s.account == "" {
+		return
+	}
+	for range n {
+		d.Observe(detect.Observation{Kind: k, Addr: s.c.addr, Account: s.account, Service: s.c.srv.o.Name})
+	}
+}
+
 // observeMessage feeds mailbomb with a message that got the answer of
 // the downstream, a check or the spool; one that met our own temporary
 // failure is not counted (INTERFACE.md §3).
@@ -292,6 +306,9 @@ func (s *session) downstreamError(stage, to string, err error) error {
 	var se *smtp.SMTPError
 	if refusal(err, &se) {
 		s.c.log().Info("downstream refused", "stage", stage, "rcpt", to, "code", se.Code, "text", se.Message)
+		if se.Code/100 == 5 {
+			s.observeAccount(detect.KindBounce, 1)
+		}
 		if stage == "MAIL" {
 			// The downstream refused the sender; the transaction did
 			// not start there.
@@ -376,12 +393,11 @@ func (s *session) Data(r io.Reader) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.c
-	m := c.srv.o.Metrics
 	buf := c.srv.o.Buffers.NewBuffer()
 	defer buf.Close()
 	if _, err := buf.ReadFrom(r); err != nil {
 		s.abort()
-		countMsg(m, "rejected")
+		s.countMsg("rejected")
 		switch {
 		case errors.Is(err, smtp.ErrDataTooLarge):
 			return s.answer(&reply.TooBig)
@@ -406,13 +422,13 @@ func (s *session) Data(r io.Reader) error {
 	}
 	size := buf.Size()
 	if !s.spooling && (s.txn == nil || s.broken) {
-		countMsg(m, "deferred")
+		s.countMsg("deferred")
 		return s.answer(&reply.ServersDown)
 	}
 	msg := &pipeline.Message{Content: buf}
 	if rep := c.set.Chain.RunData(s.ctx(), &c.ps, msg); rep != nil {
 		s.abort()
-		countMsg(m, "rejected")
+		s.countMsg("rejected")
 		c.log().Info("message refused", "reply", rep.Error())
 		if !ownFailure(rep) {
 			s.observeMessage(size)
@@ -431,11 +447,12 @@ func (s *session) Data(r io.Reader) error {
 		var se *smtp.SMTPError
 		if refusal(err, &se) {
 			s.observeMessage(size)
-			countMsg(m, "rejected")
+			s.observeAccount(detect.KindBounce, 1)
+			s.countMsg("rejected")
 			c.log().Info("downstream refused message", "code", se.Code, "text", se.Message)
 			return se
 		}
-		countMsg(m, "deferred")
+		s.countMsg("deferred")
 		if errors.Is(err, relay.ErrBody) {
 			// Our buffer could not be read back: nothing was delivered.
 			c.log().Error("message not relayed", "err", err)
@@ -445,8 +462,9 @@ func (s *session) Data(r io.Reader) error {
 		return s.answer(&reply.ServersDown)
 	}
 	s.observeMessage(size)
+	s.observeAccount(detect.KindAccountMessage, len(s.rcpts))
 	c.sentMessage.Store(true)
-	countMsg(m, "relayed")
+	s.countMsg("relayed")
 	c.log().Info("relayed", "id", id, "from", s.from.String(), "rcpts", len(s.rcpts), "size", size, "server", txn.Server(), "downstream", text)
 	s.rcpts = s.rcpts[:0]
 	// A 250 from Data must carry our own text; go-smtp sends an
@@ -459,31 +477,37 @@ func (s *session) Data(r io.Reader) error {
 // (INTERFACE.md §4).
 func (s *session) spool(hdr []byte, buf *msgbuf.Buffer) error {
 	c := s.c
-	m := c.srv.o.Metrics
 	size := buf.Size()
 	env := spool.Envelope{From: s.from.String(), Recipients: append([]string(nil), s.rcpts...), Source: c.addr.String()}
 	id, err := c.srv.o.Spooler.Put(s.ctx(), env, int64(len(hdr))+size, io.MultiReader(bytes.NewReader(hdr), buf.Reader()))
 	s.abort()
 	if errors.Is(err, spool.ErrFull) {
-		countMsg(m, "deferred")
+		s.countMsg("deferred")
 		c.log().Warn("spool full", "size", size)
 		return s.answer(&reply.SpoolFull)
 	}
 	if err != nil {
-		countMsg(m, "deferred")
+		s.countMsg("deferred")
 		c.log().Error("spool write failed", "err", err)
 		return s.answer(&reply.InternalError)
 	}
 	s.observeMessage(size)
+	s.observeAccount(detect.KindAccountMessage, len(env.Recipients))
 	c.sentMessage.Store(true)
-	countMsg(m, "spooled")
+	s.countMsg("spooled")
 	c.log().Info("spooled", "id", id, "from", env.From, "rcpts", len(env.Recipients), "size", size)
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id + " (servers unavailable, spooled)"}
 }
 
-func countMsg(m *metrics.Metrics, result string) {
-	if m != nil {
-		m.Messages.WithLabelValues("inbound", result).Inc()
+// countMsg counts a message by direction: what an authenticated account
+// sends is outbound, everything else inbound.
+func (s *session) countMsg(result string) {
+	if m := s.c.srv.o.Metrics; m != nil {
+		dir := "inbound"
+		if s.account != "" {
+			dir = "outbound"
+		}
+		m.Messages.WithLabelValues(dir, result).Inc()
 	}
 }
 

@@ -1,0 +1,209 @@
+package gateway_test
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"mxguard/internal/mailsink"
+	"mxguard/internal/testutil"
+	"mxguard/internal/users"
+)
+
+// submissionEnv is a gateway with the submission listener, alice's
+// account in its users file, in front of a downstream that takes mail for
+// any domain (the organisation's outbound relay).
+func submissionEnv(t *testing.T, rules string) *env {
+	t.Helper()
+	sink, err := mailsink.Start(t.Context(), mailsink.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sink.Close() })
+	dir := t.TempDir()
+	usersFile := filepath.Join(dir, "users")
+	if _, err := users.Add(usersFile, "alice@example.test", "correct horse", bcrypt.MinCost); err != nil {
+		t.Fatal(err)
+	}
+	return startWith(t, fmt.Sprintf("listen: {smtp: 127.0.0.1:0, admin: 127.0.0.1:0, submission: 127.0.0.1:0}\nauth: {users_file: %s}\n%s", usersFile, rules), sink, dir)
+}
+
+// swaks runs swaks against addr from ip and returns its transcript and
+// exit code.
+func swaks(t *testing.T, addr, ip string, args ...string) (string, int) {
+	t.Helper()
+	path, err := exec.LookPath("swaks")
+	testutil.RequireComponent(t, "swaks", err == nil, "apt-get install swaks")
+	host, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(path, append([]string{"--server", host, "--port", port, "--local-interface", ip,
+		"--ehlo", "laptop.example.test", "--timeout", "20"}, args...)...)
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	}
+	t.Logf("swaks %s (exit %d):\n%s", strings.Join(args, " "), code, out)
+	return string(out), code
+}
+
+func auth(mech, user, pw string) []string {
+	return []string{"--tls", "--auth", mech, "--auth-user", user, "--auth-password", pw}
+}
+
+// Authenticated mail goes to any domain, pass-through; AUTH is offered
+// only after STARTTLS; the MX listener never offers it.
+func TestSubmissionRelaysAuthenticatedMail(t *testing.T) {
+	e := submissionEnv(t, "")
+	sub := e.gw.SubmissionAddr()
+	for _, mech := range []string{"PLAIN", "LOGIN"} {
+		out, code := swaks(t, sub, "127.0.0.130", append(auth(mech, "Alice@Example.test", "correct horse"),
+			"--from", "alice@example.test", "--to", "partner@elsewhere.example", "--body", "sent with "+mech)...)
+		if code != 0 || !strings.Contains(out, "235 2.0.0") || !strings.Contains(out, "250 2.0.0 Ok: queued as") {
+			t.Fatalf("AUTH %s: exit %d", mech, code)
+		}
+	}
+	msgs := e.sink.Messages()
+	if len(msgs) != 2 || msgs[0].To[0] != "partner@elsewhere.example" || !strings.Contains(string(msgs[1].Data), "sent with LOGIN") {
+		t.Fatalf("downstream got %+v", msgs)
+	}
+
+	// Before STARTTLS: no AUTH in EHLO, AUTH and MAIL refused 530 5.7.0.
+	c := testutil.Dial(t, sub, testutil.DialOptions{LocalIP: "127.0.0.131"})
+	c.Expect(220)
+	if ehlo := c.Cmd("EHLO laptop.example.test", 250); strings.Contains(ehlo, "AUTH") {
+		t.Errorf("AUTH advertised before STARTTLS: %q", ehlo)
+	}
+	c.Cmd("AUTH PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00alice@example.test\x00correct horse")), 530)
+	c.Cmd("MAIL FROM:<alice@example.test>", 530)
+	c.Cmd("QUIT", 221)
+
+	// Wrong password: 535 5.7.8; no mail without AUTH.
+	if out, _ := swaks(t, sub, "127.0.0.132", append(auth("PLAIN", "alice@example.test", "wrong"), "--to", "x@elsewhere.example")...); !strings.Contains(out, "535 5.7.8") {
+		t.Error("wrong password not refused 535 5.7.8")
+	}
+	if out, _ := swaks(t, sub, "127.0.0.133", "--tls", "--from", "alice@example.test", "--to", "x@elsewhere.example"); !strings.Contains(out, "530 5.7.0") {
+		t.Error("MAIL without AUTH over TLS not refused 530 5.7.0")
+	}
+
+	// The MX listener: no AUTH, even over TLS.
+	if out, code := swaks(t, e.gw.SMTPAddr(), "127.0.0.134", append(auth("PLAIN", "alice@example.test", "correct horse"), "--to", "alice@example.test")...); code == 0 || strings.Contains(out, "235 ") {
+		t.Errorf("the MX listener took AUTH (exit %d)", code)
+	}
+	if len(e.sink.Messages()) != 2 {
+		t.Errorf("%d messages downstream, want still 2", len(e.sink.Messages()))
+	}
+}
+
+// Malformed AUTH gets a clear 5xx (trusted 127.0.0.1 may AUTH without
+// TLS, which makes the raw exchange visible).
+func TestSubmissionMalformedAuth(t *testing.T) {
+	e := submissionEnv(t, "")
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	c := testutil.Dial(t, e.gw.SubmissionAddr(), testutil.DialOptions{LocalIP: "127.0.0.1"})
+	c.Expect(220)
+	if ehlo := c.Cmd("EHLO relay.example.test", 250); !strings.Contains(ehlo, "AUTH PLAIN LOGIN") {
+		t.Errorf("AUTH not advertised to a trusted client: %q", ehlo)
+	}
+	for _, tc := range []struct {
+		line string
+		code int
+	}{
+		{"AUTH CRAM-MD5", 504},
+		{"AUTH PLAIN " + b64("no separators"), 501},
+		{"AUTH PLAIN " + b64("a\x00b\x00c\x00d"), 501},
+		{"AUTH PLAIN " + b64("\x00alice@example.test\x00"), 501},
+		{"AUTH PLAIN " + b64("\x00"+strings.Repeat("u", 300)+"\x00pw"), 500},
+		{"AUTH PLAIN " + b64("admin@example.test\x00alice@example.test\x00correct horse"), 535},
+		{"AUTH PLAIN !!!not-base64!!!", 454}, // go-smtp decodes base64 itself and answers this (see smtpd/README.md)
+		{"AUTH", 502},
+	} {
+		c.Cmd(tc.line, tc.code)
+	}
+	c.Cmd("AUTH LOGIN", 334)
+	c.Cmd(b64("alice@example.test"), 334)
+	c.Cmd(b64("correct horse"), 235)
+	c.Cmd("AUTH PLAIN "+b64("\x00alice@example.test\x00correct horse"), 503)
+	c.Cmd("MAIL FROM:<alice@example.test>", 250)
+	c.Cmd("QUIT", 221)
+}
+
+// Password guessing over submission: a phone retrying its old password is
+// counted once and never blocked; a guesser is blocked at its 5th
+// different password, on the submission and the MX listener.
+func TestSubmissionBruteForce(t *testing.T) {
+	e := submissionEnv(t, "rules:\n  - {name: bf, type: brute_force, window: 10m, threshold: 5, actions: [block], block_for: 1h}\n")
+	sub := e.gw.SubmissionAddr()
+	const phone, guesser = "127.0.0.140", "127.0.0.141"
+	for range 8 {
+		if out, _ := swaks(t, sub, phone, append(auth("PLAIN", "alice@example.test", "last month's password"), "--quit-after", "AUTH")...); !strings.Contains(out, "535 5.7.8") {
+			t.Fatal("old password not refused 535 5.7.8")
+		}
+	}
+	if out, code := swaks(t, sub, phone, append(auth("PLAIN", "alice@example.test", "correct horse"), "--quit-after", "AUTH")...); code != 0 || !strings.Contains(out, "235 ") {
+		t.Fatalf("the phone with the new password: exit %d", code)
+	}
+	for i := range 4 {
+		if out, _ := swaks(t, sub, guesser, append(auth("PLAIN", "alice@example.test", fmt.Sprint("guess", i)), "--quit-after", "AUTH")...); !strings.Contains(out, "535 5.7.8") {
+			t.Fatalf("guess %d not refused 535", i)
+		}
+	}
+	if out, _ := swaks(t, sub, guesser, append(auth("PLAIN", "alice@example.test", "guess4"), "--quit-after", "AUTH")...); !strings.Contains(out, "421 4.7.0") {
+		t.Error("the 5th different password did not end the session with 421 4.7.0")
+	}
+	evs := e.events("type=brute_force")
+	if evs.Total != 1 || evs.Events[0].Source != guesser || evs.Events[0].Service != "submission" {
+		t.Fatalf("events %+v, want one brute_force of %s on submission", evs, guesser)
+	}
+	for _, addr := range []string{sub, e.gw.SMTPAddr()} {
+		c := testutil.Dial(t, addr, testutil.DialOptions{LocalIP: guesser})
+		c.Expect(421)
+	}
+	if m := e.metrics(); !strings.Contains(m, `mxguard_auth_total{result="failure",service="submission"} 13`) {
+		t.Error("mxguard_auth_total failures of submission are not 13 (8 from the phone, 5 guesses)")
+	}
+}
+
+// A compromised account starts spamming: the internal_spammer rule
+// suspends it (its next message gets 550 5.7.1), the suspension is listed
+// by the API with its event, and lifting it lets the account send again.
+func TestSubmissionSuspendsSpammer(t *testing.T) {
+	e := submissionEnv(t, "rules:\n  - {name: outbound, type: internal_spammer, window: 1h, threshold: 3, actions: [suspend], block_for: 1h}\n")
+	sub := e.gw.SubmissionAddr()
+	send := func(to string) (string, int) {
+		return swaks(t, sub, "127.0.0.150", append(auth("LOGIN", "alice@example.test", "correct horse"),
+			"--from", "alice@example.test", "--to", to)...)
+	}
+	if _, code := send("a@one.example,b@two.example"); code != 0 {
+		t.Fatal("first message refused")
+	}
+	if _, code := send("c@three.example"); code != 0 {
+		t.Fatal("second message refused")
+	}
+	out, code := send("d@four.example")
+	if code == 0 || !strings.Contains(out, "550 5.7.1 Account suspended") {
+		t.Fatalf("4th recipient: exit %d, want 550 5.7.1 at MAIL", code)
+	}
+	evs := e.events("type=internal_spammer")
+	if evs.Total != 1 || evs.Events[0].Source != "alice@example.test" || strings.Join(evs.Events[0].Actions, ",") != "suspend" {
+		t.Fatalf("events %+v", evs)
+	}
+	code2, body := e.api("GET", "/api/v1/suspensions", "")
+	if code2 != 200 || !strings.Contains(body, `"account":"alice@example.test"`) || !strings.Contains(body, fmt.Sprintf(`"event_id":%d`, evs.Events[0].ID)) {
+		t.Fatalf("suspensions: %d %s", code2, body)
+	}
+	if code, body := e.api("DELETE", "/api/v1/suspensions/alice@example.test", ""); code != 204 {
+		t.Fatalf("lift: %d %s", code, body)
+	}
+	if _, code := send("e@five.example"); code != 0 {
+		t.Error("the account cannot send after the operator lifted the suspension")
+	}
+	if n := len(e.sink.Messages()); n != 3 {
+		t.Errorf("%d messages downstream, want 3", n)
+	}
+}
