@@ -91,7 +91,7 @@ type Action struct {
 
 // What several types lack while it is not built.
 const (
-	missingScanners   = "content scanners, which are not built yet"
+	missingScanners = "content scanners, which are not built yet"
 )
 
 // The tables. Order is the order of INTERFACE.md §3, which lists and
