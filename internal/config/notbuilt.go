@@ -22,7 +22,6 @@ var notBuilt = []struct {
 	{"content scanners are not built yet", []string{"content.rspamd", "content.spamd", "content.clamd",
 		"content.blocked_attachments", "content.timeout", "content.max_concurrency", "content.on_failure"}},
 	{"DNSBL checks are not built yet", []string{"dnsbl.zones", "dnsbl.threshold", "dnsbl.resolver"}},
-	{"BATV is not built yet", []string{"batv.key_file"}},
 	{"alerts are not built yet", []string{"alerts.email.to", "alerts.email.from", "alerts.email.server",
 		"alerts.webhook.url", "alerts.webhook.secret", "alerts.min_impact", "alerts.max_per_minute"}},
 	{"clustering (Redis) is not built yet", []string{"cluster.redis", "cluster.node"}},

@@ -42,18 +42,42 @@ func DefaultRules() []Rule {
 	return out
 }
 
-// EffectiveRules returns the rules in force: DefaultRules when the file
-// has no "rules" key, else the file's rules with defaults filled in. The
-// result is a copy the caller may change.
+// EffectiveRules returns the rules in force: without a "rules" key the
+// built-in rules that apply to this configuration (INTERFACE.md §2), else
+// the file's rules with defaults filled in. The result is a copy the
+// caller may change.
 func (c *Config) EffectiveRules() []Rule {
 	if c.Rules == nil {
-		return DefaultRules()
+		var out []Rule
+		for _, r := range DefaultRules() {
+			if c.applies(r.Type) {
+				out = append(out, r)
+			}
+		}
+		return out
 	}
 	out := slices.Clone(c.Rules)
 	for i := range out {
 		out[i].Actions = slices.Clone(out[i].Actions)
 	}
 	return out
+}
+
+// applies reports whether the configuration has what a rule type counts:
+// failed logins need a listener that sees logins (submission, Dovecot's
+// auth policy), account rules the submission listener, backscatter BATV.
+// A built-in rule of a type that can never fire would only clutter the
+// rules page.
+func (c *Config) applies(typ string) bool {
+	switch typ {
+	case "brute_force", "account_brute_force":
+		return c.Listen.Submission != "" || c.Listen.AuthPolicy != ""
+	case "internal_spammer", "bounce_spammer":
+		return c.Listen.Submission != ""
+	case "backscatter":
+		return c.BATV.KeyFile != ""
+	}
+	return true
 }
 
 func (l *loader) checkRules(c *Config) {

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -15,7 +17,7 @@ func TestRulesPresence(t *testing.T) {
 		wantNil   bool
 		wantRules int
 	}{
-		{"absent: built-in defaults", "", true, len(DefaultRules())},
+		{"absent: built-in defaults (those of the MX listener)", "", true, 4},
 		{"empty list: none", "rules: []\n", false, 0},
 		{"key without value: none", "rules:\n", false, 0},
 		{"given: exactly these", "rules: [{name: a, type: dos, threshold: 5}]\n", false, 1},
@@ -44,12 +46,48 @@ func TestDefaultRulesSpelledOut(t *testing.T) {
   - {name: account_brute_force, type: account_brute_force, window: 1h, threshold: 30, actions: []}
   - {name: internal_spammer, type: internal_spammer, window: 1h, threshold: 300, actions: [suspend], block_for: 1h}
   - {name: bounce_spammer, type: bounce_spammer, window: 1h, threshold: 50, actions: []}
+  - {name: backscatter, type: backscatter, window: 10m, threshold: 10, actions: []}
 `)
 	if !reflect.DeepEqual(c.Rules, DefaultRules()) {
 		t.Errorf("spelled out:\n%+v\nDefaultRules:\n%+v", c.Rules, DefaultRules())
 	}
-	if got := mustParse(t, minimal).EffectiveRules(); !reflect.DeepEqual(got, DefaultRules()) {
-		t.Errorf("EffectiveRules without a rules key = %+v", got)
+	if got := mustParse(t, minimal).EffectiveRules(); !reflect.DeepEqual(got, DefaultRules()[:4]) {
+		t.Errorf("EffectiveRules without a rules key = %+v, want the four of the MX listener", got)
+	}
+}
+
+// The built-in rules that apply: logins need a listener that sees them,
+// account rules the submission listener, backscatter BATV.
+func TestDefaultRulesApply(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "batv.key")
+	users := filepath.Join(dir, "users")
+	if err := os.WriteFile(key, []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(users, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	names := func(rs []Rule) (out []string) {
+		for _, r := range rs {
+			out = append(out, r.Name)
+		}
+		return out
+	}
+	smtp := []string{"dos", "bad_sessions", "directory_harvest", "mailbomb"}
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"MX only", "", smtp},
+		{"Dovecot", "listen: {smtp: 127.0.0.1:25, auth_policy: 127.0.0.1:8026}\n", append(slices.Clone(smtp), "brute_force", "account_brute_force")},
+		{"submission", "listen: {smtp: 127.0.0.1:25, submission: 127.0.0.1:587}\nauth: {users_file: " + users + "}\n",
+			append(slices.Clone(smtp), "brute_force", "account_brute_force", "internal_spammer", "bounce_spammer")},
+		{"BATV", "batv: {key_file: " + key + "}\n", append(slices.Clone(smtp), "backscatter")},
+	} {
+		if got := names(mustParse(t, tc.yaml+minimal).EffectiveRules()); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
 
@@ -117,10 +155,10 @@ func TestRuleErrors(t *testing.T) {
 	}{
 		{"name and type required", `{threshold: 1}`, []string{
 			`t.yaml:5: rules[0].name: required (events and the console show it)`,
-			`t.yaml:5: rules[0].type: required (one of dos, bad_sessions, directory_harvest, mailbomb, brute_force, account_brute_force, internal_spammer, bounce_spammer, outbound_queue)`,
+			`t.yaml:5: rules[0].type: required (one of dos, bad_sessions, directory_harvest, mailbomb, brute_force, account_brute_force, internal_spammer, bounce_spammer, backscatter, outbound_queue)`,
 		}, false},
 		{"a type this build does not count", `{name: a, type: spam_attack, threshold: 1, actions: [block]}`, []string{
-			`t.yaml:5: rules[0].type: spam_attack is not supported by this build yet (spam verdicts come from content scanners, which are not built yet; this build counts dos, bad_sessions, directory_harvest, mailbomb, brute_force, account_brute_force, internal_spammer, bounce_spammer, outbound_queue)`,
+			`t.yaml:5: rules[0].type: spam_attack is not supported by this build yet (spam verdicts come from content scanners, which are not built yet; this build counts dos, bad_sessions, directory_harvest, mailbomb, brute_force, account_brute_force, internal_spammer, bounce_spammer, backscatter, outbound_queue)`,
 		}, false},
 		{"alert is not built", `{name: a, type: dos, threshold: 1, actions: [block, notify, alert]}`, []string{
 			`t.yaml:5: rules[0].actions[1]: notify is not supported by this build yet (alerts (email, webhook) are not built yet)`,

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"time"
 	"unicode"
 
+	"mxguard/internal/batv"
 	"mxguard/internal/users"
 )
 
@@ -452,7 +454,11 @@ func (l *loader) checkFiles(c *Config) {
 		l.errAt(path, "set listen.submission, the listener whose logins it checks", "has no effect without listen.submission")
 	}
 	if c.BATV.KeyFile != "" {
-		l.checkLocal("batv.key_file", &c.BATV.KeyFile)
+		if data, err := l.readLocal("batv.key_file", &c.BATV.KeyFile, 1<<20); err == nil {
+			if n := len(bytes.TrimSpace(data)); n < batv.MinKey {
+				l.errAt("batv.key_file", "openssl rand -hex 32 > "+c.BATV.KeyFile, "the key is %d bytes, at least %d", n, batv.MinKey)
+			}
+		}
 	}
 	t := &c.TLS
 	switch {

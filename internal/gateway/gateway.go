@@ -18,6 +18,7 @@ import (
 
 	"mxguard/internal/admin"
 	"mxguard/internal/authpolicy"
+	"mxguard/internal/batv"
 	"mxguard/internal/checks"
 	"mxguard/internal/config"
 	"mxguard/internal/delivery"
@@ -77,6 +78,8 @@ type Gateway struct {
 	adminLn      net.Listener
 	policyLn     net.Listener // listen.auth_policy
 	submissionLn net.Listener
+	batv         *batv.Signer // batv.key_file; nil when off
+	senders      *smtpd.SenderAccounts
 	queueRules   []queuemon.Rule
 	queueStop    context.CancelFunc
 	httpSrv      *http.Server
@@ -169,6 +172,9 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 	if err != nil {
 		return fmt.Errorf("message buffers: %w", err)
 	}
+	if err := g.loadBATV(cfg); err != nil {
+		return err
+	}
 	g.SMTP = smtpd.New(smtpd.Options{
 		Name:      "smtp",
 		Detector:  g.Engine,
@@ -176,6 +182,8 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 		Buffers:   buffers,
 		Spooler:   spooler{Manager: g.Spool, store: g.spoolStore},
 		Directory: g.Recipients,
+		BATV:      g.batv,
+		Senders:   g.senders,
 		Metrics:   g.Metrics,
 		Logger:    o.Logger.With("component", "smtpd"),
 	}, set)
@@ -400,6 +408,7 @@ func (g *Gateway) smtpSettings(cfg *config.Config) (*smtpd.Settings, error) {
 	}
 	return &smtpd.Settings{
 		Hostname:      cfg.Hostname,
+		Domains:       cfg.Domains,
 		Trusted:       cfg.TrustedNetworks,
 		Allowlist:     cfg.Allowlist,
 		ProxyProtocol: cfg.ProxyProtocol,

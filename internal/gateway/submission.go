@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"mxguard/internal/batv"
 	"mxguard/internal/config"
 	"mxguard/internal/msgbuf"
 	"mxguard/internal/smtpd"
@@ -44,6 +45,8 @@ func (g *Gateway) startSubmission(ctx context.Context, cfg *config.Config, set *
 		Directory: g.Recipients,
 		Auth:      checker,
 		Accounts:  g.Engine,
+		BATV:      g.batv,
+		Senders:   g.senders,
 		Metrics:   g.Metrics,
 		Logger:    g.o.Logger.With("component", "submission"),
 	}, set)
@@ -59,4 +62,22 @@ func (g *Gateway) SubmissionAddr() string {
 		return ""
 	}
 	return g.submissionLn.Addr().String()
+}
+
+// loadBATV reads batv.key_file: BATV signs outbound senders and checks
+// bounces on both listeners. A new key takes a restart (the tags of the
+// last days would stop verifying at once).
+func (g *Gateway) loadBATV(cfg *config.Config) error {
+	if cfg.BATV.KeyFile == "" {
+		return nil
+	}
+	key, err := batv.LoadKey(cfg.BATV.KeyFile)
+	if err != nil {
+		return err
+	}
+	if g.batv, err = batv.New(key, batv.Options{}); err != nil {
+		return err
+	}
+	g.senders = smtpd.NewSenderAccounts(0)
+	return nil
 }

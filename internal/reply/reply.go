@@ -108,6 +108,9 @@ var (
 	SpoolFull     = Reply{Code: 452, Enhanced: [3]int{4, 3, 1}, Text: "Insufficient system storage, try again later"}
 	AuthFailed    = Reply{Code: 535, Enhanced: [3]int{5, 7, 8}, Text: "Authentication credentials invalid"}
 	Suspended     = Reply{Code: 550, Enhanced: [3]int{5, 7, 1}, Text: "Account suspended"}
+	// Backscatter: a bounce to one of our addresses without our BATV tag:
+	// we never sent what it bounces.
+	Backscatter   = Reply{Code: 550, Enhanced: [3]int{5, 7, 1}, Text: "Bounce refused: we did not send the message it answers"}
 	InternalError = Reply{Code: 451, Enhanced: [3]int{4, 3, 0}, Text: "Temporary local problem, try again later"}
 )
 

@@ -25,6 +25,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"mxguard/internal/address"
+	"mxguard/internal/batv"
 	"mxguard/internal/config"
 	"mxguard/internal/detect"
 	"mxguard/internal/metrics"
@@ -75,6 +76,7 @@ var _ Directory = (*recipients.Directory)(nil)
 // the Settings it started with for its whole life.
 type Settings struct {
 	Hostname      string
+	Domains       []string // ours (domains): BATV signs senders in them and checks bounces to them
 	Trusted       []netip.Prefix
 	Allowlist     []netip.Prefix
 	ProxyProtocol []netip.Prefix
@@ -99,9 +101,14 @@ type Options struct {
 	// (or from trusted clients), mail only after AUTH (submission.go).
 	// nil: the MX listener, which never offers AUTH.
 	Auth     Authenticator
-	Accounts Accounts         // suspensions and password fingerprints; nil: none
-	Metrics  *metrics.Metrics // may be nil
-	Logger   *slog.Logger
+	Accounts Accounts // suspensions and password fingerprints; nil: none
+	// BATV signs the senders of outbound mail and checks bounces
+	// (batv.key_file); nil: off. Senders ties signed senders to the
+	// accounts that used them, shared by the listeners.
+	BATV    *batv.Signer
+	Senders *SenderAccounts
+	Metrics *metrics.Metrics // may be nil
+	Logger  *slog.Logger
 	// Stress are the timeouts of stress mode (stress.go); zero fields take
 	// the defaults (10s greeting and command, 2m DATA).
 	Stress config.Timeouts

@@ -114,7 +114,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		s.c.log().Info("sender refused", "from", from, "reply", r.Error())
 		return s.answer(r)
 	}
-	s.from = m
+	// Checks see the sender as given; the downstream and the spool get
+	// it signed (BATV) when we send for the organisation.
+	s.from = s.signSender(m)
 	s.c.ps.From = m.String()
 	s.c.ps.Rcpts = s.c.ps.Rcpts[:0]
 	return nil
@@ -169,6 +171,12 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		s.c.log().Info("recipient refused", "rcpt", to, "reply", r.Error())
 		return s.reply(r, "refused")
 	}
+	rcpt, r = s.checkBATV(rcpt)
+	if r != nil {
+		s.c.log().Info("bounce refused", "rcpt", to, "reply", r.Error())
+		return s.reply(r, "refused")
+	}
+	to = rcpt.String() // without a valid BATV tag
 	if s.broken {
 		return s.reply(&reply.ServersDown, "deferred")
 	}
