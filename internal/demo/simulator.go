@@ -13,8 +13,9 @@ import (
 // simulator plays remote hosts. Each bound to its own 127.0.0.x address,
 // which the gateway sees as a distinct source.
 type simulator struct {
-	gw string
-	n  *narrator
+	gw         string
+	submission string // the submission listener
+	n          *narrator
 	// outage stops and restarts the downstream servers (demo.go).
 	outage func(ctx context.Context, step time.Duration)
 }
@@ -68,6 +69,8 @@ func (s *simulator) attacks(ctx context.Context, step, cycle time.Duration) {
 			{step, s.badSessions, base + 2},
 			{step, s.mailbomb, base + 3},
 			{step / 4, s.relayProbe, base + 4},
+			{step / 4, s.passwordGuessing, base + 5},
+			{step, s.compromisedAccount, base + 6},
 		}
 		for _, st := range steps {
 			if !sleep(ctx, st.wait) {
@@ -260,8 +263,12 @@ type client struct {
 }
 
 func (s *simulator) dial(ctx context.Context, ip string) (*client, error) {
+	return s.dialAddr(ctx, ip, s.gw)
+}
+
+func (s *simulator) dialAddr(ctx context.Context, ip, addr string) (*client, error) {
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
-	nc, err := d.DialContext(ctx, "tcp", s.gw)
+	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
