@@ -236,9 +236,9 @@ func (e *Engine) loadSuspensions(ctx context.Context, evs map[int64]*activeEvent
 // writeSuspensions stores the rule suspensions queued for the writer (nil:
 // delete) whose event is stored, and returns the changes to report and
 // those to retry later. Caller holds flushMu.
-func (e *Engine) writeSuspensions(ctx context.Context, queued map[string]*suspension) ([]Change, map[string]*suspension, error) {
+func (e *Engine) writeSuspensions(ctx context.Context, queued pending[suspension]) ([]Change, pending[suspension], error) {
 	st := e.suspensionStore()
-	later := map[string]*suspension{}
+	later := pending[suspension]{}
 	var notes []Change
 	var errs []error
 	for _, account := range slices.Sorted(maps.Keys(queued)) {

@@ -38,116 +38,98 @@ type writeQueue struct {
 	events []*activeEvent
 	// blocks holds the pending write of each source: a block to put, or
 	// nil to delete it. The last write wins, so a block that expired
-	// before it was written costs one delete.
-	blocks map[string]*block
-	// sus holds the pending write of each account's suspension, the same
-	// way (nil: delete).
-	sus  map[string]*suspension
-	wake chan struct{} // the writer goroutine's doorbell, capacity 1
+	// before it was written costs one delete. sus does the same for
+	// accounts' suspensions.
+	blocks pending[block]
+	sus    pending[suspension]
+	wake   chan struct{} // the writer goroutine's doorbell, capacity 1
 }
 
-func newWriteQueue() writeQueue {
-	return writeQueue{blocks: make(map[string]*block), sus: make(map[string]*suspension), wake: make(chan struct{}, 1)}
+// pending holds the write waiting for each key: a record to put, or nil
+// to delete it.
+type pending[T any] map[string]*T
+
+// take empties p and returns what it held.
+func (p *pending[T]) take() pending[T] {
+	old := *p
+	*p = make(pending[T], len(old))
+	return old
 }
 
-// addSuspension queues a rule's suspension (nil: nothing); the add that
-// follows wakes the writer.
-func (q *writeQueue) addSuspension(s *suspension) {
-	if s == nil {
-		return
-	}
-	q.mu.Lock()
-	q.sus[s.rec.Account] = s
-	q.mu.Unlock()
-}
-
-// unsuspend queues the deletion of an expired suspension.
-func (q *writeQueue) unsuspend(account string) {
-	q.mu.Lock()
-	q.sus[account] = nil
-	q.mu.Unlock()
-}
-
-// dropSuspension forgets the pending write of account (manual changes).
-func (q *writeQueue) dropSuspension(account string) {
-	q.mu.Lock()
-	delete(q.sus, account)
-	q.mu.Unlock()
-}
-
-// takeSuspensions empties the suspension queue.
-func (q *writeQueue) takeSuspensions() map[string]*suspension {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	s := q.sus
-	q.sus = make(map[string]*suspension, len(s))
-	return s
-}
-
-// retrySuspensions puts back the writes that failed or must wait for
-// their event, unless a newer write of the account came meanwhile.
-func (q *writeQueue) retrySuspensions(s map[string]*suspension) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for a, su := range s {
-		if _, newer := q.sus[a]; !newer {
-			q.sus[a] = su
+// putBack returns writes that failed or could not be made yet, unless a
+// newer write of the same key came meanwhile.
+func (p pending[T]) putBack(old pending[T]) {
+	for k, v := range old {
+		if _, newer := p[k]; !newer {
+			p[k] = v
 		}
 	}
 }
 
+func newWriteQueue() writeQueue {
+	return writeQueue{blocks: make(pending[block]), sus: make(pending[suspension]), wake: make(chan struct{}, 1)}
+}
+
+func (q *writeQueue) locked(f func()) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	f()
+}
+
 // add queues a new event and/or a block to put, and wakes the writer.
 func (q *writeQueue) add(ev *activeEvent, b *block) {
-	q.mu.Lock()
-	if ev != nil {
-		q.events = append(q.events, ev)
-	}
-	if b != nil {
-		q.blocks[b.rec.Source] = b
-	}
-	q.mu.Unlock()
+	q.locked(func() {
+		if ev != nil {
+			q.events = append(q.events, ev)
+		}
+		if b != nil {
+			q.blocks[b.rec.Source] = b
+		}
+	})
 	select {
 	case q.wake <- struct{}{}:
 	default: // already rung: the writer takes this with the rest
 	}
 }
 
-// unblock queues the deletion of a stored block. Expiry is not urgent: the
-// next Flush writes it, without waking the writer.
-func (q *writeQueue) unblock(source string) {
-	q.mu.Lock()
-	q.blocks[source] = nil
-	q.mu.Unlock()
+// addSuspension queues a rule's suspension (nil: nothing); the add that
+// follows wakes the writer.
+func (q *writeQueue) addSuspension(s *suspension) {
+	if s != nil {
+		q.locked(func() { q.sus[s.rec.Account] = s })
+	}
 }
 
-// drop forgets the pending write of source; the caller writes the source's
-// block itself (manual blocks).
-func (q *writeQueue) drop(source string) {
-	q.mu.Lock()
-	delete(q.blocks, source)
-	q.mu.Unlock()
-}
+// unblock and unsuspend queue the deletion of an expired block or
+// suspension. Expiry is not urgent: the next Flush writes it, without
+// waking the writer.
+func (q *writeQueue) unblock(source string)    { q.locked(func() { q.blocks[source] = nil }) }
+func (q *writeQueue) unsuspend(account string) { q.locked(func() { q.sus[account] = nil }) }
 
-// take empties the queue.
-func (q *writeQueue) take() ([]*activeEvent, map[string]*block) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	evs, bs := q.events, q.blocks
-	q.events, q.blocks = nil, make(map[string]*block, len(bs))
+// drop and dropSuspension forget the pending write of a key; the caller
+// writes it itself (an operator's change).
+func (q *writeQueue) drop(source string)            { q.locked(func() { delete(q.blocks, source) }) }
+func (q *writeQueue) dropSuspension(account string) { q.locked(func() { delete(q.sus, account) }) }
+
+// take empties the queue of events and blocks.
+func (q *writeQueue) take() (evs []*activeEvent, bs pending[block]) {
+	q.locked(func() {
+		evs, bs = q.events, q.blocks.take()
+		q.events = nil
+	})
 	return evs, bs
 }
 
-// retry puts back the block writes that failed or could not be made yet,
-// unless a newer write of the same source came meanwhile.
-func (q *writeQueue) retry(bs map[string]*block) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for src, b := range bs {
-		if _, newer := q.blocks[src]; !newer {
-			q.blocks[src] = b
-		}
-	}
+// takeSuspensions empties the suspension queue.
+func (q *writeQueue) takeSuspensions() (s pending[suspension]) {
+	q.locked(func() { s = q.sus.take() })
+	return s
 }
+
+// retry and retrySuspensions put back the writes that failed or must
+// wait for their event.
+func (q *writeQueue) retry(bs pending[block])                { q.locked(func() { q.blocks.putBack(bs) }) }
+func (q *writeQueue) retrySuspensions(s pending[suspension]) { q.locked(func() { q.sus.putBack(s) }) }
 
 // runWriter writes what fire queues as soon as it is queued, until ctx is
 // done. Run starts it; without Run (tests) Flush and Tick write.
@@ -222,7 +204,7 @@ func (e *Engine) flushLocked(ctx context.Context, all bool) ([]Change, error) {
 	var upd events.Batch
 	var updEvs []*activeEvent
 	var putBlocks []*block
-	later := map[string]*block{}
+	later := pending[block]{}
 	for _, src := range slices.Sorted(maps.Keys(blocks)) { // a stable order for OnChange
 		b := blocks[src]
 		switch {

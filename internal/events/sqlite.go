@@ -550,12 +550,19 @@ func (s *SQLiteStore) DeleteBlock(ctx context.Context, source string) error {
 
 // Blocks returns every stored block, expired ones included, oldest first.
 func (s *SQLiteStore) Blocks(ctx context.Context) ([]Block, error) {
-	hs, err := s.holds(ctx, blocksTable)
-	blocks := make([]Block, len(hs))
+	return holdsAs(s, ctx, blocksTable, func(h hold) Block {
+		return Block{h.Key, h.Reason, h.Rule, h.EventID, h.CreatedAt, h.ExpiresAt, h.Manual}
+	})
+}
+
+// holdsAs lists a table of holds as T, never nil.
+func holdsAs[T any](s *SQLiteStore, ctx context.Context, t holdTable, as func(hold) T) ([]T, error) {
+	hs, err := s.holds(ctx, t)
+	out := make([]T, len(hs))
 	for i, h := range hs {
-		blocks[i] = Block{h.Key, h.Reason, h.Rule, h.EventID, h.CreatedAt, h.ExpiresAt, h.Manual}
+		out[i] = as(h)
 	}
-	return blocks, err
+	return out, err
 }
 
 // PutSuspension inserts or replaces the suspension of su.Account.
@@ -575,12 +582,9 @@ func (s *SQLiteStore) DeleteSuspension(ctx context.Context, account string) erro
 // Suspensions returns every stored suspension, expired ones included,
 // oldest first.
 func (s *SQLiteStore) Suspensions(ctx context.Context) ([]Suspension, error) {
-	hs, err := s.holds(ctx, suspensionsTable)
-	out := make([]Suspension, len(hs))
-	for i, h := range hs {
-		out[i] = Suspension{h.Key, h.Reason, h.Rule, h.EventID, h.CreatedAt, h.ExpiresAt, h.Manual}
-	}
-	return out, err
+	return holdsAs(s, ctx, suspensionsTable, func(h hold) Suspension {
+		return Suspension{h.Key, h.Reason, h.Rule, h.EventID, h.CreatedAt, h.ExpiresAt, h.Manual}
+	})
 }
 
 // Close refreshes the planner statistics, as SQLite advises before a

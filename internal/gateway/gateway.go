@@ -175,18 +175,7 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 	if err := g.loadBATV(cfg); err != nil {
 		return err
 	}
-	g.SMTP = smtpd.New(smtpd.Options{
-		Name:      "smtp",
-		Detector:  g.Engine,
-		Relay:     g.Delivery,
-		Buffers:   buffers,
-		Spooler:   spooler{Manager: g.Spool, store: g.spoolStore},
-		Directory: g.Recipients,
-		BATV:      g.batv,
-		Senders:   g.senders,
-		Metrics:   g.Metrics,
-		Logger:    o.Logger.With("component", "smtpd"),
-	}, set)
+	g.SMTP = smtpd.New(g.listenerOptions("smtp", "smtpd", buffers), set)
 
 	token, err := adminToken(cfg)
 	if err != nil {
@@ -423,6 +412,22 @@ func (g *Gateway) smtpSettings(cfg *config.Config) (*smtpd.Settings, error) {
 			Metrics:   g.Metrics,
 		}),
 	}, nil
+}
+
+// listenerOptions are what the MX and the submission listener share.
+func (g *Gateway) listenerOptions(name, component string, buffers *msgbuf.Store) smtpd.Options {
+	return smtpd.Options{
+		Name:      name,
+		Detector:  g.Engine,
+		Relay:     g.Delivery,
+		Buffers:   buffers,
+		Spooler:   spooler{Manager: g.Spool, store: g.spoolStore},
+		Directory: g.Recipients,
+		BATV:      g.batv,
+		Senders:   g.senders,
+		Metrics:   g.Metrics,
+		Logger:    g.o.Logger.With("component", component),
+	}
 }
 
 // The engine records the delivery manager's events and hands back those a

@@ -36,20 +36,9 @@ func (g *Gateway) startSubmission(ctx context.Context, cfg *config.Config, set *
 	for _, r := range []string{"success", "failure", "temporary", "malformed"} {
 		g.Metrics.Auth.WithLabelValues("submission", r)
 	}
-	g.Submission = smtpd.New(smtpd.Options{
-		Name:      "submission",
-		Detector:  g.Engine,
-		Relay:     g.Delivery,
-		Buffers:   buffers,
-		Spooler:   spooler{Manager: g.Spool, store: g.spoolStore},
-		Directory: g.Recipients,
-		Auth:      checker,
-		Accounts:  g.Engine,
-		BATV:      g.batv,
-		Senders:   g.senders,
-		Metrics:   g.Metrics,
-		Logger:    g.o.Logger.With("component", "submission"),
-	}, set)
+	so := g.listenerOptions("submission", "submission", buffers)
+	so.Auth, so.Accounts = checker, g.Engine
+	g.Submission = smtpd.New(so, set)
 	if g.submissionLn, err = smtpd.Listen(ctx, cfg.Listen.Submission); err != nil {
 		return fmt.Errorf("listen submission: %w", err)
 	}
