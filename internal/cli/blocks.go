@@ -13,7 +13,9 @@ var blocksKind = holdKind{
 }
 
 // Blocks manages blocked sources: mxguard blocks list|add|remove.
-func Blocks(args []string, stdout, stderr io.Writer) int { return runHolds(blocksKind, args, stdout, stderr) }
+func Blocks(args []string, stdout, stderr io.Writer) int {
+	return runHolds(blocksKind, args, stdout, stderr)
+}
 
 // subcommand reads the common flags that may precede a subcommand name
 // ("mxguard blocks --api URL list") and returns that name, the arguments
