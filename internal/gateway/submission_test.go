@@ -4,10 +4,12 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -205,5 +207,34 @@ func TestSubmissionSuspendsSpammer(t *testing.T) {
 	}
 	if n := len(e.sink.Messages()); n != 3 {
 		t.Errorf("%d messages downstream, want 3", n)
+	}
+}
+
+// auth.downstream in front of a real Postfix whose SASL is a real
+// Dovecot's auth service: the password is the downstream's, checked by
+// relaying AUTH; the authenticated mail is delivered by that Postfix.
+func TestSubmissionDownstreamAuth(t *testing.T) {
+	dv := testutil.StartDovecot(t, testutil.DovecotOptions{AuthListener: true, Users: map[string]string{"alice@example.test": "postfix-side secret"}})
+	pf := testutil.StartPostfix(t, testutil.PostfixOptions{Main: map[string]string{
+		"smtpd_sasl_auth_enable": "yes",
+		"smtpd_sasl_type":        "dovecot",
+		"smtpd_sasl_path":        "inet:" + dv.AuthAddr(),
+	}})
+	e := startAt(t, pf.Addr(), "listen: {smtp: 127.0.0.1:0, admin: 127.0.0.1:0, submission: 127.0.0.1:0}\nauth: {downstream: true}\n", t.TempDir())
+	sub := e.gw.SubmissionAddr()
+	if out, _ := swaks(t, sub, "127.0.0.170", append(auth("PLAIN", "alice@example.test", "wrong"), "--quit-after", "AUTH")...); !strings.Contains(out, "535 5.7.8") {
+		t.Error("a password the downstream refuses was not refused 535 5.7.8")
+	}
+	out, code := swaks(t, sub, "127.0.0.171", append(auth("LOGIN", "alice@example.test", "postfix-side secret"),
+		"--from", "alice@example.test", "--to", "bob@example.test", "--body", "checked by the downstream")...)
+	if code != 0 || !strings.Contains(out, "235 ") {
+		t.Fatalf("AUTH relayed to Postfix: exit %d", code)
+	}
+	files := pf.WaitDelivered(t, "bob@example.test", 1, 30*time.Second)
+	if b, err := os.ReadFile(files[0]); err != nil || !strings.Contains(string(b), "checked by the downstream") {
+		t.Errorf("delivered: %v %q", err, b)
+	}
+	if !strings.Contains(dv.Log(), "alice@example.test") {
+		t.Errorf("Dovecot's auth did not see the login:\n%s", dv.Log())
 	}
 }
