@@ -529,11 +529,7 @@ func (s *session) received(id string) []byte {
 	}
 	var b strings.Builder
 	b.WriteString("Received: from ")
-	helo := c.ps.Helo
-	if helo == "" {
-		helo = "unknown"
-	}
-	b.WriteString(helo)
+	writePrintable(&b, c.ps.Helo, address.MaxDomain)
 	b.WriteString(" ([")
 	if c.addr.Is6() {
 		b.WriteString("IPv6:")
@@ -554,6 +550,30 @@ func (s *session) received(id string) []byte {
 	b.WriteString(time.Now().Format(time.RFC1123Z))
 	b.WriteString("\r\n")
 	return []byte(b.String())
+}
+
+// writePrintable writes the client's own text s (the HELO name: go-smtp
+// passes on anything up to the first space, bare CR, NUL and 8-bit octets
+// included) into a header, every octet outside printable ASCII replaced
+// by '?' and at most max octets of it, as Postfix's smtpd does with its
+// printable(): a bare CR is a line end to some MTAs, so it could forge a
+// header after our trace line, and a NUL or a line over 998 octets (RFC
+// 5322 §2.1.1) would get the message refused downstream.
+func writePrintable(b *strings.Builder, s string, max int) {
+	if s == "" {
+		b.WriteString("unknown")
+		return
+	}
+	if len(s) > max {
+		s = s[:max]
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c > ' ' && c < 127 {
+			b.WriteByte(c)
+		} else {
+			b.WriteByte('?')
+		}
+	}
 }
 
 func newID() string {
