@@ -325,17 +325,14 @@ func (c *client) data(ctx context.Context, timeout time.Duration, header []byte,
 		return "", err
 	}
 	c.raw.SetDeadline(end)
-	dw := &dotWriter{w: c.w, bol: true}
+	dw := newDotWriter(c.w)
 	dw.Write(header)
 	if _, err := io.Copy(dw, body); err != nil && dw.err == nil {
 		c.broken = true
 		c.close()
 		return "", fmt.Errorf("%w: %w", ErrBody, err)
 	}
-	if !dw.bol {
-		c.w.WriteString("\r\n")
-	}
-	c.w.WriteString(".\r\n")
+	dw.end()
 	if err := c.flush(); err != nil {
 		return "", err
 	}
@@ -358,34 +355,68 @@ var ErrBody = errors.New("relay: cannot read the message")
 
 // dotWriter dot-stuffs (RFC 5321 §4.5.2: a line starting with "." gets
 // one more) into w, in runs between such lines rather than line by line.
+//
+// A line starts after CRLF, but also after a bare LF and after a bare CR:
+// MTAs differ in which of them end a line (Postfix takes a bare LF,
+// others a bare CR), and a message whose "\r.\r" or "\n.\n" one of them
+// reads as the end of data makes it take the rest for commands of ours,
+// sent from an address it trusts (SMTP smuggling, CVE-2023-51764 and its
+// kin): an open relay. go-smtp ends a message only at CRLF.CRLF, so such
+// sequences arrive inside messages; stuffed, every reading sees data. A
+// dot after a bare CR costs a reader of LF lines one extra dot, in mail
+// that is broken anyway.
 type dotWriter struct {
-	w   *bufio.Writer
-	bol bool  // at the beginning of a line
-	err error // the first write error: the connection broke
+	w    *bufio.Writer
+	prev byte  // the last octet written; '\n' at the start
+	crlf bool  // what was written ends with CRLF (or nothing was)
+	err  error // the first write error: the connection broke
 }
 
-var nlDot = []byte("\n.")
+func newDotWriter(w *bufio.Writer) *dotWriter { return &dotWriter{w: w, prev: '\n', crlf: true} }
 
 func (d *dotWriter) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 && d.err == nil {
-		if d.bol && p[0] == '.' {
+		if p[0] == '.' && (d.prev == '\n' || d.prev == '\r') {
 			d.w.WriteByte('.')
 		}
-		i := bytes.Index(p, nlDot)
-		if i < 0 {
-			_, d.err = d.w.Write(p)
-			d.bol = p[len(p)-1] == '\n'
-			break
-		}
-		_, d.err = d.w.Write(p[:i+1])
-		p = p[i+1:]
-		d.bol = true
+		i := lineDot(p)
+		_, d.err = d.w.Write(p[:i])
+		d.crlf = i >= 2 && p[i-2] == '\r' && p[i-1] == '\n' || i == 1 && d.prev == '\r' && p[0] == '\n'
+		d.prev = p[i-1]
+		p = p[i:]
 	}
 	if d.err != nil {
 		return 0, d.err
 	}
 	return n, nil
+}
+
+// lineDot returns the index of the first dot after p[0] that starts a
+// line (follows a CR or LF), or len(p).
+func lineDot(p []byte) int {
+	for i := 1; i < len(p); {
+		j := bytes.IndexByte(p[i:], '.')
+		if j < 0 {
+			break
+		}
+		i += j
+		if c := p[i-1]; c == '\n' || c == '\r' {
+			return i
+		}
+		i++
+	}
+	return len(p)
+}
+
+// end writes the final dot on a line of its own, after a CRLF when the
+// message did not end with one (a bare LF or CR is no line end to every
+// server, and the dot after it would be no end of data).
+func (d *dotWriter) end() {
+	if !d.crlf {
+		d.w.WriteString("\r\n")
+	}
+	d.w.WriteString(".\r\n")
 }
 
 func earliest(a, b time.Time) time.Time {

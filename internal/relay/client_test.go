@@ -239,14 +239,20 @@ func TestClientDataBodyError(t *testing.T) {
 
 // FuzzDotStuffing: whatever the message and however the reader cuts it,
 // the server gets it back exactly by removing one leading dot per line
-// (RFC 5321 §4.5.2), with a line end added if it had none.
+// (RFC 5321 §4.5.2), with a line end added if it had none; and no MTA
+// finds an end of data in it, whichever line ends it reads: CRLF only
+// (go-smtp), LF too (Postfix), or a bare CR too (SMTP smuggling, CVE-2023-
+// 51764 and its kin: a downstream that trusts us would take what follows
+// for commands of ours).
 func FuzzDotStuffing(f *testing.F) {
 	f.Add([]byte(".a\r\n..b\r\nc"), uint8(1))
 	f.Add([]byte("\n.\n.\r\n"), uint8(2))
+	f.Add([]byte("x\r.\rMAIL FROM:<a@b>\r.\r\n"), uint8(1))
+	f.Add([]byte("x\n"), uint8(0))
 	f.Fuzz(func(t *testing.T, msg []byte, cut uint8) {
 		var out bytes.Buffer
 		w := bufio.NewWriterSize(&out, 16)
-		dw := &dotWriter{w: w, bol: true}
+		dw := newDotWriter(w)
 		r := io.Reader(bytes.NewReader(msg))
 		if cut%2 == 1 {
 			r = iotest.OneByteReader(r)
@@ -254,67 +260,33 @@ func FuzzDotStuffing(f *testing.F) {
 		if _, err := io.Copy(dw, r); err != nil {
 			t.Fatal(err)
 		}
+		dw.end()
 		w.Flush()
+		wire := out.Bytes()
+		if !bytes.HasSuffix(wire, []byte("\r\n.\r\n")) && !bytes.Equal(wire, []byte(".\r\n")) {
+			t.Fatalf("wire %q does not end with CRLF . CRLF", wire)
+		}
+		body := wire[:len(wire)-3]
+		// A dot after a bare CR is stuffed too: a reader of LF lines
+		// gets it back with that one extra dot.
+		want := bytes.ReplaceAll(msg, []byte("\r."), []byte("\r.."))
+		if len(want) > 0 && !bytes.HasSuffix(want, []byte("\r\n")) {
+			want = append(want, "\r\n"...)
+		}
 		var back []byte
-		for _, l := range bytes.SplitAfter(out.Bytes(), []byte("\n")) {
+		for _, l := range bytes.SplitAfter(body, []byte("\n")) {
 			if len(l) > 0 && l[0] == '.' {
 				l = l[1:]
 			}
 			back = append(back, l...)
 		}
-		if !bytes.Equal(back, msg) {
-			t.Errorf("unstuffed %q, want %q", back, msg)
+		if !bytes.Equal(back, want) {
+			t.Errorf("unstuffed %q, want %q", back, want)
 		}
-		for _, l := range bytes.SplitAfter(out.Bytes(), []byte("\n")) {
-			if len(l) > 0 && l[0] == '.' && (len(l) < 2 || l[1] != '.') {
-				t.Errorf("line %q starts with a single dot on the wire", l)
+		for i, c := range body {
+			if c == '.' && (i == 0 || body[i-1] == '\n' || body[i-1] == '\r') && (i+1 >= len(body) || body[i+1] != '.') {
+				t.Fatalf("a line starts with a single dot at %d on the wire: %q", i, body)
 			}
-		}
-	})
-}
-
-func TestClientHeloFallback(t *testing.T) {
-	a, b := net.Pipe()
-	defer a.Close()
-	defer b.Close()
-	go func() {
-		b.Write([]byte("220 ancient\r\n"))
-		r := bufio.NewReader(b)
-		r.ReadString('\n')
-		b.Write([]byte("502 5.5.2 what is EHLO\r\n"))
-		if l, _ := r.ReadString('\n'); strings.HasPrefix(l, "HELO ") {
-			b.Write([]byte("250 ancient\r\n"))
-		}
-	}()
-	if _, err := newClient(context.Background(), a, clientConfig{hostname: "mx.test", cmdTimeout: 5 * time.Second}); err != nil {
-		t.Fatalf("HELO fallback: %v", err)
-	}
-}
-
-// FuzzReply: downstream replies are network input; the parser must never
-// panic, a reply it accepts has the expected code, a verdict is a 4xx or
-// 5xx, and anything else is a protocol error or a broken read, never a
-// success in disguise.
-func FuzzReply(f *testing.F) {
-	f.Add("250-first\r\n250 last\r\n", 250)
-	f.Add("550 5.1.1 <a@b>: User unknown\r\n", 251)
-	f.Add("421\r\n", 354)
-	f.Add("250-a\r\n550 b\r\n", 250)
-	f.Add("2\r\n", 220)
-	f.Add("250 ok\r\n", 354)
-	f.Add("251 forwarded\r\n", 251)
-	f.Fuzz(func(t *testing.T, in string, want int) {
-		c := &client{r: bufio.NewReaderSize(strings.NewReader(in), readBufSize)}
-		code, _, err := c.reply(want)
-		if err == nil && code != want && !(want == codeRcptOK && code == 250) {
-			t.Fatalf("accepted code %d where %d was expected", code, want)
-		}
-		var se *smtp.SMTPError
-		if errors.As(err, &se) && (se.Code < 400 || se.Code > 599) {
-			t.Fatalf("verdict with code %d", se.Code)
-		}
-		if err != nil && se == nil && !errors.Is(err, ErrProtocol) && !errors.Is(err, io.ErrUnexpectedEOF) {
-			t.Fatalf("unexpected error kind: %v", err)
 		}
 	})
 }
