@@ -60,24 +60,85 @@ func (w *routeWatch) feed(b []byte) {
 	}
 }
 
+// check reads line the way go-smtp does (parseCmd, handleRcpt,
+// parser.parsePath): a verb of four letters in any case, one space, then
+// any white space around "TO:" and the path. go-smtp skips a route up to
+// the first ':' whatever it holds, so a route is noted whenever the path
+// starts with "<@", and the mailbox after it is read as go-smtp reads it:
+// a route with no valid domain (an address literal, an underscore) is
+// dropped by go-smtp just as silently as a valid one.
 func (w *routeWatch) check(line []byte) {
-	const verb = "RCPT TO:"
 	line = bytes.TrimRight(line, "\r")
-	if len(line) < len(verb) || !bytes.EqualFold(line[:len(verb)], []byte(verb)) {
+	if len(line) < 6 || !bytes.EqualFold(line[:4], []byte("RCPT")) || line[4] != ' ' {
 		return
 	}
-	arg := bytes.TrimLeft(line[len(verb):], " ")
+	arg := bytes.TrimSpace(line[5:])
+	if len(arg) < 3 || !bytes.EqualFold(arg[:3], []byte("TO:")) {
+		return
+	}
+	arg = bytes.TrimSpace(arg[3:])
 	if !bytes.HasPrefix(arg, []byte("<@")) {
 		return
 	}
-	p, _, err := address.ParsePath(string(arg), address.Options{UTF8: true, Postmaster: true})
-	if err != nil || len(p.Route) == 0 {
-		return // go-smtp refuses it, or it is no route
+	i := bytes.IndexByte(arg, ':')
+	if i < 0 {
+		return // go-smtp refuses it
+	}
+	raw, ok := goSMTPMailbox(arg[i+1:])
+	if !ok {
+		return
+	}
+	m, err := address.ParseUnquoted(raw, address.Options{UTF8: true, Postmaster: true})
+	if err != nil {
+		return // the session refuses it
 	}
 	if len(w.routed) == maxRoutes {
 		w.routed = append(w.routed[:0], w.routed[1:]...)
 	}
-	w.routed = append(w.routed, p.Mailbox.String())
+	w.routed = append(w.routed, m.String())
+}
+
+// goSMTPMailbox is the mailbox at the start of b as go-smtp v0.25.1 hands
+// it to Session.Rcpt (parser.parseMailbox): a quoted local part unquoted
+// (a backslash escapes any octet), or a dot-string up to the '@', then the
+// domain up to a space, tab or '>'.
+func goSMTPMailbox(b []byte) (string, bool) {
+	var out []byte
+	i := 0
+	if i < len(b) && b[i] == '"' {
+		for i++; ; i++ {
+			if i >= len(b) {
+				return "", false
+			}
+			c := b[i]
+			if c == '"' {
+				i++
+				break
+			}
+			if c == '\\' {
+				if i++; i >= len(b) {
+					return "", false
+				}
+				c = b[i]
+			}
+			out = append(out, c)
+		}
+	} else {
+		for ; i < len(b) && b[i] != '@'; i++ {
+			if bytes.IndexByte([]byte("()<>[]:;\\,\" \t"), b[i]) >= 0 {
+				return "", false
+			}
+			out = append(out, b[i])
+		}
+	}
+	if len(out) == 0 || i >= len(b) || b[i] != '@' {
+		return "", false
+	}
+	j := i + 1
+	for j < len(b) && b[j] != ' ' && b[j] != '\t' && b[j] != '>' {
+		j++
+	}
+	return string(append(out, b[i:j]...)), true
 }
 
 // take reports whether the RCPT for mailbox carried a route, forgetting
