@@ -322,6 +322,7 @@ func (s *session) downstreamError(stage, to string, err error) error {
 			// not start there.
 			s.txn = nil
 		}
+		s.noteTrouble(se)
 		return se
 	}
 	if s.txn != nil || stage != "MAIL" {
@@ -375,6 +376,20 @@ func ownFailure(r *reply.Reply) bool {
 		return true
 	}
 	return false
+}
+
+// noteTrouble marks the connection when the downstream's verdict se is
+// a temporary failure of its own mail system or network (RFC 3463 X.3.x,
+// X.4.x: "452 4.3.1 Insufficient system storage", "451 4.3.0 queue file
+// write error"). Passed through, it reaches the sender as ours, and like
+// our own it says nothing about the sender (INTERFACE.md §3): a sender
+// retrying through it must count toward no sender rule.
+func (s *session) noteTrouble(se *smtp.SMTPError) bool {
+	if se.Code/100 != 4 || (se.EnhancedCode[1] != 3 && se.EnhancedCode[1] != 4) {
+		return false
+	}
+	s.c.ownFail.Store(true)
+	return true
 }
 
 // smtpError is r as go-smtp's reply; a 421 closes the session after it.
@@ -454,8 +469,10 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		var se *smtp.SMTPError
 		if refusal(err, &se) {
-			s.observeMessage(size)
-			s.observeAccount(detect.KindBounce, 1)
+			if !s.noteTrouble(se) {
+				s.observeMessage(size)
+				s.observeAccount(detect.KindBounce, 1)
+			}
 			s.countMsg("rejected")
 			c.log().Info("downstream refused message", "code", se.Code, "text", se.Message)
 			return se
