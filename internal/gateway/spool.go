@@ -93,8 +93,11 @@ func (d relayDeliverer) Deliver(ctx context.Context, env spool.Envelope, msg io.
 	}
 	for _, r := range rcpts {
 		err := txn.Rcpt(ctx, r.m)
-		// The downstream's verdict at unspool teaches the directory too.
-		d.g.Recipients.Record(r.m, recipients.VerdictOf(err))
+		// The downstream's verdict at unspool teaches the directory too;
+		// a refused sender says nothing about the recipient.
+		if !errors.Is(err, relay.ErrSenderRefused) {
+			d.g.Recipients.Record(r.m, recipients.VerdictOf(err))
+		}
 		if err != nil {
 			var se *smtp.SMTPError
 			if !errors.As(err, &se) || se.Code == 421 {

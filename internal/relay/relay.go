@@ -272,7 +272,7 @@ func (t *Txn) Rcpt(ctx context.Context, to address.Mailbox) error {
 			// verdict is about this sender. (A 503 "bad sequence" on
 			// a reused connection says the connection was left in a
 			// transaction: treat it as stale.)
-			return mailErr
+			return fmt.Errorf("%w: %w", ErrSenderRefused, mailErr)
 		}
 		if cause := cancelled(ctx, t.p.c); !t.reused || cause != nil {
 			err := t.fail(ctx, "MAIL", mailErr)
@@ -294,6 +294,12 @@ func (t *Txn) Rcpt(ctx context.Context, to address.Mailbox) error {
 		t.p, t.reused = p, reused
 	}
 }
+
+// ErrSenderRefused wraps the downstream's refusal of MAIL FROM, which
+// Rcpt returns because MAIL goes out with the first RCPT: it is a verdict
+// on the sender, not on the recipient (the recipients directory must not
+// learn from it). The *smtp.SMTPError is still in the chain.
+var ErrSenderRefused = errors.New("downstream refused the sender")
 
 // isReply tells a downstream verdict from a broken connection. 421 is the
 // server closing the channel (RFC 5321 §3.8), not a verdict.

@@ -248,7 +248,9 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 }
 
 // relayRcpt asks the downstream about one recipient, beginning the
-// downstream transaction first if needed; stage says which failed.
+// downstream transaction first if needed; stage says which failed: "MAIL"
+// for no connection or the downstream refusing the sender (its reply
+// comes with the first RCPT), "RCPT" for the verdict on the recipient.
 func (s *session) relayRcpt(to address.Mailbox) (stage string, err error) {
 	if s.txn == nil {
 		txn, err := s.c.srv.o.Relay.Begin(s.ctx(), s.from, s.opts)
@@ -257,7 +259,11 @@ func (s *session) relayRcpt(to address.Mailbox) (stage string, err error) {
 		}
 		s.txn = txn
 	}
-	return "RCPT", s.txn.Rcpt(s.ctx(), to)
+	err = s.txn.Rcpt(s.ctx(), to)
+	if errors.Is(err, relay.ErrSenderRefused) {
+		return "MAIL", err
+	}
+	return "RCPT", err
 }
 
 // directory asks the recipients directory about rcpt (see Directory).
@@ -317,9 +323,10 @@ func (s *session) downstreamError(stage, to string, err error) error {
 		if se.Code/100 == 5 {
 			s.observeAccount(detect.KindBounce, 1)
 		}
-		if stage == "MAIL" {
+		if stage == "MAIL" && s.txn != nil {
 			// The downstream refused the sender; the transaction did
-			// not start there.
+			// not start there, and its connection goes back to the pool.
+			s.txn.Abort()
 			s.txn = nil
 		}
 		s.noteTrouble(se)
