@@ -45,3 +45,21 @@ func TestReceivedHeloIsPrintable(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestReceivedNamesTheLastHelo: a client may say EHLO again (RFC 5321
+// §4.1.4, a reset); the trace line names the greeting of the session the
+// message came in, not the first one of the connection.
+func TestReceivedNamesTheLastHelo(t *testing.T) {
+	s := startSpill(t, t.TempDir())
+	c := s.session(t, "127.0.0.23") // EHLO big.test
+	c.Cmd("EHLO second.test", 250)
+	transaction(c)
+	c.Data("Subject: again\r\n\r\nbody\r\n", 250)
+	trace, _, ok := s.sink.Relayed("again")
+	if !ok {
+		t.Fatal("message never reached the sink")
+	}
+	if !strings.HasPrefix(trace, "Received: from second.test ") {
+		t.Errorf("trace %.80q, want it from second.test", trace)
+	}
+}

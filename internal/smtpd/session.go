@@ -618,11 +618,16 @@ func (s *session) abort() {
 	s.rcpts = s.rcpts[:0]
 }
 
-// Reset is RSET, a new EHLO, or the end of DATA.
+// Reset is RSET, a new EHLO, or the end of DATA. go-smtp makes no new
+// session for a second EHLO (RFC 5321 §4.1.4), so the name is taken again
+// here: the Received line and the checks see the current greeting.
 func (s *session) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.abort()
+	if s.c.sc != nil {
+		s.c.ps.Helo = s.c.sc.Hostname()
+	}
 }
 
 // Logout ends the session (QUIT, disconnect, or STARTTLS).
