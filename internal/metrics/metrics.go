@@ -20,6 +20,7 @@ type Metrics struct {
 	SpoolBytes    prometheus.Gauge         //
 	ServerUp      *prometheus.GaugeVec     // address
 	CheckDuration *prometheus.HistogramVec // check
+	Scans         *prometheus.CounterVec   // scanner, result
 	Observations  *prometheus.CounterVec   // kind
 	Panics        prometheus.Counter
 	SessionLimits *prometheus.CounterVec // listener, limit
@@ -87,6 +88,9 @@ func New() *Metrics {
 			Name: "mxguard_check_duration_seconds", Help: "Duration of pipeline checks.",
 			Buckets: []float64{.0001, .0005, .001, .005, .01, .05, .1, .5, 1, 5},
 		}, []string{"check"}),
+		Scans: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mxguard_scans_total", Help: "Content scanner calls by scanner (rspamd, spamd, clamd) and result (clean, spam, virus, defer, error, timeout, busy).",
+		}, []string{"scanner", "result"}),
 		Observations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mxguard_observations_total", Help: "Observations fed to the detection engine, by kind.",
 		}, []string{"kind"}),
@@ -114,7 +118,7 @@ func New() *Metrics {
 	}
 	m.Registry.MustRegister(m.Connections, m.Messages, m.Recipients, m.Events, m.EventsActive,
 		m.BlocksActive, m.SpoolMessages, m.SpoolBytes, m.ServerUp, m.CheckDuration,
-		m.Observations, m.Panics, m.SpoolQuarantined, m.SpoolUnreadable, m.SessionLimits, m.Stress, m.RelayLocalErrors, m.Auth, m.PolicyRequests, m.QueueMessages,
+		m.Scans, m.Observations, m.Panics, m.SpoolQuarantined, m.SpoolUnreadable, m.SessionLimits, m.Stress, m.RelayLocalErrors, m.Auth, m.PolicyRequests, m.QueueMessages,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -1,0 +1,43 @@
+package pipeline
+
+import "mxguard/internal/reply"
+
+// Class is what a content check found in a message, for the detection
+// rules: spam counts toward spam_attack, a virus or a blocked attachment
+// toward virus_outbreak (INTERFACE.md §3).
+type Class uint8
+
+// Classes of a content verdict.
+const (
+	ClassNone  Class = iota // nothing found (or the scan failed)
+	ClassSpam               // judged spam, refused or passed with a header
+	ClassVirus              // a virus or a blocked attachment
+)
+
+func (c Class) String() string {
+	switch c {
+	case ClassSpam:
+		return "spam"
+	case ClassVirus:
+		return "virus"
+	}
+	return "none"
+}
+
+// Header is one header field a content check adds to a passed message
+// (X-Spam-Status, Authentication-Results, X-Mxguard-Scan, ...).
+type Header struct {
+	Name, Value string
+}
+
+// Verdict is a content check's judgement of one message.
+type Verdict struct {
+	// Reply refuses (554 5.7.1) or defers (451 4.7.1, 451 4.3.0) the
+	// message; nil passes it.
+	Reply *reply.Reply
+	// Class is what was found, whether or not the message is refused
+	// (rspamd's "add header" passes spam).
+	Class Class
+	// Headers are added to the message when it passes.
+	Headers []Header
+}
