@@ -26,10 +26,14 @@ import (
 // GTUBE and EICAR are assembled at run time so that no source file
 // carries the test strings (a scanner on the developer's machine would
 // quarantine it).
-func GTUBE() string { return "XJS*C4JDBQADN1.NSBN3*2IDNEN*" + "GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X" }
+func GTUBE() string {
+	return "XJS*C4JDBQADN1.NSBN3*2IDNEN*" + "GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+}
 
 // EICAR is the 68-byte EICAR anti-virus test file.
-func EICAR() string { return `X5O!P%@AP[4\PZX54(P^)7CC)7}$` + "EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*" }
+func EICAR() string {
+	return `X5O!P%@AP[4\PZX54(P^)7CC)7}$` + "EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+}
 
 // daemon is a scanner process started in its own process group.
 type daemon struct {
