@@ -41,3 +41,16 @@ type Verdict struct {
 	// Headers are added to the message when it passes.
 	Headers []Header
 }
+
+// Finding is a refusal found deep inside a walk of the message (the
+// built-in inspectors of internal/checks/builtin): an error that ends the
+// walk and carries its verdict.
+type Finding struct {
+	Class Class
+	Reply *reply.Reply
+}
+
+func (f *Finding) Error() string { return f.Reply.Error() }
+
+// Verdict is the finding as a verdict.
+func (f *Finding) Verdict() Verdict { return Verdict{Reply: f.Reply, Class: f.Class} }

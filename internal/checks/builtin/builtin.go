@@ -1,0 +1,51 @@
+// Package builtin is the data check of the built-in content inspectors
+// (gtube, eicar, attach): one streaming walk of the message's MIME
+// structure (internal/mimewalk) shows every part to all of them, so the
+// message is parsed once however many inspectors look at it. They always
+// run, with or without external scanners (INTERFACE.md §3). See README.md.
+package builtin
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"mxguard/internal/mimewalk"
+	"mxguard/internal/pipeline"
+	"mxguard/internal/reply"
+)
+
+// Name labels the check in mxguard_check_duration_seconds; the replies
+// name the inspector that refused ("gtube", "eicar", "attach") or "mime"
+// for a message past the walk's limits.
+const Name = "builtin"
+
+// Check walks each message once for its inspectors.
+type Check struct {
+	Limits     mimewalk.Limits
+	Inspectors []mimewalk.Inspector
+}
+
+// New returns the check with the default limits.
+func New(in ...mimewalk.Inspector) *Check { return &Check{Inspectors: in} }
+
+// Name is the metric label.
+func (*Check) Name() string { return Name }
+
+// Scan walks the message read from r. A finding refuses the message
+// (554 5.7.1); a structure past the limits too ("mime"); a read error of
+// the message buffer is ours, 451 4.3.0.
+func (c *Check) Scan(ctx context.Context, r io.Reader) pipeline.Verdict {
+	_, err := mimewalk.Walk(ctx, r, c.Limits, c.Inspectors...)
+	var f *pipeline.Finding
+	var le *mimewalk.LimitError
+	switch {
+	case err == nil:
+		return pipeline.Verdict{}
+	case errors.As(err, &f):
+		return f.Verdict()
+	case errors.As(err, &le):
+		return pipeline.Verdict{Reply: reply.Content.WithText("Message content rejected: MIME structure too complex").With(err).By("mime")}
+	}
+	return pipeline.Verdict{Reply: reply.InternalError.With(err).By(Name)}
+}
