@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 
 	"github.com/emersion/go-message/textproto"
 )
@@ -117,16 +118,45 @@ type Stats struct {
 	Unparsed int   // header sections with malformed lines (kept leniently)
 }
 
+// Walker walks messages for a fixed set of inspectors. It is safe for
+// concurrent use; its buffers are reused across walks.
+type Walker struct {
+	l       Limits
+	in      []Inspector
+	bufs    sync.Pool // *[]byte of bodyBuf bytes
+	readers sync.Pool // *bufio.Reader for header sections
+}
+
+// bodyBuf is the piece size bodies are handed to inspectors in.
+const bodyBuf = 16 << 10
+
+// New returns a Walker.
+func New(l Limits, in ...Inspector) *Walker {
+	return &Walker{l: l.withDefaults(), in: in}
+}
+
 // Walk reads the message from r and shows every leaf part to every
 // inspector. It returns the first finding an inspector made, a
 // *LimitError, a read error of r, or nil.
-func Walk(ctx context.Context, r io.Reader, l Limits, in ...Inspector) (Stats, error) {
-	w := &walker{ctx: ctx, l: l.withDefaults(), in: in, buf: make([]byte, 32<<10)}
+func (wk *Walker) Walk(ctx context.Context, r io.Reader) (Stats, error) {
+	bp, _ := wk.bufs.Get().(*[]byte)
+	if bp == nil {
+		b := make([]byte, bodyBuf)
+		bp = &b
+	}
+	defer wk.bufs.Put(bp)
+	w := &walker{wk: wk, ctx: ctx, l: wk.l, in: wk.in, buf: *bp}
 	err := w.entity(r, 0)
 	return w.st, err
 }
 
+// Walk is New(l, in...).Walk(ctx, r), for a single walk.
+func Walk(ctx context.Context, r io.Reader, l Limits, in ...Inspector) (Stats, error) {
+	return New(l, in...).Walk(ctx, r)
+}
+
 type walker struct {
+	wk     *Walker
 	ctx    context.Context
 	l      Limits
 	in     []Inspector
@@ -148,7 +178,16 @@ func (w *walker) entity(r io.Reader, depth int) error {
 	}
 	w.st.Depth = max(w.st.Depth, depth)
 	lr := &limitReader{r: r, n: int64(w.l.MaxHeader)}
-	br := bufio.NewReaderSize(lr, 4096)
+	br, _ := w.wk.readers.Get().(*bufio.Reader)
+	if br == nil {
+		br = bufio.NewReaderSize(lr, 4096)
+	} else {
+		br.Reset(lr)
+	}
+	defer func() {
+		br.Reset(nil)
+		w.wk.readers.Put(br)
+	}()
 	h, err := w.header(br, lr)
 	if err != nil {
 		return err

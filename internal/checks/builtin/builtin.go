@@ -22,12 +22,11 @@ const Name = "builtin"
 
 // Check walks each message once for its inspectors.
 type Check struct {
-	Limits     mimewalk.Limits
-	Inspectors []mimewalk.Inspector
+	w *mimewalk.Walker
 }
 
-// New returns the check with the default limits.
-func New(in ...mimewalk.Inspector) *Check { return &Check{Inspectors: in} }
+// New returns the check with the walk's default limits.
+func New(in ...mimewalk.Inspector) *Check { return &Check{w: mimewalk.New(mimewalk.Limits{}, in...)} }
 
 // Name is the metric label.
 func (*Check) Name() string { return Name }
@@ -36,7 +35,7 @@ func (*Check) Name() string { return Name }
 // (554 5.7.1); a structure past the limits too ("mime"); a read error of
 // the message buffer is ours, 451 4.3.0.
 func (c *Check) Scan(ctx context.Context, r io.Reader) pipeline.Verdict {
-	_, err := mimewalk.Walk(ctx, r, c.Limits, c.Inspectors...)
+	_, err := c.w.Walk(ctx, r)
 	var f *pipeline.Finding
 	var le *mimewalk.LimitError
 	switch {

@@ -147,10 +147,10 @@ var actions = map[string]bool{
 }
 
 type answer struct {
-	Action   *string                    `json:"action"`
-	Score    *float64                   `json:"score"`
-	Required float64                    `json:"required_score"`
-	Symbols  map[string]json.RawMessage `json:"symbols"`
+	Action   *string             `json:"action"`
+	Score    *float64            `json:"score"`
+	Required float64             `json:"required_score"`
+	Symbols  map[string]struct{} `json:"symbols"`
 	Messages struct {
 		SMTP string `json:"smtp_message"`
 	} `json:"messages"`

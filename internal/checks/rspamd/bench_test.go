@@ -1,0 +1,67 @@
+package rspamd
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"mxguard/internal/checks/scanner"
+	"mxguard/internal/testutil"
+)
+
+// BenchmarkRspamd compares a scan through the check (client, gate,
+// verdict, headers) with rspamd's own time: the same POST /checkv2 sent
+// by a bare HTTP client, as rspamc does. The difference is what mxguard
+// adds to rspamd's time per message (docs/benchmarks.md). p50/p99 are
+// reported per message.
+func BenchmarkRspamd(b *testing.B) {
+	rs := testutil.StartRspamd(b, testutil.RspamdOptions{})
+	msg := message("quarterly report", string(bytes.Repeat([]byte("The figures are attached, see the summary below.\r\n"), 60)))
+	c, err := NewClient(rs.URL, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ch := New(c, scanner.Options{Timeout: 30 * time.Second})
+	bare := &http.Client{}
+	runs := map[string]func() error{
+		"direct": func() error {
+			req, _ := http.NewRequest(http.MethodPost, rs.URL+"/checkv2", bytes.NewReader(msg))
+			req.Header.Set("IP", "192.0.2.10")
+			req.Header.Set("From", "alice@example.org")
+			req.Header.Set("Rcpt", "bob@example.test")
+			resp, err := bare.Do(req)
+			if err != nil {
+				return err
+			}
+			io.Copy(io.Discard, resp.Body)
+			return resp.Body.Close()
+		},
+		"mxguard": func() error {
+			if v := ch.Scan(context.Background(), session, bytes.NewReader(msg), int64(len(msg))); v.Reply != nil {
+				return v.Reply
+			}
+			return nil
+		},
+	}
+	for _, name := range []string{"direct", "mxguard"} {
+		run := runs[name]
+		b.Run(name, func(b *testing.B) {
+			run() // the first scan after a start is slow (content-scanners.md)
+			var lat []time.Duration
+			for b.Loop() {
+				t0 := time.Now()
+				if err := run(); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+		})
+	}
+}
