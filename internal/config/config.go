@@ -28,7 +28,7 @@ type Config struct {
 	DataDir         string         `yaml:"data_dir"`
 	TrustedNetworks []netip.Prefix `yaml:"trusted_networks"`
 	Allowlist       []netip.Prefix `yaml:"allowlist"`
-	Blocklist       []netip.Prefix `yaml:"blocklist"`
+	Blocklist       []BlockEntry   `yaml:"blocklist"`
 	ProxyProtocol   []netip.Prefix `yaml:"proxy_protocol"`
 	IPv6Prefix      int            `yaml:"ipv6_prefix"`
 	Delivery        Delivery       `yaml:"delivery"`
@@ -118,18 +118,52 @@ type Timeouts struct {
 	Data     time.Duration `yaml:"data"`
 }
 
-// DNSBL lists DNS blocklist zones checked at connect.
-type DNSBL struct {
-	Zones    []string `yaml:"zones"`
-	Resolver string   `yaml:"resolver"`
+// BlockEntry is one blocklist item: an address or network, or a host
+// name matched against the client's forward-confirmed reverse DNS name
+// ("mail.example.net"; ".example.net" for every name below example.net).
+type BlockEntry struct {
+	Prefix netip.Prefix // valid for an address or network
+	Host   string       // lowercased, without a final dot, otherwise
 }
 
-// Content configures content scanners.
+// BlockedPrefixes and BlockedHosts split the blocklist.
+func (c *Config) BlockedPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, e := range c.Blocklist {
+		if e.Prefix.IsValid() {
+			out = append(out, e.Prefix)
+		}
+	}
+	return out
+}
+
+// BlockedHosts returns the host name entries of the blocklist.
+func (c *Config) BlockedHosts() []string {
+	var out []string
+	for _, e := range c.Blocklist {
+		if e.Host != "" {
+			out = append(out, e.Host)
+		}
+	}
+	return out
+}
+
+// DNSBL lists DNS blocklist zones checked at connect.
+type DNSBL struct {
+	Zones     []string `yaml:"zones"` // postscreen syntax: zone[=filter][*weight]
+	Threshold int      `yaml:"threshold"`
+	Resolver  string   `yaml:"resolver"`
+}
+
+// Content configures content scanners and the built-in checks.
 type Content struct {
-	Rspamd             string   `yaml:"rspamd"`
-	Spamd              string   `yaml:"spamd"`
-	Clamd              string   `yaml:"clamd"`
-	BlockedAttachments []string `yaml:"blocked_attachments"`
+	Rspamd             string        `yaml:"rspamd"`
+	Spamd              string        `yaml:"spamd"`
+	Clamd              string        `yaml:"clamd"`
+	BlockedAttachments []string      `yaml:"blocked_attachments"` // extensions (lowercase, no dot) and MIME types
+	Timeout            time.Duration `yaml:"timeout"`
+	MaxConcurrency     int           `yaml:"max_concurrency"`
+	OnFailure          string        `yaml:"on_failure"` // tempfail | accept
 }
 
 // Recipients configures the recipients directory (internal/recipients):

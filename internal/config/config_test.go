@@ -88,7 +88,9 @@ func TestDefaults(t *testing.T) {
 		Storage:    Storage{Driver: "sqlite"},
 		Limits:     Limits{MaxConnections: 2000, MaxConnectionsPerSource: 20, MaxMessageSize: 50 << 20, MaxRecipients: 100},
 		Timeouts:   Timeouts{Greeting: 30 * time.Second, Command: 5 * time.Minute, Data: 10 * time.Minute},
-		Content:    Content{BlockedAttachments: []string{"exe", "scr", "pif", "com", "bat", "cmd", "vbs", "js", "jar", "msi"}},
+		DNSBL:      DNSBL{Threshold: 1},
+		Content: Content{BlockedAttachments: []string{"exe", "scr", "pif", "com", "bat", "cmd", "vbs", "js", "jar", "msi"},
+			Timeout: 20 * time.Second, MaxConcurrency: 8, OnFailure: "tempfail"},
 		Recipients: Recipients{CacheTTL: 24 * time.Hour, DuringOutage: "accept"},
 		File:       "t.yaml",
 	}
@@ -245,13 +247,16 @@ rules:
 			`t.yaml:4: spool.max_size: "10M" has an unknown unit "M" (e.g. 500KB, 10MiB, 2GB or a number of bytes)`,
 		}},
 		{"bad addresses and networks", minimal + `trusted_networks: [10.0.0.0/33, "fe80::1%eth0", 300.1.1.1]
-blocklist: [example.test]
+blocklist: [example.test, 10.0.0.256, "10.0.0.0/33", bad_name.example, ".", 192.0.2.1]
 proxy_protocol: [1]
 `, []string{
 			`t.yaml:4: trusted_networks[0]: "10.0.0.0/33" is not an IP address or CIDR (an address such as 192.0.2.1 or a network such as 192.0.2.0/24; quote IPv6 like "::1")`,
 			`t.yaml:4: trusted_networks[1]: "fe80::1%eth0" is not an IP address or CIDR (an address such as 192.0.2.1 or a network such as 192.0.2.0/24; quote IPv6 like "::1")`,
 			`t.yaml:4: trusted_networks[2]: "300.1.1.1" is not an IP address or CIDR (an address such as 192.0.2.1 or a network such as 192.0.2.0/24; quote IPv6 like "::1")`,
-			`t.yaml:5: blocklist[0]: host name example.test is not supported by this build yet (matching reverse DNS names is not built yet; list IP addresses and CIDRs)`,
+			`t.yaml:5: blocklist[1]: "10.0.0.256" is not an IP address, CIDR or host name (an address, a network such as 192.0.2.0/24, or a host name: mail.example.net, or .example.net for its subdomains)`,
+			`t.yaml:5: blocklist[2]: "10.0.0.0/33" is not an IP address, CIDR or host name (an address, a network such as 192.0.2.0/24, or a host name: mail.example.net, or .example.net for its subdomains)`,
+			`t.yaml:5: blocklist[3]: "bad_name.example" is not an IP address, CIDR or host name (an address, a network such as 192.0.2.0/24, or a host name: mail.example.net, or .example.net for its subdomains)`,
+			`t.yaml:5: blocklist[4]: "." is not an IP address, CIDR or host name (an address, a network such as 192.0.2.0/24, or a host name: mail.example.net, or .example.net for its subdomains)`,
 			`t.yaml:6: proxy_protocol[0]: "1" is not an IP address or CIDR (an address such as 192.0.2.1 or a network such as 192.0.2.0/24; quote IPv6 like "::1")`,
 		}},
 		{"servers", `domains: [example.test]
@@ -387,7 +392,7 @@ batv: {key_file: /nonexistent/batv.key}
 		}},
 		{"dnsbl", minimal + `dnsbl: {zones: [zen..example], resolver: localhost}
 `, []string{
-			`t.yaml:4: dnsbl.zones[0]: "zen..example" is not a domain name (letters, digits and hyphens, labels separated by dots)`,
+			`t.yaml:4: dnsbl.zones[0]: "zen..example" is not a DNS domain (zone, zone*weight or zone=127.0.0.[2..11]*weight (postscreen syntax); a negative weight allowlists)`,
 			`t.yaml:4: dnsbl.resolver: "localhost" is not host:port (host:port, e.g. 127.0.0.1:2525 or [::1]:2525)`,
 		}},
 	}
@@ -406,17 +411,20 @@ batv: {key_file: /nonexistent/batv.key}
 	}
 }
 
-// TestNotBuiltNormalization keeps the normalization of a key whose
-// feature is not built yet (content.blocked_attachments) working.
-func TestNotBuiltNormalization(t *testing.T) {
+// TestBlockedAttachments: extensions are normalized (".EXE" and "exe"
+// are one entry), MIME types kept, anything else refused.
+func TestBlockedAttachments(t *testing.T) {
 	l := newLoader("t.yaml")
-	l.pretendBuilt = true
-	c, err := l.parse([]byte(minimal + "content: {blocked_attachments: [.EXE, exe, Js]}\n"))
+	c, err := l.parse([]byte(minimal + "content: {blocked_attachments: [.EXE, exe, Js, Application/X-Custom]}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"exe", "js"}; !slices.Equal(c.Content.BlockedAttachments, want) {
+	if want := []string{"exe", "js", "application/x-custom"}; !slices.Equal(c.Content.BlockedAttachments, want) {
 		t.Errorf("BlockedAttachments = %v, want %v", c.Content.BlockedAttachments, want)
+	}
+	_, err = newLoader("t.yaml").parse([]byte(minimal + "content: {blocked_attachments: [a.b, \"x y\", text/, /x, ok]}\n"))
+	if err == nil || strings.Count(err.Error(), "is not a file extension or MIME type") != 4 {
+		t.Errorf("bad entries: %v", err)
 	}
 }
 
@@ -462,8 +470,15 @@ func TestFull(t *testing.T) {
 	if err != nil {
 		t.Fatalf("full.yaml:\n%v", err)
 	}
-	if c.Listen.Admin != "127.0.0.1:8025" || len(c.Allowlist) != 1 || len(c.Blocklist) != 1 || len(c.ProxyProtocol) != 1 {
+	if c.Listen.Admin != "127.0.0.1:8025" || len(c.Allowlist) != 1 || len(c.Blocklist) != 3 || len(c.ProxyProtocol) != 1 {
 		t.Errorf("keys not loaded: %+v %v %v %v", c.Listen, c.Allowlist, c.Blocklist, c.ProxyProtocol)
+	}
+	if p, h := c.BlockedPrefixes(), c.BlockedHosts(); len(p) != 1 || p[0].String() != "2001:db8:bad::/48" || !slices.Equal(h, []string{"mail.bad.example", ".spam.example"}) {
+		t.Errorf("blocklist split: %v %v", p, h)
+	}
+	if len(c.DNSBL.Zones) != 3 || c.DNSBL.Threshold != 3 || c.Content.OnFailure != "tempfail" || c.Content.MaxConcurrency != 8 ||
+		!slices.Contains(c.Content.BlockedAttachments, "application/x-msdownload") {
+		t.Errorf("dnsbl/content not loaded: %+v %+v", c.DNSBL, c.Content)
 	}
 	if c.TLS.KeyFile != filepath.Join("testdata", "tls", "example-key.pem") {
 		t.Errorf("file names not resolved against the config directory: %q", c.TLS.KeyFile)

@@ -24,6 +24,7 @@ var (
 	durationType = reflect.TypeFor[time.Duration]()
 	sizeType     = reflect.TypeFor[Size]()
 	prefixType   = reflect.TypeFor[netip.Prefix]()
+	blockType    = reflect.TypeFor[BlockEntry]()
 )
 
 // maxAliasDepth bounds alias and merge-key chains; YAML allows an anchor to
@@ -346,6 +347,8 @@ func textTypeOf(t reflect.Type) (textType, bool) {
 		return textType{func(s string) (any, error) { return ParseSize(s) }, "e.g. 500KB, 10MiB, 2GB or a number of bytes"}, true
 	case prefixType:
 		return textType{parsePrefix, "an address such as 192.0.2.1 or a network such as 192.0.2.0/24; quote IPv6 like \"::1\""}, true
+	case blockType:
+		return textType{parseBlockEntry, "an address, a network such as 192.0.2.0/24, or a host name: mail.example.net, or .example.net for its subdomains"}, true
 	}
 	return textType{}, false
 }
@@ -378,6 +381,23 @@ func parseDuration(s string) (any, error) {
 		return nil, fmt.Errorf("%q is not a duration", s)
 	}
 	return d, nil
+}
+
+// parseBlockEntry reads a blocklist item: an address or network, else a
+// host name. A name must end in a label that is not all digits (no TLD
+// is), so a mistyped address (10.0.0.256) is an error, not a name.
+func parseBlockEntry(s string) (any, error) {
+	p, err := parsePrefix(s)
+	if err == nil {
+		return BlockEntry{Prefix: p.(netip.Prefix)}, nil
+	}
+	h := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")
+	name := strings.TrimPrefix(h, ".")
+	last := name[strings.LastIndexByte(name, '.')+1:]
+	if !validDomain(name) || strings.Trim(last, "0123456789") == "" || strings.Contains(s, "/") {
+		return nil, fmt.Errorf("%q is not an IP address, CIDR or host name", s)
+	}
+	return BlockEntry{Host: h}, nil
 }
 
 // parsePrefix reads an address (a single host, stored as /32 or /128) or

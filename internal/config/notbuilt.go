@@ -9,7 +9,7 @@ import (
 
 // A key of INTERFACE.md §2 is accepted only when its feature works. The
 // keys (and values) of the features this build lacks are listed here, so
-// that writing one is an error at check-config and serve ("content.clamd:
+// that writing one is an error at check-config and serve ("cluster.redis:
 // not supported by this build yet"), never a silent no-op. A feature
 // becomes available by deleting its line here; Config fields that exist
 // for it already are decoded and validated from then on. Rule types and
@@ -19,9 +19,6 @@ var notBuilt = []struct {
 	keys    []string // dotted paths, list items as []
 }{
 	{"the Postfix policy front end is not built yet", []string{"listen.policy"}},
-	{"content scanners are not built yet", []string{"content.rspamd", "content.spamd", "content.clamd",
-		"content.blocked_attachments", "content.timeout", "content.max_concurrency", "content.on_failure"}},
-	{"DNSBL checks are not built yet", []string{"dnsbl.zones", "dnsbl.threshold", "dnsbl.resolver"}},
 	{"alerts are not built yet", []string{"alerts.email.to", "alerts.email.from", "alerts.email.server",
 		"alerts.webhook.url", "alerts.webhook.secret", "alerts.min_impact", "alerts.max_per_minute"}},
 	{"clustering (Redis) is not built yet", []string{"cluster.redis", "cluster.node"}},
@@ -38,8 +35,6 @@ var notBuiltValues = []struct {
 }{
 	{"the PostgreSQL store is not built yet; use sqlite", "storage.driver", "%s",
 		func(s string) bool { return s == "postgres" }},
-	{"matching reverse DNS names is not built yet; list IP addresses and CIDRs", "blocklist[]", "host name %s",
-		func(s string) bool { return validDomain(strings.TrimPrefix(strings.ToLower(s), ".")) }},
 }
 
 const notSupported = "not supported by this build yet"

@@ -20,6 +20,7 @@ import (
 
 	"mxguard/internal/batv"
 	"mxguard/internal/users"
+	"mxguard/internal/checks/dnsbl"
 )
 
 // Default returns what an empty file gives before validation: every
@@ -46,8 +47,12 @@ func Default() *Config {
 			MaxRecipients:           100,
 		},
 		Timeouts: Timeouts{Greeting: 30 * time.Second, Command: 5 * time.Minute, Data: 10 * time.Minute},
+		DNSBL:    DNSBL{Threshold: 1},
 		Content: Content{
 			BlockedAttachments: []string{"exe", "scr", "pif", "com", "bat", "cmd", "vbs", "js", "jar", "msi"},
+			Timeout:            20 * time.Second,
+			MaxConcurrency:     8,
+			OnFailure:          "tempfail",
 		},
 		Recipients: Recipients{CacheTTL: 24 * time.Hour, DuringOutage: "accept"},
 	}
@@ -83,7 +88,7 @@ func (l *loader) checkNames(c *Config) {
 		l.errAt("domains", "the recipient domains this gateway accepts mail for, e.g. [example.test]", "required")
 	}
 	l.domainList("domains", c.Domains)
-	l.domainList("dnsbl.zones", c.DNSBL.Zones)
+	l.checkDNSBL(c)
 	if c.DNSBL.Resolver != "" {
 		l.hostPort("dnsbl.resolver", c.DNSBL.Resolver, dialAddr)
 	}
@@ -91,6 +96,29 @@ func (l *loader) checkNames(c *Config) {
 	// attacker; below /32 a single event would block whole providers.
 	if c.IPv6Prefix < 32 || c.IPv6Prefix > 128 {
 		l.errAt("ipv6_prefix", "64 groups one customer site, 48 one organisation", "must be between 32 and 128, got %d", c.IPv6Prefix)
+	}
+}
+
+// checkDNSBL validates the zones with the dnsbl check's own parser
+// (postscreen syntax) and the threshold.
+func (l *loader) checkDNSBL(c *Config) {
+	seen := map[string]string{}
+	for i, z := range c.DNSBL.Zones {
+		p := fmt.Sprintf("dnsbl.zones[%d]", i)
+		e, err := dnsbl.ParseEntry(z)
+		if err != nil {
+			l.errAt(p, "zone, zone*weight or zone=127.0.0.[2..11]*weight (postscreen syntax); a negative weight allowlists", "%v", err)
+			continue
+		}
+		key := strings.ToLower(strings.TrimSpace(z))
+		if first, dup := seen[key]; dup {
+			l.errAt(p, fmt.Sprintf("first given at line %d", l.line(first)), "%s is listed twice", e.Spec)
+			continue
+		}
+		seen[key] = p
+	}
+	if c.DNSBL.Threshold < 1 {
+		l.errAt("dnsbl.threshold", "the summed weight that refuses a client, e.g. 1; allowlist zones have negative weights", "must be at least 1, got %d", c.DNSBL.Threshold)
 	}
 }
 
@@ -403,13 +431,14 @@ func (l *loader) checkContent(c *Config) {
 		}
 	}
 	// Extensions are compared with a file name's suffix, so ".EXE" and
-	// "exe" must be the same entry.
+	// "exe" must be the same entry; an entry with a slash is a MIME type.
 	out := ct.BlockedAttachments[:0]
 	seen := map[string]bool{}
 	for i, ext := range ct.BlockedAttachments {
 		ext = strings.ToLower(strings.TrimPrefix(strings.TrimSpace(ext), "."))
-		if ext == "" || strings.ContainsAny(ext, "./\\ \t") {
-			l.errAt(fmt.Sprintf("content.blocked_attachments[%d]", i), "a file extension such as exe", "%q is not a file extension", ext)
+		typ, sub, isType := strings.Cut(ext, "/")
+		if isType && (!mimeToken(typ) || !mimeToken(sub)) || !isType && (ext == "" || strings.ContainsAny(ext, ".\\ \t")) {
+			l.errAt(fmt.Sprintf("content.blocked_attachments[%d]", i), "a file extension such as exe, or a MIME type such as application/x-msdownload", "%q is not a file extension or MIME type", ext)
 			continue
 		}
 		if !seen[ext] {
@@ -418,6 +447,30 @@ func (l *loader) checkContent(c *Config) {
 		}
 	}
 	ct.BlockedAttachments = out
+	if ct.Timeout <= 0 {
+		l.errAt("content.timeout", "per scanner call, e.g. 20s", "must be positive")
+	}
+	if ct.MaxConcurrency < 1 || ct.MaxConcurrency > 10000 {
+		l.errAt("content.max_concurrency", "scans in flight per scanner, e.g. 8", "must be between 1 and 10000, got %d", ct.MaxConcurrency)
+	}
+	switch ct.OnFailure {
+	case "tempfail", "accept":
+	default:
+		l.errAt("content.on_failure", "tempfail (451 4.3.0) or accept (pass with X-Mxguard-Scan: failed)", "%q is neither tempfail nor accept", ct.OnFailure)
+	}
+}
+
+// mimeToken checks a MIME type or subtype (RFC 2045 §5.1 token).
+func mimeToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if c <= ' ' || c >= 0x7f || strings.ContainsRune(`()<>@,;:\"/[]?=`, c) {
+			return false
+		}
+	}
+	return true
 }
 
 // httpURL checks an http or https URL with a host.

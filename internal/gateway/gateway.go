@@ -26,9 +26,11 @@ import (
 	"mxguard/internal/events"
 	"mxguard/internal/metrics"
 	"mxguard/internal/msgbuf"
+	"mxguard/internal/pipeline"
 	"mxguard/internal/queuemon"
 	"mxguard/internal/recipients"
 	"mxguard/internal/relay"
+	"mxguard/internal/resolver"
 	"mxguard/internal/smtpd"
 	"mxguard/internal/spool"
 	"mxguard/internal/users"
@@ -74,6 +76,8 @@ type Gateway struct {
 	Recipients *recipients.Directory
 
 	spoolStore   *spool.Spool
+	resolver     *resolver.Resolver // DNS for the checks; kept across reloads
+	chainCancel  context.CancelFunc // stops the current chain's background work
 	smtpLn       net.Listener
 	adminLn      net.Listener
 	policyLn     net.Listener // listen.auth_policy
@@ -161,7 +165,8 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 		OnOrgUp:       g.Spool.OrgUp,
 	})
 	warnFileLimit(o.Logger, cfg.Limits.MaxConnections, len(cfg.Delivery.Servers))
-	set, err := g.smtpSettings(cfg)
+	g.resolver = g.dnsResolver(cfg)
+	set, err := g.smtpSettings(cfg, g.resolver)
 	if err != nil {
 		return err
 	}
@@ -234,6 +239,7 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 		return err
 	}
 	g.goRun(func() { g.Recipients.Run(runCtx) })
+	g.runChain(set.Chain)
 	g.goRun(func() { _ = g.SMTP.Serve(g.smtpLn) })
 	if g.Submission != nil {
 		g.goRun(func() { _ = g.Submission.Serve(g.submissionLn) })
@@ -313,7 +319,8 @@ func (g *Gateway) ReloadFile(ctx context.Context) error {
 func (g *Gateway) Apply(cfg *config.Config) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	set, err := g.smtpSettings(cfg)
+	res := g.dnsResolver(cfg)
+	set, err := g.smtpSettings(cfg, res)
 	if err != nil {
 		return err
 	}
@@ -340,6 +347,8 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 			g.o.Logger.Error("auth.users_file: the last good one stays in force", "err", err)
 		}
 	}
+	g.resolver = res
+	g.runChain(set.Chain)
 	g.Spool.Reconfigure(cfg.Spool.Delay, cfg.Spool.UnspoolRate, cfg.Spool.AutoUnspool)
 	g.spoolStore.SetMaxBytes(int64(cfg.Spool.MaxSize))
 	g.Admin.SetToken(token)
@@ -390,8 +399,18 @@ func (g *Gateway) engineOptions(cfg *config.Config) detect.Options {
 	}
 }
 
-func (g *Gateway) smtpSettings(cfg *config.Config) (*smtpd.Settings, error) {
+func (g *Gateway) smtpSettings(cfg *config.Config, res *resolver.Resolver) (*smtpd.Settings, error) {
 	tlsCfg, err := smtpd.LoadTLS(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.DataDir, cfg.Hostname)
+	if err != nil {
+		return nil, err
+	}
+	chain, err := checks.Build(checks.Deps{
+		Config:   cfg,
+		Blocker:  g.Engine,
+		Resolver: res,
+		Metrics:  g.Metrics,
+		Logger:   g.o.Logger.With("component", "checks"),
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -405,12 +424,7 @@ func (g *Gateway) smtpSettings(cfg *config.Config) (*smtpd.Settings, error) {
 		Limits:        cfg.Limits,
 		Timeouts:      cfg.Timeouts,
 		TLS:           tlsCfg,
-		Chain: checks.Build(checks.Deps{
-			Domains:   cfg.Domains,
-			Blocklist: cfg.Blocklist,
-			Blocker:   g.Engine,
-			Metrics:   g.Metrics,
-		}),
+		Chain:         chain,
 	}, nil
 }
 
@@ -428,6 +442,27 @@ func (g *Gateway) listenerOptions(name, component string, buffers *msgbuf.Store)
 		Metrics:   g.Metrics,
 		Logger:    g.o.Logger.With("component", component),
 	}
+}
+
+// dnsResolver is the resolver for cfg: the running one while
+// dnsbl.resolver stays the same (its cache survives a reload), a new one
+// otherwise.
+func (g *Gateway) dnsResolver(cfg *config.Config) *resolver.Resolver {
+	if g.resolver == nil || cfg.DNSBL.Resolver != g.cfg.DNSBL.Resolver {
+		return resolver.New(resolver.Options{Server: cfg.DNSBL.Resolver})
+	}
+	return g.resolver
+}
+
+// runChain starts the background work of chain (dnsbl zone health) and
+// stops that of the chain it replaces.
+func (g *Gateway) runChain(chain *pipeline.Chain) {
+	if g.chainCancel != nil {
+		g.chainCancel()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g.chainCancel = cancel
+	g.goRun(func() { chain.Run(ctx) })
 }
 
 // The engine records the delivery manager's events and hands back those a
@@ -510,6 +545,11 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	if g.queueStop != nil {
 		g.queueStop()
 	}
+	g.mu.Lock()
+	if g.chainCancel != nil {
+		g.chainCancel()
+	}
+	g.mu.Unlock()
 	g.done.Wait()
 	if g.policyLn != nil {
 		g.policyLn.Close() // when Start failed before Serve took it

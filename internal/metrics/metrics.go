@@ -128,7 +128,7 @@ func New() *Metrics {
 // event type, the listener's connection results, the message results and
 // every check of the pipeline, all at zero.
 func (m *Metrics) Prime(listener string, eventTypes, checks []string) {
-	for _, r := range []string{"accepted", "blocked", "refused", "limit", "busy", "proxy_error"} {
+	for _, r := range []string{"accepted", "blocked", "refused", "dnsbl", "limit", "busy", "proxy_error"} {
 		m.Connections.WithLabelValues(listener, r)
 	}
 	for _, l := range []string{"timeout", "session_time", "junk", "errors"} {

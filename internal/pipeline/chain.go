@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"mxguard/internal/address"
@@ -55,6 +56,30 @@ func (c *Chain) observe(name string, start time.Time) {
 	if c.Metrics != nil {
 		c.Metrics.CheckDuration.WithLabelValues(name).Observe(time.Since(start).Seconds())
 	}
+}
+
+// Runner is a check with background work (the dnsbl zone health check);
+// Run returns when ctx ends.
+type Runner interface {
+	Run(ctx context.Context)
+}
+
+// Run runs the background work of the chain's checks until ctx ends: the
+// front end starts it with the chain and cancels it when a reload
+// replaces the chain.
+func (c *Chain) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, ch := range c.Connect {
+		if r, ok := ch.(Runner); ok {
+			wg.Go(func() { r.Run(ctx) })
+		}
+	}
+	for _, ch := range c.Data {
+		if r, ok := ch.(Runner); ok {
+			wg.Go(func() { r.Run(ctx) })
+		}
+	}
+	wg.Wait()
 }
 
 // Names lists the checks of every stage, for metrics.

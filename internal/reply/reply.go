@@ -99,6 +99,7 @@ var (
 	SessionTime   = Reply{Code: 421, Enhanced: [3]int{4, 4, 2}, Text: "Error: session time limit exceeded, closing connection", Close: true}
 	TooManyErrors = Reply{Code: 421, Enhanced: [3]int{4, 7, 0}, Text: "Error: too many errors, closing connection", Close: true}
 	JunkCommands  = Reply{Code: 421, Enhanced: [3]int{4, 7, 0}, Text: "Error: too many commands without mail, closing connection", Close: true}
+	BadSequence   = Reply{Code: 503, Enhanced: [3]int{5, 5, 1}, Text: "Error: access denied, send QUIT"}
 	Listed        = Reply{Code: 554, Enhanced: [3]int{5, 7, 1}, Text: "Service unavailable; client blocked using a DNS block list"}
 	RelayDenied   = Reply{Code: 554, Enhanced: [3]int{5, 7, 1}, Text: "Relay access denied"}
 	UnknownUser   = Reply{Code: 550, Enhanced: [3]int{5, 1, 1}, Text: "Recipient address rejected: user unknown"}

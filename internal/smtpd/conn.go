@@ -1,13 +1,16 @@
 package smtpd
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -350,6 +353,60 @@ func (c *conn) refuse(r *reply.Reply) {
 	c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	c.Conn.Write(append(r.Line(), "\r\n"...))
 	c.closeRaw()
+}
+
+// sessionRefusal reports whether a connect check's reply refuses the
+// session but keeps the connection: a 5xx greeting without Close (dnsbl).
+// RFC 5321 §3.1: such a server "MUST NOT close the connection" at once
+// but wait for QUIT, answering 503 to everything else.
+func sessionRefusal(r *reply.Reply) bool {
+	return r.Code >= 500 && !r.Close
+}
+
+// maxRefusedCommands bounds what a refused client may send before it is
+// disconnected: a real MTA sends QUIT at once (Postfix, Exim) or after
+// EHLO and MAIL; a bot that goes on is cut short.
+const maxRefusedCommands = 10
+
+// refuseSession greets with the refusal r, answers "503 5.5.1" to every
+// command but QUIT and "221 2.0.0" to QUIT, and closes after QUIT, after
+// maxRefusedCommands commands (421) or when the greeting timeout has
+// passed since the connection came — whichever is first (INTERFACE.md
+// §4). Server shutdown (ctx) ends it at once.
+func (c *conn) refuseSession(ctx context.Context, r *reply.Reply) {
+	defer c.closeRaw()
+	c.Conn.SetDeadline(time.Now().Add(c.set.Timeouts.Greeting))
+	stop := context.AfterFunc(ctx, func() { c.Conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	w := bufio.NewWriterSize(c.Conn, 512)
+	say := func(line []byte) bool {
+		w.Write(line)
+		w.WriteString("\r\n")
+		return w.Flush() == nil
+	}
+	if !say(r.Line()) {
+		return
+	}
+	br := bufio.NewReaderSize(c.Conn, 1024)
+	for range maxRefusedCommands {
+		line, err := br.ReadSlice('\n')
+		for errors.Is(err, bufio.ErrBufferFull) {
+			// An overlong line is one command; its rest is skipped.
+			_, err = br.ReadSlice('\n')
+		}
+		if err != nil {
+			return
+		}
+		verb, _, _ := strings.Cut(strings.TrimSpace(string(line)), " ")
+		if strings.EqualFold(verb, "QUIT") {
+			say([]byte("221 2.0.0 Bye"))
+			return
+		}
+		if !say(reply.BadSequence.Line()) {
+			return
+		}
+	}
+	say(reply.TooManyErrors.Line())
 }
 
 // closeRaw closes a connection refused before the SMTP dialogue; it does

@@ -314,16 +314,17 @@ func (s *Server) admit(raw net.Conn) {
 		Allowlisted: inAny(set.Allowlist, c.addr),
 	}
 	ctx := context.Background()
-	if r := set.Chain.RunConnect(ctx, &c.ps); r != nil {
-		if r.Check == "blocklist" {
+	refusal := set.Chain.RunConnect(ctx, &c.ps)
+	if refusal != nil && !sessionRefusal(refusal) {
+		if refusal.Check == "blocklist" {
 			s.count("blocked")
 		} else {
 			s.count("refused")
 		}
 		// Debug: a blocked flood would otherwise log every attempt; the
 		// event's impact and the metrics count them.
-		c.log().Debug("refused at connect", "reply", r.Error())
-		c.refuse(r)
+		c.log().Debug("refused at connect", "reply", refusal.Error())
+		c.refuse(refusal)
 		return
 	}
 	// Count the connection toward dos after the block check: a blocked
@@ -340,6 +341,14 @@ func (s *Server) admit(raw net.Conn) {
 	if !s.addSource(c) {
 		s.count("limit")
 		c.refuse(&reply.TooManyConns)
+		return
+	}
+	if refusal != nil {
+		// A listed client (dnsbl) counts toward dos and holds one of its
+		// source's slots while it waits for QUIT, like any session.
+		s.count(refusal.Check)
+		c.log().Debug("session refused at connect", "reply", refusal.Error())
+		c.refuseSession(s.ctx, refusal)
 		return
 	}
 	c.protected = c.ps.Trusted || c.ps.Allowlisted

@@ -95,7 +95,7 @@ func startTestServer(t testing.TB, o serverOpts) *testServer {
 		o.maxConns = 100
 	}
 	m := metrics.New()
-	chain := checks.Build(checks.Deps{Domains: []string{"example.test"}, Metrics: m})
+	chain := testChain(t, checks.Deps{Metrics: m})
 	if o.extra != nil {
 		chain.Data = append(chain.Data, o.extra)
 	}
@@ -271,7 +271,7 @@ func BenchmarkRefuseBlocked(b *testing.B) {
 		Hostname: "mx.test",
 		Limits:   config.Limits{MaxConnections: 10000, MaxConnectionsPerSource: 10000, MaxMessageSize: 1 << 20, MaxRecipients: 10},
 		Timeouts: config.Timeouts{Greeting: time.Second, Command: time.Second, Data: time.Second},
-		Chain:    checks.Build(checks.Deps{Domains: []string{"example.test"}, Blocker: blockAll{}, Metrics: m}),
+		Chain:    testChain(b, checks.Deps{Blocker: blockAll{}, Metrics: m}),
 	})
 	ln, err := Listen(context.Background(), "127.0.0.1:0")
 	if err != nil {
@@ -352,4 +352,17 @@ func TestLongLines(t *testing.T) {
 	if text := c.Data("Subject: absurd\r\n\r\n"+strings.Repeat("y", 70000)+"\r\n", 554); !strings.HasPrefix(text, "5.6.0 ") {
 		t.Errorf("70 KB line: want 554 5.6.0, got 554 %s", text)
 	}
+}
+
+// testChain builds the chain for domain example.test (d.Config, when nil).
+func testChain(tb testing.TB, d checks.Deps) *pipeline.Chain {
+	tb.Helper()
+	if d.Config == nil {
+		d.Config = &config.Config{Domains: []string{"example.test"}}
+	}
+	c, err := checks.Build(d)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
 }

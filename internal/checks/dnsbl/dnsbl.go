@@ -77,7 +77,7 @@ func New(o Options) (*Check, error) {
 	for _, s := range o.Zones {
 		e, err := ParseEntry(s)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("dnsbl zone %q: %w", s, err)
 		}
 		c.entries = append(c.entries, e)
 		z := byName[e.Zone]

@@ -18,27 +18,28 @@ type Entry struct {
 	Spec   string  // as configured
 }
 
-// ParseEntry reads one dnsbl.zones item.
+// ParseEntry reads one dnsbl.zones item; its errors do not repeat the
+// item (config names it by its line).
 func ParseEntry(s string) (Entry, error) {
 	e := Entry{Spec: s, Weight: 1}
 	rest := strings.TrimSpace(s)
 	if i := strings.LastIndexByte(rest, '*'); i >= 0 {
 		w, err := strconv.Atoi(rest[i+1:])
 		if err != nil || w == 0 || w < -1000 || w > 1000 {
-			return Entry{}, fmt.Errorf("dnsbl zone %q: weight %q is not a whole number between -1000 and 1000, not 0", s, rest[i+1:])
+			return Entry{}, fmt.Errorf("weight %q is not a whole number between -1000 and 1000, not 0", rest[i+1:])
 		}
 		e.Weight, rest = w, rest[:i]
 	}
 	if i := strings.IndexByte(rest, '='); i >= 0 {
 		f, err := ParseFilter(rest[i+1:])
 		if err != nil {
-			return Entry{}, fmt.Errorf("dnsbl zone %q: %w", s, err)
+			return Entry{}, err
 		}
 		e.Filter, rest = f, rest[:i]
 	}
 	zone := strings.ToLower(strings.TrimSuffix(rest, "."))
 	if err := checkDomain(zone); err != nil {
-		return Entry{}, fmt.Errorf("dnsbl zone %q: %w", s, err)
+		return Entry{}, err
 	}
 	e.Zone = zone
 	return e, nil
