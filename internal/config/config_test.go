@@ -483,10 +483,10 @@ func TestFull(t *testing.T) {
 	if c.TLS.KeyFile != filepath.Join("testdata", "tls", "example-key.pem") {
 		t.Errorf("file names not resolved against the config directory: %q", c.TLS.KeyFile)
 	}
-	if len(c.Rules) != 12 || !reflect.DeepEqual(c.Rules[:9], DefaultRules()) {
+	if len(c.Rules) != 14 || !reflect.DeepEqual(c.Rules[:11], DefaultRules()) {
 		t.Errorf("rules = %+v, want the built-in defaults and one more", c.Rules)
 	}
-	if r := c.Rules[11]; len(r.Actions) != 0 || r.BlockFor != 0 {
+	if r := c.Rules[13]; len(r.Actions) != 0 || r.BlockFor != 0 {
 		t.Errorf("a rule without actions = %+v, want none and no block_for", r)
 	}
 }

@@ -17,7 +17,7 @@ func TestRulesPresence(t *testing.T) {
 		wantNil   bool
 		wantRules int
 	}{
-		{"absent: built-in defaults (those of the MX listener)", "", true, 4},
+		{"absent: built-in defaults (those of the MX listener)", "", true, 6},
 		{"empty list: none", "rules: []\n", false, 0},
 		{"key without value: none", "rules:\n", false, 0},
 		{"given: exactly these", "rules: [{name: a, type: dos, threshold: 5}]\n", false, 1},
@@ -41,6 +41,8 @@ func TestDefaultRulesSpelledOut(t *testing.T) {
   - {name: dos, type: dos, window: 1m, threshold: 300, actions: [block], block_for: 10m}
   - {name: bad_sessions, type: bad_sessions, window: 1m, threshold: 100, actions: [block], block_for: 10m}
   - {name: directory_harvest, type: directory_harvest, window: 10m, threshold: 20, actions: [block], block_for: 1h}
+  - {name: spam_attack, type: spam_attack, window: 10m, threshold: 20, actions: [block], block_for: 1h}
+  - {name: virus_outbreak, type: virus_outbreak, window: 10m, threshold: 5, actions: [block], block_for: 1h}
   - {name: mailbomb, type: mailbomb, window: 10m, threshold: 20, min_size: 500KB, actions: [block], block_for: 1h}
   - {name: brute_force, type: brute_force, window: 10m, threshold: 20, actions: [block], block_for: 1h}
   - {name: account_brute_force, type: account_brute_force, window: 1h, threshold: 30, actions: []}
@@ -51,8 +53,8 @@ func TestDefaultRulesSpelledOut(t *testing.T) {
 	if !reflect.DeepEqual(c.Rules, DefaultRules()) {
 		t.Errorf("spelled out:\n%+v\nDefaultRules:\n%+v", c.Rules, DefaultRules())
 	}
-	if got := mustParse(t, minimal).EffectiveRules(); !reflect.DeepEqual(got, DefaultRules()[:4]) {
-		t.Errorf("EffectiveRules without a rules key = %+v, want the four of the MX listener", got)
+	if got := mustParse(t, minimal).EffectiveRules(); !reflect.DeepEqual(got, DefaultRules()[:6]) {
+		t.Errorf("EffectiveRules without a rules key = %+v, want the six of the MX listener", got)
 	}
 }
 
@@ -74,7 +76,7 @@ func TestDefaultRulesApply(t *testing.T) {
 		}
 		return out
 	}
-	smtp := []string{"dos", "bad_sessions", "directory_harvest", "mailbomb"}
+	smtp := []string{"dos", "bad_sessions", "directory_harvest", "spam_attack", "virus_outbreak", "mailbomb"}
 	for _, tc := range []struct {
 		name, yaml string
 		want       []string
@@ -155,10 +157,7 @@ func TestRuleErrors(t *testing.T) {
 	}{
 		{"name and type required", `{threshold: 1}`, []string{
 			`t.yaml:5: rules[0].name: required (events and the console show it)`,
-			`t.yaml:5: rules[0].type: required (one of dos, bad_sessions, directory_harvest, mailbomb, brute_force, account_brute_force, internal_spammer, bounce_spammer, backscatter, outbound_queue)`,
-		}, false},
-		{"a type this build does not count", `{name: a, type: spam_attack, threshold: 1, actions: [block]}`, []string{
-			`t.yaml:5: rules[0].type: spam_attack is not supported by this build yet (spam verdicts come from content scanners, which are not built yet; this build counts dos, bad_sessions, directory_harvest, mailbomb, brute_force, account_brute_force, internal_spammer, bounce_spammer, backscatter, outbound_queue)`,
+			`t.yaml:5: rules[0].type: required (one of dos, bad_sessions, directory_harvest, spam_attack, virus_outbreak, mailbomb, brute_force, account_brute_force, internal_spammer, bounce_spammer, backscatter, outbound_queue)`,
 		}, false},
 		{"alert is not built", `{name: a, type: dos, threshold: 1, actions: [block, notify, alert]}`, []string{
 			`t.yaml:5: rules[0].actions[1]: notify is not supported by this build yet (alerts (email, webhook) are not built yet)`,

@@ -89,11 +89,6 @@ type Action struct {
 	Missing string // what this build lacks while Built is false
 }
 
-// What several types lack while it is not built.
-const (
-	missingScanners = "content scanners, which are not built yet"
-)
-
 // The tables. Order is the order of INTERFACE.md §3, which lists and
 // documentation follow.
 var (
@@ -108,11 +103,11 @@ var (
 			Rule: true, Built: true, Actions: sourceActions, DefaultActions: alertOnly,
 			Default: &Default{Window: 10 * time.Minute, Threshold: 20, BlockFor: time.Hour, Actions: blockOnly}},
 		{Name: "spam_attack", Per: PerSource, Counts: "messages judged spam", Noun: "spam messages",
-			Rule: true, Missing: "spam verdicts come from " + missingScanners,
-			Actions: sourceActions, DefaultActions: alertOnly},
+			Rule: true, Built: true, Actions: sourceActions, DefaultActions: alertOnly,
+			Default: &Default{Window: 10 * time.Minute, Threshold: 20, BlockFor: time.Hour, Actions: blockOnly}},
 		{Name: "virus_outbreak", Per: PerSource, Counts: "messages carrying a virus or a blocked attachment", Noun: "infected messages",
-			Rule: true, Missing: "virus verdicts come from " + missingScanners,
-			Actions: sourceActions, DefaultActions: alertOnly},
+			Rule: true, Built: true, Actions: sourceActions, DefaultActions: alertOnly,
+			Default: &Default{Window: 10 * time.Minute, Threshold: 5, BlockFor: time.Hour, Actions: blockOnly}},
 		{Name: "mailbomb", Per: PerSource, Counts: "messages of at least min_size", Noun: "large messages",
 			Rule: true, Built: true, Keys: []string{KeyMinSize}, Actions: sourceActions, DefaultActions: alertOnly,
 			Default: &Default{Window: 10 * time.Minute, Threshold: 20, BlockFor: time.Hour, MinSize: 500_000, Actions: blockOnly}},
