@@ -1,6 +1,10 @@
 package pipeline
 
-import "mxguard/internal/reply"
+import (
+	"strings"
+
+	"mxguard/internal/reply"
+)
 
 // Class is what a content check found in a message, for the detection
 // rules: spam counts toward spam_attack, a virus or a blocked attachment
@@ -54,3 +58,40 @@ func (f *Finding) Error() string { return f.Reply.Error() }
 
 // Verdict is the finding as a verdict.
 func (f *Finding) Verdict() Verdict { return Verdict{Reply: f.Reply, Class: f.Class} }
+
+// AppendHeaders writes header fields as message header lines, folded
+// (RFC 5322 §2.2.3) so that lines stay within 78 characters where a
+// break is possible: before a space (the value unfolds unchanged) or,
+// inside a long comma-separated list, after a comma with a tab, as
+// SpamAssassin folds its tests=. Checks hand only single-line values.
+func AppendHeaders(b []byte, hs []Header) []byte {
+	for _, h := range hs {
+		b = append(append(b, h.Name...), ':')
+		line := len(h.Name) + 1
+		start := line
+		for _, word := range strings.Split(h.Value, " ") {
+			sep := " "
+			for _, piece := range strings.SplitAfter(word, ",") {
+				if piece == "" {
+					continue
+				}
+				if line+len(sep)+len(piece) > 78 && line > start {
+					b = append(b, "\r\n"...)
+					if sep == "" {
+						sep = "\t"
+					}
+					line = 0
+				}
+				b = append(append(b, sep...), piece...)
+				line += len(sep) + len(piece)
+				sep = ""
+			}
+			if word == "" {
+				b = append(b, ' ')
+				line++
+			}
+		}
+		b = append(b, "\r\n"...)
+	}
+	return b
+}
