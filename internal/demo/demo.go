@@ -174,6 +174,8 @@ rules:
   - {name: mailbomb, type: mailbomb, window: 1m, threshold: 5, min_size: 200KB, actions: [block], block_for: 2m}
   - {name: guessing, type: brute_force, window: 1m, threshold: 5, actions: [block], block_for: 2m}
   - {name: spammer, type: internal_spammer, window: 1m, threshold: 12, actions: [suspend], block_for: 2m}
+  - {name: spam, type: spam_attack, window: 1m, threshold: 4, actions: [block], block_for: 2m}
+  - {name: virus, type: virus_outbreak, window: 1m, threshold: 3, actions: [block], block_for: 2m}
 `, admin, usersFile, token, dataDir, primary, failover)
 }
 

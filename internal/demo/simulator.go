@@ -71,6 +71,8 @@ func (s *simulator) attacks(ctx context.Context, step, cycle time.Duration) {
 			{step / 4, s.relayProbe, base + 4},
 			{step / 4, s.passwordGuessing, base + 5},
 			{step, s.compromisedAccount, base + 6},
+			{step, s.spamAttack, base + 7},
+			{step, s.virusOutbreak, base + 8},
 		}
 		for _, st := range steps {
 			if !sleep(ctx, st.wait) {
@@ -221,6 +223,58 @@ func (s *simulator) mailbomb(ctx context.Context, ip string) {
 		}
 	}
 	s.n.say("  %s: %d large messages accepted, %d refused", ip, accepted, refused)
+}
+
+// gtube is SpamAssassin's spam test string, which mxguard's built-in
+// check refuses like real spam (assembled here so that this file is not
+// itself taken for spam).
+const gtube = "XJS*C4JDBQADN1.NSBN3*2IDNEN*" + "GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+// spamAttack sends spam (GTUBE, judged by the built-in check) until the
+// source is blocked: each message is refused with 554 5.7.1, and the
+// spam_attack rule blocks the source.
+func (s *simulator) spamAttack(ctx context.Context, ip string) {
+	s.n.say("ATTACK         spam run from %s: GTUBE test spam to alice@example.test", ip)
+	s.contentRun(ctx, ip, "offers@spam.test", func(i int) string {
+		return fmt.Sprintf("Subject: cheap watches %d\r\nMessage-ID: <spam-%d@spam.test>\r\n\r\nBuy now!\r\n%s\r\n", i, i, gtube)
+	})
+}
+
+// virusOutbreak sends "invoices" with an executable attachment, which
+// the built-in attachment check refuses; the virus_outbreak rule blocks
+// the source.
+func (s *simulator) virusOutbreak(ctx context.Context, ip string) {
+	s.n.say("ATTACK         malware run from %s: invoices with an .exe attachment", ip)
+	s.contentRun(ctx, ip, "billing@malware.test", func(i int) string {
+		return fmt.Sprintf("Subject: invoice %d overdue\r\nMessage-ID: <inv-%d@malware.test>\r\nMIME-Version: 1.0\r\n"+
+			"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nPlease pay the attached invoice.\r\n"+
+			"--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"invoice_%d.pdf.exe\"\r\n"+
+			"Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAA=\r\n--b--\r\n", i, i, i)
+	})
+}
+
+// contentRun sends up to ten messages and tells how they were answered.
+func (s *simulator) contentRun(ctx context.Context, ip, from string, msg func(int) string) {
+	refused, blocked := 0, false
+	for i := 0; i < 10 && !blocked; i++ {
+		code, text, err := s.send(ctx, ip, from, []string{"alice@example.test"}, msg(i))
+		switch {
+		case err != nil:
+			s.n.say("  %s could not send: %v", ip, err)
+			return
+		case code == 554 && i == 0:
+			s.n.say("  %s: message refused at end of DATA: %s", ip, text)
+			refused++
+		case code == 554:
+			refused++
+		case code == 421:
+			s.n.say("  %s is now refused at connect: %s", ip, text)
+			blocked = true
+		default:
+			s.n.say("  %s: unexpected answer %s", ip, text)
+		}
+	}
+	s.n.say("  %s: %d messages refused for their content", ip, refused)
 }
 
 // send delivers one message and returns the final reply.
