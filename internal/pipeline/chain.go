@@ -2,6 +2,9 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
+	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,9 +33,45 @@ func (c *Chain) RunRcpt(ctx context.Context, s *Session, rcpt address.Mailbox) *
 	return run(c, c.Rcpt, func(ch RcptCheck) *reply.Reply { return ch.CheckRcpt(ctx, s, rcpt) })
 }
 
-// RunData runs the content checks in order; the first refusal wins.
-func (c *Chain) RunData(ctx context.Context, s *Session, m *Message) *reply.Reply {
-	return run(c, c.Data, func(ch DataCheck) *reply.Reply { return ch.CheckData(ctx, s, m) })
+// RunData runs the content checks in order. The first refusal (or
+// deferral) wins and is the verdict, with what it found; a passed message
+// collects the headers of every check and the gravest class found (rspamd
+// passes spam with a header). A check that panics defers the message
+// (451 4.3.0, counted in mxguard_session_panics_total): content checks
+// read hostile input, and a bug in one must neither pass the message
+// unchecked nor drop the session.
+func (c *Chain) RunData(ctx context.Context, s *Session, m *Message) Verdict {
+	var out Verdict
+	for _, ch := range c.Data {
+		start := time.Now()
+		v := c.checkData(ctx, ch, s, m)
+		c.observe(ch.Name(), start)
+		out.Class = max(out.Class, v.Class)
+		if v.Reply != nil {
+			if v.Reply.Check == "" {
+				v.Reply.Check = ch.Name()
+			}
+			return Verdict{Reply: v.Reply, Class: out.Class}
+		}
+		for _, h := range v.Headers {
+			if !slices.Contains(out.Headers, h) {
+				out.Headers = append(out.Headers, h)
+			}
+		}
+	}
+	return out
+}
+
+func (c *Chain) checkData(ctx context.Context, ch DataCheck, s *Session, m *Message) (v Verdict) {
+	defer func() {
+		if p := recover(); p != nil {
+			if c.Metrics != nil {
+				c.Metrics.Panics.Inc()
+			}
+			v = Verdict{Reply: reply.InternalError.With(fmt.Errorf("check %s panicked: %v\n%s", ch.Name(), p, debug.Stack())).By(ch.Name())}
+		}
+	}()
+	return ch.CheckData(ctx, s, m)
 }
 
 // run calls each check in order, timing it, until one refuses; the

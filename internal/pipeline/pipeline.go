@@ -98,8 +98,10 @@ type RcptCheck interface {
 	CheckRcpt(ctx context.Context, s *Session, rcpt address.Mailbox) *reply.Reply
 }
 
-// DataCheck runs at end of DATA, before the message is handed on.
+// DataCheck runs at end of DATA, before the message is handed on. Its
+// verdict refuses or defers the message, or passes it with headers, and
+// says what it found (spam, virus) for the detection rules.
 type DataCheck interface {
 	Name() string
-	CheckData(ctx context.Context, s *Session, m *Message) *reply.Reply
+	CheckData(ctx context.Context, s *Session, m *Message) Verdict
 }

@@ -313,6 +313,27 @@ func (s *session) observeMessage(size int64) {
 	}
 }
 
+// observeVerdict reports what a content check found to the spam_attack
+// and virus_outbreak rules; refused (a 554) adds to an active event's
+// impact. Spam passed with a header (rspamd's "add header") counts toward
+// the rule but is no impact.
+func (s *session) observeVerdict(class pipeline.Class, refused bool) {
+	d := s.c.srv.o.Detector
+	if d == nil {
+		return
+	}
+	var kind detect.Kind
+	switch class {
+	case pipeline.ClassSpam:
+		kind = detect.KindSpam
+	case pipeline.ClassVirus:
+		kind = detect.KindVirus
+	default:
+		return
+	}
+	d.Observe(detect.Observation{Kind: kind, Addr: s.c.addr, Service: s.c.srv.o.Name, Refused: refused})
+}
+
 // downstreamError maps a downstream failure to the client's reply: the
 // downstream's own SMTP reply passes through; a lost connection or an
 // unreachable server is a temporary failure (451 4.4.1), never a 5xx.
@@ -456,18 +477,23 @@ func (s *session) Data(r io.Reader) error {
 		return s.answer(&reply.ServersDown)
 	}
 	msg := &pipeline.Message{Content: buf}
-	if rep := c.set.Chain.RunData(s.ctx(), &c.ps, msg); rep != nil {
+	verdict := c.set.Chain.RunData(s.ctx(), &c.ps, msg)
+	if rep := verdict.Reply; rep != nil {
 		s.abort()
 		s.countMsg("rejected")
 		c.log().Info("message refused", "reply", rep.Error())
 		if !ownFailure(rep) {
 			s.observeMessage(size)
+			s.observeVerdict(verdict.Class, !rep.Temporary())
 		}
 		return s.answer(rep)
 	}
 	id := newID()
-	hdr := s.received(id)
+	// The verdict headers follow our Received line (RFC 5321 §4.4: the
+	// trace field goes first).
+	hdr := pipeline.AppendHeaders(s.received(id), verdict.Headers)
 	if s.spooling {
+		s.observeVerdict(verdict.Class, false)
 		return s.spool(hdr, buf)
 	}
 	txn := s.txn
@@ -495,6 +521,7 @@ func (s *session) Data(r io.Reader) error {
 	}
 	s.observeMessage(size)
 	s.observeAccount(detect.KindAccountMessage, len(s.rcpts))
+	s.observeVerdict(verdict.Class, false)
 	c.sentMessage.Store(true)
 	s.countMsg("relayed")
 	c.log().Info("relayed", "id", id, "from", s.from.String(), "rcpts", len(s.rcpts), "size", size, "server", txn.Server(), "downstream", text)

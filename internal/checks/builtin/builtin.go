@@ -31,6 +31,13 @@ func New(in ...mimewalk.Inspector) *Check { return &Check{w: mimewalk.New(mimewa
 // Name is the metric label.
 func (*Check) Name() string { return Name }
 
+var _ pipeline.DataCheck = (*Check)(nil)
+
+// CheckData walks the message.
+func (c *Check) CheckData(ctx context.Context, _ *pipeline.Session, m *pipeline.Message) pipeline.Verdict {
+	return c.Scan(ctx, m.Reader())
+}
+
 // Scan walks the message read from r. A finding refuses the message
 // (554 5.7.1); a structure past the limits too ("mime"); a read error of
 // the message buffer is ours, 451 4.3.0.

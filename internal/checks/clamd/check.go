@@ -32,6 +32,13 @@ func New(c *Client, o scanner.Options) *Check {
 // Name is the metric label.
 func (*Check) Name() string { return Name }
 
+var _ pipeline.DataCheck = (*Check)(nil)
+
+// CheckData scans the message.
+func (c *Check) CheckData(ctx context.Context, _ *pipeline.Session, m *pipeline.Message) pipeline.Verdict {
+	return c.Scan(ctx, m.Reader())
+}
+
 // Scan judges the message read from r: infected is 554 5.7.1 (INTERFACE.md
 // §4); a failed scan is what content.on_failure says.
 func (c *Check) Scan(ctx context.Context, r io.Reader) pipeline.Verdict {

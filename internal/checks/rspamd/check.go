@@ -28,6 +28,19 @@ func New(c *Client, o scanner.Options) *Check {
 // Name is the metric label.
 func (*Check) Name() string { return Name }
 
+var _ pipeline.DataCheck = (*Check)(nil)
+
+// CheckData asks rspamd about the message of session s.
+func (c *Check) CheckData(ctx context.Context, s *pipeline.Session, m *pipeline.Message) pipeline.Verdict {
+	return c.Scan(ctx, s, m.Reader(), m.Size())
+}
+
+// Run closes idle connections to rspamd when the chain is replaced.
+func (c *Check) Run(ctx context.Context) {
+	<-ctx.Done()
+	c.Client.Close()
+}
+
 // Scan judges the message (size bytes from r) of session s and applies
 // rspamd's action (INTERFACE.md §4):
 //

@@ -28,6 +28,13 @@ func New(c *Client, o scanner.Options) *Check {
 // Name is the metric label.
 func (*Check) Name() string { return Name }
 
+var _ pipeline.DataCheck = (*Check)(nil)
+
+// CheckData asks spamd about the message.
+func (c *Check) CheckData(ctx context.Context, _ *pipeline.Session, m *pipeline.Message) pipeline.Verdict {
+	return c.Scan(ctx, m.Reader(), m.Size())
+}
+
 // Scan judges the message (size bytes from r). spamd's only verdict is
 // spam or not, against its required_score: spam is refused with 554 5.7.1
 // (set required_score in spamd's local.cf to the score you refuse at); a
