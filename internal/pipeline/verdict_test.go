@@ -25,7 +25,7 @@ func TestAppendHeaders(t *testing.T) {
 		}
 	}
 	u := strings.ReplaceAll(strings.TrimSuffix(out, "\r\n"), "\r\n\t", "") // our comma folds
-	u = strings.ReplaceAll(u, "\r\n ", " ")                                 // RFC 5322 unfolding
+	u = strings.ReplaceAll(u, "\r\n ", " ")                                // RFC 5322 unfolding
 	unfolded := strings.Split(u, "\r\n")
 	if len(unfolded) != 3 || unfolded[1] != "X-Spam-Status: "+hs[1].Value || unfolded[2] != "Authentication-Results: "+hs[2].Value {
 		t.Errorf("unfolded:\n%s", strings.Join(unfolded, "\n"))
