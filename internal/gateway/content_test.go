@@ -177,25 +177,14 @@ func TestBuiltinChecks(t *testing.T) {
 	}
 }
 
-// hangingServer accepts connections and never answers.
+// hangingServer accepts connections and never answers; arrived gets a
+// value for each connection.
 func hangingServer(t *testing.T) (addr string, arrived chan struct{}) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
 	arrived = make(chan struct{}, 16)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			arrived <- struct{}{}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
-	return l.Addr().String(), arrived
+	return testutil.ServeTCP(t, func(c net.Conn) {
+		arrived <- struct{}{}
+		io.Copy(io.Discard, c)
+	}), arrived
 }
 
 // TestScannerFailures: a scanner that is down, slow or saturated defers

@@ -146,11 +146,22 @@ func qpLine(out, line []byte, full bool) []byte {
 	if soft {
 		body = body[:len(body)-1]
 	}
-	for i := 0; i < len(body); i++ {
-		c := body[i]
-		if c == '=' && i+2 < len(body) {
-			h, ok1 := unhex(body[i+1])
-			l, ok2 := unhex(body[i+2])
+	out = unescape(out, body, '=')
+	if !soft {
+		out = append(out, eol...)
+	}
+	return out
+}
+
+// unescape appends in to out with every esc followed by two hex digits
+// ("=3D" in quoted-printable, "%2E" in RFC 2231) decoded; a malformed
+// escape is kept as it is.
+func unescape[T ~string | ~[]byte](out []byte, in T, esc byte) []byte {
+	for i := 0; i < len(in); i++ {
+		c := in[i]
+		if c == esc && i+2 < len(in) {
+			h, ok1 := unhex(in[i+1])
+			l, ok2 := unhex(in[i+2])
 			if ok1 && ok2 {
 				out = append(out, h<<4|l)
 				i += 2
@@ -158,9 +169,6 @@ func qpLine(out, line []byte, full bool) []byte {
 			}
 		}
 		out = append(out, c)
-	}
-	if !soft {
-		out = append(out, eol...)
 	}
 	return out
 }

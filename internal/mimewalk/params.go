@@ -173,20 +173,7 @@ func percentDecode(v string) string {
 	if !strings.Contains(v, "%") {
 		return v
 	}
-	b := make([]byte, 0, len(v))
-	for i := 0; i < len(v); i++ {
-		if v[i] == '%' && i+2 < len(v) {
-			h, ok1 := unhex(v[i+1])
-			l, ok2 := unhex(v[i+2])
-			if ok1 && ok2 {
-				b = append(b, h<<4|l)
-				i += 2
-				continue
-			}
-		}
-		b = append(b, v[i])
-	}
-	return string(b)
+	return string(unescape(make([]byte, 0, len(v)), v, '%'))
 }
 
 // decodeWords decodes RFC 2047 encoded words in v; words in a charset the

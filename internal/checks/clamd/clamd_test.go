@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -99,15 +98,18 @@ func TestRealClamd(t *testing.T) {
 	// scan headers, the size limit is the configured failure.
 	scans := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "scans"}, []string{"scanner", "result"})
 	ch := New(tcp, scanner.Options{Timeout: 20 * time.Second, Scans: scans})
-	v := ch.Scan(context.Background(), bytes.NewReader(mail("a.bin", probe)))
+	scan := func(b []byte) pipeline.Verdict {
+		return ch.CheckData(context.Background(), &pipeline.Session{}, &pipeline.Message{Content: bytes.NewReader(b)})
+	}
+	v := scan(mail("a.bin", probe))
 	if v.Reply == nil || v.Reply.Code != 554 || v.Reply.Enhanced != [3]int{5, 7, 1} || v.Reply.Check != Name || v.Class != pipeline.ClassVirus {
 		t.Errorf("virus verdict = %+v", v)
 	}
-	v = ch.Scan(context.Background(), strings.NewReader("Subject: x\r\n\r\nclean\r\n"))
+	v = scan([]byte("Subject: x\r\n\r\nclean\r\n"))
 	if v.Reply != nil || v.Class != pipeline.ClassNone || len(v.Headers) != 2 {
 		t.Errorf("clean verdict = %+v", v)
 	}
-	v = ch.Scan(context.Background(), bytes.NewReader(big))
+	v = scan(big)
 	if v.Reply == nil || v.Reply.Code != 451 || v.Reply.Enhanced != [3]int{4, 3, 0} || !errors.Is(v.Reply, ErrSizeLimit) {
 		t.Errorf("size limit verdict = %+v", v)
 	}
@@ -118,28 +120,9 @@ func TestRealClamd(t *testing.T) {
 	}
 }
 
-// fakeClamd accepts connections and lets answer handle each; it stands in
-// for a broken or hostile clamd.
+// fakeClamd stands in for a broken or hostile clamd.
 func fakeClamd(t *testing.T, answer func(c net.Conn)) *Client {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				answer(c)
-			}()
-		}
-	}()
-	return &Client{Network: "tcp", Address: l.Addr().String()}
+	return &Client{Network: "tcp", Address: testutil.ServeTCP(t, answer)}
 }
 
 // readStream consumes one INSTREAM request and returns the data sent.

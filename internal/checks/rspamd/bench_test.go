@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"mxguard/internal/checks/scanner"
+	"mxguard/internal/pipeline"
 	"mxguard/internal/testutil"
 )
 
@@ -41,7 +42,7 @@ func BenchmarkRspamd(b *testing.B) {
 			return resp.Body.Close()
 		},
 		"mxguard": func() error {
-			if v := ch.Scan(context.Background(), session, bytes.NewReader(msg), int64(len(msg))); v.Reply != nil {
+			if v := ch.CheckData(context.Background(), session, &pipeline.Message{Content: bytes.NewReader(msg)}); v.Reply != nil {
 				return v.Reply
 			}
 			return nil

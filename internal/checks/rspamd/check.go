@@ -3,8 +3,6 @@ package rspamd
 import (
 	"context"
 	"fmt"
-	"io"
-	"strings"
 
 	"mxguard/internal/checks/scanner"
 	"mxguard/internal/pipeline"
@@ -14,35 +12,8 @@ import (
 // Name is the check's and the scanner's label in metrics and replies.
 const Name = "rspamd"
 
-// Check asks rspamd about each message.
-type Check struct {
-	Client *Client
-	Gate   *scanner.Gate
-}
-
-// New returns the check for content.rspamd.
-func New(c *Client, o scanner.Options) *Check {
-	return &Check{Client: c, Gate: scanner.New(Name, o)}
-}
-
-// Name is the metric label.
-func (*Check) Name() string { return Name }
-
-var _ pipeline.DataCheck = (*Check)(nil)
-
-// CheckData asks rspamd about the message of session s.
-func (c *Check) CheckData(ctx context.Context, s *pipeline.Session, m *pipeline.Message) pipeline.Verdict {
-	return c.Scan(ctx, s, m.Reader(), m.Size())
-}
-
-// Run closes idle connections to rspamd when the chain is replaced.
-func (c *Check) Run(ctx context.Context) {
-	<-ctx.Done()
-	c.Client.Close()
-}
-
-// Scan judges the message (size bytes from r) of session s and applies
-// rspamd's action (INTERFACE.md §4):
+// New returns the data check for content.rspamd. It applies rspamd's
+// action (INTERFACE.md §4):
 //
 //	reject                      554 5.7.1, spam
 //	soft reject, greylist       451 4.7.1 (the sender retries)
@@ -52,14 +23,17 @@ func (c *Check) Run(ctx context.Context) {
 // A passed message carries X-Spam-Status and the headers rspamd asks for
 // (milter.add_headers: Authentication-Results and the like, when rspamd's
 // milter_headers module is configured).
-func (c *Check) Scan(ctx context.Context, s *pipeline.Session, r io.Reader, size int64) pipeline.Verdict {
-	return c.Gate.Run(ctx, func(ctx context.Context) (pipeline.Verdict, string, error) {
-		res, err := c.Client.Check(ctx, s, r, size)
-		if err != nil {
-			return pipeline.Verdict{}, "", err
-		}
-		return Verdict(res)
-	})
+func New(c *Client, o scanner.Options) *scanner.Check {
+	return scanner.NewCheck(Name, c, o)
+}
+
+// Judge asks rspamd about the message of session s.
+func (c *Client) Judge(ctx context.Context, s *pipeline.Session, m *pipeline.Message) (pipeline.Verdict, string, error) {
+	res, err := c.Check(ctx, s, m.Reader(), m.Size())
+	if err != nil {
+		return pipeline.Verdict{}, "", err
+	}
+	return Verdict(res)
 }
 
 // Verdict maps rspamd's answer to mxguard's verdict and metric result.
@@ -71,26 +45,11 @@ func Verdict(res Result) (pipeline.Verdict, string, error) {
 	case "soft reject", "greylist":
 		return pipeline.Verdict{Reply: reply.ContentDefer.With(cause).By(Name)}, scanner.ResultDefer, nil
 	case "add header", "rewrite subject":
-		h := append([]pipeline.Header{{Name: "X-Spam", Value: "Yes"}, {Name: "X-Spam-Status", Value: Status(res, true)}}, res.AddHeaders...)
+		h := append([]pipeline.Header{{Name: "X-Spam", Value: "Yes"}, {Name: "X-Spam-Status", Value: scanner.SpamStatus(true, res.Score, res.Required, res.Symbols)}}, res.AddHeaders...)
 		return pipeline.Verdict{Class: pipeline.ClassSpam, Headers: h}, scanner.ResultSpam, nil
 	case "no action":
-		h := append([]pipeline.Header{{Name: "X-Spam-Status", Value: Status(res, false)}}, res.AddHeaders...)
+		h := append([]pipeline.Header{{Name: "X-Spam-Status", Value: scanner.SpamStatus(false, res.Score, res.Required, res.Symbols)}}, res.AddHeaders...)
 		return pipeline.Verdict{Headers: h}, scanner.ResultClean, nil
 	}
 	return pipeline.Verdict{}, "", fmt.Errorf("unknown action %q", res.Action)
-}
-
-// Status is an X-Spam-Status value in SpamAssassin's form, so filters
-// that read it work behind rspamd too:
-// "No, score=0.50 required=15.00 tests=MID_RHS_NOT_FQDN,RCPT_COUNT_ONE".
-func Status(res Result, spam bool) string {
-	yes := "No"
-	if spam {
-		yes = "Yes"
-	}
-	tests := strings.Join(res.Symbols, ",")
-	if tests == "" {
-		tests = "none"
-	}
-	return fmt.Sprintf("%s, score=%.2f required=%.2f tests=%s", yes, res.Score, res.Required, tests)
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -144,4 +145,62 @@ func (g *Gate) count(result string) {
 	if g.o.Scans != nil {
 		g.o.Scans.WithLabelValues(g.name, result).Inc()
 	}
+}
+
+// Scanner is the protocol side of one external scanner: it asks the
+// scanner about a message and maps the answer to a verdict and the
+// metric result (ResultClean, ResultSpam, ResultVirus, ResultDefer), or
+// fails.
+type Scanner interface {
+	Judge(ctx context.Context, s *pipeline.Session, m *pipeline.Message) (pipeline.Verdict, string, error)
+}
+
+// Check is the data check of one scanner: its Scanner behind a Gate.
+type Check struct {
+	gate *Gate
+	sc   Scanner
+}
+
+var (
+	_ pipeline.DataCheck = (*Check)(nil)
+	_ pipeline.Runner    = (*Check)(nil)
+)
+
+// NewCheck returns the check of scanner name.
+func NewCheck(name string, sc Scanner, o Options) *Check {
+	return &Check{gate: New(name, o), sc: sc}
+}
+
+// Name is the metric label: the scanner's name.
+func (c *Check) Name() string { return c.gate.Name() }
+
+// CheckData judges the message within the gate's slots and time budget.
+func (c *Check) CheckData(ctx context.Context, s *pipeline.Session, m *pipeline.Message) pipeline.Verdict {
+	return c.gate.Run(ctx, func(ctx context.Context) (pipeline.Verdict, string, error) {
+		return c.sc.Judge(ctx, s, m)
+	})
+}
+
+// Run waits for the chain to be replaced (or the gateway to stop), then
+// closes the scanner's idle connections, if it keeps any.
+func (c *Check) Run(ctx context.Context) {
+	<-ctx.Done()
+	if cl, ok := c.sc.(interface{ Close() }); ok {
+		cl.Close()
+	}
+}
+
+// SpamStatus is an X-Spam-Status value in SpamAssassin's form, which
+// mail filters (Sieve, procmail) already read:
+// "No, score=0.5 required=15.0 tests=MID_RHS_NOT_FQDN,RCPT_COUNT_ONE".
+func SpamStatus(spam bool, score, required float64, tests []string) string {
+	yes := "No"
+	if spam {
+		yes = "Yes"
+	}
+	t := strings.Join(tests, ",")
+	if t == "" {
+		t = "none"
+	}
+	return fmt.Sprintf("%s, score=%.1f required=%.1f tests=%s", yes, score, required, t)
 }

@@ -92,3 +92,12 @@ func TestFailures(t *testing.T) {
 		}
 	}
 }
+
+func TestSpamStatus(t *testing.T) {
+	if s := SpamStatus(false, -0.1, 5, []string{"A", "B"}); s != "No, score=-0.1 required=5.0 tests=A,B" {
+		t.Errorf("SpamStatus = %q", s)
+	}
+	if s := SpamStatus(true, 7.25, 15, nil); s != "Yes, score=7.2 required=15.0 tests=none" {
+		t.Errorf("SpamStatus = %q", s)
+	}
+}

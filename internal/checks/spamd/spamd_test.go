@@ -55,45 +55,29 @@ func TestRealSpamd(t *testing.T) {
 	}
 
 	ch := New(c, scanner.Options{Timeout: 30 * time.Second})
-	msg := message("x", "mxguard-spamd-probe")
-	v := ch.Scan(context.Background(), bytes.NewReader(msg), int64(len(msg)))
+	scan := func(b []byte) pipeline.Verdict {
+		return ch.CheckData(context.Background(), &pipeline.Session{}, &pipeline.Message{Content: bytes.NewReader(b)})
+	}
+	v := scan(message("x", "mxguard-spamd-probe"))
 	if v.Reply == nil || v.Reply.Code != 554 || v.Reply.Enhanced != [3]int{5, 7, 1} || v.Reply.Check != Name || v.Class != pipeline.ClassSpam {
 		t.Errorf("spam verdict = %+v", v)
 	}
-	msg = message("x", "hello")
-	v = ch.Scan(context.Background(), bytes.NewReader(msg), int64(len(msg)))
+	v = scan(message("x", "hello"))
 	if v.Reply != nil || len(v.Headers) != 1 || v.Headers[0].Name != "X-Spam-Status" || !strings.HasPrefix(v.Headers[0].Value, "No, score=") {
 		t.Errorf("clean verdict = %+v", v)
 	}
 }
 
-// fakeSpamd reads one request and writes answer.
+// fakeSpamd reads one request and writes answer ("hang": none).
 func fakeSpamd(t *testing.T, answer string) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 4096)
-				c.Read(buf)
-				if answer == "hang" {
-					io.Copy(io.Discard, c)
-					return
-				}
-				c.Write([]byte(answer))
-			}()
+	return testutil.ServeTCP(t, func(c net.Conn) {
+		c.Read(make([]byte, 4096))
+		if answer == "hang" {
+			io.Copy(io.Discard, c)
+			return
 		}
-	}()
-	return l.Addr().String()
+		c.Write([]byte(answer))
+	})
 }
 
 // TestFailures: down, slow, garbage, an error code or a short message are
@@ -155,9 +139,6 @@ func TestParseReply(t *testing.T) {
 			t.Errorf("ParseReply(%q) = %+v, nil error", bad, res)
 		}
 	}
-	if s := Status(Result{Score: -0.1, Threshold: 5, Symbols: []string{"A", "B"}}); s != "No, score=-0.1 required=5.0 tests=A,B" {
-		t.Errorf("Status = %q", s)
-	}
 }
 
 // FuzzParseReply: nothing crashes the parser, and what it accepts is safe
@@ -175,7 +156,7 @@ func FuzzParseReply(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if s := Status(res); strings.ContainsAny(s, "\r\n") {
+		if s := scanner.SpamStatus(res.Spam, res.Score, res.Threshold, res.Symbols); strings.ContainsAny(s, "\r\n") {
 			t.Errorf("header value %q from %q", s, b)
 		}
 	})
