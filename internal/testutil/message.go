@@ -3,7 +3,9 @@ package testutil
 import (
 	"fmt"
 	"io"
+	"os"
 	"strings"
+	"testing"
 )
 
 // LargeMessage returns a reader of a message of about n bytes, generated
@@ -58,4 +60,24 @@ func (r *messageReader) next() []byte {
 		dot = "."
 	}
 	return fmt.Appendf(nil, "%sline %d of %s, long enough to make the message grow\r\n", dot, r.line, r.subject)
+}
+
+// Message is a small, well-formed message from alice@example.org to
+// bob@example.test (display names, Date, Message-ID), CRLF lines.
+func Message(subject, body string) []byte {
+	return []byte("From: Alice <alice@example.org>\r\nTo: Bob <bob@example.test>\r\nSubject: " + subject +
+		"\r\nDate: Tue, 1 Dec 2026 10:00:00 +0000\r\nMessage-ID: <m1@example.org>\r\n\r\n" + body + "\r\n")
+}
+
+// AddSeedFiles adds the files (captured protocol samples, say) to f's
+// seed corpus.
+func AddSeedFiles(f *testing.F, files ...string) {
+	f.Helper()
+	for _, file := range files {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
 }

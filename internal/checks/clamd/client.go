@@ -14,7 +14,8 @@ import (
 	"net"
 	"strings"
 	"syscall"
-	"time"
+
+	"mxguard/internal/checks/scanner"
 )
 
 // ErrSizeLimit is clamd's answer to a stream longer than its
@@ -28,7 +29,7 @@ type Client struct {
 	// ChunkSize is the INSTREAM chunk length; default 64 KiB.
 	ChunkSize int
 	// Dial opens the connection; nil: a net.Dialer.
-	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+	Dial scanner.DialFunc
 }
 
 // Parse reads content.clamd: "tcp://host:port" or "unix:/path/clamd.ctl"
@@ -65,20 +66,11 @@ const maxReply = 4 << 10
 // network-order length><data>, terminated by a zero-length chunk") and
 // returns its verdict. The connection's deadline is ctx's.
 func (c *Client) Scan(ctx context.Context, r io.Reader) (Result, error) {
-	dial := c.Dial
-	if dial == nil {
-		dial = (&net.Dialer{}).DialContext
-	}
-	conn, err := dial(ctx, c.Network, c.Address)
+	conn, err := scanner.Dial(ctx, c.Dial, c.Network, c.Address)
 	if err != nil {
 		return Result{}, fmt.Errorf("clamd: connect %s: %w", c.Address, err)
 	}
 	defer conn.Close()
-	if d, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(d)
-	}
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
 
 	sendErr := c.send(conn, r)
 	// clamd answers and closes as soon as the stream passes

@@ -21,7 +21,7 @@ import (
 // reported per message.
 func BenchmarkRspamd(b *testing.B) {
 	rs := testutil.StartRspamd(b, testutil.RspamdOptions{})
-	msg := message("quarterly report", string(bytes.Repeat([]byte("The figures are attached, see the summary below.\r\n"), 60)))
+	msg := testutil.Message("quarterly report", string(bytes.Repeat([]byte("The figures are attached, see the summary below.\r\n"), 60)))
 	c, err := NewClient(rs.URL, Options{})
 	if err != nil {
 		b.Fatal(err)

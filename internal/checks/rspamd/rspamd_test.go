@@ -56,11 +56,6 @@ rspamd_config.MXGUARD_ENVELOPE = { score = 0.0, group = 'mxguard',
 const milterHeaders = `milter_headers { use = ["authentication-results", "x-spamd-bar"]; }
 `
 
-func message(subject, body string) []byte {
-	return []byte("From: Alice <alice@example.org>\r\nTo: Bob <bob@example.test>\r\nSubject: " + subject +
-		"\r\nDate: Tue, 1 Dec 2026 10:00:00 +0000\r\nMessage-ID: <m1@example.org>\r\n\r\n" + body + "\r\n")
-}
-
 var session = &pipeline.Session{
 	Addr: netip.MustParseAddr("192.0.2.10"), Helo: "mail.example.org",
 	From: "alice@example.org", Rcpts: []string{"bob@example.test", "carol@example.test"},
@@ -84,13 +79,13 @@ func TestRealRspamd(t *testing.T) {
 		symbol  string
 		headers []string // names of added headers
 	}{
-		{"clean", message("lunch", "see you at noon"), 0, pipeline.ClassNone, "MXGUARD_ENVELOPE", []string{"X-Spam-Status", "Authentication-Results", "X-Spamd-Bar"}},
-		{"gtube", message("test", testutil.GTUBE()), 554, pipeline.ClassSpam, "", nil},
-		{"custom reject rule", message("probe-reject", "hello"), 554, pipeline.ClassSpam, "MXGUARD_REJECT", nil},
-		{"add header", message("probe-header", "hello"), 0, pipeline.ClassSpam, "MXGUARD_HEADER", []string{"X-Spam", "X-Spam-Status", "Authentication-Results", "X-Spamd-Bar"}},
-		{"greylist", message("probe-grey", "hello"), 451, pipeline.ClassNone, "MXGUARD_GREY", nil},
-		{"soft reject", message("probe-soft", "hello"), 451, pipeline.ClassNone, "MXGUARD_SOFT", nil},
-		{"3 MB message", append(message("big", "x"), big...), 0, pipeline.ClassNone, "", []string{"X-Spam-Status", "Authentication-Results", "X-Spamd-Bar"}},
+		{"clean", testutil.Message("lunch", "see you at noon"), 0, pipeline.ClassNone, "MXGUARD_ENVELOPE", []string{"X-Spam-Status", "Authentication-Results", "X-Spamd-Bar"}},
+		{"gtube", testutil.Message("test", testutil.GTUBE()), 554, pipeline.ClassSpam, "", nil},
+		{"custom reject rule", testutil.Message("probe-reject", "hello"), 554, pipeline.ClassSpam, "MXGUARD_REJECT", nil},
+		{"add header", testutil.Message("probe-header", "hello"), 0, pipeline.ClassSpam, "MXGUARD_HEADER", []string{"X-Spam", "X-Spam-Status", "Authentication-Results", "X-Spamd-Bar"}},
+		{"greylist", testutil.Message("probe-grey", "hello"), 451, pipeline.ClassNone, "MXGUARD_GREY", nil},
+		{"soft reject", testutil.Message("probe-soft", "hello"), 451, pipeline.ClassNone, "MXGUARD_SOFT", nil},
+		{"3 MB message", append(testutil.Message("big", "x"), big...), 0, pipeline.ClassNone, "", []string{"X-Spam-Status", "Authentication-Results", "X-Spamd-Bar"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -151,7 +146,7 @@ func TestFailures(t *testing.T) {
 		t.Cleanup(func() { close(stop) }) // runs first: the handler returns, Close does not wait
 		return s.URL
 	}
-	msg := message("x", "y")
+	msg := testutil.Message("x", "y")
 	for _, tc := range []struct{ name, url string }{
 		{"down", "http://" + testutil.FreeAddr(t)},
 		{"slow", serve(200, "", true)},
@@ -214,13 +209,7 @@ func TestParseAnswer(t *testing.T) {
 // FuzzParseAnswer: nothing crashes the parser, and every header it hands
 // on is a single line.
 func FuzzParseAnswer(f *testing.F) {
-	for _, file := range []string{"rspamd-checkv2-gtube.json", "rspamd-checkv2-clean.json"} {
-		b, err := os.ReadFile("testdata/" + file)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
+	testutil.AddSeedFiles(f, "testdata/rspamd-checkv2-gtube.json", "testdata/rspamd-checkv2-clean.json")
 	f.Add([]byte(`{"action":"no action","score":0,"milter":{"add_headers":{"A":{"value":"x\r\n y"}}}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		res, err := ParseAnswer(b)

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -203,4 +204,36 @@ func SpamStatus(spam bool, score, required float64, tests []string) string {
 		t = "none"
 	}
 	return fmt.Sprintf("%s, score=%.1f required=%.1f tests=%s", yes, score, required, t)
+}
+
+// DialFunc opens a connection (net.Dialer.DialContext, or a test's).
+type DialFunc func(ctx context.Context, network, address string) (net.Conn, error)
+
+// Dial connects for one scan (dial nil: a net.Dialer) and ties the
+// connection to ctx: its deadline, and an immediate one when ctx is
+// cancelled, so a scanner that stops answering never holds the session
+// past the budget. Close the connection when done; that also unties it.
+func Dial(ctx context.Context, dial DialFunc, network, address string) (net.Conn, error) {
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	conn, err := dial(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	if d, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(d)
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	return &tiedConn{Conn: conn, stop: stop}, nil
+}
+
+type tiedConn struct {
+	net.Conn
+	stop func() bool
+}
+
+func (c *tiedConn) Close() error {
+	c.stop()
+	return c.Conn.Close()
 }

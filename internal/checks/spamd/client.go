@@ -10,10 +10,10 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"strconv"
 	"strings"
-	"time"
+
+	"mxguard/internal/checks/scanner"
 )
 
 // Client talks to one spamd at Address (host:port).
@@ -23,7 +23,7 @@ type Client struct {
 	// configs, but logs it); default "mxguard".
 	User string
 	// Dial opens the connection; nil: a net.Dialer.
-	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+	Dial scanner.DialFunc
 }
 
 // Result is spamd's verdict.
@@ -44,20 +44,11 @@ const maxReply = 64 << 10
 // the message; the answer is "SPAMD/1.1 0 EX_OK", "Spam: True ; 1000.0 /
 // 5.0", an empty line and the comma-separated names of the rules that hit.
 func (c *Client) Check(ctx context.Context, r io.Reader, size int64) (Result, error) {
-	dial := c.Dial
-	if dial == nil {
-		dial = (&net.Dialer{}).DialContext
-	}
-	conn, err := dial(ctx, "tcp", c.Address)
+	conn, err := scanner.Dial(ctx, c.Dial, "tcp", c.Address)
 	if err != nil {
 		return Result{}, fmt.Errorf("spamd: connect %s: %w", c.Address, err)
 	}
 	defer conn.Close()
-	if d, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(d)
-	}
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
 
 	user := c.User
 	if user == "" {

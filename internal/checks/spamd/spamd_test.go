@@ -16,11 +16,6 @@ import (
 	"mxguard/internal/testutil"
 )
 
-func message(subject, body string) []byte {
-	return []byte("From: <alice@example.org>\r\nTo: <bob@example.test>\r\nSubject: " + subject +
-		"\r\nDate: Tue, 1 Dec 2026 10:00:00 +0000\r\nMessage-ID: <m1@example.org>\r\n\r\n" + body + "\r\n")
-}
-
 // TestRealSpamd asks a private spamd with a custom local rule: GTUBE and
 // the custom rule are spam, a plain message is not; only spamd knows the
 // custom rule, so its name in the verdict proves spamd judged.
@@ -34,9 +29,9 @@ func TestRealSpamd(t *testing.T) {
 		spam   bool
 		symbol string
 	}{
-		{"clean", message("lunch", "see you at noon"), false, ""},
-		{"gtube", message("test", testutil.GTUBE()), true, "GTUBE"},
-		{"custom rule", message("offer", "this mail carries the mxguard-spamd-probe marker"), true, "MXGUARD_PROBE"},
+		{"clean", testutil.Message("lunch", "see you at noon"), false, ""},
+		{"gtube", testutil.Message("test", testutil.GTUBE()), true, "GTUBE"},
+		{"custom rule", testutil.Message("offer", "this mail carries the mxguard-spamd-probe marker"), true, "MXGUARD_PROBE"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -58,11 +53,11 @@ func TestRealSpamd(t *testing.T) {
 	scan := func(b []byte) pipeline.Verdict {
 		return ch.CheckData(context.Background(), &pipeline.Session{}, &pipeline.Message{Content: bytes.NewReader(b)})
 	}
-	v := scan(message("x", "mxguard-spamd-probe"))
+	v := scan(testutil.Message("x", "mxguard-spamd-probe"))
 	if v.Reply == nil || v.Reply.Code != 554 || v.Reply.Enhanced != [3]int{5, 7, 1} || v.Reply.Check != Name || v.Class != pipeline.ClassSpam {
 		t.Errorf("spam verdict = %+v", v)
 	}
-	v = scan(message("x", "hello"))
+	v = scan(testutil.Message("x", "hello"))
 	if v.Reply != nil || len(v.Headers) != 1 || v.Headers[0].Name != "X-Spam-Status" || !strings.HasPrefix(v.Headers[0].Value, "No, score=") {
 		t.Errorf("clean verdict = %+v", v)
 	}
@@ -83,7 +78,7 @@ func fakeSpamd(t *testing.T, answer string) string {
 // TestFailures: down, slow, garbage, an error code or a short message are
 // errors, never a clean verdict.
 func TestFailures(t *testing.T) {
-	msg := message("x", "y")
+	msg := testutil.Message("x", "y")
 	for _, tc := range []struct{ name, addr string }{
 		{"down", testutil.FreeAddr(t)},
 		{"slow", fakeSpamd(t, "hang")},
@@ -144,13 +139,7 @@ func TestParseReply(t *testing.T) {
 // FuzzParseReply: nothing crashes the parser, and what it accepts is safe
 // to write into a header.
 func FuzzParseReply(f *testing.F) {
-	for _, file := range []string{"spamd-check-clean.txt", "spamd-symbols-gtube.txt"} {
-		b, err := os.ReadFile("testdata/" + file)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
+	testutil.AddSeedFiles(f, "testdata/spamd-check-clean.txt", "testdata/spamd-symbols-gtube.txt")
 	f.Fuzz(func(t *testing.T, b []byte) {
 		res, err := ParseReply(b)
 		if err != nil {
