@@ -16,27 +16,6 @@ import (
 	"mxguard/internal/testutil"
 )
 
-// Rules only the private rspamd knows (scores against the stock
-// actions.conf: reject 15, add_header 6).
-const rspamdRules = `
-local function subject_has(task, word)
-  local s = task:get_subject()
-  return s ~= nil and s:find(word, 1, true) ~= nil
-end
-rspamd_config.MXGUARD_REJECT = { score = 20.0, group = 'mxguard',
-  callback = function(task) return subject_has(task, 'rspamd-reject') end }
-rspamd_config.MXGUARD_HEADER = { score = 8.0, group = 'mxguard',
-  callback = function(task) return subject_has(task, 'rspamd-header') end }
-rspamd_config.MXGUARD_SOFT = { score = 0.0, group = 'mxguard',
-  callback = function(task)
-    if subject_has(task, 'rspamd-soft') then
-      task:set_pre_result('soft reject', 'try again later')
-      return true
-    end
-    return false
-  end }
-`
-
 // attachment is a message with one base64 attachment.
 func attachment(subject, name string, content []byte) string {
 	return "Subject: " + subject + "\r\nFrom: <a@remote.test>\r\nTo: <alice@example.test>\r\nMIME-Version: 1.0\r\n" +
@@ -72,7 +51,7 @@ func TestContentScanners(t *testing.T) {
 	virus := []byte("mxguard-clamd-probe-" + hex.EncodeToString(probe))
 	cd := testutil.StartClamd(t, testutil.ClamdOptions{Signatures: map[string][]byte{"Mxguard-Probe": virus}})
 	sd := testutil.StartSpamd(t, testutil.SpamdOptions{LocalCF: "body MXGUARD_PROBE /spamd-probe/\nscore MXGUARD_PROBE 50.0\n"})
-	rs := testutil.StartRspamd(t, testutil.RspamdOptions{LocalLua: rspamdRules})
+	rs := testutil.StartRspamd(t, testutil.RspamdOptions{LocalLua: testutil.RspamdProbeRules})
 	e := start(t, fmt.Sprintf(`content:
   rspamd: %s
   spamd: %s
@@ -91,9 +70,9 @@ rules:
 		headers []string // in the delivered message
 	}{
 		{"clean", "127.0.0.20", clean, 250, []string{"X-Virus-Status: Clean", "X-Spam-Status: No, score=", "X-Spam-Status: No, score="}},
-		{"rspamd rule", "127.0.0.21", strings.Replace(clean, "lunch", "rspamd-reject", 1), 554, nil},
-		{"rspamd soft reject", "127.0.0.21", strings.Replace(clean, "lunch", "rspamd-soft", 1), 451, nil},
-		{"rspamd add header", "127.0.0.21", strings.Replace(clean, "lunch", "rspamd-header", 1), 250, []string{"X-Spam: Yes"}},
+		{"rspamd rule", "127.0.0.21", strings.Replace(clean, "lunch", "probe-reject", 1), 554, nil},
+		{"rspamd soft reject", "127.0.0.21", strings.Replace(clean, "lunch", "probe-soft", 1), 451, nil},
+		{"rspamd add header", "127.0.0.21", strings.Replace(clean, "lunch", "probe-header", 1), 250, []string{"X-Spam: Yes"}},
 		{"spamd rule", "127.0.0.22", strings.Replace(clean, "noon?", "spamd-probe", 1), 554, nil},
 		{"clamd signature", "127.0.0.23", attachment("notes", "notes.txt", virus), 554, nil},
 	} {
@@ -126,7 +105,7 @@ rules:
 
 	// A spam attack from one source: the third spam fires the rule, the
 	// source is refused at connect from then on.
-	spam := strings.Replace(clean, "lunch", "rspamd-reject", 1)
+	spam := strings.Replace(clean, "lunch", "probe-reject", 1)
 	for i := 0; i < 3; i++ {
 		if code, text := e.sendMsg("127.0.0.30", spam); code != 554 {
 			t.Fatalf("spam %d: %d %s", i, code, text)

@@ -315,6 +315,44 @@ func spamdPing(addr string) error {
 
 // ---------------------------------------------------------------- rspamd
 
+// RspamdProbeRules are rspamd rules (for RspamdOptions.LocalLua) only a
+// private rspamd knows, so a verdict naming them proves rspamd judged.
+// Scores against the stock actions.conf (reject 15, add_header 6,
+// greylist 4): a Subject with probe-reject is rejected, probe-header gets
+// "add header", probe-grey "greylist", probe-soft "soft reject";
+// MXGUARD_ENVELOPE fires when the envelope arrived in the request
+// headers (from alice@example.org, second recipient carol@example.test,
+// IP 192.0.2.10, HELO mail.example.org).
+const RspamdProbeRules = `
+local function subject_has(task, word)
+  local s = task:get_subject()
+  return s ~= nil and s:find(word, 1, true) ~= nil
+end
+rspamd_config.MXGUARD_REJECT = { score = 20.0, group = 'mxguard',
+  callback = function(task) return subject_has(task, 'probe-reject') end }
+rspamd_config.MXGUARD_HEADER = { score = 8.0, group = 'mxguard',
+  callback = function(task) return subject_has(task, 'probe-header') end }
+rspamd_config.MXGUARD_GREY = { score = 4.5, group = 'mxguard',
+  callback = function(task) return subject_has(task, 'probe-grey') end }
+rspamd_config.MXGUARD_SOFT = { score = 0.0, group = 'mxguard',
+  callback = function(task)
+    if subject_has(task, 'probe-soft') then
+      task:set_pre_result('soft reject', 'try again later')
+      return true
+    end
+    return false
+  end }
+-- Fires only when the envelope arrived in rspamd's request headers.
+rspamd_config.MXGUARD_ENVELOPE = { score = 0.0, group = 'mxguard',
+  callback = function(task)
+    local from, rcpts, ip = task:get_from('smtp'), task:get_recipients('smtp'), task:get_ip()
+    return from ~= nil and from[1].addr == 'alice@example.org'
+      and rcpts ~= nil and #rcpts == 2 and rcpts[2].addr == 'carol@example.test'
+      and ip ~= nil and ip:to_string() == '192.0.2.10'
+      and task:get_helo() == 'mail.example.org'
+  end }
+`
+
 // RspamdOptions configures StartRspamd.
 type RspamdOptions struct {
 	// LocalLua is written to rspamd.local.lua (custom rules).

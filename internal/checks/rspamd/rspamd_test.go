@@ -18,38 +18,6 @@ import (
 	"mxguard/internal/testutil"
 )
 
-// Custom rules only the private rspamd knows: a verdict naming them
-// proves rspamd judged (mxguard has no such rules). Scores against the
-// stock actions.conf: reject 15, add_header 6, greylist 4.
-const probeRules = `
-local function subject_has(task, word)
-  local s = task:get_subject()
-  return s ~= nil and s:find(word, 1, true) ~= nil
-end
-rspamd_config.MXGUARD_REJECT = { score = 20.0, group = 'mxguard',
-  callback = function(task) return subject_has(task, 'probe-reject') end }
-rspamd_config.MXGUARD_HEADER = { score = 8.0, group = 'mxguard',
-  callback = function(task) return subject_has(task, 'probe-header') end }
-rspamd_config.MXGUARD_GREY = { score = 4.5, group = 'mxguard',
-  callback = function(task) return subject_has(task, 'probe-grey') end }
-rspamd_config.MXGUARD_SOFT = { score = 0.0, group = 'mxguard',
-  callback = function(task)
-    if subject_has(task, 'probe-soft') then
-      task:set_pre_result('soft reject', 'try again later')
-      return true
-    end
-    return false
-  end }
--- Fires only when the envelope arrived in rspamd's request headers.
-rspamd_config.MXGUARD_ENVELOPE = { score = 0.0, group = 'mxguard',
-  callback = function(task)
-    local from, rcpts, ip = task:get_from('smtp'), task:get_recipients('smtp'), task:get_ip()
-    return from ~= nil and from[1].addr == 'alice@example.org'
-      and rcpts ~= nil and #rcpts == 2 and rcpts[2].addr == 'carol@example.test'
-      and ip ~= nil and ip:to_string() == '192.0.2.10'
-      and task:get_helo() == 'mail.example.org'
-  end }
-`
 
 // milter_headers makes rspamd ask for Authentication-Results and
 // X-Spamd-Bar on every message it does not skip.
@@ -63,7 +31,7 @@ var session = &pipeline.Session{
 
 // TestRealRspamd runs every action of a private rspamd through the check.
 func TestRealRspamd(t *testing.T) {
-	rs := testutil.StartRspamd(t, testutil.RspamdOptions{LocalLua: probeRules, Config: milterHeaders})
+	rs := testutil.StartRspamd(t, testutil.RspamdOptions{LocalLua: testutil.RspamdProbeRules, Config: milterHeaders})
 	c, err := NewClient(rs.URL, Options{})
 	if err != nil {
 		t.Fatal(err)
