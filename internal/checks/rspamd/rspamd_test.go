@@ -18,7 +18,6 @@ import (
 	"mxguard/internal/testutil"
 )
 
-
 // milter_headers makes rspamd ask for Authentication-Results and
 // X-Spamd-Bar on every message it does not skip.
 const milterHeaders = `milter_headers { use = ["authentication-results", "x-spamd-bar"]; }
