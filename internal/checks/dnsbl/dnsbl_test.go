@@ -225,3 +225,20 @@ func TestHealth(t *testing.T) {
 		t.Error("a re-enabled zone does not count")
 	}
 }
+
+// FuzzParseEntry: any item parses or fails cleanly; a parsed one has a
+// zone that fits the IPv6 query name and a weight that is not zero.
+func FuzzParseEntry(f *testing.F) {
+	for _, s := range []string{"zen.spamhaus.org*3", "b.example=127.0.0.[2..11;20]*-2", "a.b=1.2.3.4", "x*", "=*"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		e, err := ParseEntry(s)
+		if err != nil {
+			return
+		}
+		if e.Weight == 0 || len(queryName(netip.MustParseAddr("2001:db8::1"), e.Zone)) > 253 || e.Zone != strings.ToLower(e.Zone) {
+			t.Errorf("ParseEntry(%q) = %+v", s, e)
+		}
+	})
+}
