@@ -68,13 +68,17 @@ rules:
 		msg     string
 		code    int
 		headers []string // in the delivered message
+		absent  string   // not in the delivered message
 	}{
-		{"clean", "127.0.0.20", clean, 250, []string{"X-Virus-Status: Clean", "X-Spam-Status: No, score=", "X-Spam-Status: No, score="}},
-		{"rspamd rule", "127.0.0.21", strings.Replace(clean, "lunch", "probe-reject", 1), 554, nil},
-		{"rspamd soft reject", "127.0.0.21", strings.Replace(clean, "lunch", "probe-soft", 1), 451, nil},
-		{"rspamd add header", "127.0.0.21", strings.Replace(clean, "lunch", "probe-header", 1), 250, []string{"X-Spam: Yes"}},
-		{"spamd rule", "127.0.0.22", strings.Replace(clean, "noon?", "spamd-probe", 1), 554, nil},
-		{"clamd signature", "127.0.0.23", attachment("notes", "notes.txt", virus), 554, nil},
+		{"clean", "127.0.0.20", clean, 250, []string{"X-Virus-Status: Clean", "X-Spam-Status: No, score=", "X-Spam-Status: No, score="}, ""},
+		// The sender's own verdict fields are dropped, ours added.
+		{"forged verdict headers", "127.0.0.20", "X-Spam-Status: No, forged\r\nX-Virus-Status: Clean\r\n (forged too)\r\n" + clean, 250,
+			[]string{"X-Virus-Status: Clean", "X-Spam-Status: No, score="}, "forged"},
+		{"rspamd rule", "127.0.0.21", strings.Replace(clean, "lunch", "probe-reject", 1), 554, nil, ""},
+		{"rspamd soft reject", "127.0.0.21", strings.Replace(clean, "lunch", "probe-soft", 1), 451, nil, ""},
+		{"rspamd add header", "127.0.0.21", strings.Replace(clean, "lunch", "probe-header", 1), 250, []string{"X-Spam: Yes"}, ""},
+		{"spamd rule", "127.0.0.22", strings.Replace(clean, "noon?", "spamd-probe", 1), 554, nil, ""},
+		{"clamd signature", "127.0.0.23", attachment("notes", "notes.txt", virus), 554, nil, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(e.sink.Messages())
@@ -95,6 +99,9 @@ rules:
 			data := string(msgs[len(msgs)-1].Data)
 			hdr, _, _ := strings.Cut(data, "\r\n\r\n")
 			t.Logf("delivered header:\n%s", hdr)
+			if tc.absent != "" && strings.Contains(hdr, tc.absent) {
+				t.Errorf("delivered header has %q:\n%s", tc.absent, hdr)
+			}
 			for _, h := range tc.headers {
 				if strings.Count(hdr, h) < strings.Count(strings.Join(tc.headers, "\n"), h) {
 					t.Errorf("delivered header lacks %q:\n%s", h, hdr)

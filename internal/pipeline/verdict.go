@@ -1,6 +1,9 @@
 package pipeline
 
 import (
+	"bytes"
+	"io"
+	"slices"
 	"strings"
 
 	"mxguard/internal/reply"
@@ -94,4 +97,73 @@ func AppendHeaders(b []byte, hs []Header) []byte {
 		b = append(b, "\r\n"...)
 	}
 	return b
+}
+
+// maxStripHeader bounds the header section WithoutFields rewrites; a
+// longer one (no legitimate mail has 256 KiB of header fields) is passed
+// as it is.
+const maxStripHeader = 256 << 10
+
+// WithoutFields returns a reader of m without the header fields whose
+// names are in names (case-insensitive), and its length: the fields a
+// content check is about to add, so a sender cannot pass a forged
+// "X-Spam-Status: No" or "X-Virus-Status: Clean" on to the mailbox
+// (as amavis and rspamd's milter_headers remove them; RFC 8601 §5 for
+// Authentication-Results). Only the header section is rewritten, the body
+// streams from m unchanged; with no names, or a header section past 256
+// KiB, m is returned as it is.
+func WithoutFields(m *Message, names []string) (io.Reader, int64, error) {
+	if len(names) == 0 {
+		return m.Reader(), m.Size(), nil
+	}
+	hdr, complete, err := m.Header(maxStripHeader)
+	if err != nil {
+		return nil, 0, err
+	}
+	if !complete {
+		return m.Reader(), m.Size(), nil
+	}
+	var parts []io.Reader
+	kept, dropped := 0, int64(0)
+	for i := 0; i < len(hdr); {
+		// One field: its first line and the continuation lines after it
+		// (lines starting with white space, RFC 5322 §2.2.3).
+		end := i
+		for {
+			j := bytes.IndexByte(hdr[end:], '\n')
+			if j < 0 {
+				end = len(hdr)
+				break
+			}
+			end += j + 1
+			if end >= len(hdr) || (hdr[end] != ' ' && hdr[end] != '\t') {
+				break
+			}
+		}
+		name, _, ok := bytes.Cut(hdr[i:end], []byte(":"))
+		if ok && slices.ContainsFunc(names, func(n string) bool { return strings.EqualFold(strings.TrimSpace(string(name)), n) }) {
+			if i > kept {
+				parts = append(parts, io.NewSectionReader(m.Content, int64(kept), int64(i-kept)))
+			}
+			dropped += int64(end - i)
+			kept = end
+		}
+		i = end
+	}
+	if dropped == 0 {
+		return m.Reader(), m.Size(), nil
+	}
+	parts = append(parts, io.NewSectionReader(m.Content, int64(kept), m.Size()-int64(kept)))
+	return io.MultiReader(parts...), m.Size() - dropped, nil
+}
+
+// Names returns the distinct header names of hs.
+func Names(hs []Header) []string {
+	var out []string
+	for _, h := range hs {
+		if !slices.ContainsFunc(out, func(n string) bool { return strings.EqualFold(n, h.Name) }) {
+			out = append(out, h.Name)
+		}
+	}
+	return out
 }

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"io"
 	"strings"
 	"testing"
 )
@@ -29,5 +30,32 @@ func TestAppendHeaders(t *testing.T) {
 	unfolded := strings.Split(u, "\r\n")
 	if len(unfolded) != 3 || unfolded[1] != "X-Spam-Status: "+hs[1].Value || unfolded[2] != "Authentication-Results: "+hs[2].Value {
 		t.Errorf("unfolded:\n%s", strings.Join(unfolded, "\n"))
+	}
+}
+
+// TestWithoutFields: the named fields go, folded continuation lines with
+// them, whatever their case; everything else, the body included, stays
+// byte for byte.
+func TestWithoutFields(t *testing.T) {
+	msg := "Received: from a\r\n\tby b\r\nX-Spam-Status: No, score=-100\r\n\tforged=yes\r\nSubject: hi\r\n" +
+		"x-spam-status: No\r\nX-Spam-Statuses: kept\r\nX-Virus-Status: Clean\r\n\r\nX-Spam-Status: in the body\r\n"
+	m := &Message{Content: strings.NewReader(msg)}
+	r, n, err := WithoutFields(m, []string{"X-Spam-Status", "X-Virus-Status"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(r)
+	want := "Received: from a\r\n\tby b\r\nSubject: hi\r\nX-Spam-Statuses: kept\r\n\r\nX-Spam-Status: in the body\r\n"
+	if string(b) != want || n != int64(len(want)) {
+		t.Errorf("got %q (%d), want %q (%d)", b, n, want, len(want))
+	}
+	for _, names := range [][]string{nil, {"X-Other"}} {
+		r, n, _ := WithoutFields(m, names)
+		if b, _ := io.ReadAll(r); string(b) != msg || n != int64(len(msg)) {
+			t.Errorf("names %v changed the message: %q", names, b)
+		}
+	}
+	if got := Names([]Header{{"X-Spam-Status", "a"}, {"x-spam-status", "b"}, {"X-Spam", "Yes"}}); len(got) != 2 {
+		t.Errorf("Names = %v", got)
 	}
 }

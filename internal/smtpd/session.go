@@ -492,13 +492,22 @@ func (s *session) Data(r io.Reader) error {
 	// The verdict headers follow our Received line (RFC 5321 §4.4: the
 	// trace field goes first).
 	hdr := pipeline.AppendHeaders(s.received(id), verdict.Headers)
+	// The sender's own fields of the names the checks add are dropped: a
+	// forged "X-Spam-Status: No" never reaches the mailbox.
+	body, bodySize, err := pipeline.WithoutFields(msg, pipeline.Names(verdict.Headers))
+	if err != nil {
+		s.abort()
+		s.countMsg("deferred")
+		c.log().Error("message not read back", "err", err)
+		return s.answer(&reply.InternalError)
+	}
 	if s.spooling {
 		s.observeVerdict(verdict.Class, false)
-		return s.spool(hdr, buf)
+		return s.spool(hdr, body, bodySize, size)
 	}
 	txn := s.txn
 	s.txn = nil
-	text, err := txn.Data(s.ctx(), hdr, buf.Reader())
+	text, err := txn.Data(s.ctx(), hdr, body)
 	if err != nil {
 		var se *smtp.SMTPError
 		if refusal(err, &se) {
@@ -531,14 +540,14 @@ func (s *session) Data(r io.Reader) error {
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
 }
 
-// spool writes the message durably into the outage spool, streaming it
-// from buf; 250 only after the file and its directory were fsynced
-// (INTERFACE.md §4).
-func (s *session) spool(hdr []byte, buf *msgbuf.Buffer) error {
+// spool writes the message durably into the outage spool: hdr (our
+// Received line and the verdict headers), then body streamed from the
+// message buffer (bodySize bytes; size is the message as received); 250
+// only after the file and its directory were fsynced (INTERFACE.md §4).
+func (s *session) spool(hdr []byte, body io.Reader, bodySize, size int64) error {
 	c := s.c
-	size := buf.Size()
 	env := spool.Envelope{From: s.from.String(), Recipients: append([]string(nil), s.rcpts...), Source: c.addr.String()}
-	id, err := c.srv.o.Spooler.Put(s.ctx(), env, int64(len(hdr))+size, io.MultiReader(bytes.NewReader(hdr), buf.Reader()))
+	id, err := c.srv.o.Spooler.Put(s.ctx(), env, int64(len(hdr))+bodySize, io.MultiReader(bytes.NewReader(hdr), body))
 	s.abort()
 	if errors.Is(err, spool.ErrFull) {
 		s.countMsg("deferred")
