@@ -2,15 +2,12 @@ package gateway_test
 
 import (
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
-	"mxguard/internal/config"
-	"mxguard/internal/mailsink"
 	"mxguard/internal/testutil"
 )
 
@@ -91,31 +88,13 @@ timeouts: {greeting: 2s}
 func TestReloadContentAndDNSBL(t *testing.T) {
 	ns := testutil.StartDNS(t)
 	ns.Add(t, "5.0.0.127.bl.test. 300 IN A 127.0.0.2")
-	sink, err := mailsink.Start(t.Context(), mailsink.Options{Mailboxes: []string{"alice@example.test"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sink.Close()
-	dir := t.TempDir()
-	file := dir + "/mxguard.yaml"
-	write := func(extra string) {
-		if err := os.WriteFile(file, []byte(testConfig(sink.Addr(), extra, dir)), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("")
-	cfg, err := config.Load(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := run(t, cfg, dir)
-	e.sink = sink
+	e, f := startFromFile(t, "")
 	pdf := attachment("report", "report.pdf", []byte("%PDF-1.4"))
 	if code, text := e.sendMsg("127.0.0.5", pdf); code != 250 {
 		t.Fatalf("before reload: %d %s", code, text)
 	}
 
-	write(fmt.Sprintf("dnsbl: {zones: [bl.test], resolver: %s}\ncontent: {blocked_attachments: [pdf]}\n", ns.Addr))
+	f.write(f.yaml(fmt.Sprintf("dnsbl: {zones: [bl.test], resolver: %s}\ncontent: {blocked_attachments: [pdf]}\n", ns.Addr)))
 	if code, body := e.api("POST", "/api/v1/reload", ""); code != 200 {
 		t.Fatalf("reload: %d %s", code, body)
 	}

@@ -103,6 +103,45 @@ func run(t *testing.T, cfg *config.Config, dir string) *env {
 	return &env{t: t, gw: gw, dir: dir}
 }
 
+// configFile is a gateway's configuration file, for reload tests: the
+// base of testConfig plus extra lines, as in start.
+type configFile struct {
+	t         *testing.T
+	path, dir string
+	sink      *mailsink.Server
+}
+
+// yaml is the file's content with extra.
+func (f *configFile) yaml(extra string) string { return testConfig(f.sink.Addr(), extra, f.dir) }
+
+// write replaces the file with yaml (see configFile.yaml).
+func (f *configFile) write(yaml string) {
+	if err := os.WriteFile(f.path, []byte(yaml), 0o600); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// startFromFile runs a gateway loaded from a configuration file with
+// extra lines, in front of an in-process sink.
+func startFromFile(t *testing.T, extra string) (*env, *configFile) {
+	t.Helper()
+	sink, err := mailsink.Start(t.Context(), mailsink.Options{Mailboxes: []string{"alice@example.test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sink.Close() })
+	dir := t.TempDir()
+	f := &configFile{t: t, path: dir + "/mxguard.yaml", dir: dir, sink: sink}
+	f.write(f.yaml(extra))
+	cfg, err := config.Load(f.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := run(t, cfg, dir)
+	e.sink = sink
+	return e, f
+}
+
 func (e *env) dial(ip string) *testutil.SMTPClient {
 	return testutil.Dial(e.t, e.gw.SMTPAddr(), testutil.DialOptions{LocalIP: ip})
 }
@@ -703,27 +742,9 @@ func TestMaxConnections(t *testing.T) {
 // TestReloadAPI: POST /api/v1/reload applies a valid new file and refuses an
 // invalid one with every error, keeping the rules in force.
 func TestReloadAPI(t *testing.T) {
-	sink, err := mailsink.Start(t.Context(), mailsink.Options{Mailboxes: []string{"alice@example.test"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sink.Close()
-	dir := t.TempDir()
-	file := dir + "/mxguard.yaml"
-	write := func(rules string) {
-		if err := os.WriteFile(file, []byte(testConfig(sink.Addr(), "", dir)+rules), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("rules:\n  - {name: first, type: dos, window: 1m, threshold: 50}\n")
-	cfg, err := config.Load(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := run(t, cfg, dir)
-	e.sink = sink
+	e, f := startFromFile(t, "rules:\n  - {name: first, type: dos, window: 1m, threshold: 50}\n")
 
-	write("rules:\n  - {name: second, type: directory_harvest, window: 1m, threshold: 1, actions: [block]}\n")
+	f.write(f.yaml("rules:\n  - {name: second, type: directory_harvest, window: 1m, threshold: 1, actions: [block]}\n"))
 	if code, body := e.api("POST", "/api/v1/reload", ""); code != 200 {
 		t.Fatalf("reload: %d %s", code, body)
 	}
@@ -735,7 +756,7 @@ func TestReloadAPI(t *testing.T) {
 	c.Cmd("RCPT TO:<nobody@example.test>", 550)
 	c.Cmd("RCPT TO:<alice@example.test>", 421)
 
-	write("rules:\n  - {name: third, type: no_such_type, window: 1m, threshold: 1}\nbogus: 1\n")
+	f.write(f.yaml("rules:\n  - {name: third, type: no_such_type, window: 1m, threshold: 1}\nbogus: 1\n"))
 	code, body := e.api("POST", "/api/v1/reload", "")
 	if code != 400 || !strings.Contains(body, "mxguard.yaml:10") || !strings.Contains(body, "mxguard.yaml:11") {
 		t.Errorf("invalid reload: want 400 listing lines 10 and 11, got %d %s", code, body)
@@ -745,7 +766,7 @@ func TestReloadAPI(t *testing.T) {
 	}
 
 	// A reload rotates the admin token and resizes the spool.
-	os.WriteFile(file, []byte(strings.Replace(testConfig(sink.Addr(), "spool: {max_size: 1MiB}\n", dir), "token: "+token, "token: rotated-token-5e2a9c71d4", 1)), 0o600)
+	f.write(strings.Replace(f.yaml("spool: {max_size: 1MiB}\n"), "token: "+token, "token: rotated-token-5e2a9c71d4", 1))
 	if code, body := e.api("POST", "/api/v1/reload", ""); code != 200 {
 		t.Fatalf("reload with a new token: %d %s", code, body)
 	}
