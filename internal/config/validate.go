@@ -19,8 +19,9 @@ import (
 	"unicode"
 
 	"mxguard/internal/batv"
-	"mxguard/internal/users"
+	"mxguard/internal/checks/attach"
 	"mxguard/internal/checks/dnsbl"
+	"mxguard/internal/users"
 )
 
 // Default returns what an empty file gives before validation: every
@@ -49,7 +50,7 @@ func Default() *Config {
 		Timeouts: Timeouts{Greeting: 30 * time.Second, Command: 5 * time.Minute, Data: 10 * time.Minute},
 		DNSBL:    DNSBL{Threshold: 1},
 		Content: Content{
-			BlockedAttachments: []string{"exe", "scr", "pif", "com", "bat", "cmd", "vbs", "js", "jar", "msi"},
+			BlockedAttachments: slices.Clone(attach.Default),
 			Timeout:            20 * time.Second,
 			MaxConcurrency:     8,
 			OnFailure:          "tempfail",

@@ -19,8 +19,9 @@ import (
 // Name labels the reply.
 const Name = "attach"
 
-// Default is content.blocked_attachments' default (INTERFACE.md §2): the
-// file types Windows runs on a double click.
+// Default is content.blocked_attachments' default (INTERFACE.md §2; config
+// takes it from here): the file types Windows runs on a double click.
+// Read-only.
 var Default = []string{"exe", "scr", "pif", "com", "bat", "cmd", "vbs", "js", "jar", "msi"}
 
 // mimeTypes are the media types senders declare for each extension (the

@@ -11,10 +11,13 @@ import (
 // Name is the check's and the scanner's label in metrics and replies.
 const Name = "clamd"
 
-// Headers of a message clamd found clean, as clamav-milter writes them.
-var cleanHeaders = []pipeline.Header{
-	{Name: "X-Virus-Scanned", Value: "ClamAV using mxguard"},
-	{Name: "X-Virus-Status", Value: "Clean"},
+// cleanHeaders are the headers of a message clamd found clean, as
+// clamav-milter writes them.
+func cleanHeaders() []pipeline.Header {
+	return []pipeline.Header{
+		{Name: "X-Virus-Scanned", Value: "ClamAV using mxguard"},
+		{Name: "X-Virus-Status", Value: "Clean"},
+	}
 }
 
 // New returns the data check for content.clamd: infected is 554 5.7.1
@@ -36,5 +39,5 @@ func (j judge) Judge(ctx context.Context, _ *pipeline.Session, m *pipeline.Messa
 			Reply: reply.Content.WithText("Message content rejected: virus found (" + res.Signature + ")").By(Name),
 		}, scanner.ResultVirus, nil
 	}
-	return pipeline.Verdict{Headers: cleanHeaders}, scanner.ResultClean, nil
+	return pipeline.Verdict{Headers: cleanHeaders()}, scanner.ResultClean, nil
 }
