@@ -159,10 +159,13 @@ func matches(e Entry, addrs []netip.Addr) bool {
 // "554 5.7.1 Service unavailable; client [ADDR] blocked using ZONE" (the
 // listing zone of highest weight, as postscreen names it); the front end
 // then answers 503 5.5.1 to everything but QUIT (RFC 5321 §3.1).
-// Trusted and allowlisted clients are never looked up. A failed look-up
-// adds nothing: DNS trouble never refuses mail.
+// Trusted and allowlisted clients are never looked up, nor clients of the
+// submission listener: DNSBLs list the dial-up and mobile ranges roaming
+// users send from (Spamhaus PBL), and those authenticate instead (Postfix
+// runs postscreen on port 25 only). A failed look-up adds nothing: DNS
+// trouble never refuses mail.
 func (c *Check) CheckConnect(ctx context.Context, s *pipeline.Session) *reply.Reply {
-	if s.Trusted || s.Allowlisted || len(c.zones) == 0 || !s.Addr.IsValid() {
+	if s.Trusted || s.Allowlisted || s.Listener == "submission" || len(c.zones) == 0 || !s.Addr.IsValid() {
 		return nil
 	}
 	res := c.Score(ctx, s.Addr)

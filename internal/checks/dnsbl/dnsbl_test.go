@@ -156,8 +156,10 @@ func TestScores(t *testing.T) {
 	if after := ns.Queries("2.2.0.192.bl.test"); after != before {
 		t.Errorf("cached answer queried again (%d -> %d)", before, after)
 	}
-	// Trusted and allowlisted clients are never looked up.
-	for _, s := range []*pipeline.Session{{Addr: netip.MustParseAddr("192.0.2.33"), Trusted: true}, {Addr: netip.MustParseAddr("192.0.2.33"), Allowlisted: true}} {
+	// Trusted and allowlisted clients are never looked up, nor clients of
+	// the submission listener.
+	for _, s := range []*pipeline.Session{{Addr: netip.MustParseAddr("192.0.2.33"), Trusted: true},
+		{Addr: netip.MustParseAddr("192.0.2.33"), Allowlisted: true}, {Addr: netip.MustParseAddr("192.0.2.33"), Listener: "submission"}} {
 		if r := c.CheckConnect(context.Background(), s); r != nil {
 			t.Errorf("refused %+v: %v", s, r)
 		}
