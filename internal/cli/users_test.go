@@ -6,13 +6,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/sys/unix"
 
+	"mxguard/internal/testutil"
 	"mxguard/internal/users"
 )
 
@@ -132,24 +132,6 @@ func openPTY(t *testing.T) (ptm, pts *os.File) {
 	return m, s
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a poller.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // On a terminal the password is asked twice and never echoed, and the
 // terminal is left as it was.
 func TestUsersOnTerminal(t *testing.T) {
@@ -163,7 +145,7 @@ func TestUsersOnTerminal(t *testing.T) {
 	}
 	// Everything the terminal shows (its echo) is collected from the
 	// controller side.
-	var shown syncBuffer
+	var shown testutil.LockedBuffer
 	go func() {
 		buf := make([]byte, 256)
 		for {
@@ -183,7 +165,7 @@ func TestUsersOnTerminal(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "users")
-			var out, errOut syncBuffer
+			var out, errOut testutil.LockedBuffer
 			done := make(chan int, 1)
 			go func() { done <- Users([]string{"add", "alice", "-f", path}, pts, &out, &errOut) }()
 			waitFor(t, func() bool { return strings.Contains(errOut.String(), "Password: ") }, "first prompt")
