@@ -335,18 +335,11 @@ func (e *Engine) RemoveBlock(ctx context.Context, source string) error {
 			e.gen.Add(1)
 		}
 		e.blocks.mu.Unlock()
+		stored := events.ErrNotFound // no store: memory only
 		if e.store != nil {
-			err := e.store.DeleteBlock(ctx, src)
-			switch {
-			case errors.Is(err, events.ErrNotFound) && b == nil:
-				return fmt.Errorf("detect: block %s: %w", src, events.ErrNotFound)
-			case err != nil && !errors.Is(err, events.ErrNotFound):
-				return fmt.Errorf("detect: delete block %s: %w", src, err)
-			}
-		} else if b == nil {
-			return fmt.Errorf("detect: block %s: %w", src, events.ErrNotFound)
+			stored = e.store.DeleteBlock(ctx, src)
 		}
-		return nil
+		return removed("block", src, b != nil, stored)
 	})
 	if err != nil {
 		return err
@@ -358,6 +351,23 @@ func (e *Engine) RemoveBlock(ctx context.Context, source string) error {
 	}
 	e.log.Info("detect: block removed", "source", src)
 	e.emit(Change{Type: ChangeBlockRemoved, Block: &rec})
+	return nil
+}
+
+// removed is the result of an operator's removal of the kind ("block",
+// "suspension") of key: inMemory says whether one was in force, stored is
+// the store's deletion error (events.ErrNotFound without a store). Only
+// one in neither place is not found.
+func removed(kind, key string, inMemory bool, stored error) error {
+	switch {
+	case errors.Is(stored, events.ErrNotFound):
+		if !inMemory {
+			return fmt.Errorf("detect: %s %s: %w", kind, key, events.ErrNotFound)
+		}
+		return nil
+	case stored != nil:
+		return fmt.Errorf("detect: delete %s %s: %w", kind, key, stored)
+	}
 	return nil
 }
 

@@ -138,18 +138,11 @@ func (e *Engine) RemoveSuspension(ctx context.Context, account string) error {
 		s = e.sus.m[account]
 		delete(e.sus.m, account)
 		e.sus.mu.Unlock()
+		stored := events.ErrNotFound // no store: memory only
 		if st != nil {
-			err := st.DeleteSuspension(ctx, account)
-			switch {
-			case errors.Is(err, events.ErrNotFound) && s == nil:
-				return fmt.Errorf("detect: suspension %s: %w", account, events.ErrNotFound)
-			case err != nil && !errors.Is(err, events.ErrNotFound):
-				return fmt.Errorf("detect: delete suspension %s: %w", account, err)
-			}
-		} else if s == nil {
-			return fmt.Errorf("detect: suspension %s: %w", account, events.ErrNotFound)
+			stored = st.DeleteSuspension(ctx, account)
 		}
-		return nil
+		return removed("suspension", account, s != nil, stored)
 	})
 	if err != nil {
 		return err
