@@ -34,9 +34,9 @@ func (s *Server) routeAPI() {
 	// client escaped its slash (10.0.0.0%2F8, as INTERFACE.md §5 asks) or
 	// not; ServeMux unescapes the value either way.
 	s.api.HandleFunc("DELETE /api/v1/blocks/{source...}", s.apiRemoveBlock)
-	s.api.HandleFunc("GET /api/v1/suspensions", s.apiSuspensions)
-	s.api.HandleFunc("POST /api/v1/suspensions", s.apiAddSuspension)
-	s.api.HandleFunc("DELETE /api/v1/suspensions/{account...}", s.apiRemoveSuspension)
+	s.api.HandleFunc("GET /api/v1/suspensions", s.withSuspensions(s.apiSuspensions))
+	s.api.HandleFunc("POST /api/v1/suspensions", s.withSuspensions(s.apiAddSuspension))
+	s.api.HandleFunc("DELETE /api/v1/suspensions/{account...}", s.withSuspensions(s.apiRemoveSuspension))
 	s.api.HandleFunc("GET /api/v1/rules", s.apiRules)
 	s.api.HandleFunc("POST /api/v1/reload", s.apiReload)
 	s.api.HandleFunc("GET /api/v1/servers", s.apiServers)

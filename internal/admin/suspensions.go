@@ -63,20 +63,24 @@ func (s *Server) addSuspension(ctx context.Context, account, forText, reason str
 	return su, nil
 }
 
-func (s *Server) apiSuspensions(w http.ResponseWriter, r *http.Request) {
-	if s.o.Suspensions == nil {
-		s.fail(w, r, errNoSuspensions)
-		return
+// withSuspensions answers 503 for the suspensions API when the server has
+// no Suspender.
+func (s *Server) withSuspensions(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.o.Suspensions == nil {
+			s.fail(w, r, errNoSuspensions)
+			return
+		}
+		h(w, r)
 	}
+}
+
+func (s *Server) apiSuspensions(w http.ResponseWriter, r *http.Request) {
 	s.flush(r.Context())
 	writeJSON(w, http.StatusOK, map[string][]events.Suspension{"suspensions": s.suspensions()})
 }
 
 func (s *Server) apiAddSuspension(w http.ResponseWriter, r *http.Request) {
-	if s.o.Suspensions == nil {
-		s.fail(w, r, errNoSuspensions)
-		return
-	}
 	var req struct {
 		Account string `json:"account"`
 		For     string `json:"for"`
@@ -95,10 +99,6 @@ func (s *Server) apiAddSuspension(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) apiRemoveSuspension(w http.ResponseWriter, r *http.Request) {
-	if s.o.Suspensions == nil {
-		s.fail(w, r, errNoSuspensions)
-		return
-	}
 	account := r.PathValue("account")
 	err := s.o.Suspensions.RemoveSuspension(r.Context(), account)
 	switch {
