@@ -158,14 +158,22 @@ func (s *Server) event(ctx context.Context, idText string) (events.Event, error)
 
 // blocks lists the engine's blocks, newest first, never nil.
 func (s *Server) blocks() []events.Block {
-	bs := slices.Clone(s.o.Engine.Blocks())
-	if bs == nil {
-		bs = []events.Block{}
+	return newestFirst(s.o.Engine.Blocks(), func(b events.Block) (time.Time, string) { return b.CreatedAt, b.Source })
+}
+
+// newestFirst is a sorted copy of the holds (blocks, suspensions) xs, never
+// nil: newest first by creation time, then by key ascending.
+func newestFirst[T any](xs []T, order func(T) (created time.Time, key string)) []T {
+	out := slices.Clone(xs)
+	if out == nil {
+		out = []T{}
 	}
-	slices.SortFunc(bs, func(a, b events.Block) int {
-		return cmp.Or(b.CreatedAt.Compare(a.CreatedAt), strings.Compare(a.Source, b.Source))
+	slices.SortFunc(out, func(a, b T) int {
+		ta, ka := order(a)
+		tb, kb := order(b)
+		return cmp.Or(tb.Compare(ta), strings.Compare(ka, kb))
 	})
-	return bs
+	return out
 }
 
 // addBlock validates the request of an operator and hands it to the engine,

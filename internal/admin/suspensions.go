@@ -1,12 +1,10 @@
 package admin
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -34,14 +32,7 @@ var errNoSuspensions = &userError{http.StatusServiceUnavailable, "suspensions ar
 
 // suspensions lists the suspensions in force, newest first, never nil.
 func (s *Server) suspensions() []events.Suspension {
-	out := slices.Clone(s.o.Suspensions.Suspensions())
-	if out == nil {
-		out = []events.Suspension{}
-	}
-	slices.SortFunc(out, func(a, b events.Suspension) int {
-		return cmp.Or(b.CreatedAt.Compare(a.CreatedAt), strings.Compare(a.Account, b.Account))
-	})
-	return out
+	return newestFirst(s.o.Suspensions.Suspensions(), func(su events.Suspension) (time.Time, string) { return su.CreatedAt, su.Account })
 }
 
 func (s *Server) addSuspension(ctx context.Context, account, forText, reason string) (events.Suspension, error) {
