@@ -94,6 +94,9 @@ const postqueueNull = "MAILER-DAEMON"
 // number.
 var ErrOutput = errors.New("output is neither postqueue -j JSON lines nor a number")
 
+// maxTrailing is how much white space may follow a count.
+const maxTrailing = 4096
+
 // ParseOutput reads a queue command's output (see Command).
 func ParseOutput(r io.Reader) (Snapshot, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
@@ -110,8 +113,9 @@ func ParseOutput(r io.Reader) (Snapshot, error) {
 			case first && !long && s[0] != '{':
 				// A count: the whole output is one number.
 				n, perr := strconv.Atoi(string(s))
-				rest, _ := io.ReadAll(io.LimitReader(br, 1))
-				if perr != nil || n < 0 || len(bytes.TrimSpace(rest)) > 0 {
+				// Only white space may follow, and not much of it.
+				rest, _ := io.ReadAll(io.LimitReader(br, maxTrailing+1))
+				if perr != nil || n < 0 || len(rest) > maxTrailing || len(bytes.TrimSpace(rest)) > 0 {
 					return Snapshot{}, ErrOutput
 				}
 				return Snapshot{Messages: n}, nil
