@@ -146,17 +146,17 @@ func ParseReply(b []byte) (Result, error) {
 	case strings.HasPrefix(s, "stream: ") && strings.HasSuffix(s, " FOUND"):
 		sig := strings.TrimSpace(strings.TrimSuffix(strings.TrimPrefix(s, "stream: "), " FOUND"))
 		if sig == "" || !printable(sig) {
-			return Result{}, fmt.Errorf("clamd: malformed answer %q", clip(s))
+			return Result{}, fmt.Errorf("clamd: malformed answer %q", scanner.Clip(s))
 		}
 		return Result{Infected: true, Signature: sig}, nil
 	case strings.Contains(s, "size limit exceeded"):
 		return Result{}, ErrSizeLimit
 	case strings.HasSuffix(s, " ERROR"):
-		return Result{}, fmt.Errorf("clamd: %s", clip(s))
+		return Result{}, fmt.Errorf("clamd: %s", scanner.Clip(s))
 	case s == "":
 		return Result{}, errors.New("clamd: connection closed without an answer")
 	}
-	return Result{}, fmt.Errorf("clamd: unexpected answer %q", clip(s))
+	return Result{}, fmt.Errorf("clamd: unexpected answer %q", scanner.Clip(s))
 }
 
 // printable reports whether a signature name is plain ASCII text, safe for
@@ -168,11 +168,4 @@ func printable(s string) bool {
 		}
 	}
 	return true
-}
-
-func clip(s string) string {
-	if len(s) > 200 {
-		return s[:200] + "..."
-	}
-	return s
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"mxguard/internal/checks/scanner"
 	"mxguard/internal/pipeline"
 )
 
@@ -114,7 +115,7 @@ func (c *Client) Check(ctx context.Context, s *pipeline.Session, r io.Reader, si
 		return Result{}, fmt.Errorf("rspamd: read answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return Result{}, fmt.Errorf("rspamd: HTTP %d: %s", resp.StatusCode, clip(body))
+		return Result{}, fmt.Errorf("rspamd: HTTP %d: %s", resp.StatusCode, scanner.Clip(body))
 	}
 	if len(body) > maxAnswer {
 		return Result{}, fmt.Errorf("rspamd: answer over %d bytes", maxAnswer)
@@ -169,10 +170,10 @@ func ParseAnswer(b []byte) (Result, error) {
 		return Result{}, fmt.Errorf("rspamd: bad answer: %w", err)
 	}
 	if a.Error != "" {
-		return Result{}, fmt.Errorf("rspamd: error %q", clip([]byte(a.Error)))
+		return Result{}, fmt.Errorf("rspamd: error %q", scanner.Clip(a.Error))
 	}
 	if a.Action == nil || !actions[*a.Action] || a.Score == nil || !finite(*a.Score) || !finite(a.Required) {
-		return Result{}, fmt.Errorf("rspamd: answer without a known action and score: %s", clip(b))
+		return Result{}, fmt.Errorf("rspamd: answer without a known action and score: %s", scanner.Clip(b))
 	}
 	res := Result{Action: *a.Action, Score: *a.Score, Required: a.Required}
 	if clean(a.Messages.SMTP) && len(a.Messages.SMTP) <= 200 {
@@ -288,10 +289,3 @@ func symbolName(s string) bool {
 }
 
 func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
-
-func clip(b []byte) string {
-	if len(b) > 200 {
-		return string(b[:200]) + "..."
-	}
-	return string(b)
-}

@@ -237,3 +237,12 @@ func (c *tiedConn) Close() error {
 	c.stop()
 	return c.Conn.Close()
 }
+
+// Clip shortens a scanner's answer for an error message: a hostile or
+// broken scanner may send megabytes, and the log line stays bounded.
+func Clip[T string | []byte](b T) string {
+	if len(b) > 200 {
+		return string(b[:200]) + "..."
+	}
+	return string(b)
+}

@@ -87,17 +87,17 @@ func (c *Client) Check(ctx context.Context, r io.Reader, size int64) (Result, er
 func ParseReply(b []byte) (Result, error) {
 	head, body, ok := bytes.Cut(b, []byte("\r\n\r\n"))
 	if !ok {
-		return Result{}, fmt.Errorf("spamd: incomplete answer %q", clip(b))
+		return Result{}, fmt.Errorf("spamd: incomplete answer %q", scanner.Clip(b))
 	}
 	lines := strings.Split(string(head), "\r\n")
 	// Status line: SPAMD/1.1 0 EX_OK (a non-zero code is an error, e.g.
 	// "SPAMD/1.0 76 Bad header line").
 	f := strings.Fields(lines[0])
 	if len(f) < 2 || !strings.HasPrefix(f[0], "SPAMD/") {
-		return Result{}, fmt.Errorf("spamd: bad status line %q", clip([]byte(lines[0])))
+		return Result{}, fmt.Errorf("spamd: bad status line %q", scanner.Clip(lines[0]))
 	}
 	if f[1] != "0" {
-		return Result{}, fmt.Errorf("spamd: error %q", clip([]byte(lines[0])))
+		return Result{}, fmt.Errorf("spamd: error %q", scanner.Clip(lines[0]))
 	}
 	var res Result
 	var haveSpam bool
@@ -105,7 +105,7 @@ func ParseReply(b []byte) (Result, error) {
 	for _, l := range lines[1:] {
 		k, v, ok := strings.Cut(l, ":")
 		if !ok {
-			return Result{}, fmt.Errorf("spamd: bad header line %q", clip([]byte(l)))
+			return Result{}, fmt.Errorf("spamd: bad header line %q", scanner.Clip(l))
 		}
 		v = strings.TrimSpace(v)
 		switch strings.ToLower(strings.TrimSpace(k)) {
@@ -118,7 +118,7 @@ func ParseReply(b []byte) (Result, error) {
 		case "content-length":
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 {
-				return Result{}, fmt.Errorf("spamd: bad Content-length %q", clip([]byte(v)))
+				return Result{}, fmt.Errorf("spamd: bad Content-length %q", scanner.Clip(v))
 			}
 			length = n
 		}
@@ -135,7 +135,7 @@ func ParseReply(b []byte) (Result, error) {
 	for s := range strings.SplitSeq(strings.TrimSpace(string(body)), ",") {
 		if s = strings.TrimSpace(s); s != "" {
 			if !ruleName(s) {
-				return Result{}, fmt.Errorf("spamd: bad rule name %q", clip([]byte(s)))
+				return Result{}, fmt.Errorf("spamd: bad rule name %q", scanner.Clip(s))
 			}
 			res.Symbols = append(res.Symbols, s)
 		}
@@ -148,7 +148,7 @@ func parseSpam(v string) (Result, error) {
 	flag, scores, ok := strings.Cut(v, ";")
 	score, threshold, ok2 := strings.Cut(scores, "/")
 	if !ok || !ok2 {
-		return Result{}, fmt.Errorf("spamd: bad Spam header %q", clip([]byte(v)))
+		return Result{}, fmt.Errorf("spamd: bad Spam header %q", scanner.Clip(v))
 	}
 	var res Result
 	switch strings.ToLower(strings.TrimSpace(flag)) {
@@ -156,13 +156,13 @@ func parseSpam(v string) (Result, error) {
 		res.Spam = true
 	case "false", "no":
 	default:
-		return Result{}, fmt.Errorf("spamd: bad Spam header %q", clip([]byte(v)))
+		return Result{}, fmt.Errorf("spamd: bad Spam header %q", scanner.Clip(v))
 	}
 	var err1, err2 error
 	res.Score, err1 = strconv.ParseFloat(strings.TrimSpace(score), 64)
 	res.Threshold, err2 = strconv.ParseFloat(strings.TrimSpace(threshold), 64)
 	if err1 != nil || err2 != nil || math.IsNaN(res.Score+res.Threshold) || math.IsInf(res.Score+res.Threshold, 0) {
-		return Result{}, fmt.Errorf("spamd: bad Spam header %q", clip([]byte(v)))
+		return Result{}, fmt.Errorf("spamd: bad Spam header %q", scanner.Clip(v))
 	}
 	return res, nil
 }
@@ -180,11 +180,4 @@ func ruleName(s string) bool {
 		}
 	}
 	return true
-}
-
-func clip(b []byte) string {
-	if len(b) > 200 {
-		return string(b[:200]) + "..."
-	}
-	return string(b)
 }
