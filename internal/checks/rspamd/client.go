@@ -31,7 +31,7 @@ type Options struct {
 	// to content.max_concurrency so every scan slot reuses one.
 	MaxConns int
 	// Dial opens connections; nil: a net.Dialer.
-	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+	Dial scanner.DialFunc
 }
 
 // NewClient returns a client for content.rspamd, e.g.
