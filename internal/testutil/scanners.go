@@ -210,18 +210,24 @@ func (c *Clamd) Log() string {
 }
 
 func clamdPing(addr string) error {
+	return pingTCP(addr, "zPING", "zPING\x00", func(b []byte) bool { return string(bytes.TrimRight(b, "\x00\n")) == "PONG" })
+}
+
+// pingTCP sends req to a daemon's TCP port and reads the answer to EOF;
+// pong says whether it is the daemon's ready answer.
+func pingTCP(addr, name, req string, pong func([]byte) bool) error {
 	conn, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(2 * time.Second))
-	if _, err := conn.Write([]byte("zPING\x00")); err != nil {
+	if _, err := conn.Write([]byte(req)); err != nil {
 		return err
 	}
 	b, err := io.ReadAll(conn)
-	if string(bytes.TrimRight(b, "\x00\n")) != "PONG" {
-		return fmt.Errorf("zPING: %q %v", b, err)
+	if !pong(b) {
+		return fmt.Errorf("%s: %q %v", name, b, err)
 	}
 	return nil
 }
@@ -297,20 +303,7 @@ func StartSpamd(t testing.TB, o SpamdOptions) *Spamd {
 }
 
 func spamdPing(addr string) error {
-	conn, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(2 * time.Second))
-	if _, err := conn.Write([]byte("PING SPAMC/1.5\r\n\r\n")); err != nil {
-		return err
-	}
-	b, err := io.ReadAll(conn)
-	if !bytes.Contains(b, []byte("PONG")) {
-		return fmt.Errorf("PING: %q %v", b, err)
-	}
-	return nil
+	return pingTCP(addr, "PING", "PING SPAMC/1.5\r\n\r\n", func(b []byte) bool { return bytes.Contains(b, []byte("PONG")) })
 }
 
 // ---------------------------------------------------------------- rspamd
