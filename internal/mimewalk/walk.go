@@ -145,7 +145,7 @@ func (wk *Walker) Walk(ctx context.Context, r io.Reader) (Stats, error) {
 		bp = &b
 	}
 	defer wk.bufs.Put(bp)
-	w := &walker{wk: wk, ctx: ctx, l: wk.l, in: wk.in, buf: *bp}
+	w := &walker{wk: wk, ctx: ctx, buf: *bp}
 	err := w.entity(r, 0)
 	return w.st, err
 }
@@ -156,10 +156,8 @@ func Walk(ctx context.Context, r io.Reader, l Limits, in ...Inspector) (Stats, e
 }
 
 type walker struct {
-	wk     *Walker
+	wk     *Walker // limits and inspectors
 	ctx    context.Context
-	l      Limits
-	in     []Inspector
 	st     Stats
 	buf    []byte
 	bodies []Body
@@ -170,14 +168,14 @@ func (w *walker) entity(r io.Reader, depth int) error {
 		return err
 	}
 	w.st.Parts++
-	if w.st.Parts > w.l.MaxParts {
-		return &LimitError{"parts", w.l.MaxParts}
+	if w.st.Parts > w.wk.l.MaxParts {
+		return &LimitError{"parts", w.wk.l.MaxParts}
 	}
-	if depth > w.l.MaxDepth {
-		return &LimitError{"depth", w.l.MaxDepth}
+	if depth > w.wk.l.MaxDepth {
+		return &LimitError{"depth", w.wk.l.MaxDepth}
 	}
 	w.st.Depth = max(w.st.Depth, depth)
-	lr := &limitReader{r: r, n: int64(w.l.MaxHeader)}
+	lr := &limitReader{r: r, n: int64(w.wk.l.MaxHeader)}
 	br, _ := w.wk.readers.Get().(*bufio.Reader)
 	if br == nil {
 		br = bufio.NewReaderSize(lr, 4096)
@@ -250,7 +248,7 @@ func (w *walker) header(br *bufio.Reader, lr *limitReader) (textproto.Header, er
 		}
 	}
 	if errors.Is(lr.err, errHeaderTooBig) {
-		return h, &LimitError{"header", w.l.MaxHeader}
+		return h, &LimitError{"header", w.wk.l.MaxHeader}
 	}
 	if lr.err != nil && !errors.Is(lr.err, io.EOF) {
 		return h, lr.err
@@ -269,7 +267,7 @@ func (w *walker) leaf(h textproto.Header, typ string, types []string, params [][
 		p.Names = append(p.Names, names(cp, "name")...)
 	}
 	w.bodies = w.bodies[:0]
-	for _, in := range w.in {
+	for _, in := range w.wk.in {
 		b, err := in.Part(p)
 		if err != nil {
 			return err
@@ -279,7 +277,7 @@ func (w *walker) leaf(h textproto.Header, typ string, types []string, params [][
 		}
 	}
 	for len(w.bodies) > 0 && !w.st.Capped {
-		room := w.l.MaxDecoded - w.st.Decoded
+		room := w.wk.l.MaxDecoded - w.st.Decoded
 		if room <= 0 {
 			w.st.Capped = true
 			break
