@@ -212,11 +212,7 @@ func (c *Check) Run(ctx context.Context) {
 func (c *Check) CheckHealth(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, z := range c.zones {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.checkZone(ctx, z)
-		}()
+		wg.Go(func() { c.checkZone(ctx, z) })
 	}
 	wg.Wait()
 }
