@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -319,11 +320,8 @@ func (r *Resolver) Confirmed(ctx context.Context, addr netip.Addr) ([]string, er
 			last = err
 			continue
 		}
-		for _, a := range addrs {
-			if a == addr {
-				out = append(out, n)
-				break
-			}
+		if slices.Contains(addrs, addr) {
+			out = append(out, n)
 		}
 	}
 	if len(out) == 0 && last != nil {
