@@ -369,6 +369,10 @@ data_dir: ""
 			`t.yaml:7: spool.unspool_rate: must be greater than zero, got 0`,
 			`t.yaml:8: data_dir: must not be empty (the spool, events database and state live here)`,
 		}},
+		{"clamd socket not absolute", minimal + `content: {clamd: "unix:clamd.ctl"}
+`, []string{
+			`t.yaml:4: content.clamd: "unix:clamd.ctl": the socket path must be absolute (tcp://127.0.0.1:3310 or unix:/run/clamav/clamd.ctl)`,
+		}},
 		{"dsn with sqlite", minimal + `storage: {dsn: "host=db"}
 `, []string{
 			`t.yaml:4: storage.dsn: not used with driver sqlite (the sqlite database is a file in data_dir; dsn is for driver: postgres)`,

@@ -427,8 +427,12 @@ func (l *loader) checkContent(c *Config) {
 			} else {
 				l.hostPort("content.clamd", hp, dialAddr)
 			}
-		} else if p, ok := strings.CutPrefix(ct.Clamd, "unix:"); !ok || strings.TrimLeft(p, "/") == "" {
+		} else if p, ok := strings.CutPrefix(ct.Clamd, "unix:"); !ok {
 			l.errAt("content.clamd", hint, "%q is neither tcp:// nor unix:", ct.Clamd)
+		} else if p = strings.TrimPrefix(p, "//"); !strings.HasPrefix(p, "/") || strings.TrimLeft(p, "/") == "" {
+			// The socket is clamd's, not a file of ours: an absolute
+			// path, as internal/checks/clamd requires.
+			l.errAt("content.clamd", hint, "%q: the socket path must be absolute", ct.Clamd)
 		}
 	}
 	// Extensions are compared with a file name's suffix, so ".EXE" and
