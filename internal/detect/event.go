@@ -114,11 +114,12 @@ func (e *Engine) fire(s *setup, r *boundRule, ev *activeEvent, o Observation) {
 	}
 	var su *suspension
 	if r.suspend && kinds[r.kind].perAccount {
-		// A suspension already in force for longer is left alone, like a
-		// block; the event still lists the action (the account stays
-		// suspended because of it too).
-		su = e.suspend(o.Account, r, ev, now)
-		ev.addAction(ruletype.ActionSuspend)
+		// A suspension already in force for longer (manual, or of another
+		// event) is left alone, like a block; then this event took no
+		// suspend action of its own.
+		if su = e.suspend(o.Account, r, ev, now); su != nil {
+			ev.addAction(ruletype.ActionSuspend)
+		}
 	}
 
 	ev.mu.Lock()

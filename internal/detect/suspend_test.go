@@ -86,6 +86,11 @@ func TestManualSuspensions(t *testing.T) {
 	if got := r.Suspensions(); len(got) != 1 || !got[0].Manual || !got[0].ExpiresAt.Equal(su.ExpiresAt) {
 		t.Errorf("after the rule fired: %+v, want the manual one unchanged", got)
 	}
+	// The event lists only actions it took: the operator suspended bob,
+	// the rule did not (INTERFACE.md §3, like a block already in force).
+	if evs := r.eventsOf(t, "spam"); len(evs) != 1 || len(evs[0].Actions) != 0 {
+		t.Errorf("events %+v, want one without actions", evs)
+	}
 	if err := r.RemoveSuspension(ctx, "BOB@example.test"); err != nil {
 		t.Fatal(err)
 	}
