@@ -16,7 +16,7 @@ commands:
   serve -c FILE         run the gateway
   demo                  self-contained showcase with simulated attacks
   check-config -c FILE  validate a configuration file
-  events                list events of a running instance
+  events [show ID]      list events of a running instance, or one with its evidence
   blocks                list|add|remove blocked sources
   spool                 status|suspend|resume|unspool
   servers               delivery servers and their state

@@ -41,6 +41,16 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		 "ended_at": null, "source": "203.0.113.7", "service": "smtp", "impact": 137, "actions": ["block"], "detail": {}},
 		{"id": 41, "type": "dos", "rule": "dos", "status": "ended", "started_at": "2026-11-25T08:00:00Z",
 		 "ended_at": "2026-11-25T09:00:00Z", "source": "198.51.100.1", "service": "", "impact": 5000, "actions": [], "detail": {}}]}`))
+	mux.HandleFunc("GET /api/v1/events/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if r.PathValue("id") != "42" {
+			reply(404, `{"error": "no event `+r.PathValue("id")+`"}`)(w, r)
+			return
+		}
+		reply(200, `{"id": 42, "type": "directory_harvest", "rule": "harvest", "status": "active", "started_at": "2026-11-25T10:00:00Z",
+		 "ended_at": null, "source": "203.0.113.7", "service": "smtp", "impact": 137, "actions": ["block"],
+		 "detail": {"threshold": 20, "window": "10m", "count": 20, "top": ["a", "b"],
+		  "evidence": [{"at": "2026-11-25T09:59:58.120Z", "what": "rcpt_unknown", "text": "RCPT TO:<guess17@example.test>: 550 5.1.1 unknown"}]}}`)(w, r)
+	})
 	mux.Handle("GET /api/v1/blocks", reply(200, `{"blocks": [
 		{"source": "10.0.0.0/8", "reason": "abuse\tdesk", "rule": "", "event_id": 0, "created_at": "2026-11-25T10:00:00Z", "expires_at": "2026-11-25T11:00:00Z", "manual": true},
 		{"source": "203.0.113.7", "reason": "harvest", "rule": "harvest", "event_id": 42, "created_at": "2026-11-25T10:00:00Z", "expires_at": "2026-11-25T11:00:00Z", "manual": false}]}`))
@@ -135,6 +145,19 @@ func TestCommands(t *testing.T) {
 		{name: "events bad sort", cmd: Events, args: append([]string{"--sort", "colour"}, conn...), code: 2, stderr: "usage: mxguard events"},
 		{name: "events unknown flag", cmd: Events, args: []string{"--colour"}, code: 2, stderr: "flag provided but not defined: -colour"},
 		{name: "events help", cmd: Events, args: []string{"-h"}, code: 0, stderr: "usage: mxguard events"},
+		{name: "events show", cmd: Events, args: append([]string{"show", "42"}, conn...), code: 0,
+			stdout: []string{"event      42\n", "type       directory_harvest\n", "rule       harvest\n", "status     active\n",
+				"source     203.0.113.7\n", "service    smtp\n", "started    2026-11-25T10:00:00Z\n", "ended      -\n",
+				"impact     137\n", "actions    block\n", "threshold  20\n", "window     10m\n", "count      20\n", `top        ["a","b"]`,
+				"evidence (1):\n", "AT", "WHAT", "TEXT\n", "2026-11-25T09:59:58.120Z  rcpt_unknown  RCPT TO:<guess17@example.test>: 550 5.1.1 unknown\n"},
+			req: request{method: "GET", path: "/api/v1/events/42"}},
+		{name: "events show flags first json", cmd: Events, args: append([]string{"show", "--json"}, append(conn, "42")...), code: 0,
+			stdout: []string{`"id": 42`, `"evidence": [`}},
+		{name: "events show missing", cmd: Events, args: append([]string{"show", "7"}, conn...), code: 1,
+			stderr: "mxguard events show: HTTP 404: no event 7\n"},
+		{name: "events show no id", cmd: Events, args: append([]string{"show"}, conn...), code: 2, stderr: "missing ID"},
+		{name: "events show bad id", cmd: Events, args: append([]string{"show", "x/../1"}, conn...), code: 2, stderr: `bad ID "x/../1"`},
+		{name: "events show two ids", cmd: Events, args: append([]string{"show", "1", "2"}, conn...), code: 2, stderr: `unexpected argument "2"`},
 		{name: "events wrong token", cmd: Events, args: []string{"--api", api.url, "--token", "nope"}, code: 1,
 			stderr: "mxguard events: HTTP 401: missing or invalid bearer token (check --token or MXGUARD_TOKEN)\n"},
 

@@ -1,18 +1,25 @@
 package cli
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
 	"mxguard/internal/events"
 )
 
-// Events lists events of a running instance: mxguard events [flags].
+// Events lists events of a running instance: mxguard events [flags], or
+// shows one: mxguard events show ID.
 func Events(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "show" {
+		return eventShow(args[1:], stdout, stderr)
+	}
 	c := newCommand("mxguard events", "[--type T] [--source S] [--status active|ended] [--min-impact N] "+
 		"[--since T] [--until T] [--sort F] [--order asc|desc] [--limit N] [--offset N] [--json]",
 		envAPI(), stdout, stderr)
@@ -67,4 +74,74 @@ func Events(args []string, stdout, stderr io.Writer) int {
 	t.flush()
 	fmt.Fprintf(stdout, "%d of %d events\n", len(res.Events), res.Total)
 	return exitOK
+}
+
+// eventShow prints one event with its detail: mxguard events show ID.
+// The detail keys of INTERFACE.md §3 (threshold, window, count) come
+// first, then any other the event has, then the evidence observations.
+func eventShow(args []string, stdout, stderr io.Writer) int {
+	c := newCommand("mxguard events show", "ID [--json]", envAPI(), stdout, stderr)
+	c.jsonFlag("print the API's JSON")
+	arg, code, ok := c.oneArg(args, "ID")
+	if !ok {
+		return code
+	}
+	id, err := strconv.ParseInt(arg, 10, 64)
+	if err != nil || id < 1 {
+		return c.usage("bad ID %q: want a positive event number", arg)
+	}
+	var e events.Event
+	if code, done := c.fetch("GET", "/api/v1/events/"+strconv.FormatInt(id, 10), nil, nil, &e); done {
+		return code
+	}
+	ended := "-"
+	if e.EndedAt != nil {
+		ended = formatTime(*e.EndedAt)
+	}
+	t := newTable(stdout, "event", strconv.FormatInt(e.ID, 10))
+	t.row("type", e.Type)
+	t.row("rule", e.Rule)
+	t.row("status", e.Status)
+	t.row("source", e.Source)
+	t.row("service", e.Service)
+	t.row("started", formatTime(e.StartedAt))
+	t.row("ended", ended)
+	t.row("impact", strconv.FormatInt(e.Impact, 10))
+	t.row("actions", strings.Join(e.Actions, ","))
+	keys := []string{"threshold", "window", "count"}
+	for _, k := range slices.Sorted(maps.Keys(e.Detail)) {
+		if !slices.Contains(keys, k) && k != "evidence" {
+			keys = append(keys, k)
+		}
+	}
+	for _, k := range keys {
+		if v, ok := e.Detail[k]; ok {
+			t.row(k, detailText(v))
+		}
+	}
+	t.flush()
+	ev, _ := e.Detail["evidence"].([]any)
+	fmt.Fprintf(stdout, "\nevidence (%d):\n", len(ev))
+	et := newTable(stdout, "AT", "WHAT", "TEXT")
+	for _, o := range ev {
+		m, _ := o.(map[string]any)
+		et.row(detailText(m["at"]), detailText(m["what"]), detailText(m["text"]))
+	}
+	et.flush()
+	return exitOK
+}
+
+// detailText spells a decoded JSON value of an event's detail.
+func detailText(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return v
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
 }
