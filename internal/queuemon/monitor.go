@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"mxguard/internal/duration"
 	"mxguard/internal/metrics"
 )
 
@@ -166,7 +167,7 @@ func (m *Monitor) judge(ctx context.Context, r *ruleState, s Snapshot, now time.
 			return
 		}
 		detail := map[string]any{
-			"rule": r.Name, "queue": r.Queue, "threshold": r.Threshold, "window": r.Window.String(),
+			"rule": r.Name, "queue": r.Queue, "threshold": r.Threshold, "window": duration.Format(r.Window),
 			"count": s.Messages, "top_senders": s.Senders,
 		}
 		if s.Sampled > 0 {

@@ -97,7 +97,7 @@ func TestMonitor(t *testing.T) {
 		t.Fatalf("events %+v", ev.started)
 	}
 	d := ev.started[0].detail
-	if d["count"] != 100 || d["threshold"] != 100 || d["rule"] != "queue" || d["window"] != "1m0s" ||
+	if d["count"] != 100 || d["threshold"] != 100 || d["rule"] != "queue" || d["window"] != "1m" ||
 		!reflect.DeepEqual(d["top_senders"], []SenderCount{{"spam@example.test", 100}}) {
 		t.Errorf("detail %v", d)
 	}
