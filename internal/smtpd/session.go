@@ -157,7 +157,6 @@ func (s *session) parseAddr(raw string, o address.Options, bad *reply.Reply) (ad
 func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m := s.c.srv.o.Metrics
 	rcpt, r := s.parseAddr(to, address.Options{UTF8: s.opts.UTF8, Postmaster: true}, &reply.BadRcptSyntax)
 	if r != nil {
 		s.c.log().Info("recipient refused", "rcpt", to, "reply", r.Error())
@@ -211,12 +210,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		return s.refuse(to, r, result)
 	}
 	if s.spooling {
-		s.rcpts = append(s.rcpts, to)
-		s.c.ps.Rcpts = append(s.c.ps.Rcpts, to)
-		if m != nil {
-			m.Recipients.WithLabelValues("spooled").Inc()
-		}
-		return nil
+		return s.accept(to, "spooled")
 	}
 	s.c.watchHangup()
 	stage, err := s.relayRcpt(rcpt)
@@ -233,16 +227,19 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 			s.observeUnknown()
 			s.observeAccount(detect.KindBounce, 1)
 			s.c.log().Info("unknown recipient", "rcpt", to, "downstream", se.Message)
-			r := reply.UnknownUser
-			r.Text = "<" + to + ">: Recipient address rejected: user unknown"
-			return s.reply(&r, "unknown")
+			return s.reply(reply.UnknownUser.WithText("<"+to+">: Recipient address rejected: user unknown"), "unknown")
 		}
 		return s.downstreamError("RCPT", to, err)
 	}
+	return s.accept(to, "accepted")
+}
+
+// accept adds the recipient to the transaction and counts it as result.
+func (s *session) accept(to, result string) error {
 	s.rcpts = append(s.rcpts, to)
 	s.c.ps.Rcpts = append(s.c.ps.Rcpts, to)
-	if m != nil {
-		m.Recipients.WithLabelValues("accepted").Inc()
+	if m := s.c.srv.o.Metrics; m != nil {
+		m.Recipients.WithLabelValues(result).Inc()
 	}
 	return nil
 }
