@@ -99,8 +99,8 @@ func (d relayDeliverer) Deliver(ctx context.Context, env spool.Envelope, msg io.
 			d.g.Recipients.Record(r.m, recipients.VerdictOf(err))
 		}
 		if err != nil {
-			var se *smtp.SMTPError
-			if !errors.As(err, &se) || se.Code == 421 {
+			se, ok := relay.Verdict(err)
+			if !ok {
 				txn.Abort()
 				return noServer(err) // connection lost: retry the whole message later
 			}

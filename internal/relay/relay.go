@@ -26,6 +26,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/emersion/go-smtp"
+
 	"mxguard/internal/address"
 	"mxguard/internal/metrics"
 )
@@ -267,7 +269,7 @@ func (t *Txn) Rcpt(ctx context.Context, to address.Mailbox) error {
 			}
 			return rcptErr
 		}
-		if se, ok := asReply(mailErr); ok && isReply(mailErr) && !(t.reused && se.Code == 503) {
+		if se, ok := Verdict(mailErr); ok && !(t.reused && se.Code == 503) {
 			// The server answered: the connection is healthy, the
 			// verdict is about this sender. (A 503 "bad sequence" on
 			// a reused connection says the connection was left in a
@@ -301,11 +303,18 @@ func (t *Txn) Rcpt(ctx context.Context, to address.Mailbox) error {
 // learn from it). The *smtp.SMTPError is still in the chain.
 var ErrSenderRefused = errors.New("downstream refused the sender")
 
-// isReply tells a downstream verdict from a broken connection. 421 is the
-// server closing the channel (RFC 5321 §3.8), not a verdict.
-func isReply(err error) bool {
+// Verdict returns the downstream's verdict carried by err, telling it
+// from a broken connection. 421 is the server closing the channel (RFC
+// 5321 §3.8), not a verdict: passed through, a client would take it as
+// ours and the lost transaction would look refused rather than deferred.
+func Verdict(err error) (*smtp.SMTPError, bool) {
 	se, ok := asReply(err)
-	return ok && se.Code != 421
+	return se, ok && se.Code != 421
+}
+
+func isReply(err error) bool {
+	_, ok := Verdict(err)
+	return ok
 }
 
 // Data sends the message, header first (typically our Received line),

@@ -335,8 +335,7 @@ func (s *session) observeVerdict(class pipeline.Class, refused bool) {
 // downstream's own SMTP reply passes through; a lost connection or an
 // unreachable server is a temporary failure (451 4.4.1), never a 5xx.
 func (s *session) downstreamError(stage, to string, err error) error {
-	var se *smtp.SMTPError
-	if refusal(err, &se) {
+	if se, ok := relay.Verdict(err); ok {
 		s.c.log().Info("downstream refused", "stage", stage, "rcpt", to, "code", se.Code, "text", se.Message)
 		if se.Code/100 == 5 {
 			s.observeAccount(detect.KindBounce, 1)
@@ -425,14 +424,6 @@ func (s *session) smtpError(r *reply.Reply) error {
 	return &smtp.SMTPError{Code: r.Code, EnhancedCode: smtp.EnhancedCode(r.Enhanced), Message: r.Text}
 }
 
-// refusal reports whether err is the downstream's verdict on this
-// transaction. A 421 is not: it is the downstream closing the channel
-// (RFC 5321 §3.8); passed through, the client would take it as ours and
-// the lost transaction would look refused rather than deferred.
-func refusal(err error, se **smtp.SMTPError) bool {
-	return errors.As(err, se) && (*se).Code != 421
-}
-
 // Data receives the message into a buffer that spills to disk past its
 // first part (internal/msgbuf), runs the content checks on it, hands it
 // downstream or into the spool streaming from that buffer, and answers 250
@@ -506,8 +497,7 @@ func (s *session) Data(r io.Reader) error {
 	s.txn = nil
 	text, err := txn.Data(s.ctx(), hdr, body)
 	if err != nil {
-		var se *smtp.SMTPError
-		if refusal(err, &se) {
+		if se, ok := relay.Verdict(err); ok {
 			if !s.noteTrouble(se) {
 				s.observeMessage(size)
 				s.observeAccount(detect.KindBounce, 1)
