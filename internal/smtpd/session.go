@@ -574,53 +574,52 @@ func (s *session) received(id string) []byte {
 	if s.tls {
 		proto = "ESMTPS"
 	}
-	var b strings.Builder
-	b.WriteString("Received: from ")
-	writePrintable(&b, c.ps.Helo, address.MaxDomain)
-	b.WriteString(" ([")
+	b := make([]byte, 0, 192+len(c.set.Hostname))
+	b = append(b, "Received: from "...)
+	b = appendPrintable(b, c.ps.Helo, address.MaxDomain)
+	b = append(b, " (["...)
 	if c.addr.Is6() {
-		b.WriteString("IPv6:")
+		b = append(b, "IPv6:"...)
 	}
-	b.WriteString(c.addr.String())
-	b.WriteString("])\r\n\tby ")
-	b.WriteString(c.set.Hostname)
-	b.WriteString(" (mxguard) with ")
-	b.WriteString(proto)
-	b.WriteString(" id ")
-	b.WriteString(id)
+	b = append(b, c.addr.String()...)
+	b = append(b, "])\r\n\tby "...)
+	b = append(b, c.set.Hostname...)
+	b = append(b, " (mxguard) with "...)
+	b = append(b, proto...)
+	b = append(b, " id "...)
+	b = append(b, id...)
 	if len(s.rcpts) == 1 {
-		b.WriteString("\r\n\tfor <")
-		b.WriteString(s.rcpts[0])
-		b.WriteString(">")
+		b = append(b, "\r\n\tfor <"...)
+		b = append(b, s.rcpts[0]...)
+		b = append(b, '>')
 	}
-	b.WriteString("; ")
-	b.WriteString(time.Now().Format(time.RFC1123Z))
-	b.WriteString("\r\n")
-	return []byte(b.String())
+	b = append(b, "; "...)
+	b = time.Now().AppendFormat(b, time.RFC1123Z)
+	return append(b, "\r\n"...)
 }
 
-// writePrintable writes the client's own text s (the HELO name: go-smtp
+// appendPrintable appends the client's own text s (the HELO name: go-smtp
 // passes on anything up to the first space, bare CR, NUL and 8-bit octets
 // included) into a header, every octet outside printable ASCII replaced
 // by '?' and at most max octets of it, as Postfix's smtpd does with its
 // printable(): a bare CR is a line end to some MTAs, so it could forge a
 // header after our trace line, and a NUL or a line over 998 octets (RFC
 // 5322 §2.1.1) would get the message refused downstream.
-func writePrintable(b *strings.Builder, s string, max int) {
+func appendPrintable(b []byte, s string, max int) []byte {
 	if s == "" {
-		b.WriteString("unknown")
-		return
+		return append(b, "unknown"...)
 	}
 	if len(s) > max {
 		s = s[:max]
 	}
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c > ' ' && c < 127 {
-			b.WriteByte(c)
+			b = append(b, c)
 		} else {
-			b.WriteByte('?')
+			b = append(b, '?')
 		}
 	}
+	return b
 }
 
 func newID() string {
