@@ -5,6 +5,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -494,19 +495,12 @@ func adminToken(cfg *config.Config) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("admin.token_file: %w", err)
 		}
-		token = string(trimSpace(b))
+		token = string(bytes.TrimRight(b, "\r\n "))
 	}
 	if token == "" && cfg.Listen.Admin != "" {
 		return "", fmt.Errorf("admin: listen.admin %s needs admin.token or admin.token_file", cfg.Listen.Admin)
 	}
 	return token, nil
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 // Close stops listeners, ends sessions, flushes events and closes the store.
