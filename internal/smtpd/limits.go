@@ -82,10 +82,13 @@ func (t *tally) delivered() {
 // internal failure.
 func clientFault(err error) bool {
 	var se *smtp.SMTPError
-	if !errors.As(err, &se) || se.Code < 400 || se.Code == 421 {
-		return false
-	}
-	return se.Code >= 500 || (se.EnhancedCode[1] != 3 && se.EnhancedCode[1] != 4)
+	return errors.As(err, &se) && se.Code >= 400 && se.Code != 421 && !systemTrouble(se)
+}
+
+// systemTrouble reports a temporary failure of a mail system or network
+// (RFC 3463 X.3.x, X.4.x) rather than of the client's request.
+func systemTrouble(se *smtp.SMTPError) bool {
+	return se.Code/100 == 4 && (se.EnhancedCode[1] == 3 || se.EnhancedCode[1] == 4)
 }
 
 // nextCommand accounts for the command just answered; it returns the

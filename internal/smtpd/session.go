@@ -409,7 +409,7 @@ func ownFailure(r *reply.Reply) bool {
 // our own it says nothing about the sender (INTERFACE.md §3): a sender
 // retrying through it must count toward no sender rule.
 func (s *session) noteTrouble(se *smtp.SMTPError) bool {
-	if se.Code/100 != 4 || (se.EnhancedCode[1] != 3 && se.EnhancedCode[1] != 4) {
+	if !systemTrouble(se) {
 		return false
 	}
 	s.c.ownFail.Store(true)
