@@ -515,11 +515,8 @@ func (s *session) Data(r io.Reader) error {
 		c.log().Warn("downstream failed during DATA", "err", err)
 		return s.answer(&reply.ServersDown)
 	}
-	s.observeMessage(size)
-	s.observeAccount(detect.KindAccountMessage, len(s.rcpts))
+	s.accepted(size, len(s.rcpts), "relayed")
 	s.observeVerdict(verdict.Class, false)
-	c.sentMessage.Store(true)
-	s.countMsg("relayed")
 	c.log().Info("relayed", "id", id, "from", s.from.String(), "rcpts", len(s.rcpts), "size", size, "server", txn.Server(), "downstream", text)
 	s.rcpts = s.rcpts[:0]
 	// A 250 from Data must carry our own text; go-smtp sends an
@@ -546,12 +543,19 @@ func (s *session) spool(hdr []byte, body io.Reader, bodySize, size int64) error 
 		c.log().Error("spool write failed", "err", err)
 		return s.answer(&reply.InternalError)
 	}
-	s.observeMessage(size)
-	s.observeAccount(detect.KindAccountMessage, len(env.Recipients))
-	c.sentMessage.Store(true)
-	s.countMsg("spooled")
+	s.accepted(size, len(env.Recipients), "spooled")
 	c.log().Info("spooled", "id", id, "from", env.From, "rcpts", len(env.Recipients), "size", size)
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id + " (servers unavailable, spooled)"}
+}
+
+// accepted records a message of size bytes for n recipients that got our
+// 250 (result: relayed or spooled): mailbomb and internal_spammer see it,
+// and the session is no bad session.
+func (s *session) accepted(size int64, n int, result string) {
+	s.observeMessage(size)
+	s.observeAccount(detect.KindAccountMessage, n)
+	s.c.sentMessage.Store(true)
+	s.countMsg(result)
 }
 
 // countMsg counts a message by direction: what an authenticated account
