@@ -376,7 +376,7 @@ const maxRefusedCommands = 10
 func (c *conn) refuseSession(ctx context.Context, r *reply.Reply) {
 	defer c.closeRaw()
 	c.Conn.SetDeadline(time.Now().Add(c.set.Timeouts.Greeting))
-	stop := context.AfterFunc(ctx, func() { c.Conn.SetDeadline(aLongTimeAgo) })
+	stop := context.AfterFunc(ctx, func() { c.Conn.SetDeadline(aLongTimeAgo()) })
 	defer stop()
 	w := bufio.NewWriterSize(c.Conn, 512)
 	say := func(line []byte) bool {

@@ -26,8 +26,8 @@ const hangupAfter = 100 * time.Millisecond
 // maxAhead bounds what is read ahead; past it the watcher stops reading.
 const maxAhead = 64 << 10
 
-// aLongTimeAgo, as a read deadline, ends a blocked read at once.
-var aLongTimeAgo = time.Unix(1, 0)
+// aLongTimeAgo is a deadline in the past: it ends a blocked read at once.
+func aLongTimeAgo() time.Time { return time.Unix(1, 0) }
 
 // watchHangup starts watching the client (after hangupAfter); call
 // unwatchHangup before go-smtp reads again.
@@ -56,7 +56,7 @@ func (c *conn) unwatchHangup() {
 	if c.watch == nil || c.watch.Stop() {
 		return // not armed, or never started
 	}
-	c.Conn.SetReadDeadline(aLongTimeAgo)
+	c.Conn.SetReadDeadline(aLongTimeAgo())
 	<-c.watchDone
 	// go-smtp sets its own deadline before it reads again.
 	c.Conn.SetReadDeadline(time.Time{})
