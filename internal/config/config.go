@@ -100,6 +100,9 @@ type Storage struct {
 // Cluster configures shared state between nodes.
 type Cluster struct {
 	Redis string `yaml:"redis"`
+	// Node names this node in every event it records (INTERFACE.md §3
+	// "node"); default: the machine's host name.
+	Node string `yaml:"node"`
 }
 
 // Limits are per-listener resource limits.

@@ -86,6 +86,7 @@ func TestDefaults(t *testing.T) {
 		},
 		Spool:    Spool{Delay: 5 * time.Minute, MaxSize: 10 << 30, UnspoolRate: 50, AutoUnspool: true},
 		Storage:  Storage{Driver: "sqlite"},
+		Cluster:  Cluster{Node: host},
 		Limits:   Limits{MaxConnections: 2000, MaxConnectionsPerSource: 20, MaxMessageSize: 50 << 20, MaxRecipients: 100},
 		Timeouts: Timeouts{Greeting: 30 * time.Second, Command: 5 * time.Minute, Data: 10 * time.Minute},
 		DNSBL:    DNSBL{Threshold: 1},
@@ -99,6 +100,23 @@ func TestDefaults(t *testing.T) {
 	}
 	if got.Rules != nil {
 		t.Errorf("Rules = %v, want nil when the key is absent", got.Rules)
+	}
+}
+
+// TestClusterNode: cluster.node names the node in events; hostname when
+// absent, a short printable token when given.
+func TestClusterNode(t *testing.T) {
+	if c := mustParse(t, minimal+"hostname: mx7.example.test\n"); c.Cluster.Node == "" {
+		t.Errorf("cluster.node default is empty")
+	}
+	if c := mustParse(t, minimal+"cluster: {node: mx1}\n"); c.Cluster.Node != "mx1" {
+		t.Errorf("cluster.node = %q, want mx1", c.Cluster.Node)
+	}
+	for _, bad := range []string{`""`, `"mx 1"`, `"` + strings.Repeat("n", 65) + `"`} {
+		got := errorLines(t, minimal+"cluster: {node: "+bad+"}\n")
+		if len(got) != 1 || !strings.Contains(got[0], "t.yaml:4: cluster.node:") {
+			t.Errorf("node %s: errors %q", bad, got)
+		}
 	}
 }
 

@@ -31,6 +31,7 @@ func Default() *Config {
 	host, _ := os.Hostname() // an unknown name is reported by validation
 	return &Config{
 		Hostname: host,
+		Cluster:  Cluster{Node: host},
 		Listen:   Listen{SMTP: "127.0.0.1:2525", Admin: "127.0.0.1:8025"},
 		DataDir:  "./var",
 		TrustedNetworks: []netip.Prefix{
@@ -76,6 +77,22 @@ func (l *loader) check(c *Config) {
 	l.checkRules(c)
 }
 
+// checkNode defaults cluster.node to hostname when the machine's name is
+// unknown, and keeps it a short printable token: it is shown in every
+// event, the console and the cluster API.
+func (l *loader) checkNode(c *Config) {
+	if c.Cluster.Node == "" && !l.has("cluster.node") {
+		c.Cluster.Node = strings.TrimSuffix(c.Hostname, ".")
+	}
+	n := c.Cluster.Node
+	switch {
+	case n == "":
+		l.errAt("cluster.node", "a short name of this node, e.g. mx1", "must not be empty")
+	case len(n) > 64 || strings.IndexFunc(n, func(r rune) bool { return r <= ' ' || r >= 0x7f }) >= 0:
+		l.errAt("cluster.node", "letters, digits, dots and dashes, at most 64 of them, e.g. mx1", "%q is not a usable node name", n)
+	}
+}
+
 func (l *loader) checkNames(c *Config) {
 	switch {
 	case c.Hostname == "" && !l.has("hostname"):
@@ -85,6 +102,7 @@ func (l *loader) checkNames(c *Config) {
 	case !validDomain(strings.ToLower(strings.TrimSuffix(c.Hostname, "."))):
 		l.errAt("hostname", domainHint(c.Hostname), "%q is not a valid host name", c.Hostname)
 	}
+	l.checkNode(c)
 	if len(c.Domains) == 0 {
 		l.errAt("domains", "the recipient domains this gateway accepts mail for, e.g. [example.test]", "required")
 	}

@@ -159,6 +159,7 @@ type Options struct {
 	Logger     *slog.Logger     // nil: discard
 	Metrics    *metrics.Metrics // may be nil
 	MaxKeys    int              // max tracked keys per rule (default 1<<20)
+	Node       string           // this node's name, recorded in every event (cluster.node)
 	// OnChange is called for every change, never while an engine lock is
 	// held; it must not block for long.
 	OnChange func(Change)
@@ -243,6 +244,7 @@ type Engine struct {
 	store    events.Store
 	metrics  *metrics.Metrics
 	onChange func(Change)
+	node     string
 	obs      [kindEnd]prometheus.Counter
 	hash     hasher
 	// seen remembers which wrong passwords the auth rules counted;
@@ -289,6 +291,7 @@ func New(ctx context.Context, o Options) (*Engine, error) {
 		store:     o.Store,
 		metrics:   o.Metrics,
 		onChange:  o.OnChange,
+		node:      o.Node,
 		hash:      newHasher(),
 		seen:      samepass.New(samepass.Options{}),
 		passwords: samepass.NewHasher(),
@@ -523,7 +526,8 @@ func (e *Engine) count(s *setup, kind Kind, rules []*boundRule, o Observation) {
 
 // Reconfigure applies new rules, trusted networks, allowlist, IPv6 prefix
 // and MaxKeys. Blocks and active events are kept; counters are kept for
-// rules whose name, type and window (and MaxKeys) are unchanged. Store, Clock, Logger, Metrics and OnChange are fixed by New.
+// rules whose name, type and window (and MaxKeys) are unchanged. Store,
+// Clock, Logger, Metrics, Node and OnChange are fixed by New.
 func (e *Engine) Reconfigure(o Options) error {
 	e.houseMu.Lock()
 	defer e.houseMu.Unlock()

@@ -463,13 +463,16 @@ func TestRestartEndsOrphanedEvents(t *testing.T) {
 func TestEventLifecycle(t *testing.T) {
 	ctx := context.Background()
 	const window = 10 * time.Minute
-	r := newRig(t, Options{Rules: []config.Rule{rule("h", "directory_harvest", window, 20, "block")}})
+	r := newRig(t, Options{Rules: []config.Rule{rule("h", "directory_harvest", window, 20, "block")}, Node: "mx2"})
 	src := addr("203.0.113.7")
 	o := Observation{Kind: KindUnknownRecipient, Addr: src, Service: "smtp", Refused: true}
 	r.observeN(20, o)
 	evs := r.eventsOf(t, "h")
 	if len(evs) != 1 || evs[0].Impact != 1 {
 		t.Fatalf("events = %+v, want one with impact 1", evs)
+	}
+	if evs[0].Mode != events.ModeEnforce || evs[0].Node != "mx2" {
+		t.Errorf("mode %q node %q, want enforce on mx2", evs[0].Mode, evs[0].Node)
 	}
 	first := evs[0]
 	if !first.StartedAt.Equal(r.clock.Now()) || first.EndedAt != nil {

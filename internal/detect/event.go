@@ -27,6 +27,7 @@ type activeEvent struct {
 	// Set by observe/fire before the event is tracked, then read-only.
 	seq                        uint64 // order of firing (0: restored at start)
 	typ, rule, source, service string
+	mode, node                 string // events.ModeEnforce or ModeShadow; the node that fired it
 	started                    time.Time
 	detail                     map[string]any
 
@@ -74,9 +75,9 @@ func (ev *activeEvent) addAction(a string) {
 
 func (ev *activeEvent) recordLocked() events.Event {
 	r := events.Event{
-		ID: ev.id, Type: ev.typ, Rule: ev.rule, Status: events.StatusActive,
+		ID: ev.id, Type: ev.typ, Rule: ev.rule, Mode: ev.mode, Status: events.StatusActive,
 		StartedAt: ev.started, Source: ev.source, Service: ev.service,
-		Impact: ev.impact, Actions: slices.Clone(ev.actions), Detail: maps.Clone(ev.detail),
+		Impact: ev.impact, Actions: slices.Clone(ev.actions), Node: ev.node, Detail: maps.Clone(ev.detail),
 	}
 	if r.Actions == nil {
 		r.Actions = []string{}
@@ -98,6 +99,7 @@ func (e *Engine) fire(s *setup, r *boundRule, ev *activeEvent, o Observation) {
 	now := e.clock.Now()
 	ev.seq = e.fired.Add(1)
 	ev.typ, ev.rule, ev.service, ev.started = r.cfg.Type, r.cfg.Name, o.Service, now
+	ev.mode, ev.node = events.ModeEnforce, e.node
 	ev.detail = map[string]any{"threshold": r.cfg.Threshold, "window": duration.Format(r.cfg.Window)}
 	if kinds[r.kind].perAccount {
 		ev.source = o.Account
@@ -276,7 +278,7 @@ func (e *Engine) restoreEvents(ctx context.Context, s *setup) (map[int64]*active
 		}
 		ev := &activeEvent{
 			key: evKey, typ: rec.Type, rule: rec.Rule, source: rec.Source, service: rec.Service,
-			started: rec.StartedAt, detail: rec.Detail,
+			mode: rec.Mode, node: rec.Node, started: rec.StartedAt, detail: rec.Detail,
 			id: rec.ID, window: r.st.window, last: now.UnixNano(), impact: rec.Impact,
 			actions: rec.Actions, live: true, stored: true, toldStart: true,
 		}

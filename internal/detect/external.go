@@ -93,8 +93,8 @@ func (e *Engine) StartRuleEvent(ctx context.Context, rule, typ, source, service 
 		return 0, err
 	}
 	rec := events.Event{
-		Type: typ, Rule: rule, Status: events.StatusActive, StartedAt: e.clock.Now(),
-		Source: source, Service: service, Actions: []string{}, Detail: maps.Clone(detail),
+		Type: typ, Rule: rule, Mode: events.ModeEnforce, Status: events.StatusActive, StartedAt: e.clock.Now(),
+		Source: source, Service: service, Actions: []string{}, Node: e.node, Detail: maps.Clone(detail),
 	}
 	if rec.Detail == nil {
 		rec.Detail = map[string]any{}

@@ -52,7 +52,7 @@ func TestExternalEventLifecycle(t *testing.T) {
 	ctx := context.Background()
 	m := metrics.New()
 	st := openSQLite(t, filepath.Join(t.TempDir(), "events.db"))
-	r := newRig(t, Options{Store: st, Metrics: m})
+	r := newRig(t, Options{Store: st, Metrics: m, Node: "mx1"})
 	started := r.clock.Now()
 
 	id, err := r.StartEvent(ctx, "mail_server_down", "127.0.0.1:2526", "smtp", map[string]any{"role": "primary"})
@@ -64,8 +64,8 @@ func TestExternalEventLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := events.Event{
-		ID: id, Type: "mail_server_down", Status: events.StatusActive, StartedAt: started,
-		Source: "127.0.0.1:2526", Service: "smtp", Actions: []string{}, Detail: map[string]any{"role": "primary"},
+		ID: id, Type: "mail_server_down", Mode: events.ModeEnforce, Status: events.StatusActive, StartedAt: started,
+		Source: "127.0.0.1:2526", Service: "smtp", Actions: []string{}, Node: "mx1", Detail: map[string]any{"role": "primary"},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("stored\n got %+v\nwant %+v", got, want)

@@ -22,6 +22,7 @@ type Event struct {
 	ID        int64          `json:"id"`
 	Type      string         `json:"type"`
 	Rule      string         `json:"rule"`
+	Mode      string         `json:"mode"` // ModeEnforce or ModeShadow; empty is stored as enforce
 	Status    string         `json:"status"`
 	StartedAt time.Time      `json:"started_at"`
 	EndedAt   *time.Time     `json:"ended_at"`
@@ -29,8 +30,16 @@ type Event struct {
 	Service   string         `json:"service"`
 	Impact    int64          `json:"impact"`
 	Actions   []string       `json:"actions"`
+	Node      string         `json:"node"` // the mxguard node that recorded the event (cluster.node)
 	Detail    map[string]any `json:"detail"`
 }
+
+// Rule modes (INTERFACE.md §2 rules[].mode, §3): a shadow rule records its
+// events with the actions it would have taken and takes none.
+const (
+	ModeEnforce = "enforce"
+	ModeShadow  = "shadow"
+)
 
 // Query selects events over the whole population. Zero values mean "no
 // filter"; Sort is one of started_at (default), type, source, impact; Order

@@ -16,7 +16,7 @@ import (
 
 // eventColumns is the column list every events SELECT uses, in the order
 // the stores scan them.
-const eventColumns = "id, type, rule, status, started_at, ended_at, source, service, impact, actions, detail"
+const eventColumns = "id, type, rule, mode, status, started_at, ended_at, source, service, impact, actions, node, detail"
 
 // sqlDialect describes what differs between the SQL databases a store may
 // use.
@@ -175,7 +175,21 @@ func validateNew(e Event) error {
 	if e.StartedAt.IsZero() {
 		return errors.New("event has no started_at")
 	}
+	switch e.Mode {
+	case "", ModeEnforce, ModeShadow:
+	default:
+		return fmt.Errorf("event mode %q is neither enforce nor shadow", e.Mode)
+	}
 	return validateStatus(e.Status)
+}
+
+// storedMode is the mode column of e: an event of a rule without a mode
+// enforces.
+func storedMode(e Event) string {
+	if e.Mode == "" {
+		return ModeEnforce
+	}
+	return e.Mode
 }
 
 // validateStatus keeps the status column to the two values Query filters

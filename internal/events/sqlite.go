@@ -42,7 +42,7 @@ const sqliteReadConns = 4
 // user_version records how many a database has run. Append, never edit:
 // released databases have already run the earlier ones.
 func sqliteMigrations() []string {
-	return []string{sqliteSchemaV1, sqliteSchemaV2}
+	return []string{sqliteSchemaV1, sqliteSchemaV2, sqliteSchemaV3}
 }
 
 // sqliteSchemaV1 is the first schema. Times are INTEGER unix nanoseconds
@@ -100,6 +100,13 @@ CREATE TABLE suspensions (
 	expires_at INTEGER,
 	manual     INTEGER NOT NULL
 ) STRICT;
+`
+
+// sqliteSchemaV3 adds the rule's mode (enforce | shadow) and the node that
+// recorded the event; events written before it enforced, on this node.
+const sqliteSchemaV3 = `
+ALTER TABLE events ADD COLUMN mode TEXT NOT NULL DEFAULT 'enforce';
+ALTER TABLE events ADD COLUMN node TEXT NOT NULL DEFAULT '';
 `
 
 // OpenSQLite opens (creating if needed) the SQLite database at path and
@@ -209,6 +216,7 @@ type execer interface {
 
 // Insert stores a new event and sets e.ID.
 func (s *SQLiteStore) Insert(ctx context.Context, e *Event) error {
+	e.Mode = storedMode(*e)
 	id, err := sqliteInsert(ctx, s.write, *e)
 	if err != nil {
 		return err
@@ -231,9 +239,9 @@ func sqliteInsert(ctx context.Context, x execer, e Event) (int64, error) {
 		return 0, fmt.Errorf("events: insert: %w", err)
 	}
 	res, err := x.ExecContext(ctx,
-		`INSERT INTO events (type, rule, status, started_at, ended_at, source, service, impact, actions, detail)
-		 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		e.Type, e.Rule, e.Status, started, ended, e.Source, e.Service, e.Impact, actions, detail)
+		`INSERT INTO events (type, rule, mode, status, started_at, ended_at, source, service, impact, actions, node, detail)
+		 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.Type, e.Rule, storedMode(e), e.Status, started, ended, e.Source, e.Service, e.Impact, actions, e.Node, detail)
 	if err != nil {
 		return 0, fmt.Errorf("events: insert: %w", err)
 	}
@@ -278,6 +286,7 @@ func (s *SQLiteStore) WriteBatch(ctx context.Context, b *Batch) (err error) {
 	}()
 	ids := make([]int64, len(b.Insert))
 	for i, e := range b.Insert {
+		e.Mode = storedMode(*e)
 		if ids[i], err = sqliteInsert(ctx, tx, *e); err != nil {
 			return err
 		}
@@ -433,8 +442,8 @@ func scanSQLiteEvent(r rowScanner) (Event, error) {
 		ended           sql.NullInt64
 		actions, detail []byte
 	)
-	err := r.Scan(&e.ID, &e.Type, &e.Rule, &e.Status, &started, &ended,
-		&e.Source, &e.Service, &e.Impact, &actions, &detail)
+	err := r.Scan(&e.ID, &e.Type, &e.Rule, &e.Mode, &e.Status, &started, &ended,
+		&e.Source, &e.Service, &e.Impact, &actions, &e.Node, &detail)
 	if err != nil {
 		return Event{}, err
 	}

@@ -60,6 +60,12 @@ func TestSQLiteRoundTrip(t *testing.T) {
 				Detail: map[string]any{"recipients": []any{"a@example.test"}, "count": 137.0}},
 		},
 		{
+			name:   "shadow mode and node are kept",
+			insert: Event{Type: "dos", Rule: "flood", Mode: ModeShadow, Status: StatusActive, StartedAt: t0, Source: "192.0.2.1", Node: "mx2", Actions: []string{"block"}},
+			update: &Event{Type: "ignored", Mode: ModeEnforce, Node: "ignored", Status: StatusActive, Impact: 3, Actions: []string{"block"}},
+			want:   Event{Type: "dos", Rule: "flood", Mode: ModeShadow, Status: StatusActive, StartedAt: t0, Source: "192.0.2.1", Node: "mx2", Impact: 3, Actions: []string{"block"}, Detail: map[string]any{}},
+		},
+		{
 			name:   "update ends the event",
 			insert: Event{Type: "spam_attack", Rule: "spam", Status: StatusActive, StartedAt: t0, Source: "198.51.100.2", Impact: 5, Actions: []string{"alert"}},
 			update: &Event{Type: "ignored", Status: StatusEnded, EndedAt: timePtr(t0.Add(10 * time.Minute)), Impact: 42,
@@ -117,6 +123,9 @@ func assertEvent(t *testing.T, got, want Event) {
 	if got.Actions == nil || got.Detail == nil {
 		t.Errorf("actions %#v or detail %#v is nil", got.Actions, got.Detail)
 	}
+	if want.Mode == "" {
+		want.Mode = ModeEnforce // what the store records for an event without one
+	}
 	got.StartedAt, got.EndedAt, want.StartedAt, want.EndedAt = time.Time{}, nil, time.Time{}, nil
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("event\n got %+v\nwant %+v", got, want)
@@ -142,8 +151,8 @@ func TestSQLiteJSONShape(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := json.Marshal(got)
-	want := fmt.Sprintf(`{"id":%d,"type":"org_down","rule":"","status":"active","started_at":"2026-11-25T10:00:00.123456789Z",`+
-		`"ended_at":null,"source":"example","service":"","impact":0,"actions":[],"detail":{}}`, e.ID)
+	want := fmt.Sprintf(`{"id":%d,"type":"org_down","rule":"","mode":"enforce","status":"active","started_at":"2026-11-25T10:00:00.123456789Z",`+
+		`"ended_at":null,"source":"example","service":"","impact":0,"actions":[],"node":"","detail":{}}`, e.ID)
 	if string(b) != want {
 		t.Errorf("event JSON\n got %s\nwant %s", b, want)
 	}
@@ -174,6 +183,7 @@ func TestSQLiteInsertRefuses(t *testing.T) {
 		{"no started_at", Event{Type: "dos", Status: StatusActive}},
 		{"no status", Event{Type: "dos", StartedAt: t0}},
 		{"unknown status", Event{Type: "dos", Status: "paused", StartedAt: t0}},
+		{"unknown mode", Event{Type: "dos", Mode: "audit", Status: StatusActive, StartedAt: t0}},
 		{"started_at beyond int64 nanoseconds", Event{Type: "dos", Status: StatusActive, StartedAt: time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)}},
 		{"ended_at before int64 nanoseconds", Event{Type: "dos", Status: StatusEnded, StartedAt: t0, EndedAt: timePtr(time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC))}},
 		{"detail not JSON", Event{Type: "dos", Status: StatusActive, StartedAt: t0, Detail: map[string]any{"f": func() {}}}},

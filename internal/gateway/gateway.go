@@ -396,6 +396,7 @@ func (g *Gateway) engineOptions(cfg *config.Config) detect.Options {
 		Clock:      g.o.Clock,
 		Logger:     g.o.Logger.With("component", "detect"),
 		Metrics:    g.Metrics,
+		Node:       cfg.Cluster.Node,
 		OnChange:   g.o.OnChange,
 	}
 }
