@@ -6,15 +6,27 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
+	"net/netip"
 	"strings"
 )
 
 // The demo's submission accounts (data_dir/users, made with
-// `mxguard users add`'s code).
+// `mxguard users add`'s code): carol is guessed at and then phished, bob
+// is the target of password spraying, dave owns a mailing list.
 const (
 	demoUser     = "carol@example.test"
 	demoPassword = "carol's-demo-password"
+	sprayedUser  = "bob@example.test"
+	listOwner    = "dave@example.test"
+	listPassword = "dave's-demo-password"
 )
+
+// demoAccounts are the users file's accounts and passwords.
+var demoAccounts = [][2]string{
+	{demoUser, demoPassword},
+	{sprayedUser, "bob's-demo-password"},
+	{listOwner, listPassword},
+}
 
 // login connects to the submission listener from ip, upgrades to TLS (AUTH
 // is offered only there) and authenticates; the reply code of AUTH.
@@ -109,4 +121,74 @@ func (s *simulator) reconnectTo(ctx context.Context, ip, addr, name string) {
 	}
 	defer c.close()
 	s.n.say("  %s reconnects to %s and is refused at once: %s", ip, name, c.greeting)
+}
+
+// passwordSpraying tries a few passwords for one account from each of
+// several sources: no source reaches brute_force's threshold, but the
+// account's failures together reach account_brute_force's.
+func (s *simulator) passwordSpraying(ctx context.Context, ip string) {
+	sources := nextIPs(ip, 4)
+	s.n.say("ATTACK         password spraying: %s, 3 passwords each for %s over submission", strings.Join(sources, ", "), sprayedUser)
+	failed := 0
+	for i, src := range sources {
+		for j := range 3 {
+			c, code, text, err := s.login(ctx, src, sprayedUser, fmt.Sprintf("Spring2026-%d%d!", i, j))
+			if err != nil {
+				s.n.say("  %s could not connect: %v", src, err)
+				return
+			}
+			c.close()
+			if code != 535 {
+				s.n.say("  %s guess %d: %s", src, j+1, text)
+				return
+			}
+			failed++
+		}
+	}
+	s.n.say("  %d failed logins for %s from %d sources; none of them reached brute_force's threshold, so none is blocked", failed, sprayedUser, len(sources))
+}
+
+// staleList sends the list owner's newsletter to a list with many
+// addresses that no longer exist: the delivery servers refuse them (550
+// 5.1.1), and each refusal counts toward the account's bounce_spammer rule.
+func (s *simulator) staleList(ctx context.Context, ip string) {
+	s.n.say("ATTACK         %s sends a newsletter from %s to a list of long-gone subscribers", listOwner, ip)
+	c, code, text, err := s.login(ctx, ip, listOwner, listPassword)
+	if err != nil {
+		s.n.say("  %s could not connect: %v", ip, err)
+		return
+	}
+	defer c.close()
+	if code != 235 {
+		s.n.say("  %s AUTH: %s", ip, text)
+		return
+	}
+	c.cmd("MAIL FROM:<" + listOwner + ">")
+	accepted, refused := 0, 0
+	for _, r := range []string{"alice@example.test", "former1@example.test", "former2@example.test", "former3@example.test",
+		"bob@example.test", "former4@example.test", "former5@example.test", "former6@example.test"} {
+		switch code, _ := c.cmd("RCPT TO:<" + r + ">"); code {
+		case 250:
+			accepted++
+		default:
+			refused++
+		}
+	}
+	if code, _ := c.cmd("DATA"); code == 354 {
+		fmt.Fprintf(c.w, "Subject: December newsletter\r\n\r\nNews of the month.\r\n.\r\n")
+		c.reply()
+	}
+	c.cmd("QUIT")
+	s.n.say("  the mail servers accepted %d subscribers and refused %d as unknown", accepted, refused)
+}
+
+// nextIPs returns n addresses from ip on (127.0.0.70, .71, ...).
+func nextIPs(ip string, n int) []string {
+	a := netip.MustParseAddr(ip)
+	out := make([]string, n)
+	for i := range out {
+		out[i] = a.String()
+		a = a.Next()
+	}
+	return out
 }

@@ -32,8 +32,15 @@ func (o *outage) run(ctx context.Context, step time.Duration) {
 	o.n.say("  meanwhile %d messages went to the failover %s", o.failover.Count()-before, o.failover.Addr())
 
 	o.n.say("OUTAGE         the failover %s stops too: the whole organisation is down", o.failover.Addr())
+	queued := o.n.startedCount("outbound_queue")
 	o.failover.SetDown(true)
 	if !o.waitSpool(ctx, 40*time.Second, func(s spool.Status) bool { return s.Messages >= 2 }) {
+		return
+	}
+	// The spool is an outbound queue too: the outbound_queue rule fires
+	// once its monitor (polling every 15 s) sees it reach the threshold.
+	o.n.say("QUEUE          the spool grows while the servers are away; the queue monitor polls it every 15s")
+	if !o.waitEvent(ctx, "outbound_queue", queued, 40*time.Second) {
 		return
 	}
 	// The recipients directory answers while the servers are away: an
@@ -67,6 +74,20 @@ func (o *outage) waitServerDown(ctx context.Context, addr string) bool {
 		}
 	}
 	o.n.say("  (the server was not seen down in time)")
+	return false
+}
+
+// waitEvent waits until more than before events of type typ have started.
+func (o *outage) waitEvent(ctx context.Context, typ string, before int, limit time.Duration) bool {
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline); {
+		if o.n.startedCount(typ) > before {
+			return true
+		}
+		if !sleep(ctx, 100*time.Millisecond) {
+			return false
+		}
+	}
+	o.n.say("  (no %s event in time)", typ)
 	return false
 }
 

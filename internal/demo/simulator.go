@@ -70,9 +70,12 @@ func (s *simulator) attacks(ctx context.Context, step, cycle time.Duration) {
 			{step, s.mailbomb, base + 3},
 			{step / 4, s.relayProbe, base + 4},
 			{step / 4, s.passwordGuessing, base + 5},
+			{step / 2, s.passwordSpraying, base + 10}, // .10 to .13
 			{step, s.compromisedAccount, base + 6},
+			{step, s.staleList, base + 9},
 			{step, s.spamAttack, base + 7},
 			{step, s.virusOutbreak, base + 8},
+			{step, s.backscatter, base + 14},
 		}
 		for _, st := range steps {
 			if !sleep(ctx, st.wait) {
@@ -152,6 +155,34 @@ func (s *simulator) relayProbe(ctx context.Context, ip string) {
 		c.cmd("RSET")
 	}
 	c.cmd("QUIT")
+}
+
+// backscatter bounces "our" mail that we never sent: null-sender
+// messages to local addresses without our BATV tag. Each is refused 550
+// 5.7.1, and they count toward the backscatter rule for their source.
+func (s *simulator) backscatter(ctx context.Context, ip string) {
+	s.n.say("ATTACK         backscatter from %s: bounces of forged mail that claimed to come from us", ip)
+	c, err := s.dial(ctx, ip)
+	if err != nil {
+		s.n.say("  %s could not connect: %v", ip, err)
+		return
+	}
+	defer c.close()
+	c.cmd("EHLO mx.victim-of-forgery.test")
+	refused := 0
+	for i, rcpt := range []string{"alice@example.test", "bob@example.test", "carol@example.test", "alice@example.test", "bob@example.test", "carol@example.test"} {
+		c.cmd("MAIL FROM:<>")
+		code, reply := c.cmd("RCPT TO:<" + rcpt + ">")
+		if i == 0 {
+			s.n.say("  %s RCPT TO:<%s> with a null sender: %s", ip, rcpt, reply)
+		}
+		if code == 550 {
+			refused++
+		}
+		c.cmd("RSET")
+	}
+	c.cmd("QUIT")
+	s.n.say("  %s: %d bounces without a BATV tag refused", ip, refused)
 }
 
 // reconnect shows that the blocked source is now refused at connect.
