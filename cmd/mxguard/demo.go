@@ -18,7 +18,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	dur := fs.Duration("duration", 0, "stop after this long (default: until Ctrl-C)")
 	adminAddr := fs.String("admin", "127.0.0.1:8025", "web console and API address")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseFailed(err)
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "usage: mxguard demo [--duration D] [--admin ADDR]")

@@ -17,13 +17,22 @@ import (
 	"mxguard/internal/gateway"
 )
 
+// parseFailed is the exit code after fs.Parse failed: 0 for -h (the usage
+// was asked for and printed), 2 for a usage error.
+func parseFailed(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
+}
+
 func serve(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("c", "", "configuration file (YAML)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseFailed(err)
 	}
 	if *file == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "usage: mxguard serve -c FILE [--log-level LEVEL]")
@@ -75,7 +84,7 @@ func checkConfig(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	file := fs.String("c", "", "configuration file (YAML)")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseFailed(err)
 	}
 	if *file == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "usage: mxguard check-config -c FILE")

@@ -37,7 +37,7 @@ type Options struct {
 	Logger   *slog.Logger  // gateway logs (default: discarded)
 	// Cycle is the pause between attack rounds after the first; default 3m.
 	Cycle time.Duration
-	// Step is the pause between two attacks of a round; default 12s, so
+	// Step is the pause between two attacks of a round; default 8s, so
 	// each attack's lines stand apart on the screen.
 	Step time.Duration
 }
@@ -57,7 +57,7 @@ func Run(ctx context.Context, o Options) error {
 		o.Cycle = 3 * time.Minute
 	}
 	if o.Step <= 0 {
-		o.Step = 12 * time.Second
+		o.Step = 8 * time.Second
 	}
 	if o.Duration > 0 {
 		var cancel context.CancelFunc
