@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -120,4 +122,59 @@ func docSection(doc, title string) (string, bool) {
 		return strings.Join(lines[i:end], "\n"), true
 	}
 	return "", false
+}
+
+// TestDocsStayInRepository proves the README files and docs/ never send
+// a reader outside the repository for reference material: no README
+// names the external contract file, and every relative Markdown link
+// resolves to a file inside the repository.
+func TestDocsStayInRepository(t *testing.T) {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	n := 0
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "testdata") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".md") {
+			return nil
+		}
+		n++
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		if strings.HasSuffix(path, "README.md") && (strings.Contains(string(b), "INTERFACE.md") || strings.Contains(string(b), "shared/spec")) {
+			t.Errorf("%s refers to the contract outside the repository; link docs/reference instead", rel)
+		}
+		for _, m := range link.FindAllStringSubmatch(string(b), -1) {
+			target := m[1]
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "#") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			target, _, _ = strings.Cut(target, "#")
+			abs := filepath.Join(filepath.Dir(path), target)
+			if r, err := filepath.Rel(root, abs); err != nil || strings.HasPrefix(r, "..") {
+				t.Errorf("%s links %s, outside the repository", rel, m[1])
+				continue
+			}
+			if _, err := os.Stat(abs); err != nil {
+				t.Errorf("%s links %s, which does not exist", rel, m[1])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 20 {
+		t.Fatalf("found %d Markdown files under %s", n, root)
+	}
 }
