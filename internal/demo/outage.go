@@ -39,7 +39,7 @@ func (o *outage) run(ctx context.Context, step time.Duration) {
 	}
 	// The spool is an outbound queue too: the outbound_queue rule fires
 	// once its monitor (polling every 15 s) sees it reach the threshold.
-	o.n.say("QUEUE          the spool grows while the servers are away; the queue monitor polls it every 15s")
+	o.n.say("QUEUE          the spool is an outbound queue too: rule queue fires at 3 messages (the monitor polls every 15s)")
 	if !o.waitEvent(ctx, "outbound_queue", queued, 40*time.Second) {
 		return
 	}
