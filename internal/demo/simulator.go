@@ -107,13 +107,11 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // harvest tries dictionary names in one session until refused.
 func (s *simulator) harvest(ctx context.Context, ip string) {
 	s.n.say("ATTACK         directory harvest from %s: guessing recipient names", ip)
-	c, err := s.dial(ctx, ip)
-	if err != nil {
-		s.n.say("  %s could not connect: %v", ip, err)
+	c, ok := s.open(ctx, ip, "harvester.test")
+	if !ok {
 		return
 	}
 	defer c.close()
-	c.cmd("EHLO harvester.test")
 	c.cmd("MAIL FROM:<promo@harvester.test>")
 	names := []string{"admin", "info", "sales", "john", "mary", "support", "webmaster", "office", "hr", "jobs", "billing", "alice", "test", "root", "contact", "dave", "eve"}
 	valid, unknown := 0, 0
@@ -138,13 +136,11 @@ func (s *simulator) harvest(ctx context.Context, ip string) {
 // before anything reaches the downstream.
 func (s *simulator) relayProbe(ctx context.Context, ip string) {
 	s.n.say("ATTACK         open-relay probe from %s: addresses that route through the downstream", ip)
-	c, err := s.dial(ctx, ip)
-	if err != nil {
-		s.n.say("  %s could not connect: %v", ip, err)
+	c, ok := s.open(ctx, ip, "prober.test")
+	if !ok {
 		return
 	}
 	defer c.close()
-	c.cmd("EHLO prober.test")
 	for _, rcpt := range []string{
 		"victim@elsewhere.test", "victim%elsewhere.test@example.test", `"victim@elsewhere.test"@example.test`,
 		"elsewhere.test!victim@example.test", "@example.test:victim@elsewhere.test",
@@ -162,13 +158,11 @@ func (s *simulator) relayProbe(ctx context.Context, ip string) {
 // 5.7.1, and they count toward the backscatter rule for their source.
 func (s *simulator) backscatter(ctx context.Context, ip string) {
 	s.n.say("ATTACK         backscatter from %s: bounces of forged mail that claimed to come from us", ip)
-	c, err := s.dial(ctx, ip)
-	if err != nil {
-		s.n.say("  %s could not connect: %v", ip, err)
+	c, ok := s.open(ctx, ip, "mx.victim-of-forgery.test")
+	if !ok {
 		return
 	}
 	defer c.close()
-	c.cmd("EHLO mx.victim-of-forgery.test")
 	refused := 0
 	for i, rcpt := range []string{"alice@example.test", "bob@example.test", "carol@example.test", "alice@example.test", "bob@example.test", "carol@example.test"} {
 		c.cmd("MAIL FROM:<>")
@@ -345,6 +339,17 @@ type client struct {
 	r        *bufio.Reader
 	w        *bufio.Writer
 	greeting string
+}
+
+// open connects from ip and says EHLO; false (and told) when it cannot.
+func (s *simulator) open(ctx context.Context, ip, helo string) (*client, bool) {
+	c, err := s.dial(ctx, ip)
+	if err != nil {
+		s.n.say("  %s could not connect: %v", ip, err)
+		return nil, false
+	}
+	c.cmd("EHLO " + helo)
+	return c, true
 }
 
 func (s *simulator) dial(ctx context.Context, ip string) (*client, error) {
