@@ -5,11 +5,25 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
 
 const metricsDoc = "../../docs/reference/metrics.md"
+
+// pendingMetrics are documented metrics that work in progress registers
+// (alerts, retention, cluster, shadow rules, build info, the spool limit):
+// their rows may stand before the code does. Remove a name once its code
+// has landed; from then on its row is checked like the others.
+var pendingMetrics = []string{
+	"mxguard_alerts_total",
+	"mxguard_events_deleted_total",
+	"mxguard_cluster_redis_up",
+	"mxguard_shadow_would_block_total",
+	"mxguard_build_info",
+	"mxguard_spool_max_bytes",
+}
 
 // metricRows reads the reference's table rows: `name` -> the row.
 func metricRows(t *testing.T) map[string]string {
@@ -117,6 +131,10 @@ func TestMetricNamesDocumented(t *testing.T) {
 	}
 	for n := range rows {
 		if _, ok := found[n]; !ok {
+			if slices.Contains(pendingMetrics, n) {
+				t.Logf("pending: %s is documented, not registered yet (pendingMetrics)", n)
+				continue
+			}
 			t.Errorf("%s documents %s, which no code registers", metricsDoc, n)
 		}
 	}
