@@ -3,6 +3,7 @@ package smtpd
 import (
 	"bufio"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -57,4 +58,33 @@ func BenchmarkSessionMessages(b *testing.B) {
 	}
 	b.StopTimer()
 	cmd("QUIT\r\n", "221")
+}
+
+// BenchmarkLiveTracking is what session tracking (sessions.go) adds to
+// each command: the bytes and time of the read and a state change, all
+// atomic stores on the connection's own struct.
+func BenchmarkLiveTracking(b *testing.B) {
+	var l live
+	for b.Loop() {
+		l.read(32, time.Now())
+		l.setState(StateRcpt)
+	}
+}
+
+// BenchmarkSessionsSnapshot lists 1000 open sessions (half the default
+// limits.max_connections), as GET /api/v1/sessions does. It takes no lock
+// a session uses: the sessions' own updates are atomic stores it only
+// loads.
+func BenchmarkSessionsSnapshot(b *testing.B) {
+	r := NewSessions()
+	ls := make([]live, 1000)
+	for i := range ls {
+		ls[i] = live{id: uint64(i), listener: "smtp", key: netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), started: time.Now()}
+		r.add(&ls[i])
+	}
+	for b.Loop() {
+		if n := len(r.Snapshot(time.Now())); n != len(ls) {
+			b.Fatalf("snapshot of %d sessions, want %d", n, len(ls))
+		}
+	}
 }

@@ -102,6 +102,10 @@ type conn struct {
 	watch     *time.Timer   // the hangup watch (hangup.go), reused
 	watchDone chan struct{} // the watch's reader finished
 
+	// live is what GET /api/v1/sessions shows of this connection
+	// (sessions.go); listed while it holds a slot of its source.
+	live live
+
 	closeOnce sync.Once
 }
 
@@ -184,6 +188,7 @@ func (c *conn) startingTLS() error {
 func (c *conn) handshakeDone() {
 	if tc, ok := c.sc.Conn().(*tls.Conn); ok {
 		c.tls = tc
+		c.live.secure.Store(true)
 	} else {
 		c.tlsStarted = false
 	}
@@ -237,6 +242,7 @@ func (c *conn) Read(p []byte) (int, error) {
 	n, err := c.readAhead(p)
 	if n > 0 {
 		c.gotInput = true
+		c.live.read(n, time.Now())
 		if c.tls == nil && !c.tlsStarted {
 			c.routes.feed(p[:n])
 		}
@@ -387,7 +393,7 @@ func (c *conn) refuseSession(ctx context.Context, r *reply.Reply) {
 	if !say(r.Line()) {
 		return
 	}
-	br := bufio.NewReaderSize(c.Conn, 1024)
+	br := bufio.NewReaderSize(liveReader{c}, 1024)
 	for range maxRefusedCommands {
 		line, err := br.ReadSlice('\n')
 		for errors.Is(err, bufio.ErrBufferFull) {
@@ -407,6 +413,18 @@ func (c *conn) refuseSession(ctx context.Context, r *reply.Reply) {
 		}
 	}
 	say(reply.TooManyErrors.Line())
+}
+
+// liveReader reads the raw connection of a refused session and counts
+// what arrives, as conn.Read does for the others.
+type liveReader struct{ c *conn }
+
+func (r liveReader) Read(p []byte) (int, error) {
+	n, err := r.c.Conn.Read(p)
+	if n > 0 {
+		r.c.live.read(n, time.Now())
+	}
+	return n, err
 }
 
 // closeRaw closes a connection refused before the SMTP dialogue; it does
@@ -450,6 +468,7 @@ func (c *conn) Close() error {
 
 func (c *conn) release() {
 	if c.perSource {
+		c.srv.o.Sessions.remove(&c.live)
 		c.srv.removeSource(c.key)
 		c.perSource = false
 	}

@@ -21,6 +21,9 @@ var _ smtp.Session = guard{}
 // RSET or the message is junk (Postfix answers it "503 nested MAIL").
 func (g guard) Mail(from string, opts *smtp.MailOptions) error {
 	err := g.session.Mail(from, opts)
+	if err == nil {
+		g.c.live.setState(StateMail)
+	}
 	if err != nil || !g.c.tally.mailOpen.Swap(true) {
 		g.c.tally.step(err)
 	}
@@ -29,6 +32,9 @@ func (g guard) Mail(from string, opts *smtp.MailOptions) error {
 
 func (g guard) Rcpt(to string, opts *smtp.RcptOptions) error {
 	err := g.session.Rcpt(to, opts)
+	if err == nil {
+		g.c.live.setState(StateRcpt)
+	}
 	g.c.tally.step(err)
 	return err
 }
@@ -39,7 +45,9 @@ func (g guard) Data(r io.Reader) error {
 	c := g.c
 	c.beginData()
 	defer c.endData()
+	c.live.setState(StateData)
 	err := g.session.Data(progressReader{r: r, t: &c.tally})
+	c.live.setState(StateIdle)
 	c.tally.mailOpen.Store(false)
 	var se *smtp.SMTPError
 	if err == nil || (errors.As(err, &se) && se.Code/100 == 2) {
@@ -55,6 +63,10 @@ func (g guard) Data(r io.Reader) error {
 func (g guard) Reset() {
 	g.session.Reset()
 	g.c.tally.mailOpen.Store(false)
+	g.c.live.endTransaction()
+	if g.c.sc != nil {
+		g.c.live.setHelo(g.c.sc.Hostname()) // a new EHLO names the client anew
+	}
 }
 
 // progressReader marks the command being answered as useful whenever

@@ -112,6 +112,9 @@ type Options struct {
 	// Stress are the timeouts of stress mode (stress.go); zero fields take
 	// the defaults (10s greeting and command, 2m DATA).
 	Stress config.Timeouts
+	// Sessions is the registry of open sessions (sessions.go), shared by
+	// the listeners of one instance; nil: one of this Server's own.
+	Sessions *Sessions
 }
 
 // Server is one SMTP listener.
@@ -120,7 +123,6 @@ type Server struct {
 	cur     atomic.Pointer[generation]
 	conns   atomic.Int64
 	stress  atomic.Bool // stress mode (stress.go)
-	nextID  atomic.Uint64
 	mu      sync.Mutex
 	perSrc  map[netip.Addr]int
 	wg      sync.WaitGroup
@@ -152,6 +154,9 @@ func New(o Options, s *Settings) *Server {
 		o.Name = "smtp"
 	}
 	o.Stress = stressTimeouts(o.Stress)
+	if o.Sessions == nil {
+		o.Sessions = NewSessions()
+	}
 	srv := &Server{o: o, perSrc: make(map[netip.Addr]int)}
 	srv.ctx, srv.stop = context.WithCancel(context.Background())
 	srv.cur.Store(srv.newGeneration(s))
@@ -279,7 +284,7 @@ func (s *Server) admit(raw net.Conn) {
 	defer s.wg.Done()
 	g := s.cur.Load()
 	set := g.set
-	c := &conn{Conn: raw, srv: s, set: set, id: s.nextID.Add(1), start: time.Now()}
+	c := &conn{Conn: raw, srv: s, set: set, id: s.o.Sessions.nextID.Add(1), start: time.Now()}
 	defer func() {
 		if p := recover(); p != nil {
 			s.o.Logger.Error("panic admitting connection", "panic", p)
@@ -392,8 +397,13 @@ func (s *Server) addSource(c *conn) bool {
 	}
 	s.perSrc[c.key]++
 	c.perSource = true
+	c.live = live{id: c.id, listener: s.o.Name, addr: c.addr, key: c.key, v6bits: c.set.IPv6Prefix, started: c.start}
+	s.o.Sessions.add(&c.live)
 	return true
 }
+
+// Sessions is the registry this Server lists its open sessions in.
+func (s *Server) Sessions() *Sessions { return s.o.Sessions }
 
 func (s *Server) removeSource(key netip.Addr) {
 	s.mu.Lock()

@@ -34,6 +34,8 @@ func (b backend) NewSession(sc *smtp.Conn) (smtp.Session, error) {
 	}
 	c.attach(sc)
 	c.ps.Helo = sc.Hostname()
+	c.live.setState(StateHelo)
+	c.live.setHelo(c.ps.Helo)
 	// A new session (the first EHLO, or the one after STARTTLS) starts
 	// unauthenticated (RFC 3207 §4.2: forget what was learnt before TLS).
 	c.ps.Account = ""
