@@ -58,6 +58,11 @@ type Options struct {
 	Spool   SpoolControl
 	// Suspensions feeds /api/v1/suspensions (the engine); nil: 503.
 	Suspensions Suspender
+	// Sessions lists the open SMTP sessions for GET /api/v1/sessions and
+	// the Connections page (connections.go); their times are the
+	// listeners' own (the system clock, not Clock). nil: the API answers
+	// 503.
+	Sessions func() []SessionView
 	// Clock gives console session expiry, login throttling and "expires
 	// in 45m" their now; nil: the system clock.
 	Clock interface{ Now() time.Time }

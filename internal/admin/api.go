@@ -42,6 +42,7 @@ func (s *Server) routeAPI() {
 	s.api.HandleFunc("GET /api/v1/servers", s.apiServers)
 	s.api.HandleFunc("GET /api/v1/spool", s.apiSpool)
 	s.api.HandleFunc("POST /api/v1/spool/{action}", s.apiSpoolAction)
+	s.api.HandleFunc("GET /api/v1/sessions", s.apiSessions)
 }
 
 // userError is a failure caused by the request; its text is shown to the

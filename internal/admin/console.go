@@ -63,8 +63,9 @@ func newConsole(s *Server) *console {
 		"size":     formatSize,
 		"approx":   approxSize,
 		"isIP":     isIPOrPrefix,
+		"seconds":  func(n int64) string { return duration.Format(time.Duration(n) * time.Second) },
 	}
-	for _, name := range []string{"login", "events", "event", "blocks", "rules", "status", "error"} {
+	for _, name := range []string{"login", "events", "event", "blocks", "rules", "status", "connections", "error"} {
 		c.pages[name] = template.Must(template.New("layout.html").Funcs(funcs).
 			ParseFS(assets, "templates/layout.html", "templates/"+name+".html"))
 	}
@@ -92,6 +93,7 @@ func (c *console) route(mux *http.ServeMux) {
 	mux.Handle("POST /blocks/remove", c.protect(c.auth(c.removeBlock)))
 	mux.Handle("GET /rules", c.auth(c.rulesPage))
 	mux.Handle("GET /status", c.auth(c.statusPage))
+	mux.Handle("GET /connections", c.auth(c.connectionsPage))
 	mux.Handle("POST /status/spool/{action}", c.protect(c.auth(c.spoolAction)))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		c.renderError(w, r, http.StatusNotFound, "No such page.")

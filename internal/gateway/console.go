@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"time"
+
 	"mxguard/internal/admin"
 	"mxguard/internal/spool"
 )
@@ -29,4 +31,18 @@ var _ admin.SpoolControl = consoleSpool{}
 func (s consoleSpool) View() admin.SpoolView {
 	st := s.Status()
 	return admin.SpoolView{State: string(st.State), Messages: st.Messages, Bytes: st.Bytes, MaxBytes: st.MaxBytes}
+}
+
+// consoleSessions lists the open SMTP sessions for admin.
+// smtpd times them by the system clock, whatever Options.Clock is.
+func (g *Gateway) consoleSessions() []admin.SessionView {
+	list := g.Sessions.Snapshot(time.Now())
+	out := make([]admin.SessionView, len(list))
+	for i, s := range list {
+		out[i] = admin.SessionView{
+			ID: s.ID, Source: s.Source, Listener: s.Listener, State: s.State.String(), StartedAt: s.StartedAt,
+			IdleFor: int64(s.IdleFor / time.Second), Helo: s.Helo, TLS: s.TLS, BytesIn: s.BytesIn, Addr: s.Addr,
+		}
+	}
+	return out
 }

@@ -71,6 +71,8 @@ type Gateway struct {
 	// its login checker; nil when off.
 	Submission *smtpd.Server
 	Users      *users.Checker
+	// Sessions lists the open sessions of both SMTP listeners.
+	Sessions *smtpd.Sessions
 
 	// Recipients is the recipients directory: the downstream's verdicts
 	// and recipients.file, answering during outages.
@@ -97,7 +99,7 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (*Gateway, error)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	g := &Gateway{o: o, cfg: cfg, Metrics: metrics.New()}
+	g := &Gateway{o: o, cfg: cfg, Metrics: metrics.New(), Sessions: smtpd.NewSessions()}
 	if err := g.start(ctx, cfg); err != nil {
 		// Release what was opened before the failure (store, spool,
 		// listeners), so a retry in the same process can have them.
@@ -199,6 +201,7 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 		Spool:   consoleSpool{g.Spool},
 		// Suspensions are refused by the submission listener.
 		Suspensions: g.Engine,
+		Sessions:    g.consoleSessions,
 		Clock:       o.Clock,
 	})
 
@@ -443,6 +446,7 @@ func (g *Gateway) listenerOptions(name, component string, buffers *msgbuf.Store)
 		Senders:   g.senders,
 		Metrics:   g.Metrics,
 		Logger:    g.o.Logger.With("component", component),
+		Sessions:  g.Sessions,
 	}
 }
 
