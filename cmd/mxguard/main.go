@@ -20,6 +20,7 @@ commands:
   blocks                list|add|remove blocked sources
   spool                 status|suspend|resume|unspool
   servers               delivery servers and their state
+  sessions              open SMTP sessions now and the busiest sources
   suspensions           list|add|remove suspended accounts
   users                 add|remove submission users (auth.users_file)
   version               version and build info
@@ -52,6 +53,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cli.Spool(rest, stdout, stderr)
 	case "servers":
 		return cli.Servers(rest, stdout, stderr)
+	case "sessions":
+		return cli.Sessions(rest, stdout, stderr)
 	case "suspensions":
 		return cli.Suspensions(rest, stdout, stderr)
 	case "users":

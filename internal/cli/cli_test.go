@@ -86,6 +86,17 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 	mux.Handle("GET /api/v1/servers", reply(200, `{"servers": [
 		{"address": "127.0.0.1:2526", "role": "primary", "state": "up", "since": "2026-11-25T09:00:00Z", "last_error": ""},
 		{"address": "127.0.0.1:2527", "role": "failover", "state": "down", "since": "2026-11-25T09:30:00Z", "last_error": "dial tcp: connection refused"}]}`))
+	mux.HandleFunc("GET /api/v1/sessions", func(w http.ResponseWriter, r *http.Request) {
+		if src := r.URL.Query().Get("source"); src == "bad" {
+			reply(400, `{"error": "source \"bad\" is not an IP address or CIDR"}`)(w, r)
+			return
+		}
+		reply(200, `{"total": 3, "sessions": [
+		{"id": 12, "source": "192.0.2.7", "listener": "smtp", "state": "greeting", "started_at": "2026-11-25T10:00:00Z", "idle_for": 95, "helo": "", "tls": false, "bytes_in": 0},
+		{"id": 14, "source": "192.0.2.7", "listener": "smtp", "state": "rcpt", "started_at": "2026-11-25T10:01:00Z", "idle_for": 2, "helo": "bot.example", "tls": true, "bytes_in": 4711},
+		{"id": 9, "source": "2001:db8:1:2::/64", "listener": "submission", "state": "data", "started_at": "2026-11-25T09:58:00Z", "idle_for": 0, "helo": "laptop", "tls": true, "bytes_in": 123456}],
+		"by_source": [{"source": "192.0.2.7", "count": 2}, {"source": "2001:db8:1:2::/64", "count": 1}]}`)(w, r)
+	})
 	mux.Handle("GET /api/v1/spool", reply(200, `{"state": "spooling", "messages": 12, "bytes": 3456789, "max_bytes": 10737418240}`))
 	mux.Handle("POST /api/v1/spool/suspend", reply(200, `{"state": "suspended", "messages": 12, "bytes": 3456789, "max_bytes": 10737418240}`))
 	mux.Handle("POST /api/v1/spool/unspool", reply(500, "internal error\nsee the log\n"))
@@ -208,6 +219,29 @@ func TestCommands(t *testing.T) {
 		{name: "servers", cmd: Servers, args: conn, code: 0,
 			stdout: []string{"ADDRESS", "ROLE", "STATE", "SINCE", "LAST ERROR\n", "127.0.0.1:2526  primary   up", "127.0.0.1:2527  failover  down",
 				"dial tcp: connection refused\n"}},
+		{name: "servers json", cmd: Servers, args: append([]string{"--json"}, conn...), code: 0,
+			stdout: []string{`"servers": [`, `"last_error": "dial tcp: connection refused"`}},
+		{name: "suspensions list json", cmd: Suspensions, args: append([]string{"list", "--json"}, conn...), code: 0,
+			stdout: []string{`"suspensions": [`, `"account": "alice@example.test"`}},
+		{name: "spool status json", cmd: Spool, args: append([]string{"status", "--json"}, conn...), code: 0,
+			stdout: []string{`"state": "spooling"`, `"max_bytes": 10737418240`}},
+
+		{name: "sessions", cmd: Sessions, args: conn, code: 0,
+			stdout: []string{"SOURCE             SESSIONS\n", "192.0.2.7          2\n", "2001:db8:1:2::/64  1\n", "\n",
+				"ID  SOURCE             LISTENER    STATE     STARTED               IDLE   HELO         TLS  BYTES IN\n",
+				"12  192.0.2.7          smtp        greeting  2026-11-25T10:00:00Z  1m35s  -            no   0\n",
+				"14  192.0.2.7          smtp        rcpt      2026-11-25T10:01:00Z  2s     bot.example  yes  4711\n",
+				"9   2001:db8:1:2::/64  submission  data      2026-11-25T09:58:00Z  0s     laptop       yes  123456\n",
+				"3 of 3 sessions\n"},
+			req: request{method: "GET", path: "/api/v1/sessions"}},
+		{name: "sessions source", cmd: Sessions, args: append([]string{"--source", "2001:db8:1:2::/64"}, conn...), code: 0,
+			req: request{method: "GET", path: "/api/v1/sessions", query: "source=2001%3Adb8%3A1%3A2%3A%3A%2F64"}},
+		{name: "sessions json", cmd: Sessions, args: append([]string{"--json"}, conn...), code: 0,
+			stdout: []string{`"total": 3`, `"state": "greeting"`, `"by_source": [`}},
+		{name: "sessions bad source", cmd: Sessions, args: append([]string{"--source", "bad"}, conn...), code: 1,
+			stderr: "mxguard sessions: HTTP 400: source \"bad\" is not an IP address or CIDR\n"},
+		{name: "sessions positional", cmd: Sessions, args: append([]string{"192.0.2.7"}, conn...), code: 2, stderr: `unexpected argument "192.0.2.7"`},
+
 		{name: "spool status", cmd: Spool, args: append([]string{"status"}, conn...), code: 0,
 			stdout: []string{"STATE", "MESSAGES", "SIZE", "MAX SIZE\n", "spooling", "12", "3.3 MiB", "10.0 GiB\n"},
 			req:    request{method: "GET", path: "/api/v1/spool"}},
