@@ -5,6 +5,8 @@ package metrics
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"mxguard/internal/buildinfo"
 )
 
 // Metrics groups every collector; names start with mxguard_.
@@ -119,8 +121,22 @@ func New() *Metrics {
 	m.Registry.MustRegister(m.Connections, m.Messages, m.Recipients, m.Events, m.EventsActive,
 		m.BlocksActive, m.SpoolMessages, m.SpoolBytes, m.ServerUp, m.CheckDuration,
 		m.Scans, m.Observations, m.Panics, m.SpoolQuarantined, m.SpoolUnreadable, m.SessionLimits, m.Stress, m.RelayLocalErrors, m.Auth, m.PolicyRequests, m.QueueMessages,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfoGauge(buildinfo.Read()))
 	return m
+}
+
+// buildInfoGauge is mxguard_build_info, always 1, with the build in its
+// labels (the Prometheus convention for info metrics): a dashboard joins
+// on it to show which version runs where, and a rollout is seen as the
+// version label changing.
+func buildInfoGauge(b buildinfo.Info) prometheus.Collector {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "mxguard_build_info", Help: "Always 1; the labels name the running build (version as mxguard version prints it, Go version, VCS revision).",
+		ConstLabels: prometheus.Labels{"version": b.Short(), "goversion": b.Go, "revision": b.Revision},
+	})
+	g.Set(1)
+	return g
 }
 
 // Prime creates the series operators and alert rules expect from the first
