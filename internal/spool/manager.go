@@ -186,6 +186,12 @@ func NewManager(o ManagerOptions) *Manager {
 			Name: "mxguard_spool_held_bounces",
 			Help: "Bounces waiting in the spool's bounces area for the operator.",
 		}, func() float64 { n, _ := m.o.Spool.HeldBounces(); return float64(n) }))
+		// The limit beside mxguard_spool_bytes, so an alert can say "80 %
+		// full" without knowing the configuration.
+		register(reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "mxguard_spool_max_bytes",
+			Help: "The spool's size limit in bytes (spool.max_size); 0: no limit.",
+		}, func() float64 { return float64(m.o.Spool.MaxBytes()) }))
 	}
 	return m
 }
