@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"mxguard/internal/admin"
 	"mxguard/internal/duration"
 )
 
@@ -27,24 +28,7 @@ func Sessions(args []string, stdout, stderr io.Writer) int {
 	if *source != "" {
 		q.Set("source", *source)
 	}
-	var res struct {
-		Total    int `json:"total"`
-		Sessions []struct {
-			ID        uint64    `json:"id"`
-			Source    string    `json:"source"`
-			Listener  string    `json:"listener"`
-			State     string    `json:"state"`
-			StartedAt time.Time `json:"started_at"`
-			IdleFor   int64     `json:"idle_for"`
-			Helo      string    `json:"helo"`
-			TLS       bool      `json:"tls"`
-			BytesIn   int64     `json:"bytes_in"`
-		} `json:"sessions"`
-		BySource []struct {
-			Source string `json:"source"`
-			Count  int    `json:"count"`
-		} `json:"by_source"`
-	}
+	var res admin.SessionList
 	if code, done := c.fetch("GET", "/api/v1/sessions", q, nil, &res); done {
 		return code
 	}

@@ -181,16 +181,23 @@ type eventList struct {
 	} `json:"events"`
 }
 
+// getJSON reads an API answer into v, failing the test unless it is a
+// 200 with JSON that fits v.
+func (e *env) getJSON(path string, v any) {
+	e.t.Helper()
+	code, body := e.api("GET", path, "")
+	if code != 200 {
+		e.t.Fatalf("GET %s: %d %s", path, code, body)
+	}
+	if err := json.Unmarshal([]byte(body), v); err != nil {
+		e.t.Fatalf("GET %s: %v in %s", path, err, body)
+	}
+}
+
 func (e *env) events(query string) eventList {
 	e.t.Helper()
-	code, body := e.api("GET", "/api/v1/events?"+query, "")
-	if code != 200 {
-		e.t.Fatalf("events: %d %s", code, body)
-	}
 	var l eventList
-	if err := json.Unmarshal([]byte(body), &l); err != nil {
-		e.t.Fatal(err)
-	}
+	e.getJSON("/api/v1/events?"+query, &l)
 	return l
 }
 

@@ -2,29 +2,12 @@ package gateway_test
 
 import (
 	"bytes"
-	"io"
-	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
 
 	"mxguard/internal/testutil"
 )
-
-// scrape fetches /metrics (no token: INTERFACE.md §5).
-func (e *env) scrape() string {
-	e.t.Helper()
-	resp, err := http.Get("http://" + e.gw.AdminAddr() + "/metrics")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != 200 {
-		e.t.Fatalf("/metrics: %d %v", resp.StatusCode, err)
-	}
-	return string(b)
-}
 
 // TestMetricsLint runs `promtool check metrics` (Debian package
 // prometheus) on the exposition of a gateway that has relayed a message,
@@ -48,7 +31,7 @@ func TestMetricsLint(t *testing.T) {
 		t.Fatalf("block: %d %s", code, body)
 	}
 
-	exposition := e.scrape()
+	exposition := e.metrics()
 	for _, name := range []string{
 		`mxguard_build_info{goversion="go1.`,
 		`mxguard_messages_total{direction="inbound",result="relayed"} 1`,

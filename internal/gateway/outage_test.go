@@ -28,14 +28,8 @@ type spoolStatus struct {
 
 func (e *env) spool() spoolStatus {
 	e.t.Helper()
-	code, body := e.api("GET", "/api/v1/spool", "")
-	if code != 200 {
-		e.t.Fatalf("spool status: %d %s", code, body)
-	}
 	var s spoolStatus
-	if err := json.Unmarshal([]byte(body), &s); err != nil {
-		e.t.Fatal(err)
-	}
+	e.getJSON("/api/v1/spool", &s)
 	return s
 }
 

@@ -3,7 +3,6 @@ package gateway_test
 import (
 	"bytes"
 	"crypto/tls"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,37 +12,17 @@ import (
 	"strings"
 	"testing"
 
+	"mxguard/internal/admin"
 	"mxguard/internal/cli"
 	"mxguard/internal/testutil"
 )
 
-type sessionList struct {
-	Total    int `json:"total"`
-	Sessions []struct {
-		ID       uint64 `json:"id"`
-		Source   string `json:"source"`
-		Listener string `json:"listener"`
-		State    string `json:"state"`
-		Helo     string `json:"helo"`
-		TLS      bool   `json:"tls"`
-		BytesIn  int64  `json:"bytes_in"`
-	} `json:"sessions"`
-	BySource []struct {
-		Source string `json:"source"`
-		Count  int    `json:"count"`
-	} `json:"by_source"`
-}
+type sessionList struct{ admin.SessionList }
 
 func (e *env) sessions(query string) sessionList {
 	e.t.Helper()
-	code, body := e.api("GET", "/api/v1/sessions"+query, "")
-	if code != 200 {
-		e.t.Fatalf("sessions: %d %s", code, body)
-	}
 	var l sessionList
-	if err := json.Unmarshal([]byte(body), &l); err != nil {
-		e.t.Fatal(err)
-	}
+	e.getJSON("/api/v1/sessions"+query, &l.SessionList)
 	return l
 }
 
