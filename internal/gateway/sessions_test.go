@@ -88,8 +88,9 @@ var csrfInput = regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`)
 // listeners, one stuck at the greeting, one in DATA, three from one
 // source, one over STARTTLS; the API, the CLI and the Connections page
 // show them with their states and the busiest source first. Blocking
-// that source from the page refuses its open sessions at their next
-// command (421 4.7.0), and closed sessions leave the list.
+// that source from the page (and another through the API) refuses its
+// open sessions at their next command (421 4.7.0), and closed sessions
+// leave the list.
 func TestSessionsLive(t *testing.T) {
 	e := submissionEnv(t, "")
 	smtpAddr := e.gw.SMTPAddr()
@@ -169,9 +170,19 @@ func TestSessionsLive(t *testing.T) {
 	again := testutil.Dial(t, smtpAddr, testutil.DialOptions{LocalIP: "127.0.0.83"})
 	again.Expect(421)
 
+	// A block through the API reaches a submission session the same way.
+	if code, body := e.api("POST", "/api/v1/blocks", `{"source": "127.0.0.85", "for": "10m"}`); code != 201 {
+		t.Fatalf("block: %d %s", code, body)
+	}
+	sub.Send("MAIL FROM:<alice@example.test>\r\n")
+	if code, text, _ := sub.ReadReply(); code != 421 || !strings.HasPrefix(text, "4.7.0 ") {
+		t.Errorf("blocked submission session at its next command: %d %s, want 421 4.7.0", code, text)
+	}
+	sub.ExpectClosed()
+	e.waitSessions("", "127.0.0.81/smtp/greeting 127.0.0.82/smtp/data 127.0.0.84/smtp/helo/tls")
+
 	stuck.Close()
 	data.Close()
 	secure.Cmd("QUIT", 221)
-	sub.Cmd("QUIT", 221)
 	e.waitSessions("", "")
 }
