@@ -101,7 +101,7 @@ func TestConsoleConnections(t *testing.T) {
 		`href="/connections" aria-current="page"`,
 		`<a href="/connections?source=192.0.2.7">192.0.2.7</a>`, `<td class="num">3</td>`,
 		`<span class="badge state-greeting">greeting</span>`, `<td class="mono">h4</td>`, "5m ago",
-		"6 open, busiest sources first")
+		"6 open sessions from 3 sources.", "6 open, busiest sources first")
 	if strings.Index(r.body, ">192.0.2.7<") > strings.Index(r.body, ">198.51.100.1<") {
 		t.Error("the busiest source is not listed first")
 	}
@@ -121,7 +121,7 @@ func TestConsoleConnections(t *testing.T) {
 		t.Errorf("reason %q", b.Reason)
 	}
 
-	wantPage(t, f.browser(t, "GET", "/connections?source=198.51.100.1", ""), 200, "1 open, busiest sources first", `<td class="mono">h1</td>`)
+	wantPage(t, f.browser(t, "GET", "/connections?source=198.51.100.1", ""), 200, "1 open session from 1 source matching 198.51.100.1.", "1 open, busiest sources first", `<td class="mono">h1</td>`)
 	wantPage(t, f.browser(t, "GET", "/connections?source=203.0.113.9", ""), 200, "No SMTP session is open from 203.0.113.9.")
 	wantPage(t, f.browser(t, "GET", "/connections?source=bad", ""), 400, "is not an IP address or CIDR")
 }
