@@ -21,7 +21,6 @@ import (
 // build answers it 404, its cases are skipped with a message; once it is
 // served it is validated like any other. Empty this list when they land.
 var pendingEndpoints = []string{
-	"GET /api/v1/sessions",
 	"GET /api/v1/cluster",
 }
 
@@ -102,6 +101,7 @@ rules:
 		{op: "GET /api/v1/rules", status: 200},
 		{op: "GET /api/v1/sessions", status: 200},
 		{op: "GET /api/v1/sessions", path: "/api/v1/sessions?source=127.0.0.41", status: 200},
+		{op: "GET /api/v1/sessions", path: "/api/v1/sessions?source=not-an-ip", status: 400},
 		{op: "GET /api/v1/cluster", status: 200},
 		{op: "POST /api/v1/reload", status: 200},
 	}
