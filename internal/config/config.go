@@ -210,12 +210,18 @@ type Rule struct {
 	Queue     string        `yaml:"queue" json:"queue"`
 }
 
-// Alerts configures alert delivery.
+// Alerts configures alert delivery (internal/alert).
 type Alerts struct {
 	Email     EmailAlert   `yaml:"email"`
 	Webhook   WebhookAlert `yaml:"webhook"`
 	MinImpact int64        `yaml:"min_impact"`
+	// MaxPerMinute caps the messages of each channel over any 60 s; past
+	// it the rest go into one digest a minute.
+	MaxPerMinute int `yaml:"max_per_minute"`
 }
+
+// Enabled reports whether any alert channel is configured.
+func (a Alerts) Enabled() bool { return len(a.Email.To) > 0 || a.Webhook.URL != "" }
 
 // EmailAlert sends alerts by mail.
 type EmailAlert struct {
@@ -224,9 +230,10 @@ type EmailAlert struct {
 	Server string   `yaml:"server"`
 }
 
-// WebhookAlert POSTs event JSON.
+// WebhookAlert POSTs event JSON, signed with Secret when it is set.
 type WebhookAlert struct {
-	URL string `yaml:"url"`
+	URL    string `yaml:"url"`
+	Secret string `yaml:"secret"`
 }
 
 // Size is a byte count written as 500KB, 10MiB, 2GB or a plain number.

@@ -93,6 +93,7 @@ func TestDefaults(t *testing.T) {
 		Content: Content{BlockedAttachments: []string{"exe", "scr", "pif", "com", "bat", "cmd", "vbs", "js", "jar", "msi"},
 			Timeout: 20 * time.Second, MaxConcurrency: 8, OnFailure: "tempfail"},
 		Recipients: Recipients{CacheTTL: 24 * time.Hour, DuringOutage: "accept"},
+		Alerts:     Alerts{MaxPerMinute: 20},
 		File:       "t.yaml",
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -508,8 +509,11 @@ func TestFull(t *testing.T) {
 	if len(c.Rules) != 14 || !reflect.DeepEqual(c.Rules[:11], DefaultRules()) {
 		t.Errorf("rules = %+v, want the built-in defaults and one more", c.Rules)
 	}
-	if r := c.Rules[13]; len(r.Actions) != 0 || r.BlockFor != 0 {
-		t.Errorf("a rule without actions = %+v, want none and no block_for", r)
+	if r := c.Rules[13]; !slices.Equal(r.Actions, []string{"alert"}) || r.BlockFor != 0 {
+		t.Errorf("a rule without actions = %+v, want its default [alert] and no block_for", r)
+	}
+	if !c.Alerts.Enabled() || c.Alerts.Webhook.Secret == "" || c.Alerts.MaxPerMinute != 20 || !reflect.DeepEqual(c.EffectiveRules(), c.Rules) {
+		t.Errorf("alerts not loaded, or rules in force differ from the file's: %+v", c.Alerts)
 	}
 }
 

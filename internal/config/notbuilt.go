@@ -19,8 +19,6 @@ var notBuilt = []struct {
 	keys    []string // dotted paths, list items as []
 }{
 	{"the Postfix policy front end is not built yet", []string{"listen.policy"}},
-	{"alerts are not built yet", []string{"alerts.email.to", "alerts.email.from", "alerts.email.server",
-		"alerts.webhook.url", "alerts.webhook.secret", "alerts.min_impact", "alerts.max_per_minute"}},
 	{"clustering (Redis) is not built yet", []string{"cluster.redis"}},
 	{"the PostgreSQL store is not built yet; the SQLite store needs no dsn", []string{"storage.dsn"}},
 	{"event retention is not built yet: events are kept", []string{"storage.retention"}},

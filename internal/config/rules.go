@@ -44,21 +44,41 @@ func DefaultRules() []Rule {
 
 // EffectiveRules returns the rules in force: without a "rules" key the
 // built-in rules that apply to this configuration (INTERFACE.md §2), else
-// the file's rules with defaults filled in. The result is a copy the
-// caller may change.
+// the file's rules with defaults filled in. Without an alert channel
+// (alerts.email.to, alerts.webhook.url) no rule alerts: the alert action
+// is dropped, so events list only what was done (see AlertsUnsent). The
+// result is a copy the caller may change.
 func (c *Config) EffectiveRules() []Rule {
+	var out []Rule
 	if c.Rules == nil {
-		var out []Rule
 		for _, r := range DefaultRules() {
 			if c.applies(r.Type) {
 				out = append(out, r)
 			}
 		}
-		return out
+	} else {
+		out = slices.Clone(c.Rules)
 	}
-	out := slices.Clone(c.Rules)
 	for i := range out {
 		out[i].Actions = slices.Clone(out[i].Actions)
+		if !c.Alerts.Enabled() {
+			out[i].Actions = slices.DeleteFunc(out[i].Actions, func(a string) bool { return a == ruletype.ActionAlert })
+		}
+	}
+	return out
+}
+
+// AlertsUnsent names the file's rules that list the alert action while no
+// alert channel is configured: their events are recorded without alerts.
+// serve logs them, so an operator who wrote "alert" learns that nothing
+// is sent. The built-in rules' alert is not listed: it is a default that
+// waits for a channel.
+func (c *Config) AlertsUnsent() []string {
+	var out []string
+	for _, r := range c.Rules {
+		if !c.Alerts.Enabled() && slices.Contains(r.Actions, ruletype.ActionAlert) {
+			out = append(out, r.Name)
+		}
 	}
 	return out
 }

@@ -38,23 +38,30 @@ func TestRulesPresence(t *testing.T) {
 // written in a file, so the built-ins pass the validation users' rules do.
 func TestDefaultRulesSpelledOut(t *testing.T) {
 	c := mustParse(t, minimal+`rules:
-  - {name: dos, type: dos, window: 1m, threshold: 300, actions: [block], block_for: 10m}
-  - {name: bad_sessions, type: bad_sessions, window: 1m, threshold: 100, actions: [block], block_for: 10m}
-  - {name: directory_harvest, type: directory_harvest, window: 10m, threshold: 20, actions: [block], block_for: 1h}
-  - {name: spam_attack, type: spam_attack, window: 10m, threshold: 20, actions: [block], block_for: 1h}
-  - {name: virus_outbreak, type: virus_outbreak, window: 10m, threshold: 5, actions: [block], block_for: 1h}
-  - {name: mailbomb, type: mailbomb, window: 10m, threshold: 20, min_size: 500KB, actions: [block], block_for: 1h}
-  - {name: brute_force, type: brute_force, window: 10m, threshold: 20, actions: [block], block_for: 1h}
-  - {name: account_brute_force, type: account_brute_force, window: 1h, threshold: 30, actions: []}
-  - {name: internal_spammer, type: internal_spammer, window: 1h, threshold: 300, actions: [suspend], block_for: 1h}
-  - {name: bounce_spammer, type: bounce_spammer, window: 1h, threshold: 50, actions: []}
-  - {name: backscatter, type: backscatter, window: 10m, threshold: 10, actions: []}
+  - {name: dos, type: dos, window: 1m, threshold: 300, actions: [alert, block], block_for: 10m}
+  - {name: bad_sessions, type: bad_sessions, window: 1m, threshold: 100, actions: [alert, block], block_for: 10m}
+  - {name: directory_harvest, type: directory_harvest, window: 10m, threshold: 20, actions: [alert, block], block_for: 1h}
+  - {name: spam_attack, type: spam_attack, window: 10m, threshold: 20, actions: [alert, block], block_for: 1h}
+  - {name: virus_outbreak, type: virus_outbreak, window: 10m, threshold: 5, actions: [alert, block], block_for: 1h}
+  - {name: mailbomb, type: mailbomb, window: 10m, threshold: 20, min_size: 500KB, actions: [alert, block], block_for: 1h}
+  - {name: brute_force, type: brute_force, window: 10m, threshold: 20, actions: [alert, block], block_for: 1h}
+  - {name: account_brute_force, type: account_brute_force, window: 1h, threshold: 30, actions: [alert]}
+  - {name: internal_spammer, type: internal_spammer, window: 1h, threshold: 300, actions: [alert, suspend], block_for: 1h}
+  - {name: bounce_spammer, type: bounce_spammer, window: 1h, threshold: 50, actions: [alert]}
+  - {name: backscatter, type: backscatter, window: 10m, threshold: 10, actions: [alert]}
 `)
 	if !reflect.DeepEqual(c.Rules, DefaultRules()) {
 		t.Errorf("spelled out:\n%+v\nDefaultRules:\n%+v", c.Rules, DefaultRules())
 	}
-	if got := mustParse(t, minimal).EffectiveRules(); !reflect.DeepEqual(got, DefaultRules()[:6]) {
+	alerting := minimal + "alerts: {webhook: {url: \"http://127.0.0.1:9/hook\"}}\n"
+	if got := mustParse(t, alerting).EffectiveRules(); !reflect.DeepEqual(got, DefaultRules()[:6]) {
 		t.Errorf("EffectiveRules without a rules key = %+v, want the six of the MX listener", got)
+	}
+	// Without an alert channel no rule alerts: events list what was done.
+	for _, r := range mustParse(t, minimal).EffectiveRules() {
+		if !slices.Equal(r.Actions, []string{"block"}) {
+			t.Errorf("without alert channels rule %s takes %v, want [block]", r.Name, r.Actions)
+		}
 	}
 }
 
@@ -101,7 +108,7 @@ func TestRuleDefaults(t *testing.T) {
   - {name: quiet, type: bad_sessions, threshold: 5, actions: []}
 `)
 	want := []Rule{
-		{Name: "harvest", Type: "directory_harvest", Service: "smtp", Window: 10 * time.Minute, Threshold: 20, Actions: []string{}},
+		{Name: "harvest", Type: "directory_harvest", Service: "smtp", Window: 10 * time.Minute, Threshold: 20, Actions: []string{"alert"}},
 		{Name: "flood", Type: "dos", Service: "smtp", Window: 10 * time.Minute, Threshold: 10, Actions: []string{"block"}, BlockFor: time.Hour},
 		{Name: "bomb", Type: "mailbomb", Service: "smtp", Window: 10 * time.Minute, Threshold: 20, MinSize: 500 * KB, Actions: []string{"block"}, BlockFor: time.Hour},
 		{Name: "quiet", Type: "bad_sessions", Service: "smtp", Window: 10 * time.Minute, Threshold: 5, Actions: []string{}},
@@ -159,9 +166,8 @@ func TestRuleErrors(t *testing.T) {
 			`t.yaml:5: rules[0].name: required (events and the console show it)`,
 			`t.yaml:5: rules[0].type: required (one of dos, bad_sessions, directory_harvest, spam_attack, virus_outbreak, mailbomb, brute_force, account_brute_force, internal_spammer, bounce_spammer, backscatter, outbound_queue)`,
 		}, false},
-		{"alert is not built", `{name: a, type: dos, threshold: 1, actions: [block, notify, alert]}`, []string{
-			`t.yaml:5: rules[0].actions[1]: notify is not supported by this build yet (alerts (email, webhook) are not built yet)`,
-			`t.yaml:5: rules[0].actions[2]: alert is not supported by this build yet (alerts (email, webhook) are not built yet)`,
+		{"alert on a queue, block too", `{name: a, type: outbound_queue, threshold: 1, actions: [notify, block]}`, []string{
+			`t.yaml:5: rules[0].actions: outbound_queue rules cannot block (a queue has no source to block: use alert)`,
 		}, false},
 		{"shadow mode is not built", `{name: a, type: dos, threshold: 1, mode: shadow}`, []string{
 			`t.yaml:5: rules[0].mode: not supported by this build yet (shadow mode is not built yet: every rule enforces)`,
@@ -235,5 +241,29 @@ func TestEffectiveRulesIsACopy(t *testing.T) {
 	r[0].Actions[0] = "alert"
 	if c.Rules[0].Threshold != 5 || c.Rules[0].Actions[0] != "block" {
 		t.Errorf("changing EffectiveRules changed the config: %+v", c.Rules[0])
+	}
+}
+
+// An alert action without an alert channel is accepted (the built-in
+// rules carry it) but not in force; AlertsUnsent names the file's rules
+// that asked for it, for serve to warn about.
+func TestAlertWithoutChannel(t *testing.T) {
+	rules := "rules:\n  - {name: a, type: dos, threshold: 5, actions: [block, notify]}\n  - {name: b, type: dos, threshold: 9, actions: [block]}\n"
+	c := mustParse(t, minimal+rules)
+	if got := c.AlertsUnsent(); !slices.Equal(got, []string{"a"}) {
+		t.Errorf("AlertsUnsent = %v, want [a]", got)
+	}
+	if got := c.EffectiveRules()[0].Actions; !slices.Equal(got, []string{"block"}) {
+		t.Errorf("rule a in force takes %v, want [block]", got)
+	}
+	c = mustParse(t, minimal+rules+"alerts: {email: {to: [ops@example.test], server: 127.0.0.1:25}}\n")
+	if got := c.AlertsUnsent(); len(got) != 0 {
+		t.Errorf("with an email channel AlertsUnsent = %v", got)
+	}
+	if got := c.EffectiveRules()[0].Actions; !slices.Equal(got, []string{"alert", "block"}) {
+		t.Errorf("rule a in force takes %v, want [alert block]", got)
+	}
+	if want := "mxguard@" + c.Hostname; c.Alerts.Email.From != want {
+		t.Errorf("alerts.email.from default = %q, want mxguard@HOSTNAME", c.Alerts.Email.From)
 	}
 }

@@ -57,6 +57,7 @@ func Default() *Config {
 			OnFailure:          "tempfail",
 		},
 		Recipients: Recipients{CacheTTL: 24 * time.Hour, DuringOutage: "accept"},
+		Alerts:     Alerts{MaxPerMinute: 20},
 	}
 }
 
@@ -612,4 +613,5 @@ func (l *loader) checkAlerts(c *Config) {
 	if c.Alerts.MinImpact < 0 {
 		l.errAt("alerts.min_impact", "0 alerts on every event", "must not be negative")
 	}
+	positive(l, "alerts.max_per_minute", c.Alerts.MaxPerMinute)
 }

@@ -3,6 +3,7 @@ package detect
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -68,7 +69,7 @@ func TestSamePasswordCountsOnce(t *testing.T) {
 // of sources: password spraying from a botnet, each bot trying twice.
 func TestAccountBruteForce(t *testing.T) {
 	bf := rule("bf", "brute_force", 10*time.Minute, 5, "block")
-	abf := rule("abf", "account_brute_force", time.Hour, 20)
+	abf := rule("abf", "account_brute_force", time.Hour, 20, "alert")
 	r := newRig(t, Options{Rules: []config.Rule{bf, abf}})
 	for i := range 20 {
 		src := fmt.Sprintf("203.0.113.%d", i+1)
@@ -82,8 +83,8 @@ func TestAccountBruteForce(t *testing.T) {
 	if len(evs) != 1 || evs[0].Type != "account_brute_force" || evs[0].Source != "alice@example.test" {
 		t.Fatalf("account events %+v, want one for alice@example.test (the login lowercased)", evs)
 	}
-	if len(evs[0].Actions) != 0 {
-		t.Errorf("actions %v, want none (alerts are not built; the event is recorded)", evs[0].Actions)
+	if !slices.Equal(evs[0].Actions, []string{"alert"}) {
+		t.Errorf("actions %v, want [alert] (its default: no block, no suspension of the victim)", evs[0].Actions)
 	}
 	if len(r.eventsOf(t, "bf")) != 0 {
 		t.Error("no single source reached the per-source threshold, yet brute_force fired")

@@ -160,6 +160,11 @@ type Options struct {
 	Metrics    *metrics.Metrics // may be nil
 	MaxKeys    int              // max tracked keys per rule (default 1<<20)
 	Node       string           // this node's name, recorded in every event (cluster.node)
+	// SystemActions are the actions recorded on the events other
+	// components raise without a rule (mail_server_down, org_down):
+	// [alert] when an alert channel is configured, so an outage is heard
+	// of; the gateway's dispatcher sends it.
+	SystemActions []string
 	// OnChange is called for every change, never while an engine lock is
 	// held; it must not block for long.
 	OnChange func(Change)
@@ -186,6 +191,7 @@ type boundRule struct {
 	threshold      uint32
 	minSize        int64
 	block, suspend bool
+	alert          bool // recorded in the event; the alert dispatcher (OnChange) sends it
 	reason         string
 	st             *ruleState
 }
@@ -210,6 +216,7 @@ type setup struct {
 	allow   []netip.Prefix
 	v6bits  int
 	maxKeys int
+	system  []string // Options.SystemActions
 }
 
 func (s *setup) rule(name, typ string) *boundRule {
@@ -339,6 +346,7 @@ func (e *Engine) compile(o Options, old *setup) (*setup, error) {
 		rules:   slices.Clone(o.Rules),
 		v6bits:  o.IPv6Prefix,
 		maxKeys: o.MaxKeys,
+		system:  slices.Clone(o.SystemActions),
 	}
 	if s.v6bits == 0 {
 		s.v6bits = 64
@@ -398,13 +406,16 @@ func bindRule(rc config.Rule, k Kind) (*boundRule, error) {
 	r := &boundRule{cfg: rc, kind: k, id: crc32.ChecksumIEEE([]byte(rc.Name)),
 		threshold: uint32(min(rc.Threshold, 1<<31)), minSize: int64(rc.MinSize)}
 	for _, a := range rc.Actions {
-		// The engine takes blocks and suspensions itself; alerts are not
-		// built (internal/ruletype), and config refuses them.
+		// The engine takes blocks and suspensions itself; an alert is
+		// recorded in the event, and whoever listens to OnChange (the
+		// gateway's alert dispatcher) sends it.
 		switch a {
 		case ruletype.ActionBlock:
 			r.block = true
 		case ruletype.ActionSuspend:
 			r.suspend = true
+		case ruletype.ActionAlert, ruletype.ActionNotify:
+			r.alert = true
 		default:
 			return nil, fmt.Errorf("detect: rule %q: action %q is not one the engine takes", rc.Name, a)
 		}
@@ -524,8 +535,8 @@ func (e *Engine) count(s *setup, kind Kind, rules []*boundRule, o Observation) {
 	}
 }
 
-// Reconfigure applies new rules, trusted networks, allowlist, IPv6 prefix
-// and MaxKeys. Blocks and active events are kept; counters are kept for
+// Reconfigure applies new rules, trusted networks, allowlist, IPv6 prefix,
+// SystemActions and MaxKeys. Blocks and active events are kept; counters are kept for
 // rules whose name, type and window (and MaxKeys) are unchanged. Store,
 // Clock, Logger, Metrics, Node and OnChange are fixed by New.
 func (e *Engine) Reconfigure(o Options) error {

@@ -812,7 +812,6 @@ func TestReconfigure(t *testing.T) {
 		{Rules: []config.Rule{rule("x", "dos", 0, 1, "block")}},
 		{Rules: []config.Rule{rule("x", "dos", time.Minute, 0, "block")}},
 		{Rules: []config.Rule{rule("x", "dos", time.Minute, 1, "explode")}},
-		{Rules: []config.Rule{rule("x", "dos", time.Minute, 1, "alert")}}, // alerts are not built
 		{IPv6Prefix: 129},
 	}
 	for _, o := range bad {

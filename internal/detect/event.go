@@ -114,6 +114,9 @@ func (e *Engine) fire(s *setup, r *boundRule, ev *activeEvent, o Observation) {
 			ev.addAction(ruletype.ActionBlock)
 		}
 	}
+	if r.alert {
+		ev.addAction(ruletype.ActionAlert) // trusted sources too: their rules may still alert
+	}
 	var su *suspension
 	if r.suspend && kinds[r.kind].perAccount {
 		// A suspension already in force for longer (manual, or of another

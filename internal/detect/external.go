@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 
+	"mxguard/internal/config"
 	"mxguard/internal/events"
 )
 
@@ -76,9 +77,8 @@ func errOwnType(typ string) error {
 
 // StartEvent records an event that another component detected, such as
 // mail_server_down (source: the server address as configured). No rule
-// raises such events, so rule is empty and there are no actions (alerts,
-// which an outage deserves, are not built yet; an event lists only what
-// was done). The event is in the store when StartEvent returns: its
+// raises such events, so rule is empty and its actions are
+// Options.SystemActions (alert, when alerts are configured). The event is in the store when StartEvent returns: its
 // caller is a background component that needs the ID, not an SMTP
 // session. On a store error nothing is recorded and the caller may retry.
 func (e *Engine) StartEvent(ctx context.Context, typ, source, service string, detail map[string]any) (int64, error) {
@@ -87,14 +87,15 @@ func (e *Engine) StartEvent(ctx context.Context, typ, source, service string, de
 
 // StartRuleEvent is StartEvent for an event of a rule that another
 // component judges (outbound_queue: the queue monitor), named in the
-// event's rule field.
+// event's rule field; the event lists that rule's actions (alert), which
+// the component leaves to OnChange's listener.
 func (e *Engine) StartRuleEvent(ctx context.Context, rule, typ, source, service string, detail map[string]any) (int64, error) {
 	if err := errOwnType(typ); err != nil {
 		return 0, err
 	}
 	rec := events.Event{
 		Type: typ, Rule: rule, Mode: events.ModeEnforce, Status: events.StatusActive, StartedAt: e.clock.Now(),
-		Source: source, Service: service, Actions: []string{}, Node: e.node, Detail: maps.Clone(detail),
+		Source: source, Service: service, Actions: e.externalActions(rule), Node: e.node, Detail: maps.Clone(detail),
 	}
 	if rec.Detail == nil {
 		rec.Detail = map[string]any{}
@@ -114,6 +115,20 @@ func (e *Engine) StartRuleEvent(ctx context.Context, rule, typ, source, service 
 	e.log.Warn("detect: event started", "id", rec.ID, "type", typ, "source", source, "service", service)
 	e.emit(Change{Type: ChangeEventStarted, Event: copyEvent(rec)})
 	return rec.ID, nil
+}
+
+// externalActions are the actions an event of another component lists:
+// those of its rule, or the system actions when no rule raised it.
+func (e *Engine) externalActions(rule string) []string {
+	s := e.setup.Load()
+	as := s.system
+	if rule != "" {
+		as = nil
+		if i := slices.IndexFunc(s.rules, func(r config.Rule) bool { return r.Name == rule }); i >= 0 {
+			as = s.rules[i].Actions
+		}
+	}
+	return append([]string{}, as...)
 }
 
 // EndEvent ends an event StartEvent (or ActiveEvent) returned. It returns

@@ -3,11 +3,15 @@ package detect
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"path/filepath"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"mxguard/internal/config"
 	"mxguard/internal/events"
 	"mxguard/internal/metrics"
 )
@@ -196,5 +200,59 @@ func TestActiveEventAfterRestart(t *testing.T) {
 	}
 	if _, err := second.ActiveEvent(ctx, "dos", "192.0.2.1"); err == nil {
 		t.Error("ActiveEvent accepted a rule type")
+	}
+}
+
+// The alert action is recorded in the event the rule fires, for trusted
+// sources too (never blocked, their rules may still alert), and reaches
+// OnChange with it: the alert dispatcher listens there. Events of other
+// components list the system actions, or those of their rule.
+func TestAlertActionRecorded(t *testing.T) {
+	ctx := context.Background()
+	harvest := rule("h", "directory_harvest", 10*time.Minute, 2, "alert", "block")
+	queue := rule("q", "outbound_queue", 10*time.Minute, 100, "alert")
+	quiet := rule("q2", "outbound_queue", 10*time.Minute, 100)
+	r := newRig(t, Options{Rules: []config.Rule{harvest, queue, quiet}, Trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		SystemActions: []string{"alert"}})
+	r.observeN(2, Observation{Kind: KindUnknownRecipient, Addr: addr("192.0.2.7"), Refused: true})
+	r.observeN(2, Observation{Kind: KindUnknownRecipient, Addr: addr("127.0.0.5"), Refused: true})
+	evs := r.eventsOf(t, "h")
+	if len(evs) != 2 || !slices.Equal(evs[0].Actions, []string{"alert", "block"}) || !slices.Equal(evs[1].Actions, []string{"alert"}) {
+		t.Fatalf("events %+v, want [alert block] for 192.0.2.7 and [alert] for the trusted 127.0.0.5", evs)
+	}
+	r.changes.mu.Lock()
+	var started []string
+	for _, c := range r.changes.cs {
+		if c.Type == ChangeEventStarted {
+			started = append(started, c.Event.Source+":"+strings.Join(c.Event.Actions, ","))
+		}
+	}
+	r.changes.mu.Unlock()
+	if !slices.Equal(started, []string{"192.0.2.7:alert,block", "127.0.0.5:alert"}) {
+		t.Errorf("OnChange started events %v", started)
+	}
+
+	for _, c := range []struct {
+		rule, typ string
+		want      []string
+	}{{"", "org_down", []string{"alert"}}, {"q", "outbound_queue", []string{"alert"}}, {"q2", "outbound_queue", []string{}}} {
+		id, err := r.StartRuleEvent(ctx, c.rule, c.typ, "spool", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := r.store.Get(ctx, id); !slices.Equal(got.Actions, c.want) {
+			t.Errorf("%s event of rule %q: actions %v, want %v", c.typ, c.rule, got.Actions, c.want)
+		}
+	}
+	// A reload without alert channels: system events list nothing.
+	if err := r.Reconfigure(Options{Rules: []config.Rule{harvest}}); err != nil {
+		t.Fatal(err)
+	}
+	id, err := r.StartEvent(ctx, "mail_server_down", "127.0.0.1:2526", "smtp", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := r.store.Get(ctx, id); len(got.Actions) != 0 {
+		t.Errorf("mail_server_down without alert channels lists %v", got.Actions)
 	}
 }

@@ -95,31 +95,31 @@ var (
 	types = []Type{
 		{Name: "dos", Per: PerSource, Counts: "connections opened", Noun: "connections",
 			Rule: true, Built: true, Actions: sourceActions, DefaultActions: alertOnly,
-			Default: &Default{Window: time.Minute, Threshold: 300, BlockFor: 10 * time.Minute, Actions: blockOnly}},
+			Default: &Default{Window: time.Minute, Threshold: 300, BlockFor: 10 * time.Minute, Actions: blockAlert}},
 		{Name: "bad_sessions", Per: PerSource, Counts: "sessions that end without a message being sent", Noun: "sessions without mail",
 			Rule: true, Built: true, Actions: sourceActions, DefaultActions: alertOnly,
-			Default: &Default{Window: time.Minute, Threshold: 100, BlockFor: 10 * time.Minute, Actions: blockOnly}},
+			Default: &Default{Window: time.Minute, Threshold: 100, BlockFor: 10 * time.Minute, Actions: blockAlert}},
 		{Name: "directory_harvest", Per: PerSource, Counts: "recipients rejected as unknown (550 5.1.1, ours or the downstream's)", Noun: "unknown recipients",
 			Rule: true, Built: true, Actions: sourceActions, DefaultActions: alertOnly,
-			Default: &Default{Window: 10 * time.Minute, Threshold: 20, BlockFor: time.Hour, Actions: blockOnly}},
+			Default: &Default{Window: 10 * time.Minute, Threshold: 20, BlockFor: time.Hour, Actions: blockAlert}},
 		{Name: "spam_attack", Per: PerSource, Counts: "messages judged spam", Noun: "spam messages",
 			Rule: true, Built: true, Actions: sourceActions, DefaultActions: alertOnly,
-			Default: &Default{Window: 10 * time.Minute, Threshold: 20, BlockFor: time.Hour, Actions: blockOnly}},
+			Default: &Default{Window: 10 * time.Minute, Threshold: 20, BlockFor: time.Hour, Actions: blockAlert}},
 		{Name: "virus_outbreak", Per: PerSource, Counts: "messages carrying a virus or a blocked attachment", Noun: "infected messages",
 			Rule: true, Built: true, Actions: sourceActions, DefaultActions: alertOnly,
-			Default: &Default{Window: 10 * time.Minute, Threshold: 5, BlockFor: time.Hour, Actions: blockOnly}},
+			Default: &Default{Window: 10 * time.Minute, Threshold: 5, BlockFor: time.Hour, Actions: blockAlert}},
 		{Name: "mailbomb", Per: PerSource, Counts: "messages of at least min_size", Noun: "large messages",
 			Rule: true, Built: true, Keys: []string{KeyMinSize}, Actions: sourceActions, DefaultActions: alertOnly,
-			Default: &Default{Window: 10 * time.Minute, Threshold: 20, BlockFor: time.Hour, MinSize: 500_000, Actions: blockOnly}},
+			Default: &Default{Window: 10 * time.Minute, Threshold: 20, BlockFor: time.Hour, MinSize: 500_000, Actions: blockAlert}},
 		{Name: "brute_force", Per: PerSource, Counts: "failed authentications, per service (the same wrong password again counts once)", Noun: "failed authentications",
 			Rule: true, Built: true, Keys: []string{KeyService}, Actions: sourceActions, DefaultActions: alertOnly,
-			Default: &Default{Window: 10 * time.Minute, Threshold: 20, BlockFor: time.Hour, Actions: blockOnly}},
+			Default: &Default{Window: 10 * time.Minute, Threshold: 20, BlockFor: time.Hour, Actions: blockAlert}},
 		{Name: "account_brute_force", Per: PerAccount, Counts: "failed authentications for one account from any sources", Noun: "failed authentications",
 			Rule: true, Built: true, Actions: accountActions, DefaultActions: alertOnly,
 			Default: &Default{Window: time.Hour, Threshold: 30, BlockFor: time.Hour, Actions: alertOnly}},
 		{Name: "internal_spammer", Per: PerAccount, Counts: "messages sent by an authenticated account (one per recipient)", Noun: "messages",
 			Rule: true, Built: true, Actions: accountActions, DefaultActions: alertOnly,
-			Default: &Default{Window: time.Hour, Threshold: 300, BlockFor: time.Hour, Actions: []string{ActionSuspend}}},
+			Default: &Default{Window: time.Hour, Threshold: 300, BlockFor: time.Hour, Actions: suspendAlert}},
 		{Name: "bounce_spammer", Per: PerAccount, Counts: "bounces and delivery failures caused by an account's mail", Noun: "bounces",
 			Rule: true, Built: true, Actions: accountActions, DefaultActions: alertOnly,
 			Default: &Default{Window: time.Hour, Threshold: 50, BlockFor: time.Hour, Actions: alertOnly}},
@@ -129,20 +129,27 @@ var (
 		{Name: "outbound_queue", Per: PerQueue, Counts: "queued outbound messages above the threshold (polled every 15s)", Noun: "queued messages",
 			Rule: true, Built: true,
 			Keys: []string{KeyQueue}, Actions: alertOnly, DefaultActions: alertOnly},
+		// The delivery manager's events alert whenever an alert channel
+		// is configured (detect.Options.SystemActions): an outage is what
+		// an operator must hear of first.
 		{Name: "mail_server_down", Per: PerServer, Counts: "one delivery server failing its health checks", Built: true},
 		{Name: "org_down", Per: PerOrganisation, Counts: "every delivery server down", Built: true},
 	}
 
 	actions = []Action{
 		{Name: ActionBlock, Built: true},
-		{Name: ActionAlert, Missing: "alerts (email, webhook) are not built yet"},
+		{Name: ActionAlert, Built: true},
 		{Name: ActionSuspend, Built: true},
 	}
 
 	sourceActions  = []string{ActionBlock, ActionAlert}
 	accountActions = []string{ActionSuspend, ActionAlert}
 	alertOnly      = []string{ActionAlert}
-	blockOnly      = []string{ActionBlock}
+	// blockAlert: a built-in rule that blocks also tells the operator
+	// (when an alert channel is configured), who may have to lift a block
+	// of a legitimate sender.
+	blockAlert   = []string{ActionAlert, ActionBlock}
+	suspendAlert = []string{ActionAlert, ActionSuspend}
 )
 
 // All returns every type, rule types and the others, in INTERFACE.md §3

@@ -102,7 +102,7 @@ func TestLookup(t *testing.T) {
 	if got := KeyUsers(KeyMinSize); len(got) != 1 || got[0].Name != "mailbomb" {
 		t.Errorf("KeyUsers(min_size) = %v", got)
 	}
-	if mb, _ := Lookup("mailbomb"); !slices.Equal(mb.BuiltDefaultActions(), []string{}) {
-		t.Errorf("mailbomb default actions in this build = %v, want none while alerts are not built", mb.BuiltDefaultActions())
+	if mb, _ := Lookup("mailbomb"); !slices.Equal(mb.BuiltDefaultActions(), []string{ActionAlert}) {
+		t.Errorf("mailbomb default actions in this build = %v, want [alert]", mb.BuiltDefaultActions())
 	}
 }
