@@ -47,6 +47,10 @@ type Metrics struct {
 	// QueueMessages is the size of each queue the outbound_queue rules
 	// watch, at the last poll.
 	QueueMessages *prometheus.GaugeVec // queue
+	// Alerts counts alert messages by channel (webhook, email) and result
+	// (sent, failed after its retries, dropped: an alert that found its
+	// channel's queue or digest full).
+	Alerts *prometheus.CounterVec // channel, result
 }
 
 // New creates and registers every collector on a fresh registry.
@@ -105,6 +109,9 @@ func New() *Metrics {
 		QueueMessages: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mxguard_queue_messages", Help: "Messages in each watched outbound queue (spool, dir:..., command:...) at the last poll.",
 		}, []string{"queue"}),
+		Alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mxguard_alerts_total", Help: "Alert messages by channel (webhook, email) and result (sent, failed, dropped).",
+		}, []string{"channel", "result"}),
 		Panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mxguard_session_panics_total", Help: "Sessions ended by a recovered panic.",
 		}),
@@ -120,7 +127,7 @@ func New() *Metrics {
 	}
 	m.Registry.MustRegister(m.Connections, m.Messages, m.Recipients, m.Events, m.EventsActive,
 		m.BlocksActive, m.SpoolMessages, m.SpoolBytes, m.ServerUp, m.CheckDuration,
-		m.Scans, m.Observations, m.Panics, m.SpoolQuarantined, m.SpoolUnreadable, m.SessionLimits, m.Stress, m.RelayLocalErrors, m.Auth, m.PolicyRequests, m.QueueMessages,
+		m.Scans, m.Observations, m.Panics, m.SpoolQuarantined, m.SpoolUnreadable, m.SessionLimits, m.Stress, m.RelayLocalErrors, m.Auth, m.PolicyRequests, m.QueueMessages, m.Alerts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfoGauge(buildinfo.Read()))
 	return m
