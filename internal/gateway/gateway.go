@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"mxguard/internal/admin"
+	"mxguard/internal/alert"
 	"mxguard/internal/authpolicy"
 	"mxguard/internal/batv"
 	"mxguard/internal/checks"
@@ -32,6 +33,7 @@ import (
 	"mxguard/internal/recipients"
 	"mxguard/internal/relay"
 	"mxguard/internal/resolver"
+	"mxguard/internal/ruletype"
 	"mxguard/internal/smtpd"
 	"mxguard/internal/spool"
 	"mxguard/internal/users"
@@ -78,6 +80,9 @@ type Gateway struct {
 	// and recipients.file, answering during outages.
 	Recipients *recipients.Directory
 
+	// Alerts sends the alerts of events (alerts.*): webhook and email.
+	Alerts *alert.Dispatcher
+
 	spoolStore   *spool.Spool
 	resolver     *resolver.Resolver // DNS for the checks; kept across reloads
 	chainCancel  context.CancelFunc // stops the current chain's background work
@@ -100,6 +105,12 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (*Gateway, error)
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	g := &Gateway{o: o, cfg: cfg, Metrics: metrics.New(), Sessions: smtpd.NewSessions()}
+	g.Alerts = alert.New(alert.Options{
+		Settings: g.alertSettings(cfg),
+		Logger:   o.Logger.With("component", "alert"),
+		Metrics:  g.Metrics,
+		Version:  o.Version,
+	})
 	if err := g.start(ctx, cfg); err != nil {
 		// Release what was opened before the failure (store, spool,
 		// listeners), so a retry in the same process can have them.
@@ -231,11 +242,15 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 			return fmt.Errorf("listen auth_policy: %w", err)
 		}
 	}
+	// The console's address is known now: alert mails link to it.
+	g.Alerts.Configure(g.alertSettings(cfg))
+	g.warnAlertsUnsent(cfg)
+	runCtx, cancel := context.WithCancel(context.Background())
+	g.cancel = cancel
+	g.goRun(func() { g.Alerts.Run(runCtx) })
 	// Know the servers' state (and tell the spool) before the spool
 	// starts releasing or the listener takes mail.
 	g.Delivery.Init(ctx)
-	runCtx, cancel := context.WithCancel(context.Background())
-	g.cancel = cancel
 	g.goRun(func() { g.Engine.Run(runCtx) })
 	g.goRun(func() { g.Delivery.Run(runCtx) })
 	g.goRun(func() { g.Spool.Run(runCtx) })
@@ -357,6 +372,8 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	g.spoolStore.SetMaxBytes(int64(cfg.Spool.MaxSize))
 	g.Admin.SetToken(token)
 	g.Recipients.Configure(rs)
+	g.Alerts.Configure(g.alertSettings(cfg))
+	g.warnAlertsUnsent(cfg)
 	if g.AuthPolicy != nil {
 		g.AuthPolicy.Reconfigure(cfg.Auth.PolicyAPIKey, cfg.TrustedNetworks)
 	}
@@ -400,7 +417,66 @@ func (g *Gateway) engineOptions(cfg *config.Config) detect.Options {
 		Logger:     g.o.Logger.With("component", "detect"),
 		Metrics:    g.Metrics,
 		Node:       cfg.Cluster.Node,
-		OnChange:   g.o.OnChange,
+		OnChange:   g.onChange,
+		// An outage (mail_server_down, org_down) alerts whenever a
+		// channel is configured: no rule raises it, and it is what an
+		// operator must hear of first.
+		SystemActions: systemActions(cfg),
+	}
+}
+
+func systemActions(cfg *config.Config) []string {
+	if cfg.Alerts.Enabled() {
+		return []string{ruletype.ActionAlert}
+	}
+	return nil
+}
+
+// onChange hands the engine's event changes to the alert dispatcher (it
+// never blocks) and every change to the optional observer (the demo).
+func (g *Gateway) onChange(c detect.Change) {
+	switch c.Type {
+	case detect.ChangeEventStarted:
+		g.Alerts.Notify(alert.Started, *c.Event)
+	case detect.ChangeEventEnded:
+		g.Alerts.Notify(alert.Ended, *c.Event)
+	}
+	if g.o.OnChange != nil {
+		g.o.OnChange(c)
+	}
+}
+
+// alertSettings are the dispatcher's settings for cfg. Alert mails link to
+// the console at the admin listener's address (the bound one once it
+// listens; the host name for a wildcard address).
+func (g *Gateway) alertSettings(cfg *config.Config) alert.Settings {
+	a := cfg.Alerts
+	s := alert.Settings{
+		Webhook:      alert.Webhook{URL: a.Webhook.URL, Secret: a.Webhook.Secret},
+		Email:        alert.Email{To: a.Email.To, From: a.Email.From, Server: a.Email.Server},
+		MinImpact:    a.MinImpact,
+		MaxPerMinute: a.MaxPerMinute,
+		Hostname:     cfg.Hostname,
+	}
+	addr := g.AdminAddr()
+	if addr == "" {
+		addr = cfg.Listen.Admin
+	}
+	if host, port, err := net.SplitHostPort(addr); err == nil {
+		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+			host = cfg.Hostname
+		}
+		s.ConsoleURL = "http://" + net.JoinHostPort(host, port)
+	}
+	return s
+}
+
+// warnAlertsUnsent tells an operator who wrote the alert action without
+// configuring a channel that nothing is sent (the events are recorded).
+func (g *Gateway) warnAlertsUnsent(cfg *config.Config) {
+	if rules := cfg.AlertsUnsent(); len(rules) > 0 {
+		g.o.Logger.Warn("rules with the alert action, but no alert channel is configured (alerts.email.to, alerts.webhook.url): their events are recorded, nothing is sent",
+			"rules", rules)
 	}
 }
 
