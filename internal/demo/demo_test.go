@@ -33,9 +33,9 @@ func TestDemoShowsEveryAttack(t *testing.T) {
 		"mailbomb from 127.0.0.63",
 		"127.0.0.64 RCPT TO:<victim%elsewhere.test@example.test>: 554 5.7.1",
 		"127.0.0.64 RCPT TO:<@example.test:victim@elsewhere.test>: 554 5.7.1",
-		"brute_force from 127.0.0.65 (rule guessing) actions: block",
+		"brute_force from 127.0.0.65 (rule guessing) actions: alert, block",
 		"127.0.0.65 reconnects to submission and is refused at once: 421 4.7.0",
-		"internal_spammer from carol@example.test (rule spammer) actions: suspend",
+		"internal_spammer from carol@example.test (rule spammer) actions: alert, suspend",
 		"SUSPENDED      carol@example.test",
 		"MAIL FROM refused: 550 5.7.1 Account suspended",
 		"4 messages (3 recipients each) went out before the account was suspended",
@@ -57,6 +57,13 @@ func TestDemoShowsEveryAttack(t *testing.T) {
 		"(the downstream said unknown before): 550 5.1.1",
 		"the spool is empty",
 		"attack round 1 done",
+		// A webhook and an email for each attack and outage.
+		"ALERT webhook  started #1 directory_harvest from 127.0.0.60 (signature verified)",
+		"ALERT email    to postmaster@example.test: [mxguard] directory_harvest started: 127.0.0.60",
+		"ALERT webhook  ended   #1 directory_harvest from 127.0.0.60",
+		"ALERT email    to postmaster@example.test: [mxguard] directory_harvest ended: 127.0.0.60",
+		"ALERT webhook  started #", "virus_outbreak from 127.0.0.68 (signature verified)",
+		"ALERT email    to postmaster@example.test: [mxguard] org_down started: mx.example.test",
 	}
 	// One started event of every type, told by the narrator's event line.
 	var started []*regexp.Regexp
