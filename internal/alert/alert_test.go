@@ -367,11 +367,7 @@ func TestConfigure(t *testing.T) {
 // impact, what was done, the console link and the evidence.
 func TestEmailToMailsink(t *testing.T) {
 	ctx := context.Background()
-	sink, err := mailsink.Start(ctx, mailsink.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sink.Close() })
+	sink := newInbox(t)
 	r := start(t, Settings{Email: Email{To: []string{"postmaster@example.test", "Ops <ops@example.test>"}, From: "mxguard@mx.example.test", Server: sink.Addr()},
 		ConsoleURL: "http://127.0.0.1:8025", Hostname: "mx.example.test"})
 	ev := harvest(42, "203.0.113.7")
@@ -427,11 +423,7 @@ func TestEmailToMailsink(t *testing.T) {
 // add headers: the Subject stays one line.
 func TestEmailHeaderInjection(t *testing.T) {
 	ctx := context.Background()
-	sink, err := mailsink.Start(ctx, mailsink.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sink.Close() })
+	sink := newInbox(t)
 	r := start(t, Settings{Email: Email{To: []string{"postmaster@example.test"}, From: "mxguard@example.test", Server: sink.Addr()}})
 	ev := harvest(1, "evil\r\nBcc: victim@example.net\r\n\r\nbody")
 	ev.Type, ev.Detail = "account_brute_force", map[string]any{"note": "line1\nline2"}
@@ -458,11 +450,7 @@ func TestEmailHeaderInjection(t *testing.T) {
 // The email digest lists what went past the cap, one a line.
 func TestEmailDigest(t *testing.T) {
 	ctx := context.Background()
-	sink, err := mailsink.Start(ctx, mailsink.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sink.Close() })
+	sink := newInbox(t)
 	r := start(t, Settings{Email: Email{To: []string{"postmaster@example.test"}, From: "mxguard@example.test", Server: sink.Addr()},
 		MaxPerMinute: 2, ConsoleURL: "http://mx.example.test:8025"})
 	for i := range 5 {
@@ -491,6 +479,16 @@ func TestEmailDigest(t *testing.T) {
 			t.Errorf("digest lacks %q:\n%s", want, body)
 		}
 	}
+}
+
+// newInbox is the project's SMTP server as the alert mailbox.
+func newInbox(t *testing.T) *mailsink.Server {
+	sink, err := mailsink.Start(context.Background(), mailsink.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sink.Close() })
+	return sink
 }
 
 func parseMail(data []byte) (*mail.Message, error) { return mail.ReadMessage(bytes.NewReader(data)) }

@@ -1,7 +1,6 @@
 package alert
 
 import (
-	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -173,7 +172,7 @@ func writeEvidence(b *strings.Builder, v any) {
 		if !ok {
 			continue
 		}
-		fmt.Fprintf(b, "  %s  %s  %s\n", clean(str(m["at"]), 40), clean(str(m["what"]), 40), clean(str(m["text"]), 300))
+		fmt.Fprintf(b, "  %s  %s  %s\n", clean(events.DetailText(m["at"]), 40), clean(events.DetailText(m["what"]), 40), clean(events.DetailText(m["text"]), 300))
 	}
 }
 
@@ -194,22 +193,8 @@ func writeDetail(b *strings.Builder, d map[string]any) {
 	b.WriteString("\nDetail:\n")
 	slices.Sort(keys)
 	for _, k := range keys {
-		fmt.Fprintf(b, "  %s: %s\n", clean(k, 40), clean(str(d[k]), 300))
+		fmt.Fprintf(b, "  %s: %s\n", clean(k, 40), clean(events.DetailText(d[k]), 300))
 	}
-}
-
-func str(v any) string {
-	switch x := v.(type) {
-	case nil:
-		return ""
-	case string:
-		return x
-	}
-	j, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Sprint(v)
-	}
-	return string(j)
 }
 
 func stamp(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") }

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -116,7 +115,7 @@ func eventShow(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, k := range keys {
 		if v, ok := e.Detail[k]; ok {
-			t.row(k, detailText(v))
+			t.row(k, events.DetailText(v))
 		}
 	}
 	t.flush()
@@ -125,23 +124,9 @@ func eventShow(args []string, stdout, stderr io.Writer) int {
 	et := newTable(stdout, "AT", "WHAT", "TEXT")
 	for _, o := range ev {
 		m, _ := o.(map[string]any)
-		et.row(detailText(m["at"]), detailText(m["what"]), detailText(m["text"]))
+		et.row(events.DetailText(m["at"]), events.DetailText(m["what"]), events.DetailText(m["text"]))
 	}
 	et.flush()
 	return exitOK
 }
 
-// detailText spells a decoded JSON value of an event's detail.
-func detailText(v any) string {
-	switch v := v.(type) {
-	case nil:
-		return ""
-	case string:
-		return v
-	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Sprint(v)
-	}
-	return string(b)
-}

@@ -69,11 +69,7 @@ func (h *hookServer) wait(t *testing.T, n int) []hookAlert {
 // event's quiet window.
 func startClocked(t *testing.T, extra string) (*env, *testutil.FakeClock) {
 	t.Helper()
-	sink, err := mailsink.Start(t.Context(), mailsink.Options{Mailboxes: []string{"alice@example.test"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sink.Close() })
+	sink := newSink(t, "alice@example.test")
 	dir := t.TempDir()
 	cfg, err := config.Parse("test.yaml", []byte(testConfig(sink.Addr(), extra, dir)))
 	if err != nil {

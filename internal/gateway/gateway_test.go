@@ -41,14 +41,18 @@ type env struct {
 // untrusted remote hosts.
 func start(t *testing.T, extra string) *env {
 	t.Helper()
-	sink, err := mailsink.Start(t.Context(), mailsink.Options{
-		Mailboxes: []string{"alice@example.test", "bob@example.test"},
-	})
+	return startWith(t, extra, newSink(t, "alice@example.test", "bob@example.test"), t.TempDir())
+}
+
+// newSink is an in-process downstream with these mailboxes.
+func newSink(t *testing.T, mailboxes ...string) *mailsink.Server {
+	t.Helper()
+	sink, err := mailsink.Start(t.Context(), mailsink.Options{Mailboxes: mailboxes})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sink.Close() })
-	return startWith(t, extra, sink, t.TempDir())
+	return sink
 }
 
 func startWith(t *testing.T, extra string, sink *mailsink.Server, dir string) *env {
@@ -125,11 +129,7 @@ func (f *configFile) write(yaml string) {
 // extra lines, in front of an in-process sink.
 func startFromFile(t *testing.T, extra string) (*env, *configFile) {
 	t.Helper()
-	sink, err := mailsink.Start(t.Context(), mailsink.Options{Mailboxes: []string{"alice@example.test"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sink.Close() })
+	sink := newSink(t, "alice@example.test")
 	dir := t.TempDir()
 	f := &configFile{t: t, path: dir + "/mxguard.yaml", dir: dir, sink: sink}
 	f.write(f.yaml(extra))
