@@ -129,4 +129,3 @@ func eventShow(args []string, stdout, stderr io.Writer) int {
 	et.flush()
 	return exitOK
 }
-
