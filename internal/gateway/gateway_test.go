@@ -821,6 +821,8 @@ func TestMetricsFromTheFirstScrape(t *testing.T) {
 		`mxguard_spool_bounces_held_total 0`,
 		`mxguard_spool_bounces_dropped_total{reason="null_sender"} 0`,
 		`mxguard_spool_held_bounces 0`,
+		`mxguard_alerts_total{channel="webhook",result="sent"} 0`,
+		`mxguard_alerts_total{channel="email",result="dropped"} 0`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
