@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"net"
 	"net/http"
@@ -561,5 +562,43 @@ func TestEmailPermanentFailure(t *testing.T) {
 	tu.WaitUntil(t, "failed alert", func() bool { return r.metric(ChannelEmail, "failed") == 1 })
 	if n := srv.Hangups(); n > 1 {
 		t.Errorf("%d connections for a permanent refusal, want 1", n)
+	}
+}
+
+// The engine's in-memory detail may hold a typed evidence list, the
+// store's decoded JSON: the mail shows both alike.
+func TestEvidenceTyped(t *testing.T) {
+	type entry struct {
+		At   time.Time `json:"at"`
+		What string    `json:"what"`
+		Text string    `json:"text"`
+	}
+	ev := harvest(5, "192.0.2.5")
+	ev.Detail["evidence"] = []entry{{At: time.Date(2026, 11, 25, 9, 59, 1, 0, time.UTC), What: "rcpt_unknown", Text: "RCPT TO:<a@example.test>: 550 5.1.1"}}
+	_, body := compose(&Settings{}, message{kind: Started, events: []events.Event{ev}})
+	if !strings.Contains(body, "  2026-11-25T09:59:01Z  rcpt_unknown  RCPT TO:<a@example.test>: 550 5.1.1\n") {
+		t.Errorf("typed evidence not shown:\n%s", body)
+	}
+	delete(ev.Detail, "evidence")
+	if _, body := compose(&Settings{}, message{kind: Started, events: []events.Event{ev}}); strings.Contains(body, "Evidence") {
+		t.Errorf("evidence section without evidence:\n%s", body)
+	}
+}
+
+// A secret in the webhook's URL (chat services put their token in the
+// path) never reaches the log.
+func TestWebhookURLNotLogged(t *testing.T) {
+	var logs tu.LockedBuffer
+	url := "http://" + closedAddr(t) + "/services/T0/B0/s3cr3t-token"
+	d := New(Options{Settings: Settings{Webhook: Webhook{URL: url}}, Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Attempts: 2, Backoff: time.Millisecond, Tick: time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	d.Notify(Started, harvest(1, "192.0.2.1"))
+	tu.WaitUntil(t, "the failure logged", func() bool { return strings.Contains(logs.String(), "alert: failed") })
+	if strings.Contains(logs.String(), "s3cr3t-token") {
+		t.Errorf("the webhook URL's secret is in the log:\n%s", logs.String())
 	}
 }

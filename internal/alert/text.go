@@ -1,6 +1,7 @@
 package alert
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -159,20 +160,38 @@ func reason(e events.Event, t ruletype.Type) string {
 	return clean(s+fmt.Sprintf(" (threshold %v)", th), 200)
 }
 
+// evidence is one entry of detail.evidence (INTERFACE.md §3).
+type evidence struct {
+	At   string `json:"at"`
+	What string `json:"what"`
+	Text string `json:"text"`
+}
+
+// maxEvidence bounds what a mail lists (the engine keeps at most 20).
+const maxEvidence = 20
+
 // writeEvidence renders detail.evidence ([{at, what, text}], oldest
 // first) when the event has it: the observations that made the rule fire.
+// The value is read through its JSON form, so it may be decoded JSON (an
+// event from the store) or the engine's own typed list.
 func writeEvidence(b *strings.Builder, v any) {
-	list, ok := v.([]any)
-	if !ok || len(list) == 0 {
+	if v == nil {
+		return
+	}
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return
+	}
+	var list []evidence
+	if json.Unmarshal(raw, &list) != nil || len(list) == 0 {
 		return
 	}
 	b.WriteString("\nEvidence (the observations that made the rule fire, oldest first):\n")
+	if len(list) > maxEvidence {
+		list = list[len(list)-maxEvidence:]
+	}
 	for _, x := range list {
-		m, ok := x.(map[string]any)
-		if !ok {
-			continue
-		}
-		fmt.Fprintf(b, "  %s  %s  %s\n", clean(events.DetailText(m["at"]), 40), clean(events.DetailText(m["what"]), 40), clean(events.DetailText(m["text"]), 300))
+		fmt.Fprintf(b, "  %s  %s  %s\n", clean(x.At, 40), clean(x.What, 40), clean(x.Text, 300))
 	}
 }
 

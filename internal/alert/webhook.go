@@ -7,10 +7,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -92,7 +94,7 @@ func (w *webhook) deliver(ctx context.Context, s *Settings, m message) error {
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.Webhook.URL, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("%w: webhook: %w", errPermanent, err)
+		return fmt.Errorf("%w: webhook: alerts.webhook.url is not a URL", errPermanent)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", w.agent)
@@ -101,7 +103,13 @@ func (w *webhook) deliver(ctx context.Context, s *Settings, m message) error {
 	}
 	resp, err := w.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("webhook: %w", err)
+		// The URL stays out of the log: a webhook URL often carries its
+		// own secret (chat services put the token in the path).
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("webhook POST to %s: %w", req.URL.Host, err)
 	}
 	// Read a little of the answer for the log, and drain what is small
 	// enough so the connection can be reused.
@@ -112,8 +120,8 @@ func (w *webhook) deliver(ctx context.Context, s *Settings, m message) error {
 	case code >= 200 && code < 300:
 		return nil
 	case code >= 500 || code == http.StatusTooManyRequests || code == http.StatusRequestTimeout:
-		return fmt.Errorf("webhook: %s: %q", resp.Status, snippet)
+		return fmt.Errorf("webhook POST to %s: %s: %q", req.URL.Host, resp.Status, snippet)
 	default:
-		return fmt.Errorf("%w: webhook: %s: %q", errPermanent, resp.Status, snippet)
+		return fmt.Errorf("%w: webhook POST to %s: %s: %q", errPermanent, req.URL.Host, resp.Status, snippet)
 	}
 }
