@@ -49,6 +49,19 @@ func TestCheckConfig(t *testing.T) {
 	if code := run([]string{"check-config", "-c", good}, &out, &errb); code != 0 {
 		t.Fatalf("valid config: exit %d: %s", code, errb.String())
 	}
+	if errb.Len() != 0 {
+		t.Errorf("valid config: stderr %q", errb.String())
+	}
+	// An alert action without a channel is valid, with a warning.
+	alerting := filepath.Join(dir, "alerting.yaml")
+	os.WriteFile(alerting, []byte("domains: [example.test]\nadmin: {token_file: token}\ndelivery:\n  servers: [{address: 127.0.0.1:2526}]\n"+
+		"rules: [{name: harvest, type: directory_harvest, threshold: 20, actions: [block, alert]}]\n"), 0o600)
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"check-config", "-c", alerting}, &out, &errb); code != 0 || !strings.Contains(out.String(), ": ok") ||
+		!strings.Contains(errb.String(), "warning: rules harvest have the alert action but no alert channel is configured") {
+		t.Errorf("alert without a channel: exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
+	}
 	out.Reset()
 	errb.Reset()
 	if code := run([]string{"check-config", "-c", bad}, &out, &errb); code != 1 {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -90,9 +91,15 @@ func checkConfig(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: mxguard check-config -c FILE")
 		return 2
 	}
-	if _, err := config.Load(*file); err != nil {
+	cfg, err := config.Load(*file)
+	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
+	}
+	if rules := cfg.AlertsUnsent(); len(rules) > 0 {
+		// Valid, but not what the operator meant: said, not refused.
+		fmt.Fprintf(stderr, "%s: warning: rules %s have the alert action but no alert channel is configured (alerts.email.to, alerts.webhook.url): their events are recorded, nothing is sent\n",
+			*file, strings.Join(rules, ", "))
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", *file)
 	return 0

@@ -389,7 +389,7 @@ func TestEmailToMailsink(t *testing.T) {
 		"What:     directory_harvest (rule harvest): recipients rejected as unknown",
 		"Who:      203.0.113.7 (source, service smtp)",
 		"Since:    2026-11-25 10:00:00 UTC",
-		"Impact:   0 unknown recipients refused while it lasted",
+		"Impact:   0 unknown recipients refused so far",
 		"Done:     alerted; blocked (new connections refused, open sessions get 421)",
 		"Why:      20 unknown recipients in 10m (threshold 20)",
 		"Mode:     enforce", "Node:     mx1",
@@ -412,7 +412,7 @@ func TestEmailToMailsink(t *testing.T) {
 	}
 	end := string(msgs[1].Data)
 	for _, want := range []string{"Subject: [mxguard] directory_harvest ended: 203.0.113.7 (impact 137)\r\n",
-		"Since:    2026-11-25 10:00:00 UTC, ended 2026-11-25 10:14:00 UTC (14m0s)", "Impact:   137 unknown recipients"} {
+		"Since:    2026-11-25 10:00:00 UTC, ended 2026-11-25 10:14:00 UTC (14m0s)", "Impact:   137 unknown recipients refused while it lasted"} {
 		if !strings.Contains(end, want) {
 			t.Errorf("ended mail lacks %q:\n%s", want, end)
 		}

@@ -61,7 +61,10 @@ func compose(s *Settings, m message) (subject, body string) {
 	row("Since", since)
 	impact := strconv.FormatInt(e.Impact, 10)
 	if t.Noun != "" && t.Rule {
-		impact += " " + t.Noun + " refused while it lasted"
+		impact += " " + t.Noun + " refused so far"
+		if m.kind == Ended {
+			impact = strings.TrimSuffix(impact, "so far") + "while it lasted"
+		}
 	}
 	row("Impact", impact)
 	row("Done", done(e.Actions))

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"mime/quotedprintable"
 	"net"
 	"net/http"
 	"net/mail"
@@ -92,21 +93,40 @@ func (r *receivers) watchInbox(ctx context.Context) {
 		total := r.inbox.Count()
 		msgs := r.inbox.Messages()
 		fresh := min(total-seen, len(msgs))
-		for _, m := range msgs[len(msgs)-fresh:] {
-			r.n.say("ALERT email    to %s: %s", strings.Join(m.To, ", "), subject(m.Data))
+		for i, m := range msgs[len(msgs)-fresh:] {
+			subject, body := readMail(m.Data)
+			r.n.say("ALERT email    to %s: %s", strings.Join(m.To, ", "), subject)
+			if seen == 0 && i == 0 {
+				// The first one in full: what an operator reads.
+				r.n.say("  the alert mail reads:\n%s", indent(body))
+			}
 		}
 		seen = total
 	}
 }
 
-func subject(data []byte) string {
+// readMail returns a mail's decoded Subject and text.
+func readMail(data []byte) (subject, body string) {
 	m, err := mail.ReadMessage(bytes.NewReader(data))
 	if err != nil {
-		return "(unreadable mail)"
+		return "(unreadable mail)", ""
 	}
-	s, err := new(mime.WordDecoder).DecodeHeader(m.Header.Get("Subject"))
+	subject, err = new(mime.WordDecoder).DecodeHeader(m.Header.Get("Subject"))
 	if err != nil {
-		return m.Header.Get("Subject")
+		subject = m.Header.Get("Subject")
 	}
-	return s
+	var text io.Reader = m.Body
+	if strings.EqualFold(m.Header.Get("Content-Transfer-Encoding"), "quoted-printable") {
+		text = quotedprintable.NewReader(m.Body)
+	}
+	b, _ := io.ReadAll(io.LimitReader(text, 64<<10))
+	return subject, strings.ReplaceAll(string(b), "\r\n", "\n")
+}
+
+func indent(text string) string {
+	var b strings.Builder
+	for line := range strings.Lines(strings.TrimRight(text, "\n")) {
+		b.WriteString("           | " + line)
+	}
+	return b.String()
 }
