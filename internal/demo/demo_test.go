@@ -64,6 +64,8 @@ func TestDemoShowsEveryAttack(t *testing.T) {
 		"ALERT email    to postmaster@example.test: [mxguard] directory_harvest ended: 127.0.0.60",
 		"ALERT webhook  started #", "virus_outbreak from 127.0.0.68 (signature verified)",
 		"ALERT email    to postmaster@example.test: [mxguard] org_down started: mx.example.test",
+		"the alert mail reads:\n           | directory_harvest from 127.0.0.60 started at ",
+		"           | Console:  http://",
 	}
 	// One started event of every type, told by the narrator's event line.
 	var started []*regexp.Regexp
