@@ -602,3 +602,75 @@ func TestWebhookURLNotLogged(t *testing.T) {
 		t.Errorf("the webhook URL's secret is in the log:\n%s", logs.String())
 	}
 }
+
+// hangingServer accepts connections and never answers; accepted reports
+// each connection.
+func hangingServer(t *testing.T) (addr string, accepted chan struct{}) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted = make(chan struct{}, 64)
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			accepted <- struct{}{}
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	return ln.Addr().String(), accepted
+}
+
+// A webhook that never answers: each attempt ends at the timeout, and the
+// alert fails after its attempts.
+func TestWebhookTimeout(t *testing.T) {
+	addr, accepted := hangingServer(t)
+	m := metrics.New()
+	d := New(Options{Settings: Settings{Webhook: Webhook{URL: "http://" + addr + "/"}}, Metrics: m,
+		Timeout: 50 * time.Millisecond, Attempts: 2, Backoff: time.Millisecond, Tick: time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	d.Notify(Started, harvest(1, "192.0.2.1"))
+	tu.WaitUntil(t, "failed after two timed-out attempts", func() bool {
+		return testutil.ToFloat64(m.Alerts.WithLabelValues(ChannelWebhook, "failed")) == 1
+	})
+	if n := len(accepted); n != 2 {
+		t.Errorf("%d connections, want 2 attempts", n)
+	}
+}
+
+// While the channel is stuck on a silent webhook, its queue fills: 1024
+// alerts wait, the rest are dropped and counted; Notify never blocks.
+func TestQueueFullDrops(t *testing.T) {
+	addr, accepted := hangingServer(t)
+	r := start(t, Settings{Webhook: Webhook{URL: "http://" + addr + "/"}})
+	r.Notify(Started, harvest(1, "192.0.2.1"))
+	select {
+	case <-accepted: // the channel's goroutine is now stuck in that request
+	case <-time.After(20 * time.Second):
+		t.Fatal("the webhook was never called")
+	}
+	for i := range queueSize + 76 {
+		r.Notify(Started, harvest(int64(i+2), "192.0.2.1"))
+	}
+	if d := r.metric(ChannelWebhook, "dropped"); d != 76 {
+		t.Errorf("dropped %v, want 76", d)
+	}
+}

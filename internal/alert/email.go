@@ -54,6 +54,8 @@ func (m *mailer) deliver(ctx context.Context, s *Settings, msg message) error {
 	if dl, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(dl) // the whole transaction, whatever go-smtp's per-command timeouts
 	}
+	// Shutdown (ctx cancelled) ends a transaction stuck on a silent server.
+	defer context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })()
 	c := smtp.NewClient(conn)
 	defer c.Close()
 	c.CommandTimeout, c.SubmissionTimeout = m.timeout, m.timeout
