@@ -674,3 +674,11 @@ func TestQueueFullDrops(t *testing.T) {
 		t.Errorf("dropped %v, want 76", d)
 	}
 }
+
+// Sign is HMAC-SHA256: RFC 4231 §4.3 test case 2.
+func TestSignRFC4231(t *testing.T) {
+	got := Sign("Jefe", []byte("what do ya want for nothing?"))
+	if want := "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"; got != want {
+		t.Errorf("Sign = %s, want %s", got, want)
+	}
+}

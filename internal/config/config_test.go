@@ -407,6 +407,16 @@ data_dir: ""
 			`t.yaml:7: alerts.webhook.url: "hooks.example.test/x" is not an http(s) URL (e.g. http://127.0.0.1:11333)`,
 			`t.yaml:8: alerts.min_impact: must not be negative (0 alerts on every event)`,
 		}},
+		{"alerts without a channel", minimal + `alerts:
+  email: {from: mxguard@example.test, server: 127.0.0.1:25}
+  webhook: {secret: s3cret}
+  max_per_minute: 0
+`, []string{
+			`t.yaml:5: alerts.email.from: has no effect without alerts.email.to (add alerts.email.to, or remove it)`,
+			`t.yaml:5: alerts.email.server: has no effect without alerts.email.to (add alerts.email.to, or remove it)`,
+			`t.yaml:6: alerts.webhook.secret: has no effect without alerts.webhook.url (add alerts.webhook.url, or remove it)`,
+			`t.yaml:7: alerts.max_per_minute: must be greater than zero, got 0`,
+		}},
 		{"missing files", minimal + `auth: {users_file: /nonexistent/users}
 batv: {key_file: /nonexistent/batv.key}
 `, []string{

@@ -607,8 +607,18 @@ func (l *loader) checkAlerts(c *Config) {
 			l.hostPort("alerts.email.server", e.Server, dialAddr)
 		}
 	}
+	if len(e.To) == 0 {
+		// Configured but unused: the operator expects mail that never comes.
+		for _, k := range []string{"alerts.email.from", "alerts.email.server"} {
+			if l.has(k) {
+				l.errAt(k, "add alerts.email.to, or remove it", "has no effect without alerts.email.to")
+			}
+		}
+	}
 	if c.Alerts.Webhook.URL != "" {
 		l.httpURL("alerts.webhook.url", c.Alerts.Webhook.URL)
+	} else if l.has("alerts.webhook.secret") {
+		l.errAt("alerts.webhook.secret", "add alerts.webhook.url, or remove it", "has no effect without alerts.webhook.url")
 	}
 	if c.Alerts.MinImpact < 0 {
 		l.errAt("alerts.min_impact", "0 alerts on every event", "must not be negative")
