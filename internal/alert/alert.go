@@ -175,13 +175,12 @@ func (d *Dispatcher) current() *Settings { return d.settings.Load() }
 // one only when its impact reached min_impact.
 func (d *Dispatcher) Notify(kind string, ev events.Event) {
 	s := d.current()
-	if ev.Mode == events.ModeShadow || !slices.Contains(ev.Actions, ruletype.ActionAlert) {
+	switch {
+	case kind != Started && kind != Ended:
 		return
-	}
-	if kind == Ended && ev.Impact < s.MinImpact {
+	case ev.Mode == events.ModeShadow || !slices.Contains(ev.Actions, ruletype.ActionAlert):
 		return
-	}
-	if kind != Started && kind != Ended {
+	case kind == Ended && ev.Impact < s.MinImpact:
 		return
 	}
 	for _, c := range d.channels {
