@@ -43,7 +43,7 @@ func TestDemoShowsEveryAttack(t *testing.T) {
 		"127.0.0.67 is now refused at connect: 421 4.7.0",
 		"virus_outbreak from 127.0.0.68",
 		"127.0.0.68 is now refused at connect: 421 4.7.0",
-		"account_brute_force from bob@example.test (rule spraying) actions: none",
+		"account_brute_force from bob@example.test (rule spraying) actions: alert",
 		"none of them reached brute_force's threshold",
 		"bounce_spammer from dave@example.test (rule stale-lists)",
 		"refused 6 as unknown",
