@@ -1,6 +1,8 @@
 package events
 
 import (
+	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +28,32 @@ type sqlDialect struct {
 	// timeArg converts a time filter into the value the time columns
 	// hold, so that since/until compare like with like.
 	timeArg func(time.Time) any
+	// snapshot are the options of Query's read transaction, under which
+	// the count and the page see the same rows.
+	snapshot *sql.TxOptions
+	// plan, if set, chooses how Query reads a page of q, knowing that
+	// total events match (see pageOptions); nil leaves it to the planner.
+	plan func(ctx context.Context, tx *sql.Tx, q Query, total int) (pageOptions, error)
+}
+
+// rebind spells the ? placeholders of a statement written for SQLite in
+// the dialect's bind style. The statements it is given are constants of
+// this package with no ? inside literals.
+func (d sqlDialect) rebind(text string) string {
+	if d.bind(1) == "?" {
+		return text
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range text {
+		if r == '?' {
+			n++
+			b.WriteString(d.bind(n))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // questionBind is the bind style of SQLite (and MySQL).
