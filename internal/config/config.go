@@ -95,6 +95,9 @@ type Spool struct {
 type Storage struct {
 	Driver string `yaml:"driver"` // sqlite | postgres
 	DSN    string `yaml:"dsn"`
+	// Retention is how long ended events are kept (by ended_at); 0
+	// keeps them forever.
+	Retention time.Duration `yaml:"retention"`
 }
 
 // Cluster configures shared state between nodes.

@@ -85,7 +85,7 @@ func TestDefaults(t *testing.T) {
 			TLS:           "may",
 		},
 		Spool:    Spool{Delay: 5 * time.Minute, MaxSize: 10 << 30, UnspoolRate: 50, AutoUnspool: true},
-		Storage:  Storage{Driver: "sqlite"},
+		Storage:  Storage{Driver: "sqlite", Retention: 90 * 24 * time.Hour},
 		Cluster:  Cluster{Node: host},
 		Limits:   Limits{MaxConnections: 2000, MaxConnectionsPerSource: 20, MaxMessageSize: 50 << 20, MaxRecipients: 100},
 		Timeouts: Timeouts{Greeting: 30 * time.Second, Command: 5 * time.Minute, Data: 10 * time.Minute},
@@ -544,6 +544,8 @@ func TestFullHasEveryKey(t *testing.T) {
 	}
 	// token and token_file exclude each other; the example uses token_file.
 	given["admin.token"] = true
+	// dsn is for driver postgres only; the example uses sqlite.
+	given["storage.dsn"] = true
 	for _, key := range keyPaths(reflect.TypeFor[Config](), "") {
 		if !given[key] && !notBuiltPath(key) {
 			t.Errorf("testdata/full.yaml does not show %s", key)
@@ -827,5 +829,27 @@ func TestNotBuilt(t *testing.T) {
 		if !built && !refused["rules[]."+k] {
 			t.Errorf("%s does not show the rule key %s", file, k)
 		}
+	}
+}
+
+// TestStorage: postgres with a dsn and a retention in days load; a
+// negative retention is refused; 0 keeps events.
+func TestStorage(t *testing.T) {
+	l := newLoader("t.yaml")
+	c, err := l.parse([]byte(minimal + `storage: {driver: Postgres, dsn: "postgres://mxguard:pw@db.example.test/mxguard", retention: 30d}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Storage.Driver != "postgres" || c.Storage.DSN != "postgres://mxguard:pw@db.example.test/mxguard" || c.Storage.Retention != 30*24*time.Hour {
+		t.Errorf("storage = %+v", c.Storage)
+	}
+	c, err = newLoader("t.yaml").parse([]byte(minimal + "storage: {retention: 0}\n"))
+	if err != nil || c.Storage.Retention != 0 {
+		t.Errorf("retention 0: %+v, %v", c.Storage, err)
+	}
+	_, err = newLoader("t.yaml").parse([]byte(minimal + "storage: {retention: -1h}\n"))
+	if want := `t.yaml:4: storage.retention: must not be negative (0 keeps every event)`; err == nil || err.Error() != want {
+		t.Errorf("negative retention: %v, want %s", err, want)
 	}
 }

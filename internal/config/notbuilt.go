@@ -20,8 +20,6 @@ var notBuilt = []struct {
 }{
 	{"the Postfix policy front end is not built yet", []string{"listen.policy"}},
 	{"clustering (Redis) is not built yet", []string{"cluster.redis"}},
-	{"the PostgreSQL store is not built yet; the SQLite store needs no dsn", []string{"storage.dsn"}},
-	{"event retention is not built yet: events are kept", []string{"storage.retention"}},
 	{"shadow mode is not built yet: every rule enforces", []string{"rules[].mode"}},
 }
 
@@ -30,10 +28,7 @@ var notBuilt = []struct {
 var notBuiltValues = []struct {
 	feature, key, what string
 	match              func(string) bool
-}{
-	{"the PostgreSQL store is not built yet; use sqlite", "storage.driver", "%s",
-		func(s string) bool { return s == "postgres" }},
-}
+}{}
 
 const notSupported = "not supported by this build yet"
 

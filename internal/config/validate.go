@@ -41,7 +41,7 @@ func Default() *Config {
 		IPv6Prefix: 64,
 		Delivery:   Delivery{CheckInterval: 5 * time.Second, DownAfter: 3, TLS: "may"},
 		Spool:      Spool{Delay: 5 * time.Minute, MaxSize: 10 * GiB, UnspoolRate: 50, AutoUnspool: true},
-		Storage:    Storage{Driver: "sqlite"},
+		Storage:    Storage{Driver: "sqlite", Retention: 90 * 24 * time.Hour},
 		Limits: Limits{
 			MaxConnections:          2000,
 			MaxConnectionsPerSource: 20,
@@ -410,7 +410,10 @@ func (l *loader) checkStores(c *Config) {
 			l.errAt("storage.dsn", "e.g. postgres://mxguard@localhost/mxguard", "required with driver postgres")
 		}
 	default:
-		l.errAt("storage.driver", "sqlite; postgres is not built yet", "unknown driver %q", s.Driver)
+		l.errAt("storage.driver", "sqlite or postgres", "unknown driver %q", s.Driver)
+	}
+	if s.Retention < 0 {
+		l.errAt("storage.retention", "0 keeps every event", "must not be negative")
 	}
 	if r := c.Cluster.Redis; r != "" {
 		u, err := url.Parse(r)

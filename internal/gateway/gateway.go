@@ -128,6 +128,10 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 	switch cfg.Storage.Driver {
 	case "", "sqlite":
 		g.Store, err = events.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "mxguard.db"))
+	case "postgres":
+		// The DSN may hold a password: it is never logged, and
+		// OpenPostgres's errors name only user, host and database.
+		g.Store, err = events.OpenPostgres(ctx, cfg.Storage.DSN)
 	default:
 		err = fmt.Errorf("storage driver %q is not available in this build", cfg.Storage.Driver)
 	}
@@ -258,6 +262,9 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 		return err
 	}
 	g.goRun(func() { g.Recipients.Run(runCtx) })
+	if p, ok := g.Store.(events.Pruner); ok && cfg.Storage.Retention > 0 {
+		g.goRun(func() { events.RunRetention(runCtx, p, g.retentionOptions(cfg)) })
+	}
 	g.runChain(set.Chain)
 	g.goRun(func() { _ = g.SMTP.Serve(g.smtpLn) })
 	if g.Submission != nil {
@@ -277,6 +284,20 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 	o.Logger.Info("mxguard started", "smtp", g.SMTPAddr(), "submission", g.SubmissionAddr(), "admin", g.AdminAddr(), "auth_policy", g.AuthPolicyAddr(),
 		"servers", deliveryServers(cfg), "rules", len(g.Engine.Rules()))
 	return nil
+}
+
+// retentionOptions runs storage.retention with the defaults of events
+// (batches of 1000 rows, a pause between, hourly).
+func (g *Gateway) retentionOptions(cfg *config.Config) events.RetentionOptions {
+	o := events.RetentionOptions{
+		Retention: cfg.Storage.Retention,
+		Logger:    g.o.Logger.With("component", "retention"),
+		Deleted:   func(n int) { g.Metrics.EventsDeleted.Add(float64(n)) },
+	}
+	if g.o.Clock != nil {
+		o.Now = g.o.Clock.Now
+	}
+	return o
 }
 
 func (g *Gateway) goRun(f func()) {

@@ -51,6 +51,8 @@ type Metrics struct {
 	// (sent, failed after its retries, dropped: an alert that found its
 	// channel's queue or digest full).
 	Alerts *prometheus.CounterVec // channel, result
+	// EventsDeleted counts the ended events storage.retention deleted.
+	EventsDeleted prometheus.Counter
 }
 
 // New creates and registers every collector on a fresh registry.
@@ -112,6 +114,9 @@ func New() *Metrics {
 		Alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mxguard_alerts_total", Help: "Alert messages by channel (webhook, email) and result (sent, failed, dropped).",
 		}, []string{"channel", "result"}),
+		EventsDeleted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mxguard_events_deleted_total", Help: "Ended events deleted by storage.retention.",
+		}),
 		Panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mxguard_session_panics_total", Help: "Sessions ended by a recovered panic.",
 		}),
@@ -127,7 +132,7 @@ func New() *Metrics {
 	}
 	m.Registry.MustRegister(m.Connections, m.Messages, m.Recipients, m.Events, m.EventsActive,
 		m.BlocksActive, m.SpoolMessages, m.SpoolBytes, m.ServerUp, m.CheckDuration,
-		m.Scans, m.Observations, m.Panics, m.SpoolQuarantined, m.SpoolUnreadable, m.SessionLimits, m.Stress, m.RelayLocalErrors, m.Auth, m.PolicyRequests, m.QueueMessages, m.Alerts,
+		m.Scans, m.Observations, m.Panics, m.SpoolQuarantined, m.SpoolUnreadable, m.SessionLimits, m.Stress, m.RelayLocalErrors, m.Auth, m.PolicyRequests, m.QueueMessages, m.Alerts, m.EventsDeleted,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfoGauge(buildinfo.Read()))
 	return m
