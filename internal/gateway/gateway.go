@@ -125,17 +125,7 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("data_dir: %w", err)
 	}
-	switch cfg.Storage.Driver {
-	case "", "sqlite":
-		g.Store, err = events.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "mxguard.db"))
-	case "postgres":
-		// The DSN may hold a password: it is never logged, and
-		// OpenPostgres's errors name only user, host and database.
-		g.Store, err = events.OpenPostgres(ctx, cfg.Storage.DSN)
-	default:
-		err = fmt.Errorf("storage driver %q is not available in this build", cfg.Storage.Driver)
-	}
-	if err != nil {
+	if g.Store, err = openStore(ctx, cfg); err != nil {
 		return fmt.Errorf("events store: %w", err)
 	}
 	g.Engine, err = detect.New(ctx, g.engineOptions(cfg))
@@ -284,6 +274,28 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 	o.Logger.Info("mxguard started", "smtp", g.SMTPAddr(), "submission", g.SubmissionAddr(), "admin", g.AdminAddr(), "auth_policy", g.AuthPolicyAddr(),
 		"servers", deliveryServers(cfg), "rules", len(g.Engine.Rules()))
 	return nil
+}
+
+// openStore opens the events store storage.driver names. It returns a
+// nil interface on error, never a typed nil that Close would call.
+func openStore(ctx context.Context, cfg *config.Config) (events.Store, error) {
+	switch cfg.Storage.Driver {
+	case "", "sqlite":
+		s, err := events.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "mxguard.db"))
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	case "postgres":
+		// The DSN may hold a password: it is never logged, and
+		// OpenPostgres's errors name only user, host and database.
+		s, err := events.OpenPostgres(ctx, cfg.Storage.DSN)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+	return nil, fmt.Errorf("storage driver %q is not available in this build", cfg.Storage.Driver)
 }
 
 // retentionOptions runs storage.retention with the defaults of events

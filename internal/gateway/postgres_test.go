@@ -1,0 +1,108 @@
+package gateway_test
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"mxguard/internal/config"
+	"mxguard/internal/gateway"
+	"mxguard/internal/mailsink"
+	"mxguard/internal/testutil"
+)
+
+// With storage.driver postgres a harvest is recorded in the shared
+// database: the API shows the event and the block, a second gateway on
+// the same database (another node, its own data_dir) shows them too and
+// refuses the source at once. The DSN's password (the private cluster
+// trusts loopback and ignores it) shows in no log line and no answer.
+func TestPostgresStore(t *testing.T) {
+	const pw = "hunter2-pg-secret"
+	dsn := strings.Replace(pg.Database(t), "postgres@", "postgres:"+pw+"@", 1)
+	sink, err := mailsink.Start(t.Context(), mailsink.Options{Mailboxes: []string{"alice@example.test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sink.Close() })
+	var logs testutil.LockedBuffer
+	node := func(name string) *env {
+		t.Helper()
+		dir := t.TempDir()
+		yaml := testConfig(sink.Addr(), fmt.Sprintf(`storage: {driver: postgres, dsn: "%s", retention: 30d}
+cluster: {node: %s}
+rules:
+  - {name: harvest, type: directory_harvest, window: 10m, threshold: 3, actions: [block], block_for: 1h}
+`, dsn, name), dir)
+		cfg, err := config.Parse("test.yaml", []byte(yaml))
+		if err != nil {
+			t.Fatalf("config: %v\n%s", err, yaml)
+		}
+		gw, err := gateway.Start(t.Context(), cfg, gateway.Options{
+			Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { gw.Close() })
+		return &env{t: t, gw: gw, dir: dir, sink: sink}
+	}
+	mx1 := node("mx1")
+	c := mx1.session("127.0.0.60")
+	for i := 1; i <= 3; i++ {
+		c.Cmd(fmt.Sprintf("RCPT TO:<guess%d@example.test>", i), 550)
+	}
+	c.Cmd("RCPT TO:<alice@example.test>", 421)
+	c.ExpectClosed()
+	l := mx1.events("type=directory_harvest")
+	if l.Total != 1 || l.Events[0].Source != "127.0.0.60" || l.Events[0].ID == 0 {
+		t.Fatalf("events on mx1: %+v", l)
+	}
+	id := l.Events[0].ID
+
+	mx2 := node("mx2")
+	code, body := mx2.api("GET", fmt.Sprintf("/api/v1/events/%d", id), "")
+	if code != 200 || !strings.Contains(body, `"source":"127.0.0.60"`) || !strings.Contains(body, `"node":"mx1"`) {
+		t.Errorf("mx2 reads event %d: %d %s", id, code, body)
+	}
+	code, body = mx2.api("GET", "/api/v1/blocks", "")
+	if code != 200 || !strings.Contains(body, `"source":"127.0.0.60"`) {
+		t.Errorf("mx2 blocks: %d %s", code, body)
+	}
+	// The block was loaded from the shared store at start.
+	c2 := mx2.dial("127.0.0.60")
+	c2.Expect(421)
+	c2.ExpectClosed()
+	mx2.session("127.0.0.61").Cmd("RCPT TO:<alice@example.test>", 250)
+
+	var answers []string
+	for _, e := range []*env{mx1, mx2} {
+		for _, path := range []string{"/api/v1/rules", "/api/v1/status", "/api/v1/events", "/metrics"} {
+			_, body := e.api("GET", path, "")
+			answers = append(answers, body)
+		}
+	}
+	if strings.Contains(logs.String(), pw) || strings.Contains(strings.Join(answers, "\n"), pw) {
+		t.Error("the DSN's password shows in a log line or an API answer")
+	}
+}
+
+// A database that cannot be reached at start is a clear error, without
+// the password.
+func TestPostgresStoreUnreachable(t *testing.T) {
+	const pw = "hunter2-pg-secret"
+	closed := testutil.FreeAddr(t)
+	yaml := testConfig("127.0.0.1:25", fmt.Sprintf(`storage: {driver: postgres, dsn: "postgres://mxguard:%s@%s/mxguard?connect_timeout=2"}
+`, pw, closed), t.TempDir())
+	cfg, err := config.Parse("test.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := gateway.Start(t.Context(), cfg, gateway.Options{Logger: testLogger(t)})
+	if err == nil {
+		gw.Close()
+		t.Fatal("started without its database")
+	}
+	if !strings.Contains(err.Error(), "events store") || strings.Contains(err.Error(), pw) {
+		t.Errorf("error = %v", err)
+	}
+}
