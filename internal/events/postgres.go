@@ -93,7 +93,7 @@ CREATE INDEX events_by_impact          ON events (impact, id);
 CREATE INDEX events_by_type_started_at ON events (type, started_at, id);
 CREATE INDEX events_by_type_impact     ON events (type, impact, id);
 CREATE INDEX events_by_status_started  ON events (status, started_at, id);
-CREATE INDEX events_by_ended_at        ON events (ended_at) WHERE ended_at IS NOT NULL;
+CREATE INDEX events_by_ended_at        ON events (ended_at) WHERE status = 'ended';
 
 CREATE TABLE blocks (
 	source     text PRIMARY KEY,

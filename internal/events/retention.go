@@ -33,7 +33,7 @@ type RetentionOptions struct {
 	Retention time.Duration
 	Now       func() time.Time // default time.Now
 	Batch     int              // rows per statement; default DefaultRetentionBatch
-	Pause     time.Duration    // between statements; default DefaultRetentionPause, negative: none
+	Pause     time.Duration    // between statements, at least as long as the last took; default DefaultRetentionPause, negative: none
 	Interval  time.Duration    // between runs; default DefaultRetentionInterval
 	FirstRun  time.Duration    // after start; default DefaultRetentionFirstRun, negative: at once
 	Logger    *slog.Logger
@@ -77,7 +77,9 @@ func Prune(ctx context.Context, p Pruner, o RetentionOptions) (int, error) {
 	cutoff := o.Now().Add(-o.Retention)
 	total := 0
 	for {
+		start := time.Now()
 		n, err := p.DeleteEnded(ctx, cutoff, o.Batch)
+		took := time.Since(start)
 		total += n
 		if n > 0 && o.Deleted != nil {
 			o.Deleted(n)
@@ -88,8 +90,11 @@ func Prune(ctx context.Context, p Pruner, o RetentionOptions) (int, error) {
 		if n < o.Batch {
 			return total, nil
 		}
+		// At least as long as the statement took: retention keeps the
+		// database (SQLite's one writer) busy half of the time at most,
+		// however slow a batch turns out.
 		if o.Pause > 0 {
-			t := time.NewTimer(o.Pause)
+			t := time.NewTimer(max(o.Pause, took))
 			select {
 			case <-ctx.Done():
 				t.Stop()

@@ -172,3 +172,29 @@ func TestRunRetention(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkDeleteEnded is one retention statement: 1000 ended events out
+// of a table of 20,000, as long as SQLite's write lock (and the detection
+// engine's writer) waits for it.
+func BenchmarkDeleteEnded(b *testing.B) {
+	benchEachStore(b, func(b *testing.B, k storeKind) {
+		s := openTestStore(b, k)
+		ctx := context.Background()
+		const table, batch = 20_000, DefaultRetentionBatch
+		left := 0
+		far := t0.Add(1000 * 24 * time.Hour)
+		for b.Loop() {
+			if left < batch {
+				b.StopTimer()
+				seedEvents(b, s, table-left)
+				left = table
+				b.StartTimer()
+			}
+			n, err := s.DeleteEnded(ctx, far, batch)
+			if err != nil || n != batch {
+				b.Fatalf("deleted %d, %v", n, err)
+			}
+			left -= n
+		}
+	})
+}

@@ -34,6 +34,9 @@ type sqlDialect struct {
 	// plan, if set, chooses how Query reads a page of q, knowing that
 	// total events match (see pageOptions); nil leaves it to the planner.
 	plan func(ctx context.Context, tx *sql.Tx, q Query, total int) (pageOptions, error)
+	// endedIndex follows "FROM events" in DeleteEnded's batch to make it
+	// read events_by_ended_at; "" leaves that to the planner.
+	endedIndex string
 }
 
 // rebind spells the ? placeholders of a statement written for SQLite in
