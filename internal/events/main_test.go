@@ -11,17 +11,9 @@ import (
 
 // pg is this package's private PostgreSQL cluster, started by the first
 // test that needs it; every test gets a database of its own.
-var pg *testutil.Postgres
+var pg = testutil.NewPostgres()
 
-func TestMain(m *testing.M) {
-	pg = testutil.NewPostgres()
-	code := m.Run()
-	if err := pg.Stop(); err != nil {
-		os.Stderr.WriteString("postgres: " + err.Error() + "\n")
-		code = 1
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testutil.RunWithPostgres(m, pg)) }
 
 // testStore is what the store suite runs against: either store.
 type testStore interface {

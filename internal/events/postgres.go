@@ -86,14 +86,8 @@ CREATE TABLE events (
 	node       text NOT NULL DEFAULT '',
 	detail     jsonb NOT NULL    -- object
 );
-CREATE INDEX events_by_started_at      ON events (started_at, id);
-CREATE INDEX events_by_type            ON events (type, id);
-CREATE INDEX events_by_source          ON events (source, id);
-CREATE INDEX events_by_impact          ON events (impact, id);
-CREATE INDEX events_by_type_started_at ON events (type, started_at, id);
-CREATE INDEX events_by_type_impact     ON events (type, impact, id);
-CREATE INDEX events_by_status_started  ON events (status, started_at, id);
-CREATE INDEX events_by_ended_at        ON events (ended_at) WHERE status = 'ended';
+` + eventIndexes + `
+CREATE INDEX events_by_ended_at ON events (ended_at) WHERE status = 'ended';
 
 CREATE TABLE blocks (
 	source     text PRIMARY KEY,
@@ -206,47 +200,32 @@ func postgresTarget(cfg *pgxpool.Config) string {
 	return fmt.Sprintf("%s@%s:%d/%s", c.User, c.Host, c.Port, c.Database)
 }
 
-// migratePostgres runs the migrations the database has not run yet, in
-// one transaction (PostgreSQL's DDL is transactional, so a failure leaves
-// the previous schema intact) under an advisory lock held until it ends.
+// migratePostgres runs the migrations the database has not run yet (see
+// migrate; PostgreSQL's DDL is transactional too) under an advisory lock
+// held until the transaction ends, so that nodes starting at once take
+// turns: the second finds the schema up to date.
 func migratePostgres(ctx context.Context, db *sql.DB) error {
-	migrations := postgresMigrations()
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", int64(postgresMigrationLock)); err != nil {
-		return fmt.Errorf("migrate: lock: %w", err)
-	}
-	// One row per migration run: which, and when.
-	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (
-		version    integer PRIMARY KEY,
-		applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
-		return fmt.Errorf("migrate: schema_version: %w", err)
-	}
-	var version int
-	if err := tx.QueryRowContext(ctx, "SELECT coalesce(max(version), 0) FROM schema_version").Scan(&version); err != nil {
-		return fmt.Errorf("migrate: read schema version: %w", err)
-	}
-	if version > len(migrations) {
-		return fmt.Errorf("schema version %d is newer than this mxguard knows (%d); refusing to use it", version, len(migrations))
-	}
-	if version == len(migrations) {
-		return nil
-	}
-	for i := version; i < len(migrations); i++ {
-		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
-			return fmt.Errorf("migrate to schema version %d: %w", i+1, err)
-		}
-		if _, err := tx.ExecContext(ctx, "INSERT INTO schema_version (version) VALUES ($1)", i+1); err != nil {
-			return fmt.Errorf("migrate: record schema version %d: %w", i+1, err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	return nil
+	return migrate(ctx, db, postgresMigrations(), schemaVersion{
+		prepare: func(ctx context.Context, tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", int64(postgresMigrationLock)); err != nil {
+				return fmt.Errorf("lock: %w", err)
+			}
+			// One row per migration run: which, and when.
+			_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (
+				version    integer PRIMARY KEY,
+				applied_at timestamptz NOT NULL DEFAULT now())`)
+			return err
+		},
+		read: func(ctx context.Context, tx *sql.Tx) (int, error) {
+			var v int
+			err := tx.QueryRowContext(ctx, "SELECT coalesce(max(version), 0) FROM schema_version").Scan(&v)
+			return v, err
+		},
+		record: func(ctx context.Context, tx *sql.Tx, v int) error {
+			_, err := tx.ExecContext(ctx, "INSERT INTO schema_version (version) VALUES ($1)", v)
+			return err
+		},
+	})
 }
 
 // postgresDialect is how the shared SQL builder talks to PostgreSQL.

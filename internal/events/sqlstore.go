@@ -29,6 +29,53 @@ type execer interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
+// schemaVersion is how a database records the migrations it has run.
+type schemaVersion struct {
+	prepare func(ctx context.Context, tx *sql.Tx) error // nil: nothing to do first
+	read    func(ctx context.Context, tx *sql.Tx) (int, error)
+	record  func(ctx context.Context, tx *sql.Tx, version int) error
+}
+
+// migrate runs the migrations db has not run yet, recording each, in one
+// transaction so that a failure leaves the previous schema intact. It
+// refuses a database from a newer mxguard: this one cannot know what its
+// migrations changed. Migrations are appended, never edited: released
+// databases have already run the earlier ones.
+func migrate(ctx context.Context, db *sql.DB, migrations []string, sv schemaVersion) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer tx.Rollback()
+	if sv.prepare != nil {
+		if err := sv.prepare(ctx, tx); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+	}
+	version, err := sv.read(ctx, tx)
+	if err != nil {
+		return fmt.Errorf("migrate: read schema version: %w", err)
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("schema version %d is newer than this mxguard knows (%d); refusing to use it", version, len(migrations))
+	}
+	if version == len(migrations) {
+		return nil
+	}
+	for i := version; i < len(migrations); i++ {
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			return fmt.Errorf("migrate to schema version %d: %w", i+1, err)
+		}
+		if err := sv.record(ctx, tx, i+1); err != nil {
+			return fmt.Errorf("migrate: record schema version %d: %w", i+1, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}
+
 // Insert stores a new event and sets e.ID.
 func (s *sqlStore) Insert(ctx context.Context, e *Event) error {
 	e.Mode = storedMode(*e)

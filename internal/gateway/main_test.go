@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
@@ -11,14 +10,6 @@ import (
 // pg is this package's private PostgreSQL cluster, started by the first
 // test that needs it (storage.driver: postgres); each test gets a
 // database of its own (pg.Database).
-var pg *testutil.Postgres
+var pg = testutil.NewPostgres()
 
-func TestMain(m *testing.M) {
-	pg = testutil.NewPostgres()
-	code := m.Run()
-	if err := pg.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "postgres:", err)
-		code = 1
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testutil.RunWithPostgres(m, pg)) }

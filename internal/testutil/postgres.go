@@ -25,15 +25,12 @@ const postgresBin = "/usr/lib/postgresql/15/bin"
 // Postgres is a private PostgreSQL cluster for one test package: started
 // on first use (initdb takes a second or two, so one cluster serves every
 // test of the package run), each test gets a fresh database of its own
-// (Database). Create it in TestMain with NewPostgres and Stop it after
-// m.Run:
+// (Database). A package that needs one keeps it for its tests and runs
+// them through RunWithPostgres:
 //
-//	func TestMain(m *testing.M) {
-//		pg = testutil.NewPostgres()
-//		code := m.Run()
-//		pg.Stop()
-//		os.Exit(code)
-//	}
+//	var pg = testutil.NewPostgres()
+//
+//	func TestMain(m *testing.M) { os.Exit(testutil.RunWithPostgres(m, pg)) }
 //
 // The server runs in the foreground as a child of the test binary, as the
 // postgres user, with the parent-death signal set: if the test binary is
@@ -56,6 +53,17 @@ type Postgres struct {
 // NewPostgres returns a cluster that starts when a test first asks for a
 // database.
 func NewPostgres() *Postgres { return &Postgres{} }
+
+// RunWithPostgres runs the tests (m.Run), then stops pg, and returns the
+// exit code: a cluster that would not stop fails the run.
+func RunWithPostgres(m *testing.M, pg *Postgres) int {
+	code := m.Run()
+	if err := pg.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "postgres:", err)
+		code = 1
+	}
+	return code
+}
 
 // Database creates a fresh, empty database for t, dropped in t.Cleanup,
 // and returns its DSN (postgres://postgres@127.0.0.1:PORT/NAME). Without
