@@ -50,6 +50,9 @@ type Options struct {
 	// (header, read, write and idle timeouts, header size); zero fields
 	// take admin's defaults. Tests shorten them.
 	AdminHTTP admin.HTTPLimits
+	// RetentionFirstRun is how long after start storage.retention first
+	// prunes; zero takes events' default (a minute), negative: at once.
+	RetentionFirstRun time.Duration
 }
 
 // Gateway is a running instance.
@@ -303,6 +306,7 @@ func openStore(ctx context.Context, cfg *config.Config) (events.Store, error) {
 func (g *Gateway) retentionOptions(cfg *config.Config) events.RetentionOptions {
 	o := events.RetentionOptions{
 		Retention: cfg.Storage.Retention,
+		FirstRun:  g.o.RetentionFirstRun,
 		Logger:    g.o.Logger.With("component", "retention"),
 		Deleted:   func(n int) { g.Metrics.EventsDeleted.Add(float64(n)) },
 	}

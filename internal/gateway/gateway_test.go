@@ -823,6 +823,7 @@ func TestMetricsFromTheFirstScrape(t *testing.T) {
 		`mxguard_spool_held_bounces 0`,
 		`mxguard_alerts_total{channel="webhook",result="sent"} 0`,
 		`mxguard_alerts_total{channel="email",result="dropped"} 0`,
+		`mxguard_events_deleted_total 0`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)

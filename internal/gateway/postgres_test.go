@@ -3,10 +3,13 @@ package gateway_test
 import (
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"mxguard/internal/config"
+	"mxguard/internal/events"
 	"mxguard/internal/gateway"
 	"mxguard/internal/mailsink"
 	"mxguard/internal/testutil"
@@ -104,5 +107,66 @@ func TestPostgresStoreUnreachable(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "events store") || strings.Contains(err.Error(), pw) {
 		t.Errorf("error = %v", err)
+	}
+}
+
+// storage.retention runs in the gateway: an event that ended long ago is
+// deleted soon after start and counted; an active one and a recent one
+// stay. Both stores.
+func TestRetention(t *testing.T) {
+	for _, driver := range []string{"sqlite", "postgres"} {
+		t.Run(driver, func(t *testing.T) {
+			dir := t.TempDir()
+			storage := "storage: {retention: 30d}\n"
+			var s events.Store
+			var err error
+			if driver == "postgres" {
+				dsn := pg.Database(t)
+				storage = fmt.Sprintf("storage: {driver: postgres, dsn: %q, retention: 30d}\n", dsn)
+				s, err = events.OpenPostgres(t.Context(), dsn)
+			} else {
+				s, err = events.OpenSQLite(t.Context(), filepath.Join(dir, "mxguard.db"))
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			now := time.Now()
+			old := now.Add(-40 * 24 * time.Hour)
+			seed := []events.Event{
+				{Type: "dos", Rule: "dos", Status: events.StatusEnded, StartedAt: old, EndedAt: &old, Source: "192.0.2.1"},
+				{Type: "dos", Rule: "dos", Status: events.StatusActive, StartedAt: old, Source: "192.0.2.2"},
+				{Type: "dos", Rule: "dos", Status: events.StatusEnded, StartedAt: old, EndedAt: &now, Source: "192.0.2.3"},
+			}
+			for i := range seed {
+				if err := s.Insert(t.Context(), &seed[i]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s.Close()
+			sink, err := mailsink.Start(t.Context(), mailsink.Options{Mailboxes: []string{"alice@example.test"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { sink.Close() })
+			cfg, err := config.Parse("test.yaml", []byte(testConfig(sink.Addr(), storage, dir)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			gw, err := gateway.Start(t.Context(), cfg, gateway.Options{Logger: testLogger(t), RetentionFirstRun: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { gw.Close() })
+			e := &env{t: t, gw: gw, dir: dir, sink: sink}
+			waitFor(t, func() bool { return strings.Contains(e.metrics(), "mxguard_events_deleted_total 1\n") })
+			if code, _ := e.api("GET", fmt.Sprintf("/api/v1/events/%d", seed[0].ID), ""); code != 404 {
+				t.Errorf("the old ended event: %d, want 404", code)
+			}
+			for _, ev := range seed[1:] {
+				if code, body := e.api("GET", fmt.Sprintf("/api/v1/events/%d", ev.ID), ""); code != 200 {
+					t.Errorf("event %d (%s) must stay: %d %s", ev.ID, ev.Status, code, body)
+				}
+			}
+		})
 	}
 }
