@@ -3,13 +3,14 @@ package events
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"mxguard/internal/testutil"
 )
 
 // Two nodes starting at once on an empty database: the advisory lock
@@ -128,62 +129,6 @@ func TestPostgresConfig(t *testing.T) {
 	}
 }
 
-// cutProxy forwards TCP to target until cut: then it closes every
-// connection and refuses new ones, as a database host that went away.
-type cutProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	cut    bool
-	conns  []net.Conn
-}
-
-func startCutProxy(t *testing.T, target string) *cutProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, target: target}
-	t.Cleanup(func() { ln.Close(); p.setCut(true) })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			if p.cut {
-				p.mu.Unlock()
-				c.Close()
-				continue
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				p.mu.Unlock()
-				c.Close()
-				continue
-			}
-			p.conns = append(p.conns, c, up)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(up, c); up.Close() }()
-			go func() { _, _ = io.Copy(c, up); c.Close() }()
-		}
-	}()
-	return p
-}
-
-func (p *cutProxy) setCut(cut bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = cut
-	if cut {
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.conns = nil
-	}
-}
-
 // A database outage fails calls promptly (no hang, no panic) and the
 // store works again once the database is back, without reopening.
 func TestPostgresOutage(t *testing.T) {
@@ -192,8 +137,8 @@ func TestPostgresOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := startCutProxy(t, u.Host)
-	u.Host = proxy.ln.Addr().String()
+	proxy := testutil.StartCutProxy(t, u.Host)
+	u.Host = proxy.Addr()
 	ctx := context.Background()
 	s, err := OpenPostgres(ctx, u.String())
 	if err != nil {
@@ -204,7 +149,7 @@ func TestPostgresOutage(t *testing.T) {
 	if err := s.Insert(ctx, &e); err != nil {
 		t.Fatal(err)
 	}
-	proxy.setCut(true)
+	proxy.Cut()
 	// The detection engine's writer bounds its calls with a timeout
 	// (detect's storeTimeout); so does this test.
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -221,7 +166,7 @@ func TestPostgresOutage(t *testing.T) {
 	if wctx.Err() != nil {
 		t.Fatal("calls during the outage ran into the test's deadline instead of failing")
 	}
-	proxy.setCut(false)
+	proxy.Restore()
 	// The pool drops the dead connections and dials again; the first call
 	// after the outage may still meet one that died.
 	var got Event

@@ -79,7 +79,7 @@ rules:
 
 	var answers []string
 	for _, e := range []*env{mx1, mx2} {
-		for _, path := range []string{"/api/v1/rules", "/api/v1/status", "/api/v1/events", "/metrics"} {
+		for _, path := range []string{"/api/v1/rules", "/api/v1/servers", "/api/v1/events", "/metrics"} {
 			_, body := e.api("GET", path, "")
 			answers = append(answers, body)
 		}
@@ -169,4 +169,67 @@ func TestRetention(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The database goes away mid-run (every connection cut, new ones
+// refused): mail keeps flowing, a harvest is still detected and blocked
+// from memory, the API answers; once the database is back the writer's
+// retries store the event and the block.
+func TestPostgresOutageKeepsMailFlowing(t *testing.T) {
+	direct := pg.Database(t)
+	proxy := testutil.StartCutProxy(t, pg.Addr())
+	dsn := strings.Replace(direct, pg.Addr(), proxy.Addr(), 1)
+	sink, err := mailsink.Start(t.Context(), mailsink.Options{Mailboxes: []string{"alice@example.test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sink.Close() })
+	dir := t.TempDir()
+	cfg, err := config.Parse("test.yaml", []byte(testConfig(sink.Addr(), fmt.Sprintf(`storage: {driver: postgres, dsn: %q}
+rules:
+  - {name: harvest, type: directory_harvest, window: 10m, threshold: 3, actions: [block], block_for: 1h}
+`, dsn), dir)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := gateway.Start(t.Context(), cfg, gateway.Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gw.Close() })
+	e := &env{t: t, gw: gw, dir: dir, sink: sink}
+
+	proxy.Cut()
+	c := e.session("127.0.0.70")
+	for i := 1; i <= 3; i++ {
+		c.Cmd(fmt.Sprintf("RCPT TO:<guess%d@example.test>", i), 550)
+	}
+	c.Cmd("RCPT TO:<alice@example.test>", 421)
+	c.ExpectClosed()
+	e.dial("127.0.0.70").Expect(421)
+	// Another sender's message is relayed while the database is down.
+	ok := e.session("127.0.0.71")
+	ok.Cmd("RCPT TO:<alice@example.test>", 250)
+	ok.Data(string(testutil.Message("during the outage", "still delivered")), 250)
+	ok.Cmd("QUIT", 221)
+	// The block is in force from memory, and the API shows it.
+	if code, body := e.api("GET", "/api/v1/blocks", ""); code != 200 || !strings.Contains(body, `"source":"127.0.0.70"`) {
+		t.Errorf("blocks during the outage: %d %s", code, body)
+	}
+
+	proxy.Restore()
+	waitFor(t, func() bool {
+		code, body := e.api("GET", "/api/v1/events?type=directory_harvest", "")
+		return code == 200 && strings.Contains(body, `"source":"127.0.0.70"`)
+	})
+	// The block reached the database too: a new node loads it.
+	waitFor(t, func() bool {
+		s, err := events.OpenPostgres(t.Context(), direct)
+		if err != nil {
+			return false
+		}
+		defer s.Close()
+		bs, err := s.Blocks(t.Context())
+		return err == nil && len(bs) == 1 && bs[0].Source == "127.0.0.70"
+	})
 }
