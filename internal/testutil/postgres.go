@@ -10,6 +10,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -131,6 +132,7 @@ func (p *Postgres) start() {
 		p.missing, p.why = "postgresql", "Debian package postgresql provides "+postgresBin+" and the postgres user"
 		return
 	}
+	removeStaleClusters()
 	uid, _ := strconv.Atoi(pgUser.Uid)
 	gid, _ := strconv.Atoi(pgUser.Gid)
 	cred := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
@@ -198,6 +200,30 @@ func (p *Postgres) start() {
 		if time.Now().After(deadline) {
 			p.err = fmt.Errorf("not ready after 30s: %v\n%s", err, p.Log())
 			return
+		}
+	}
+}
+
+// removeStaleClusters removes the directories of clusters whose test
+// binary died without Stop (killed, or a closed output pipe): the server
+// went with it (parent-death signal), its files stayed. A directory whose
+// postmaster still runs belongs to a live test package and is left alone,
+// and so is one without a pid file younger than an hour (an initdb under
+// way).
+func removeStaleClusters() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "mxpg-*"))
+	for _, dir := range dirs {
+		b, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid"))
+		if err != nil {
+			if st, err := os.Stat(dir); err == nil && time.Since(st.ModTime()) > time.Hour {
+				_ = os.RemoveAll(dir)
+			}
+			continue
+		}
+		first, _, _ := strings.Cut(string(b), "\n")
+		pid, err := strconv.Atoi(strings.TrimSpace(first))
+		if err == nil && pid > 0 && errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
+			_ = os.RemoveAll(dir)
 		}
 	}
 }
