@@ -43,9 +43,13 @@ import (
 // with BDAT, the session's Data runs on another one and only touches the
 // atomic fields.
 type conn struct {
-	// routes sees source routes in RCPT commands, which go-smtp drops
-	// (routes.go); read and written on the session goroutine only.
-	routes routeWatch
+	// in frames the client's input as go-smtp reads it (input.go), so
+	// that command lines, and only those, can be looked at; routes notes
+	// the source routes in RCPT commands, which go-smtp drops (routes.go).
+	// Both are used on the session goroutine only (in.sniff under outMu).
+	in      input
+	readErr error // how the last read that returned data ended
+	routes  routeWatch
 	net.Conn
 	srv  *Server
 	set  *Settings
@@ -201,6 +205,7 @@ func (c *conn) Write(p []byte) (int, error) {
 	if c.dead.Load() {
 		return len(p), nil
 	}
+	c.in.sniffReply(p)
 	c.out = append(c.out, p...)
 	if len(c.out) >= 64<<10 {
 		if err := c.flushLocked(); err != nil {
@@ -229,26 +234,57 @@ func (c *conn) flushLocked() error {
 	return err
 }
 
-// Read flushes pending replies, then reads; after it returns data it checks
-// whether the source got blocked meanwhile.
+// Read hands go-smtp the client's input framed (input.go): one command
+// line at a time, message data as it comes. It flushes pending replies
+// only when it has to wait for the client, so a pipelined batch is
+// answered in one write; after a read returns data it checks whether the
+// source got blocked meanwhile.
 func (c *conn) Read(p []byte) (int, error) {
 	if c.closeNext || c.dead.Load() {
 		c.flush()
 		return 0, io.EOF
 	}
-	if err := c.flush(); err != nil {
-		return 0, err
+	for len(c.in.ready) == 0 {
+		if c.in.frame(c.commandLine) {
+			continue
+		}
+		if c.readErr != nil {
+			err := c.readErr
+			c.readErr = nil
+			return 0, err
+		}
+		if err := c.flush(); err != nil {
+			return 0, err
+		}
+		if err := c.readInput(); err != nil {
+			return 0, err
+		}
 	}
-	n, err := c.readAhead(p)
+	n := copy(p, c.in.ready)
+	c.in.ready = c.in.ready[n:]
+	return n, nil
+}
+
+// readInput appends what the client sends next to c.in.raw.
+func (c *conn) readInput() error {
+	raw := c.in.raw
+	if len(raw) == 0 {
+		if c.in.rbuf == nil {
+			c.in.rbuf = make([]byte, 4096)
+		}
+		raw = c.in.rbuf[:0]
+	}
+	if cap(raw)-len(raw) < 1024 {
+		raw = append(make([]byte, 0, len(raw)+4096), raw...)
+	}
+	n, err := c.readAhead(raw[len(raw):cap(raw)])
+	c.in.raw = raw[:len(raw)+n]
 	if n > 0 {
 		c.gotInput = true
 		c.live.read(n, time.Now())
-		if c.tls == nil && !c.tlsStarted {
-			c.routes.feed(p[:n])
-		}
 		if c.blockedNow() {
 			c.refuseNow()
-			return 0, io.EOF
+			return io.EOF
 		}
 	}
 	if ne, ok := err.(net.Error); ok && ne.Timeout() {
@@ -259,7 +295,18 @@ func (c *conn) Read(p []byte) (int, error) {
 		// its timeout, with 421).
 		c.timedOut()
 	}
-	return n, err
+	if n > 0 {
+		c.readErr = err
+		return nil
+	}
+	return err
+}
+
+// commandLine looks at a complete command line before go-smtp reads it
+// and returns the line go-smtp is to read.
+func (c *conn) commandLine(line []byte) []byte {
+	c.routes.check(line)
+	return line
 }
 
 // final sends a last reply at once and drops whatever go-smtp writes
@@ -324,6 +371,11 @@ func (c *conn) SetReadDeadline(t time.Time) error {
 	}
 	if c.tlsStarted && c.tls == nil {
 		c.handshakeDone()
+	}
+	if c.in.mode == modeTLS && c.tls == nil && !c.tlsStarted {
+		// The handshake failed (refused before EHLO): go-smtp goes on
+		// in plaintext, and so does the framing.
+		c.in.mode = modeCommand
 	}
 	if r, name := c.nextCommand(); r != nil {
 		c.limit(r, name)

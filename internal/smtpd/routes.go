@@ -13,52 +13,17 @@ import (
 // mailbox; INTERFACE.md §4 refuses it with 554 5.7.1, as a strict edge
 // should (RFC 5321 §3.6.1 lets a server decline routed addresses).
 //
-// It reads the client's bytes as they arrive on the plaintext connection.
-// After STARTTLS only ciphertext passes below go-smtp, so routes sent over
-// TLS are dropped by go-smtp, never passed on, but not refused
-// (internal/smtpd/README.md). Lines are assembled across reads, so a
-// client sending a byte at a time is seen too; only the first
-// maxRouteLine bytes of a line are kept, and at most maxRoutes routed
-// recipients are remembered until the session's Rcpt takes them.
+// It sees the client's command lines as conn frames them (input.go):
+// message data is never read as commands. After STARTTLS go-smtp's TLS
+// layer sits above conn, so routes sent over TLS are dropped by go-smtp,
+// never passed on, but not refused (internal/smtpd/README.md). At most
+// maxRoutes routed recipients are remembered until the session's Rcpt
+// takes them.
 type routeWatch struct {
-	line   []byte
-	skip   bool     // the current line cannot be a RCPT command, or is too long
 	routed []string // canonical mailboxes of routed RCPT commands, oldest first
 }
 
-const (
-	maxRouteLine = 1024
-	maxRoutes    = 64
-)
-
-// feed takes the bytes the client sent.
-func (w *routeWatch) feed(b []byte) {
-	for len(b) > 0 {
-		i := bytes.IndexByte(b, '\n')
-		seg := b
-		if i >= 0 {
-			seg = b[:i]
-		}
-		if len(w.line) == 0 && !w.skip && len(seg) > 0 && seg[0] != 'R' && seg[0] != 'r' {
-			w.skip = true // the common case: no copy
-		}
-		if !w.skip {
-			if len(w.line)+len(seg) > maxRouteLine {
-				w.skip, w.line = true, w.line[:0]
-			} else {
-				w.line = append(w.line, seg...)
-			}
-		}
-		if i < 0 {
-			return
-		}
-		if !w.skip {
-			w.check(w.line)
-		}
-		w.line, w.skip = w.line[:0], false
-		b = b[i+1:]
-	}
-}
+const maxRoutes = 64
 
 // check reads line the way go-smtp does (parseCmd, handleRcpt,
 // parser.parsePath): a verb of four letters in any case, one space, then
@@ -68,7 +33,7 @@ func (w *routeWatch) feed(b []byte) {
 // a route with no valid domain (an address literal, an underscore) is
 // dropped by go-smtp just as silently as a valid one.
 func (w *routeWatch) check(line []byte) {
-	line = bytes.TrimRight(line, "\r")
+	line = bytes.TrimRight(line, "\r\n")
 	if len(line) < 6 || !bytes.EqualFold(line[:4], []byte("RCPT")) || line[4] != ' ' {
 		return
 	}

@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"strings"
 	"testing"
 
 	"mxguard/internal/address"
@@ -11,12 +12,11 @@ import (
 // refused before the session took them.
 func TestRouteWatch(t *testing.T) {
 	var w routeWatch
+	var fr input
 	in := "EHLO x\r\nMAIL FROM:<@a.test:s@r.test>\r\nrcpt to: <@a.test,@b.test:Bob@Example.TEST.>\r\n" +
 		"RCPT TO:<carol@example.test>\r\nRCPT TO:<@c.test:dave@example.test>\r\nRCPT TO:<@broken:>\r\n" +
 		"Received: RCPT TO:<@x.test:eve@example.test>\r\n"
-	for i := range len(in) {
-		w.feed([]byte{in[i]})
-	}
+	feedWatch(&fr, &w, in, 1)
 	if len(w.routed) != 2 {
 		t.Fatalf("routed = %q, want bob's and dave's", w.routed)
 	}
@@ -27,12 +27,12 @@ func TestRouteWatch(t *testing.T) {
 	if !w.take("dave@example.test") || w.take("Bob@example.test") || len(w.routed) != 0 {
 		t.Errorf("take: %q left", w.routed)
 	}
-	w.feed([]byte("RCPT TO:<@a.test:" + string(make([]byte, maxRouteLine)) + "@x.test>\r\n"))
+	feedWatch(&fr, &w, "RCPT TO:<@a.test:"+strings.Repeat("x", maxHeldLine)+"@x.test>\r\n", 512)
 	if len(w.routed) != 0 {
 		t.Error("an over-long line was parsed")
 	}
 	for range maxRoutes + 5 {
-		w.feed([]byte("RCPT TO:<@a.test:f@example.test>\r\n"))
+		feedWatch(&fr, &w, "RCPT TO:<@a.test:f@example.test>\r\n", 7)
 	}
 	if len(w.routed) != maxRoutes {
 		t.Errorf("kept %d routes, limit %d", len(w.routed), maxRoutes)
@@ -54,7 +54,7 @@ func TestRouteWatchAsGoSMTPReads(t *testing.T) {
 		{"RCPT TO:<@a.test:v..w@Example.test>", `"v..w"@example.test`},
 	} {
 		var w routeWatch
-		w.feed([]byte(tc.line + "\r\n"))
+		w.check([]byte(tc.line + "\r\n"))
 		if !w.take(tc.mailbox) {
 			t.Errorf("%q: no route noted for %s (noted %q)", tc.line, tc.mailbox, w.routed)
 		}
@@ -68,12 +68,10 @@ func FuzzRouteWatch(f *testing.F) {
 	f.Add([]byte("rcpt  to:\t<@[1.2.3.4]:x@y.test>\r\nRCPT TO:<@:\r\n"), uint8(1))
 	f.Fuzz(func(t *testing.T, in []byte, cut uint8) {
 		var w routeWatch
-		step := int(cut%16) + 1
-		for i := 0; i < len(in); i += step {
-			w.feed(in[i:min(i+step, len(in))])
-		}
-		if len(w.routed) > maxRoutes || len(w.line) > maxRouteLine {
-			t.Fatalf("watch grew past its bounds: %d routes, line of %d", len(w.routed), len(w.line))
+		var fr input
+		feedWatch(&fr, &w, string(in), int(cut%16)+1)
+		if len(w.routed) > maxRoutes {
+			t.Fatalf("watch grew past its bounds: %d routes", len(w.routed))
 		}
 		for _, m := range w.routed {
 			if _, err := address.Parse(m, address.Options{UTF8: true, Postmaster: true}); err != nil {
@@ -81,4 +79,16 @@ func FuzzRouteWatch(f *testing.F) {
 			}
 		}
 	})
+}
+
+// feedWatch frames in, step octets at a time, as conn does, and shows
+// every command line to w; go-smtp's answers are not simulated (no DATA
+// is answered 354).
+func feedWatch(fr *input, w *routeWatch, in string, step int) {
+	for i := 0; i < len(in); i += step {
+		fr.raw = append(fr.raw, in[i:min(i+step, len(in))]...)
+		for fr.frame(func(l []byte) []byte { w.check(l); return l }) {
+			fr.ready = nil
+		}
+	}
 }
