@@ -110,7 +110,7 @@ func TestGoSMTPAddressForms(t *testing.T) {
 }
 
 // downstreamRecorder is a scripted downstream that keeps every command
-// line it receives; alice and bob exist, other recipients get 550 5.1.1.
+// line it receives; alice, bob and postmaster@example.test exist, other recipients get 550 5.1.1.
 type downstreamRecorder struct {
 	mu    sync.Mutex
 	lines []string
@@ -135,7 +135,8 @@ func newDownstreamRecorder(t *testing.T) (*downstreamRecorder, string) {
 			switch {
 			case strings.HasPrefix(u, "EHLO"):
 				return "250-recorder\n250-PIPELINING\n250-DSN\n250 8BITMIME", false
-			case strings.HasPrefix(u, "RCPT TO:<ALICE@EXAMPLE.TEST>"), strings.HasPrefix(u, "RCPT TO:<BOB@EXAMPLE.TEST>"):
+			case strings.HasPrefix(u, "RCPT TO:<ALICE@EXAMPLE.TEST>"), strings.HasPrefix(u, "RCPT TO:<BOB@EXAMPLE.TEST>"),
+				strings.HasPrefix(u, "RCPT TO:<POSTMASTER@EXAMPLE.TEST>"):
 				return "250 2.1.5 Ok", false
 			case strings.HasPrefix(u, "RCPT"):
 				return "550 5.1.1 " + line[8:] + ": Recipient address rejected: User unknown", false

@@ -306,6 +306,11 @@ func (c *conn) readInput() error {
 // and returns the line go-smtp is to read.
 func (c *conn) commandLine(line []byte) []byte {
 	c.routes.check(line)
+	if len(c.set.Domains) > 0 {
+		if pm, ok := postmasterLine(line, c.set.Domains[0]); ok {
+			return pm
+		}
+	}
 	return line
 }
 

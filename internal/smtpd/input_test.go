@@ -123,3 +123,34 @@ func FuzzInputFraming(f *testing.F) {
 		}
 	})
 }
+
+// TestBarePostmaster: "RCPT TO:<Postmaster>" without a domain is accepted
+// (RFC 5321 §4.1.1.3) and reaches the downstream as the postmaster of the
+// first of `domains`, from an untrusted client, in any case and with
+// go-smtp's white space; what only looks like it is not rewritten.
+func TestBarePostmaster(t *testing.T) {
+	d, down := newDownstreamRecorder(t)
+	addr, _ := startServerTo(t, down, nil, func(_ *Options, s *Settings) {
+		s.Domains = []string{"example.test", "other.test"}
+	})
+	const mail = "MAIL FROM:<sender@remote.test>"
+	pm := []string{mail, "RCPT TO:<postmaster@example.test>"}
+	runCases(t, addr, "127.0.0.22", d, []addrCase{
+		{rcpt: "<postmaster>", code: 250, down: pm},
+		{rcpt: "<Postmaster>", code: 250, down: pm},
+		{rcpt: " \t<POSTMASTER>  ", code: 250, down: pm},
+		{rcpt: "<postmaster> NOTIFY=NEVER", code: 504}, // DSN is not offered
+		{rcpt: "<postmaster>x", code: 501},
+		{rcpt: "<postmasterx>", code: 501},
+		{rcpt: `<"postmaster">`, code: 501},
+		{rcpt: "<postmaster@Example.Test>", code: 250, down: pm},
+	})
+}
+
+// TestBarePostmasterNoDomains: without `domains` there is no postmaster
+// to name; go-smtp's 501 stands.
+func TestBarePostmasterNoDomains(t *testing.T) {
+	d, down := newDownstreamRecorder(t)
+	addr, _ := startServerTo(t, down, nil)
+	runCases(t, addr, "127.0.0.23", d, []addrCase{{rcpt: "<postmaster>", code: 501}})
+}

@@ -118,3 +118,35 @@ func (w *routeWatch) take(mailbox string) bool {
 	}
 	return false
 }
+
+// postmasterLine rewrites "RCPT TO:<Postmaster>" (any case, white space
+// as go-smtp allows it) to the postmaster of domain. RFC 5321 §4.1.1.3
+// says a server MUST accept the bare form, which names its own
+// postmaster; go-smtp's parser wants a domain and would answer 501
+// 5.5.2. The mailbox the session then sees is postmaster@domain, the
+// first of `domains`; ESMTP parameters after the path stay as they were.
+func postmasterLine(line []byte, domain string) ([]byte, bool) {
+	const pm = "<postmaster>"
+	s := bytes.TrimRight(line, "\r\n")
+	if domain == "" || len(s) < 6 || !bytes.EqualFold(s[:4], []byte("RCPT")) || s[4] != ' ' {
+		return nil, false
+	}
+	arg := bytes.TrimSpace(s[5:])
+	if len(arg) < 3 || !bytes.EqualFold(arg[:3], []byte("TO:")) {
+		return nil, false
+	}
+	arg = bytes.TrimSpace(arg[3:])
+	if len(arg) < len(pm) || !bytes.EqualFold(arg[:len(pm)], []byte(pm)) {
+		return nil, false
+	}
+	rest := arg[len(pm):]
+	if len(rest) > 0 && rest[0] != ' ' && rest[0] != '\t' {
+		return nil, false // go-smtp refuses what is glued to the path
+	}
+	out := make([]byte, 0, len(line)+len(domain)+8)
+	out = append(out, "RCPT TO:<postmaster@"...)
+	out = append(out, domain...)
+	out = append(out, '>')
+	out = append(out, rest...)
+	return append(out, "\r\n"...), true
+}

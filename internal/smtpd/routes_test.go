@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 
@@ -66,12 +67,19 @@ func TestRouteWatchAsGoSMTPReads(t *testing.T) {
 func FuzzRouteWatch(f *testing.F) {
 	f.Add([]byte("RCPT TO:<@a.test:\"v\\\"w\"@example.test>\r\n"), uint8(3))
 	f.Add([]byte("rcpt  to:\t<@[1.2.3.4]:x@y.test>\r\nRCPT TO:<@:\r\n"), uint8(1))
+	f.Add([]byte("rcpt TO: <PostMaster> SIZE=1\r\n"), uint8(2))
 	f.Fuzz(func(t *testing.T, in []byte, cut uint8) {
 		var w routeWatch
 		var fr input
 		feedWatch(&fr, &w, string(in), int(cut%16)+1)
 		if len(w.routed) > maxRoutes {
 			t.Fatalf("watch grew past its bounds: %d routes", len(w.routed))
+		}
+		for l := range bytes.Lines(in) {
+			pm, ok := postmasterLine(l, "example.test")
+			if ok && (!strings.HasPrefix(string(pm), "RCPT TO:<postmaster@example.test>") || strings.Count(string(pm), "\n") != 1 || !strings.HasSuffix(string(pm), "\r\n")) {
+				t.Errorf("postmaster line %q from %q", pm, l)
+			}
 		}
 		for _, m := range w.routed {
 			if _, err := address.Parse(m, address.Options{UTF8: true, Postmaster: true}); err != nil {
