@@ -142,6 +142,10 @@ var (
 	AuthTwice = Reply{Code: 503, Enhanced: [3]int{5, 5, 1}, Text: "Already authenticated"}
 )
 
+// ReadyTLS answers STARTTLS (RFC 3207 §4), given by smtpd itself, which
+// runs the TLS layer below go-smtp.
+var ReadyTLS = Reply{Code: 220, Enhanced: [3]int{2, 0, 0}, Text: "Ready to start TLS"}
+
 // Replies about envelope addresses (internal/address, RFC 5321 §4.1.2).
 var (
 	// RoutingDenied: an untrusted client's address with routing in the

@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -62,14 +63,24 @@ type conn struct {
 	start    time.Time
 	gotInput bool
 	// sc is go-smtp's connection, known from the first EHLO/HELO (attach);
-	// after STARTTLS its Conn() is the *tls.Conn.
+	// a new one after STARTTLS (starttls.go).
 	sc *smtp.Conn
-	// tlsStarted: a TLS handshake began (the client's hello arrived); while
-	// it runs no reply could be read, so final writes nothing.
+	// gen is the generation that serves the connection; its tlsLn takes
+	// it after STARTTLS.
+	gen *generation
+	// tlsStarted: a TLS handshake began; while it runs no reply could be
+	// read, so final writes nothing.
 	tlsStarted bool
-	// tls is the TLS layer above conn once the handshake succeeded; final
-	// writes through it.
+	// handoff: STARTTLS was answered; go-smtp's plaintext connection ends
+	// and Close runs the handshake (starttls.go).
+	handoff atomic.Bool
+	// tls is conn's own TLS layer on the client socket once the handshake
+	// succeeded (starttls.go): reads and writes go through it, and conn
+	// still sees plaintext. Set under outMu.
 	tls *tls.Conn
+	// dropGreeting: the greeting of the post-TLS go-smtp connection is
+	// not for the client (RFC 3207 §4.2: the client goes on with EHLO).
+	dropGreeting bool
 	// outMu guards out: the session goroutine writes, while Close may come
 	// from a server shutdown in another goroutine.
 	outMu     sync.Mutex
@@ -171,31 +182,12 @@ func (c *conn) attach(sc *smtp.Conn) {
 	c.tally.useful.Store(true)
 }
 
-// startingTLS is called when a client's TLS hello arrives after STARTTLS.
-// A client that did not say EHLO first was never offered STARTTLS
-// (RFC 3207 §4, RFC 5321 §4.1.1.1); without EHLO conn would also have no
-// way to reach the TLS layer for a final reply, so the handshake is
-// refused.
+// startingTLS is called when a client's TLS hello arrives after a
+// STARTTLS go-smtp answered itself. conn answers every STARTTLS after
+// EHLO (starttls.go); go-smtp only gets one before EHLO, which never
+// offered it (RFC 3207 §4, RFC 5321 §4.1.1.1): that handshake is refused.
 func (c *conn) startingTLS() error {
-	if c.sc == nil {
-		return errTLSBeforeEHLO
-	}
-	c.tlsStarted = true
-	c.tally.useful.Store(true)
-	return nil
-}
-
-// handshakeDone is called when go-smtp reads a command after a TLS
-// handshake began: it succeeded if go-smtp now runs over a *tls.Conn;
-// otherwise go-smtp answered "550 Handshake error" and goes on in
-// plaintext, and so do final replies.
-func (c *conn) handshakeDone() {
-	if tc, ok := c.sc.Conn().(*tls.Conn); ok {
-		c.tls = tc
-		c.live.secure.Store(true)
-	} else {
-		c.tlsStarted = false
-	}
+	return errTLSBeforeEHLO
 }
 
 // Write buffers output until the next read (see type comment).
@@ -205,6 +197,14 @@ func (c *conn) Write(p []byte) (int, error) {
 	if c.dead.Load() {
 		return len(p), nil
 	}
+	n := len(p)
+	if c.dropGreeting {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			return n, nil
+		}
+		c.dropGreeting, p = false, p[i+1:]
+	}
 	c.in.sniffReply(p)
 	c.out = append(c.out, p...)
 	if len(c.out) >= 64<<10 {
@@ -212,7 +212,7 @@ func (c *conn) Write(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	return len(p), nil
+	return n, nil
 }
 
 func (c *conn) flush() error {
@@ -225,7 +225,11 @@ func (c *conn) flushLocked() error {
 	if len(c.out) == 0 {
 		return nil
 	}
-	_, err := c.Conn.Write(c.out)
+	var w io.Writer = c.Conn
+	if c.tls != nil {
+		w = c.tls
+	}
+	_, err := w.Write(c.out)
 	if cap(c.out) > 64<<10 {
 		c.out = nil
 	} else {
@@ -245,6 +249,9 @@ func (c *conn) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	for len(c.in.ready) == 0 {
+		if c.handoff.Load() {
+			return 0, io.EOF // STARTTLS: this go-smtp connection ends
+		}
 		if c.in.frame(c.commandLine) {
 			continue
 		}
@@ -277,11 +284,15 @@ func (c *conn) readInput() error {
 	if cap(raw)-len(raw) < 1024 {
 		raw = append(make([]byte, 0, len(raw)+4096), raw...)
 	}
-	n, err := c.readAhead(raw[len(raw):cap(raw)])
+	var n int
+	var err error
+	if c.tls != nil {
+		n, err = c.tls.Read(raw[len(raw):cap(raw)])
+	} else {
+		n, err = c.readRaw(raw[len(raw):cap(raw)])
+	}
 	c.in.raw = raw[:len(raw)+n]
 	if n > 0 {
-		c.gotInput = true
-		c.live.read(n, time.Now())
 		if c.blockedNow() {
 			c.refuseNow()
 			return io.EOF
@@ -302,9 +313,23 @@ func (c *conn) readInput() error {
 	return err
 }
 
+// readRaw reads from the client socket: first what the hangup watch read
+// ahead, and counts what arrived.
+func (c *conn) readRaw(p []byte) (int, error) {
+	n, err := c.readAhead(p)
+	if n > 0 {
+		c.gotInput = true
+		c.live.read(n, time.Now())
+	}
+	return n, err
+}
+
 // commandLine looks at a complete command line before go-smtp reads it
-// and returns the line go-smtp is to read.
+// and returns the line go-smtp is to read (nil: none, conn answered it).
 func (c *conn) commandLine(line []byte) []byte {
+	if startTLSLine(line) && c.startTLS() {
+		return nil
+	}
 	c.routes.check(line)
 	if len(c.set.Domains) > 0 {
 		if pm, ok := postmasterLine(line, c.set.Domains[0]); ok {
@@ -324,21 +349,16 @@ func (c *conn) final(r *reply.Reply) {
 	if c.dead.Load() {
 		return
 	}
-	line := append(r.Line(), "\r\n"...)
-	switch {
-	case c.tls != nil:
-		c.tls.Write(line)
-		c.tls.CloseWrite()
-	case c.tlsStarted:
-		// Mid-handshake: no reply can be read; just close.
-	default:
-		c.Write(line)
+	if !c.tlsStarted { // mid-handshake no reply can be read; just close
+		c.Write(append(r.Line(), "\r\n"...))
 	}
 	c.outMu.Lock()
 	defer c.outMu.Unlock()
-	// close_notify left a write deadline of "now" behind.
 	c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	c.flushLocked()
+	if c.tls != nil {
+		c.tls.CloseWrite()
+	}
 	c.dead.Store(true)
 }
 
@@ -374,12 +394,9 @@ func (c *conn) SetReadDeadline(t time.Time) error {
 	if t.IsZero() {
 		return c.Conn.SetReadDeadline(t)
 	}
-	if c.tlsStarted && c.tls == nil {
-		c.handshakeDone()
-	}
-	if c.in.mode == modeTLS && c.tls == nil && !c.tlsStarted {
-		// The handshake failed (refused before EHLO): go-smtp goes on
-		// in plaintext, and so does the framing.
+	if c.in.mode == modeTLS {
+		// go-smtp's handshake was refused (before EHLO): it goes on in
+		// plaintext, and so does the framing.
 		c.in.mode = modeCommand
 	}
 	if r, name := c.nextCommand(); r != nil {
@@ -497,6 +514,9 @@ func (c *conn) closeRaw() {
 // to the detection engine: one that sent no message, or one closed for
 // junk commands or errors (limits.go) whatever it sent before.
 func (c *conn) Close() error {
+	if c.handoff.Swap(false) && c.switchTLS() {
+		return nil // the session goes on over TLS
+	}
 	var err error
 	c.closeOnce.Do(func() {
 		// tls.Conn.Close sets a write deadline of "now" after queueing
@@ -504,6 +524,9 @@ func (c *conn) Close() error {
 		// (the 221 to QUIT) would never leave the buffer.
 		c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		c.flush()
+		if c.tls != nil {
+			c.tls.CloseWrite() // close_notify (RFC 8446 §6.1)
+		}
 		err = c.Conn.Close()
 		if c.cancel != nil {
 			c.cancel()

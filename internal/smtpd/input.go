@@ -49,10 +49,10 @@ const (
 	modeCommand inputMode = iota
 	modeData              // DATA message up to <CRLF>.<CRLF>
 	modeChunk             // BDAT chunk octets
-	// modeTLS: STARTTLS was answered 220. What follows is TLS records,
-	// passed on as they come; go-smtp's TLS layer above conn sees the
-	// commands, so after a handshake nothing more is framed here
-	// (README: routes over TLS).
+	// modeTLS: go-smtp answered STARTTLS 220 itself (one conn did not
+	// take, see conn.commandLine): what follows is a TLS hello, passed on
+	// as it comes, which go-smtp's handshake refuses (guard.go); go-smtp
+	// then goes on in plaintext and so does the framing.
 	modeTLS
 )
 
@@ -146,8 +146,8 @@ func (in *input) take(n int) {
 // Verbs are read as go-smtp's parseCmd reads them: four letters in any
 // case, then a space and the argument, or nothing.
 func (in *input) command(line []byte) {
-	if len(line) >= 8 && bytes.EqualFold(line[:8], []byte("STARTTLS")) {
-		in.await = modeTLS // go-smtp takes any line that starts so
+	if startTLSLine(line) {
+		in.await = modeTLS
 		return
 	}
 	verb, arg, ok := commandVerb(line)
@@ -162,6 +162,11 @@ func (in *input) command(line []byte) {
 			in.mode, in.chunk = modeChunk, n
 		}
 	}
+}
+
+// startTLSLine: go-smtp takes any line that starts so as STARTTLS.
+func startTLSLine(line []byte) bool {
+	return len(line) >= 8 && bytes.EqualFold(line[:8], []byte("STARTTLS"))
 }
 
 // commandVerb splits a command line as go-smtp's parseCmd does.

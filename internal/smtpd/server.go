@@ -143,6 +143,11 @@ type generation struct {
 	set  *Settings
 	smtp *smtp.Server
 	ln   *chanListener
+	// tlsSmtp serves the connections after STARTTLS (starttls.go), fed
+	// by tlsLn; it stays open across reloads for the sessions of its
+	// generation.
+	tlsSmtp *smtp.Server
+	tlsLn   *chanListener
 }
 
 // New returns a Server; call Serve to run it.
@@ -164,7 +169,20 @@ func New(o Options, s *Settings) *Server {
 }
 
 func (s *Server) newGeneration(set *Settings) *generation {
-	g := &generation{set: set, ln: newChanListener()}
+	g := &generation{set: set, ln: newChanListener(), tlsLn: newChanListener()}
+	g.smtp = s.goSMTP(set)
+	g.smtp.TLSConfig = starttlsConfig(set.TLS)
+	g.tlsSmtp = s.goSMTP(set)
+	s.lnMu.Lock()
+	s.gens = append(s.gens, g)
+	s.lnMu.Unlock()
+	go func() { _ = g.smtp.Serve(g.ln) }()
+	go func() { _ = g.tlsSmtp.Serve(g.tlsLn) }()
+	return g
+}
+
+// goSMTP is a go-smtp server for set, without TLS.
+func (s *Server) goSMTP(set *Settings) *smtp.Server {
 	ss := smtp.NewServer(backend{s})
 	ss.Domain = set.Hostname
 	ss.MaxMessageBytes = int64(set.Limits.MaxMessageSize)
@@ -179,18 +197,13 @@ func (s *Server) newGeneration(set *Settings) *generation {
 	// DATA, session limit, stress mode).
 	ss.ReadTimeout = set.Timeouts.Command
 	ss.WriteTimeout = set.Timeouts.Command
-	ss.TLSConfig = starttlsConfig(set.TLS)
 	// The session decides who may AUTH (TLS, or a trusted client) and
 	// answers the others 530 5.7.0 itself; go-smtp's own refusal would be
-	// 523 5.7.10 for everyone without TLS.
+	// 523 5.7.10 for everyone without TLS (and go-smtp never knows about
+	// conn's TLS, starttls.go).
 	ss.AllowInsecureAuth = s.o.Auth != nil
 	ss.ErrorLog = errorLog{s}
-	g.smtp = ss
-	s.lnMu.Lock()
-	s.gens = append(s.gens, g)
-	s.lnMu.Unlock()
-	go func() { _ = ss.Serve(g.ln) }()
-	return g
+	return ss
 }
 
 // Reload applies new settings to connections accepted from now on.
@@ -241,7 +254,7 @@ func (s *Server) Close() error {
 	s.stop()
 	var errs []error
 	for _, g := range s.stopAccepting() {
-		errs = append(errs, ignoreClosed(g.smtp.Close()))
+		errs = append(errs, ignoreClosed(g.smtp.Close()), ignoreClosed(g.tlsSmtp.Close()))
 	}
 	return errors.Join(errs...)
 }
@@ -250,7 +263,7 @@ func (s *Server) Close() error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
 	for _, g := range s.stopAccepting() {
-		errs = append(errs, ignoreClosed(g.smtp.Shutdown(ctx)))
+		errs = append(errs, ignoreClosed(g.smtp.Shutdown(ctx)), ignoreClosed(g.tlsSmtp.Shutdown(ctx)))
 	}
 	return errors.Join(errs...)
 }
@@ -266,6 +279,7 @@ func (s *Server) stopAccepting() []*generation {
 	}
 	for _, g := range s.gens {
 		g.ln.Close()
+		g.tlsLn.Close()
 	}
 	return s.gens
 }
@@ -360,10 +374,12 @@ func (s *Server) admit(raw net.Conn) {
 	s.count("accepted")
 	// Cancelled by conn.Close and by Server.Close (see conn.ctx).
 	c.ctx, c.cancel = context.WithCancel(s.ctx)
+	c.gen = g
 	if !g.ln.deliver(c) {
 		// The generation was replaced between Load and deliver: hand the
 		// connection to the current one.
-		if !s.cur.Load().ln.deliver(c) {
+		c.gen = s.cur.Load()
+		if !c.gen.ln.deliver(c) {
 			c.Close()
 		}
 	}

@@ -39,11 +39,12 @@ func (b backend) NewSession(sc *smtp.Conn) (smtp.Session, error) {
 	// A new session (the first EHLO, or the one after STARTTLS) starts
 	// unauthenticated (RFC 3207 §4.2: forget what was learnt before TLS).
 	c.ps.Account = ""
-	_, tls := sc.TLSConnectionState()
-	return guard{&session{c: c, tls: tls}}, nil
+	// conn runs TLS below go-smtp (starttls.go).
+	return guard{&session{c: c, tls: c.tls != nil}}, nil
 }
 
-// underlying finds our conn below a possible *tls.Conn (after STARTTLS).
+// underlying finds our conn below a possible *tls.Conn (go-smtp's own
+// STARTTLS, which it starts only to have it refused, guard.go).
 func underlying(nc net.Conn) *conn {
 	for {
 		switch v := nc.(type) {

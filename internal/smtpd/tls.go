@@ -74,3 +74,8 @@ func generateSelfSigned(certFile, keyFile, hostname string) error {
 	}
 	return nil
 }
+
+// tlsServer is conn's TLS layer on the client socket (starttls.go).
+func tlsServer(c *conn) *tls.Conn {
+	return tls.Server(rawSide{Conn: c.Conn, c: c}, c.set.TLS)
+}

@@ -1,0 +1,107 @@
+package smtpd
+
+import (
+	"crypto/tls"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"mxguard/internal/testutil"
+)
+
+// TestCommandsWatchedOverTLS: after STARTTLS (a Go TLS client) an
+// untrusted client's source route is refused 554 5.7.1 and never reaches
+// the downstream, a bare <postmaster> goes on as postmaster@example.test,
+// and message lines are still no commands — conn sees the plaintext
+// (starttls.go). The session before TLS is forgotten (RFC 3207 §4.2):
+// MAIL right after the handshake needs a new EHLO first.
+func TestCommandsWatchedOverTLS(t *testing.T) {
+	d, down := newDownstreamRecorder(t)
+	ts := startTestServer(t, serverOpts{downstream: down, tls: true, adjust: []func(*Options, *Settings){func(_ *Options, s *Settings) {
+		s.Domains = []string{"example.test"}
+	}}})
+	c := testutil.Dial(t, ts.addr, testutil.DialOptions{LocalIP: "127.0.0.24"})
+	c.Expect(220)
+	c.Cmd("EHLO client.test", 250)
+	c.Cmd("MAIL FROM:<sender@remote.test>", 250)
+	c.StartTLS(&tls.Config{InsecureSkipVerify: true})
+	c.Cmd("MAIL FROM:<sender@remote.test>", 502) // go-smtp: EHLO first
+	ehlo := c.Cmd("EHLO client.test", 250)
+	if strings.Contains(ehlo, "STARTTLS") {
+		t.Errorf("STARTTLS offered again over TLS: %q", ehlo)
+	}
+	c.Cmd("STARTTLS", 502)
+	c.Cmd("MAIL FROM:<sender@remote.test>", 250)
+	text := c.Cmd("RCPT TO:<@evil.test:alice@example.test>", 554)
+	wantEnhanced(t, text, "5.7.1")
+	c.Cmd("RCPT TO:<@a.test,@b.test:bob@example.test>", 554)
+	c.Cmd("RCPT TO:<Postmaster>", 250)
+	c.Data("Subject: over TLS\n\nRCPT TO:<@x.test:alice@example.test>\n", 250)
+	c.Cmd("MAIL FROM:<sender@remote.test>", 250)
+	c.Cmd("RCPT TO:<alice@example.test>", 250)
+	c.Cmd("QUIT", 221)
+
+	var rcpts []string
+	for _, l := range d.envelope() {
+		if strings.HasPrefix(l, "RCPT") {
+			rcpts = append(rcpts, l)
+		}
+	}
+	want := []string{"RCPT TO:<postmaster@example.test>", "RCPT TO:<alice@example.test>"}
+	if strings.Join(rcpts, "\n") != strings.Join(want, "\n") {
+		t.Errorf("downstream got %q, want %q", rcpts, want)
+	}
+}
+
+// TestSTARTTLSInjection: commands pipelined after STARTTLS in plaintext
+// are dropped, never run inside the TLS session (RFC 3207 §4.2; the
+// attack of CVE-2011-0411).
+func TestSTARTTLSInjection(t *testing.T) {
+	d, down := newDownstreamRecorder(t)
+	ts := startTestServer(t, serverOpts{downstream: down, tls: true})
+	conn, r := rawSession(t, ts.addr, "EHLO client.test")
+	conn.Write([]byte("STARTTLS\r\nEHLO injected.test\r\nMAIL FROM:<injected@remote.test>\r\n"))
+	if l, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(l, "220 ") || r.Buffered() != 0 {
+		t.Fatalf("STARTTLS: %q %v, %d octets more", l, err, r.Buffered())
+	}
+	tc := tls.Client(conn, &tls.Config{InsecureSkipVerify: true})
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	// Were the injected EHLO and MAIL run over TLS, this RCPT would be
+	// taken; it gets go-smtp's "introduce yourself" instead.
+	tc.Write([]byte("RCPT TO:<alice@example.test>\r\nQUIT\r\n"))
+	buf := make([]byte, 4096)
+	var got string
+	for !strings.Contains(got, "221") {
+		n, err := tc.Read(buf)
+		got += string(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	if !strings.HasPrefix(got, "502 ") {
+		t.Errorf("RCPT after the injection got %q, want 502 (no EHLO, no MAIL over TLS)", got)
+	}
+	for _, l := range d.envelope() {
+		if strings.Contains(l, "injected") {
+			t.Errorf("downstream got %q", l)
+		}
+	}
+}
+
+// TestSwaksTLSSourceRoute: swaks, over STARTTLS, with a source-routed
+// recipient from an untrusted client gets 554 5.7.1.
+func TestSwaksTLSSourceRoute(t *testing.T) {
+	path, err := exec.LookPath("swaks")
+	testutil.RequireComponent(t, "swaks", err == nil, "apt-get install swaks")
+	_, down := newDownstreamRecorder(t)
+	ts := startTestServer(t, serverOpts{downstream: down, tls: true})
+	host, port, _ := strings.Cut(ts.addr, ":")
+	out, _ := exec.Command(path, "--server", host, "--port", port, "--local-interface", "127.0.0.26",
+		"--tls", "--from", "sender@remote.test", "--to", "@evil.test:alice@example.test",
+		"--quit-after", "RCPT", "--timeout", "5").CombinedOutput()
+	if !strings.Contains(string(out), "<~* 554 5.7.1 ") {
+		t.Errorf("swaks --tls with a source route:\n%s", out)
+	}
+}
