@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"net"
@@ -122,7 +123,7 @@ func TestSubmissionMalformedAuth(t *testing.T) {
 		{"AUTH PLAIN " + b64("\x00alice@example.test\x00"), 501},
 		{"AUTH PLAIN " + b64("\x00"+strings.Repeat("u", 300)+"\x00pw"), 500},
 		{"AUTH PLAIN " + b64("admin@example.test\x00alice@example.test\x00correct horse"), 535},
-		{"AUTH PLAIN !!!not-base64!!!", 454}, // go-smtp decodes base64 itself and answers this (see smtpd/README.md)
+		{"AUTH PLAIN !!!not-base64!!!", 501}, // RFC 4954 §4 (smtpd rewrites it before go-smtp decodes it)
 		{"AUTH", 502},
 	} {
 		c.Cmd(tc.line, tc.code)
@@ -133,6 +134,46 @@ func TestSubmissionMalformedAuth(t *testing.T) {
 	c.Cmd("AUTH PLAIN "+b64("\x00alice@example.test\x00correct horse"), 503)
 	c.Cmd("MAIL FROM:<alice@example.test>", 250)
 	c.Cmd("QUIT", 221)
+}
+
+// TestSubmissionBadBase64OverTLS: after STARTTLS, an untrusted client's
+// AUTH responses that are not base64 get 501 5.5.2 (RFC 4954 §4), in the
+// initial response and in a continuation; "*" cancels with 501; none of
+// them counts as a failed login, and a correct AUTH still works after.
+func TestSubmissionBadBase64OverTLS(t *testing.T) {
+	e := submissionEnv(t, "")
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	c := testutil.Dial(t, e.gw.SubmissionAddr(), testutil.DialOptions{LocalIP: "127.0.0.142"})
+	c.Expect(220)
+	c.Cmd("EHLO phone.test", 250)
+	c.StartTLS(&tls.Config{InsecureSkipVerify: true})
+	if ehlo := c.Cmd("EHLO phone.test", 250); !strings.Contains(ehlo, "AUTH PLAIN LOGIN") {
+		t.Fatalf("AUTH not advertised over TLS: %q", ehlo)
+	}
+	for _, text := range []string{
+		c.Cmd("AUTH PLAIN !!!not-base64!!!", 501),
+		c.Cmd("AUTH LOGIN "+b64("alice@example.test")[1:], 501),
+		func() string { c.Cmd("AUTH LOGIN", 334); return c.Cmd("not base64 either", 501) }(),
+		func() string {
+			c.Cmd("AUTH LOGIN", 334)
+			c.Cmd(b64("alice@example.test"), 334)
+			return c.Cmd("cGFz c3dvcmQ=", 501)
+		}(),
+		func() string { c.Cmd("AUTH PLAIN", 334); return c.Cmd("%%%", 501) }(),
+	} {
+		if !strings.HasPrefix(text, "5.5.2 ") {
+			t.Errorf("bad base64 answered %q, want 501 5.5.2", text)
+		}
+	}
+	c.Cmd("AUTH LOGIN", 334)
+	c.Cmd("*", 501)
+	c.Cmd("AUTH PLAIN "+b64("\x00alice@example.test\x00correct horse"), 235)
+	c.Cmd("QUIT", 221)
+	m := e.metrics()
+	if !strings.Contains(m, `mxguard_auth_total{result="malformed",service="submission"} 5`) ||
+		!strings.Contains(m, `mxguard_auth_total{result="failure",service="submission"} 0`) {
+		t.Errorf("want 5 malformed AUTH and no failed login:\n%s", grepLines(m, "mxguard_auth_total"))
+	}
 }
 
 // Password guessing over submission: a phone retrying its old password is

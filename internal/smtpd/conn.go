@@ -327,6 +327,12 @@ func (c *conn) readRaw(p []byte) (int, error) {
 // commandLine looks at a complete command line before go-smtp reads it
 // and returns the line go-smtp is to read (nil: none, conn answered it).
 func (c *conn) commandLine(line []byte) []byte {
+	if c.in.sasl {
+		return saslLine(line)
+	}
+	if l, ok := authLine(line); ok {
+		return l
+	}
 	if startTLSLine(line) && c.startTLS() {
 		return nil
 	}

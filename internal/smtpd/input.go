@@ -34,9 +34,13 @@ type input struct {
 	dot  dotState // where a DATA message stands, for its end marker
 	// chunk is how many octets of a BDAT chunk are still to come.
 	chunk uint64
-	// await: the last command handed was DATA or STARTTLS; its reply
-	// decides whether a message or a TLS handshake follows.
+	// await: the last line handed was DATA, STARTTLS, AUTH or an AUTH
+	// response; its reply decides whether a message, a TLS handshake or
+	// another AUTH response (334) follows.
 	await inputMode
+	// sasl: the line being framed (and handed to rewrite) is a response
+	// of an AUTH exchange (RFC 4954 §4), not a command.
+	sasl bool
 	// sniff holds the first octets go-smtp wrote after that line.
 	sniff []byte
 	// rbuf is the read buffer, reused.
@@ -54,6 +58,9 @@ const (
 	// as it comes, which go-smtp's handshake refuses (guard.go); go-smtp
 	// then goes on in plaintext and so does the framing.
 	modeTLS
+	// awaitSASL is no mode, only what await can wait for: a 334 to AUTH
+	// makes the next line a SASL response.
+	awaitSASL
 )
 
 // dotState follows go-smtp's dataReader: the end marker is a line ".",
@@ -85,6 +92,8 @@ func (in *input) frame(rewrite func(line []byte) []byte) bool {
 		// Whatever a client pipelined after STARTTLS is dropped, never
 		// read as TLS data or commands (RFC 3207 §4.2, CVE-2011-0411).
 		in.mode, in.raw = modeTLS, in.raw[:0]
+	case in.await == awaitSASL:
+		in.sasl = bytes.HasPrefix(in.sniff, []byte("334"))
 	}
 	in.await, in.sniff = modeCommand, in.sniff[:0]
 	if len(in.raw) == 0 {
@@ -129,8 +138,13 @@ func (in *input) frame(rewrite func(line []byte) []byte) bool {
 		return true
 	}
 	line := in.raw[:i+1]
-	in.command(line)
+	if in.sasl {
+		in.await = awaitSASL // LOGIN asks twice
+	} else {
+		in.command(line)
+	}
 	in.ready = rewrite(line)
+	in.sasl = false
 	in.raw = in.raw[i+1:]
 	return true
 }
@@ -155,6 +169,8 @@ func (in *input) command(line []byte) {
 		return
 	}
 	switch {
+	case strings.EqualFold(verb, "AUTH"):
+		in.await = awaitSASL
 	case strings.EqualFold(verb, "DATA") && arg == "":
 		in.await = modeData
 	case strings.EqualFold(verb, "BDAT"):
@@ -232,8 +248,8 @@ func (in *input) dataEnd(b []byte) int {
 	return len(b)
 }
 
-// sniffReply keeps the start of what go-smtp answers to a DATA or
-// STARTTLS line.
+// sniffReply keeps the start of what go-smtp answers to a DATA,
+// STARTTLS or AUTH line.
 func (in *input) sniffReply(p []byte) {
 	if in.await != modeCommand && len(in.sniff) < 3 {
 		in.sniff = append(in.sniff, p[:min(len(p), 3-len(in.sniff))]...)

@@ -2,6 +2,8 @@ package smtpd
 
 import (
 	"bytes"
+	"encoding/base64"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/emersion/go-sasl"
@@ -15,10 +17,11 @@ import (
 // offered only over TLS, or to trusted clients (INTERFACE.md §4).
 //
 // go-smtp decodes the base64 of each client line before a mechanism sees
-// it; what it cannot decode it answers itself with 454 4.7.0 "Invalid
-// base64 data" (go-smtp v0.25 and v0.26 conn.go handleAuth), and "*"
-// (the client cancelling) with 501 5.0.0. Everything after decoding is
-// checked here and refused with a 5xx of RFC 4954 §6.
+// it; what it cannot decode it would answer itself with 454 4.7.0
+// "Invalid base64 data" (go-smtp v0.25 and v0.26 conn.go handleAuth), so
+// conn rewrites such lines first (saslLine). "*" (the client cancelling)
+// go-smtp answers 501 5.0.0. Everything after decoding is checked here
+// and refused with a 5xx of RFC 4954 §6.
 const (
 	mechPlain = "PLAIN"
 	mechLogin = "LOGIN"
@@ -128,4 +131,47 @@ func loginField(f []byte) *reply.Reply {
 		return &reply.AuthMalformed
 	}
 	return nil
+}
+
+// RFC 4954 §4: a response (or initial response) that is not valid base64
+// must be refused with 501. go-smtp decodes it before the mechanism sees
+// it and answers 454 4.7.0 itself, so conn (input.go) rewrites such a line
+// before go-smtp reads it to "=", the empty response: the mechanism then
+// refuses it as malformed (AuthMalformed, 501 5.5.2), as it refuses an
+// empty PLAIN message or LOGIN field. "*" (the client cancelling) stays
+// as it is: go-smtp answers it 501 5.0.0. Neither counts toward
+// brute_force: no credential was tried (the junk command limit bounds a
+// client repeating them).
+
+// saslLine is a SASL response line as go-smtp is to read it.
+func saslLine(line []byte) []byte {
+	s := bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+	if string(s) == "*" || validSASL(s) {
+		return line
+	}
+	return []byte("=\r\n")
+}
+
+// authLine rewrites an AUTH command whose initial response is not valid
+// base64 (go-smtp's handleAuth: the second field).
+func authLine(line []byte) ([]byte, bool) {
+	verb, arg, ok := commandVerb(line)
+	if !ok || !strings.EqualFold(verb, "AUTH") {
+		return nil, false
+	}
+	f := strings.Fields(arg)
+	if len(f) < 2 || validSASL([]byte(f[1])) {
+		return nil, false
+	}
+	f[1] = "="
+	return []byte("AUTH " + strings.Join(f, " ") + "\r\n"), true
+}
+
+// validSASL: what go-smtp's decodeSASLResponse decodes ("=" is empty).
+func validSASL(s []byte) bool {
+	if string(s) == "=" {
+		return true
+	}
+	_, err := base64.StdEncoding.DecodeString(string(s))
+	return err == nil
 }

@@ -168,3 +168,31 @@ func FuzzSASL(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSASLLines: whatever line a client sends as an AUTH response or
+// AUTH command, go-smtp gets one it can decode (or "*"), and a line it
+// could decode is never changed.
+func FuzzSASLLines(f *testing.F) {
+	f.Add([]byte("dGVzdA==\r\n"))
+	f.Add([]byte("AUTH PLAIN !!!\r\n"))
+	f.Add([]byte("*\r\n"))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		if bytes.Count(line, []byte("\n")) > 1 {
+			return // conn frames one line at a time
+		}
+		out := saslLine(line)
+		s := bytes.TrimSuffix(bytes.TrimSuffix(out, []byte("\n")), []byte("\r"))
+		if !validSASL(s) && string(s) != "*" {
+			t.Errorf("saslLine(%q) = %q, which go-smtp cannot decode", line, out)
+		}
+		if in := bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r")); validSASL(in) && !bytes.Equal(out, line) {
+			t.Errorf("saslLine changed the valid %q to %q", line, out)
+		}
+		if a, ok := authLine(line); ok {
+			f := strings.Fields(string(a))
+			if len(f) < 3 || f[2] != "=" || !strings.HasSuffix(string(a), "\r\n") {
+				t.Errorf("authLine(%q) = %q", line, a)
+			}
+		}
+	})
+}
