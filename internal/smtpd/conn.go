@@ -182,14 +182,6 @@ func (c *conn) attach(sc *smtp.Conn) {
 	c.tally.useful.Store(true)
 }
 
-// startingTLS is called when a client's TLS hello arrives after a
-// STARTTLS go-smtp answered itself. conn answers every STARTTLS after
-// EHLO (starttls.go); go-smtp only gets one before EHLO, which never
-// offered it (RFC 3207 §4, RFC 5321 §4.1.1.1): that handshake is refused.
-func (c *conn) startingTLS() error {
-	return errTLSBeforeEHLO
-}
-
 // Write buffers output until the next read (see type comment).
 func (c *conn) Write(p []byte) (int, error) {
 	c.outMu.Lock()

@@ -84,25 +84,16 @@ func (p progressReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// starttlsConfig is the STARTTLS configuration go-smtp gets: base, plus
-// a hook that tells the connection its TLS handshake began (and refuses
-// it before EHLO, see conn.startingTLS).
+// starttlsConfig is the STARTTLS configuration go-smtp gets: it makes
+// go-smtp offer STARTTLS, but every handshake go-smtp itself starts is
+// refused. conn answers STARTTLS after EHLO itself (starttls.go), so
+// go-smtp only meets one before EHLO, which was never offered to that
+// client (RFC 3207 §4, RFC 5321 §4.1.1.1).
 func starttlsConfig(base *tls.Config) *tls.Config {
 	if base == nil {
 		return nil
 	}
-	cfg := base.Clone()
-	next := base.GetConfigForClient
-	cfg.GetConfigForClient = func(h *tls.ClientHelloInfo) (*tls.Config, error) {
-		if c, ok := h.Conn.(*conn); ok {
-			if err := c.startingTLS(); err != nil {
-				return nil, err
-			}
-		}
-		if next != nil {
-			return next(h)
-		}
-		return nil, nil
-	}
-	return cfg
+	return &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		return nil, errTLSBeforeEHLO
+	}}
 }

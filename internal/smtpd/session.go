@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
-	"net"
 	"strings"
 	"sync"
 	"time"
@@ -28,8 +27,10 @@ import (
 type backend struct{ s *Server }
 
 func (b backend) NewSession(sc *smtp.Conn) (smtp.Session, error) {
-	c := underlying(sc.Conn())
-	if c == nil {
+	// go-smtp never runs TLS itself (its handshake is refused, conn runs
+	// STARTTLS, starttls.go): its connection is always ours.
+	c, ok := sc.Conn().(*conn)
+	if !ok {
 		return nil, errors.New("internal error: unknown connection type")
 	}
 	c.attach(sc)
@@ -41,21 +42,6 @@ func (b backend) NewSession(sc *smtp.Conn) (smtp.Session, error) {
 	c.ps.Account = ""
 	// conn runs TLS below go-smtp (starttls.go).
 	return guard{&session{c: c, tls: c.tls != nil}}, nil
-}
-
-// underlying finds our conn below a possible *tls.Conn (go-smtp's own
-// STARTTLS, which it starts only to have it refused, guard.go).
-func underlying(nc net.Conn) *conn {
-	for {
-		switch v := nc.(type) {
-		case *conn:
-			return v
-		case interface{ NetConn() net.Conn }:
-			nc = v.NetConn()
-		default:
-			return nil
-		}
-	}
 }
 
 // session is one EHLO-to-QUIT (or STARTTLS) span of a connection.
