@@ -236,6 +236,8 @@ func TestAddressTricksUntrusted(t *testing.T) {
 		{rcpt: "<@evil.test:alice@example.test>", code: 554, enhanced: "5.7.1 "},
 		{rcpt: "<@a.test,@b.test:alice@example.test>", code: 554, enhanced: "5.7.1 "},
 		{rcpt: " <@evil.test:alice@EXAMPLE.test>", code: 554, enhanced: "5.7.1 "},
+		// Padded past any short bound of the watch: still a command line.
+		{rcpt: "<@evil.test:alice@example.test>" + strings.Repeat(" ", 5000), code: 554, enhanced: "5.7.1 "},
 		// Quoting is kept: the downstream's own verdict comes back.
 		{rcpt: `<"alice> NOTIFY=NEVER"@example.test>`, code: 550, enhanced: "5.1.1 ", down: []string{mail, `RCPT TO:<"alice> NOTIFY=NEVER"@example.test>`}},
 		{rcpt: `<"john smith"@Example.Test>`, code: 550, enhanced: "5.1.1 ", down: []string{mail, `RCPT TO:<"john smith"@example.test>`}},

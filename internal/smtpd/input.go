@@ -31,6 +31,9 @@ type input struct {
 	// long: the command line in progress outgrew maxHeldLine; the rest
 	// of it goes to go-smtp unread (go-smtp's own line limit applies).
 	long bool
+	// scanned is how much of raw is known to hold no line end: a line
+	// trickled in is searched once, not once per read.
+	scanned int
 	dot  dotState // where a DATA message stands, for its end marker
 	// chunk is how many octets of a BDAT chunk are still to come.
 	chunk uint64
@@ -76,10 +79,11 @@ const (
 )
 
 // maxHeldLine bounds the command line conn holds until its end arrives:
-// any command mxguard reads is shorter (RFC 5321 §4.5.3.1.4: 512 octets
-// with the path; ESMTP parameters add a few hundred). A longer line passes
-// to go-smtp as it comes.
-const maxHeldLine = 2048
+// go-smtp's own line limit (server.go maxLine), past which go-smtp ends
+// the session anyway. A shorter bound would let a client pad a routed
+// RCPT with white space (go-smtp takes it) past the watch; go-smtp's
+// reader holds the same line meanwhile.
+const maxHeldLine = maxLine
 
 // frame moves framed bytes from raw to ready. It returns false when it
 // needs more input. rewrite returns the line go-smtp is to read for a
@@ -91,7 +95,7 @@ func (in *input) frame(rewrite func(line []byte) []byte) bool {
 	case in.await == modeTLS && bytes.HasPrefix(in.sniff, []byte("220")):
 		// Whatever a client pipelined after STARTTLS is dropped, never
 		// read as TLS data or commands (RFC 3207 §4.2, CVE-2011-0411).
-		in.mode, in.raw = modeTLS, in.raw[:0]
+		in.mode, in.raw, in.scanned = modeTLS, in.raw[:0], 0
 	case in.await == awaitSASL:
 		in.sasl = bytes.HasPrefix(in.sniff, []byte("334"))
 	}
@@ -119,7 +123,13 @@ func (in *input) frame(rewrite func(line []byte) []byte) bool {
 		in.take(int(n))
 		return true
 	}
-	i := bytes.IndexByte(in.raw, '\n')
+	i := bytes.IndexByte(in.raw[in.scanned:], '\n')
+	if i >= 0 {
+		i += in.scanned
+		in.scanned = 0
+	} else {
+		in.scanned = len(in.raw)
+	}
 	if in.long {
 		if i < 0 {
 			in.take(len(in.raw))
@@ -153,6 +163,7 @@ func (in *input) frame(rewrite func(line []byte) []byte) bool {
 func (in *input) take(n int) {
 	in.ready = in.raw[:n]
 	in.raw = in.raw[n:]
+	in.scanned = 0
 }
 
 // command notes what a command line does to the framing: DATA may open a
