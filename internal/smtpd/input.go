@@ -222,7 +222,18 @@ func bdatSize(arg string) (uint64, bool) {
 // dataEnd returns how many octets of b belong to the message, switching
 // back to commands after the end marker.
 func (in *input) dataEnd(b []byte) int {
-	for i, c := range b {
+	for i := 0; i < len(b); i++ {
+		if in.dot == dotMid {
+			// Inside a line only a CR matters: skip to it.
+			j := bytes.IndexByte(b[i:], '\r')
+			if j < 0 {
+				return len(b)
+			}
+			i += j
+			in.dot = dotCR
+			continue
+		}
+		c := b[i]
 		switch in.dot {
 		case dotLineStart:
 			switch c {
@@ -249,10 +260,6 @@ func (in *input) dataEnd(b []byte) int {
 			in.dot = dotMid
 			if c == '\n' {
 				in.dot = dotLineStart
-			}
-		case dotMid:
-			if c == '\r' {
-				in.dot = dotCR
 			}
 		}
 	}
