@@ -2,9 +2,12 @@ package smtpd
 
 import (
 	"bytes"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/emersion/go-smtp"
 
 	"mxguard/internal/testutil"
 )
@@ -153,4 +156,55 @@ func TestBarePostmasterNoDomains(t *testing.T) {
 	d, down := newDownstreamRecorder(t)
 	addr, _ := startServerTo(t, down, nil)
 	runCases(t, addr, "127.0.0.23", d, []addrCase{{rcpt: "<postmaster>", code: 501}})
+}
+
+// TestDataEndAsGoSMTP: the framer ends a message where go-smtp's own
+// reader does, checked against a real go-smtp server: each body is sent
+// after DATA, followed by a sure end marker and QUIT. Where go-smtp ended
+// the message inside the body, the rest of the body comes back as
+// answered commands before the 221.
+func TestDataEndAsGoSMTP(t *testing.T) {
+	srv := smtp.NewServer(&goSMTPRecorder{})
+	srv.Domain = "gosmtp.test"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	for _, body := range []string{
+		"x\r\n.\r\nNOOP",   // ends
+		".\r\nNOOP",        // ends at once
+		"x\r\r\n.\r\nNOOP", // CR CR LF: go-smtp stays in the line
+		"x\n.\r\nNOOP",     // bare LF is no line end
+		"x\r\n.\r\r\nNOOP", // dot CR CR
+		"x\r\n..\r\nNOOP",  // a stuffed dot
+		"x\r\n.x\r\nNOOP",
+		"\r\n.\r\nNOOP",
+	} {
+		var fr input
+		fr.mode = modeData
+		n := fr.dataEnd([]byte(body))
+		framerEnds := fr.mode == modeCommand
+
+		conn, r := rawSession(t, ln.Addr().String(), "EHLO x", "MAIL FROM:<a@b.test>", "RCPT TO:<c@d.test>")
+		conn.Write([]byte("DATA\r\n" + body + "\r\n.\r\nQUIT\r\n"))
+		var codes []string
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				break
+			}
+			if l[3] == ' ' {
+				codes = append(codes, l[:3])
+			}
+			if l[:3] == "221" {
+				break
+			}
+		}
+		goSMTPEnds := len(codes) > 3 // 354, 250, [answers to the body's rest], 221
+		if framerEnds != goSMTPEnds {
+			t.Errorf("%q: framer ends the message: %v (after %d octets); go-smtp: %v (%v)", body, framerEnds, n, goSMTPEnds, codes)
+		}
+	}
 }
