@@ -60,16 +60,7 @@ func (r *goSMTPRecorder) last() string {
 // built on exactly this; an upgrade that changes it fails here.
 func TestGoSMTPAddressForms(t *testing.T) {
 	rec := &goSMTPRecorder{}
-	srv := smtp.NewServer(rec)
-	srv.Domain = "gosmtp.test"
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-
-	c := testutil.Dial(t, ln.Addr().String(), testutil.DialOptions{})
+	c := testutil.Dial(t, startGoSMTP(t, rec), testutil.DialOptions{})
 	c.Expect(220)
 	c.Cmd("EHLO client.test", 250)
 	c.Cmd(`MAIL FROM:<"a b"@remote.test>`, 250)
@@ -107,6 +98,20 @@ func TestGoSMTPAddressForms(t *testing.T) {
 			t.Errorf("RCPT TO:%s: refused, yet the session got %q", tt.arg, got)
 		}
 	}
+}
+
+// startGoSMTP runs a bare go-smtp server with backend b and returns its
+// address.
+func startGoSMTP(t *testing.T, b smtp.Backend) string {
+	srv := smtp.NewServer(b)
+	srv.Domain = "gosmtp.test"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
 }
 
 // downstreamRecorder is a scripted downstream that keeps every command
@@ -163,6 +168,20 @@ func (d *downstreamRecorder) envelope() []string {
 		}
 	}
 	return env
+}
+
+// wantRcpts checks the RCPT lines the downstream got, in order.
+func (d *downstreamRecorder) wantRcpts(t *testing.T, want ...string) {
+	t.Helper()
+	var rcpts []string
+	for _, l := range d.envelope() {
+		if strings.HasPrefix(l, "RCPT") {
+			rcpts = append(rcpts, l)
+		}
+	}
+	if strings.Join(rcpts, "\n") != strings.Join(want, "\n") {
+		t.Errorf("downstream got %q, want %q", rcpts, want)
+	}
 }
 
 type addrCase struct {

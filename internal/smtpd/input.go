@@ -34,7 +34,7 @@ type input struct {
 	// scanned is how much of raw is known to hold no line end: a line
 	// trickled in is searched once, not once per read.
 	scanned int
-	dot  dotState // where a DATA message stands, for its end marker
+	dot     dotState // where a DATA message stands, for its end marker
 	// chunk is how many octets of a BDAT chunk are still to come.
 	chunk uint64
 	// await: the last line handed was DATA, STARTTLS, AUTH or an AUTH

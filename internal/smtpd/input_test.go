@@ -2,12 +2,9 @@ package smtpd
 
 import (
 	"bytes"
-	"net"
 	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/emersion/go-smtp"
 
 	"mxguard/internal/testutil"
 )
@@ -49,16 +46,7 @@ func TestBodyIsNoCommand(t *testing.T) {
 	c.Cmd("RCPT TO:<@z.test:bob@example.test>", 554)
 	c.Cmd("QUIT", 221)
 
-	var rcpts []string
-	for _, l := range d.envelope() {
-		if strings.HasPrefix(l, "RCPT") {
-			rcpts = append(rcpts, l)
-		}
-	}
-	want := []string{"RCPT TO:<bob@example.test>", "RCPT TO:<alice@example.test>", "RCPT TO:<bob@example.test>"}
-	if strings.Join(rcpts, "\n") != strings.Join(want, "\n") {
-		t.Errorf("downstream got %q, want %q", rcpts, want)
-	}
+	d.wantRcpts(t, "RCPT TO:<bob@example.test>", "RCPT TO:<alice@example.test>", "RCPT TO:<bob@example.test>")
 }
 
 // TestInputFraming: the framer hands go-smtp exactly the client's bytes
@@ -164,14 +152,7 @@ func TestBarePostmasterNoDomains(t *testing.T) {
 // the message inside the body, the rest of the body comes back as
 // answered commands before the 221.
 func TestDataEndAsGoSMTP(t *testing.T) {
-	srv := smtp.NewServer(&goSMTPRecorder{})
-	srv.Domain = "gosmtp.test"
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	addr := startGoSMTP(t, &goSMTPRecorder{})
 	for _, body := range []string{
 		"x\r\n.\r\nNOOP",   // ends
 		".\r\nNOOP",        // ends at once
@@ -187,7 +168,7 @@ func TestDataEndAsGoSMTP(t *testing.T) {
 		n := fr.dataEnd([]byte(body))
 		framerEnds := fr.mode == modeCommand
 
-		conn, r := rawSession(t, ln.Addr().String(), "EHLO x", "MAIL FROM:<a@b.test>", "RCPT TO:<c@d.test>")
+		conn, r := rawSession(t, addr, "EHLO x", "MAIL FROM:<a@b.test>", "RCPT TO:<c@d.test>")
 		conn.Write([]byte("DATA\r\n" + body + "\r\n.\r\nQUIT\r\n"))
 		var codes []string
 		for {

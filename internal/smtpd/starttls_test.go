@@ -41,16 +41,7 @@ func TestCommandsWatchedOverTLS(t *testing.T) {
 	c.Cmd("RCPT TO:<alice@example.test>", 250)
 	c.Cmd("QUIT", 221)
 
-	var rcpts []string
-	for _, l := range d.envelope() {
-		if strings.HasPrefix(l, "RCPT") {
-			rcpts = append(rcpts, l)
-		}
-	}
-	want := []string{"RCPT TO:<postmaster@example.test>", "RCPT TO:<alice@example.test>"}
-	if strings.Join(rcpts, "\n") != strings.Join(want, "\n") {
-		t.Errorf("downstream got %q, want %q", rcpts, want)
-	}
+	d.wantRcpts(t, "RCPT TO:<postmaster@example.test>", "RCPT TO:<alice@example.test>")
 }
 
 // TestSTARTTLSInjection: commands pipelined after STARTTLS in plaintext
