@@ -60,6 +60,10 @@ func (c *conn) switchTLS() bool {
 	c.tls, c.dropGreeting = tc, true
 	c.outMu.Unlock()
 	c.live.secure.Store(true)
+	// A transaction open before STARTTLS is gone with go-smtp's plaintext
+	// connection (as guard.Reset notes for RSET).
+	c.tally.mailOpen.Store(false)
+	c.live.endTransaction()
 	c.sc = nil // the next EHLO attaches the new go-smtp connection
 	return c.gen.tlsLn.deliver(c)
 }
