@@ -96,3 +96,30 @@ func TestSwaksTLSSourceRoute(t *testing.T) {
 		t.Errorf("swaks --tls with a source route:\n%s", out)
 	}
 }
+
+// TestSTARTTLSAfterReload: a session opened before a reload still gets
+// its STARTTLS (its generation's post-TLS server stays open), and new
+// sessions get the new settings.
+func TestSTARTTLSAfterReload(t *testing.T) {
+	ts := startTestServer(t, serverOpts{tls: true})
+	c := testutil.Dial(t, ts.addr, testutil.DialOptions{LocalIP: "127.0.0.27"})
+	c.Expect(220)
+	c.Cmd("EHLO client.test", 250)
+	set := *ts.srv.cur.Load().set
+	set.Hostname = "mx2.test"
+	ts.srv.Reload(&set)
+	c.StartTLS(&tls.Config{InsecureSkipVerify: true})
+	c.Cmd("EHLO client.test", 250)
+	c.Cmd("MAIL FROM:<sender@remote.test>", 250)
+	c.Cmd("RCPT TO:<alice@example.test>", 250)
+	c.Cmd("QUIT", 221)
+
+	n := testutil.Dial(t, ts.addr, testutil.DialOptions{LocalIP: "127.0.0.28"})
+	if g := n.Expect(220); !strings.HasPrefix(g, "mx2.test ") {
+		t.Errorf("greeting after the reload: %q", g)
+	}
+	n.Cmd("EHLO client.test", 250)
+	n.StartTLS(&tls.Config{InsecureSkipVerify: true})
+	n.Cmd("EHLO client.test", 250)
+	n.Cmd("QUIT", 221)
+}
