@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"mxguard/internal/testutil"
 )
@@ -122,4 +123,25 @@ func TestSTARTTLSAfterReload(t *testing.T) {
 	n.StartTLS(&tls.Config{InsecureSkipVerify: true})
 	n.Cmd("EHLO client.test", 250)
 	n.Cmd("QUIT", 221)
+}
+
+// TestHangupOverTLS: the hangup watch works below conn's TLS layer: a
+// client that drops its TLS session while the downstream stalls on its
+// RCPT takes the downstream call with it, and the server is not blamed.
+func TestHangupOverTLS(t *testing.T) {
+	down := testutil.ScriptedSMTP(t, testutil.Script{"RCPT": testutil.Silence})
+	ts := startTestServer(t, serverOpts{downstream: down.Addr(), downAfter: 1, tls: true})
+	c := testutil.Dial(t, ts.addr, testutil.DialOptions{LocalIP: "127.0.0.29"})
+	c.Expect(220)
+	c.Cmd("EHLO client.test", 250)
+	c.StartTLS(&tls.Config{InsecureSkipVerify: true})
+	c.Cmd("EHLO client.test", 250)
+	c.Cmd("MAIL FROM:<a@remote.test>", 250)
+	c.Send("RCPT TO:<alice@example.test>\r\n")
+	down.WaitLine(t, "RCPT TO:<alice@example.test>", 10*time.Second)
+	c.Close()
+	down.WaitHangups(t, 1, 10*time.Second)
+	if st := ts.dm.Servers()[0]; st.State != "up" || st.LastError != "" {
+		t.Errorf("server blamed: %+v", st)
+	}
 }
