@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"mxguard/internal/cluster"
 	"mxguard/internal/config"
 	"mxguard/internal/duration"
 	"mxguard/internal/events"
@@ -63,6 +64,9 @@ type Options struct {
 	// listeners' own (the system clock, not Clock). nil: the API answers
 	// 503.
 	Sessions func() []SessionView
+	// Cluster feeds GET /api/v1/cluster: this node, the state of Redis
+	// ("off" without cluster.redis) and the nodes seen; nil: 503.
+	Cluster func() cluster.Status
 	// Clock gives console session expiry, login throttling and "expires
 	// in 45m" their now; nil: the system clock.
 	Clock interface{ Now() time.Time }

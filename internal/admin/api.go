@@ -40,6 +40,7 @@ func (s *Server) routeAPI() {
 	s.api.HandleFunc("GET /api/v1/rules", s.apiRules)
 	s.api.HandleFunc("POST /api/v1/reload", s.apiReload)
 	s.api.HandleFunc("GET /api/v1/servers", s.apiServers)
+	s.api.HandleFunc("GET /api/v1/cluster", s.apiCluster)
 	s.api.HandleFunc("GET /api/v1/spool", s.apiSpool)
 	s.api.HandleFunc("POST /api/v1/spool/{action}", s.apiSpoolAction)
 	s.api.HandleFunc("GET /api/v1/sessions", s.apiSessions)
@@ -374,6 +375,16 @@ func (s *Server) apiServers(w http.ResponseWriter, _ *http.Request) {
 		servers = []ServerView{}
 	}
 	writeJSON(w, http.StatusOK, map[string][]ServerView{"servers": servers})
+}
+
+// apiCluster answers GET /api/v1/cluster (INTERFACE.md §5): this node,
+// the state of Redis and the nodes that announced themselves.
+func (s *Server) apiCluster(w http.ResponseWriter, _ *http.Request) {
+	if s.o.Cluster == nil {
+		writeError(w, http.StatusServiceUnavailable, "this instance reports no cluster state")
+		return
+	}
+	writeJSON(w, http.StatusOK, s.o.Cluster())
 }
 
 func (s *Server) apiSpool(w http.ResponseWriter, _ *http.Request) {

@@ -19,7 +19,6 @@ var notBuilt = []struct {
 	keys    []string // dotted paths, list items as []
 }{
 	{"the Postfix policy front end is not built yet", []string{"listen.policy"}},
-	{"clustering (Redis) is not built yet", []string{"cluster.redis"}},
 	{"shadow mode is not built yet: every rule enforces", []string{"rules[].mode"}},
 }
 

@@ -313,6 +313,7 @@ func (e *Engine) AddBlock(ctx context.Context, source string, d time.Duration, r
 	}
 	e.setBlocksGauge()
 	e.log.Info("detect: manual block", "source", b.rec.Source, "until", b.rec.ExpiresAt, "reason", reason)
+	e.publish(Change{Type: ChangeBlockAdded, Block: new(b.rec)})
 	e.emit(Change{Type: ChangeBlockAdded, Block: &b.rec})
 	return b.rec, nil
 }
@@ -350,6 +351,7 @@ func (e *Engine) RemoveBlock(ctx context.Context, source string) error {
 		rec = b.record()
 	}
 	e.log.Info("detect: block removed", "source", src)
+	e.publish(Change{Type: ChangeBlockRemoved, Block: new(rec)})
 	e.emit(Change{Type: ChangeBlockRemoved, Block: &rec})
 	return nil
 }

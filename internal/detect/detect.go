@@ -165,6 +165,9 @@ type Options struct {
 	// [alert] when an alert channel is configured, so an outage is heard
 	// of; the gateway's dispatcher sends it.
 	SystemActions []string
+	// Shared is the cluster's shared state (internal/cluster); nil: this
+	// node counts and blocks alone.
+	Shared Shared
 	// OnChange is called for every change, never while an engine lock is
 	// held; it must not block for long.
 	OnChange func(Change)
@@ -252,6 +255,7 @@ type Engine struct {
 	metrics  *metrics.Metrics
 	onChange func(Change)
 	node     string
+	shared   Shared // nil outside a cluster
 	obs      [kindEnd]prometheus.Counter
 	hash     hasher
 	// seen remembers which wrong passwords the auth rules counted;
@@ -299,6 +303,7 @@ func New(ctx context.Context, o Options) (*Engine, error) {
 		metrics:   o.Metrics,
 		onChange:  o.OnChange,
 		node:      o.Node,
+		shared:    o.Shared,
 		hash:      newHasher(),
 		seen:      samepass.New(samepass.Options{}),
 		passwords: samepass.NewHasher(),
@@ -526,6 +531,9 @@ func (e *Engine) count(s *setup, kind Kind, rules []*boundRule, o Observation) {
 			continue // the same wrong password again: counted once per window
 		}
 		ev, fired, reached := r.st.observe(k, h, now, r.threshold, o.Refused)
+		if e.shared != nil {
+			e.share(r, kind, &o, now)
+		}
 		switch {
 		case fired:
 			e.fire(s, r, ev, o)
@@ -538,7 +546,7 @@ func (e *Engine) count(s *setup, kind Kind, rules []*boundRule, o Observation) {
 // Reconfigure applies new rules, trusted networks, allowlist, IPv6 prefix,
 // SystemActions and MaxKeys. Blocks and active events are kept; counters are kept for
 // rules whose name, type and window (and MaxKeys) are unchanged. Store,
-// Clock, Logger, Metrics, Node and OnChange are fixed by New.
+// Clock, Logger, Metrics, Node, Shared and OnChange are fixed by New.
 func (e *Engine) Reconfigure(o Options) error {
 	e.houseMu.Lock()
 	defer e.houseMu.Unlock()

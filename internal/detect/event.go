@@ -44,6 +44,9 @@ type activeEvent struct {
 	// does not put it back while the event lasts.
 	lifted bool
 	dirty  bool // changed since the last store write
+	// claimed: Shared.Claim was asked; joined: it said another node
+	// records this attack, so this event is never stored (shared.go).
+	claimed, joined bool
 
 	// What OnChange has been told; only the writer (under flushMu) reads
 	// and sets these.
@@ -112,6 +115,7 @@ func (e *Engine) fire(s *setup, r *boundRule, ev *activeEvent, o Observation) {
 		// then this event took no block action of its own.
 		if b = e.autoBlock(sourcePrefix(o.Addr, s.v6bits), r, ev, now); b != nil {
 			ev.addAction(ruletype.ActionBlock)
+			e.publish(Change{Type: ChangeBlockAdded, Block: new(b.rec)})
 		}
 	}
 	if r.alert {
@@ -124,6 +128,7 @@ func (e *Engine) fire(s *setup, r *boundRule, ev *activeEvent, o Observation) {
 		// suspend action of its own.
 		if su = e.suspend(o.Account, r, ev, now); su != nil {
 			ev.addAction(ruletype.ActionSuspend)
+			e.publish(Change{Type: ChangeSuspensionAdded, Suspension: new(su.rec)})
 		}
 	}
 
@@ -159,6 +164,7 @@ func (e *Engine) renew(s *setup, r *boundRule, ev *activeEvent, o Observation) {
 	if r.block && o.Addr.IsValid() && !e.Blocked(o.Addr) && !s.protected(o.Addr) {
 		if b := e.autoBlock(sourcePrefix(o.Addr, s.v6bits), r, ev, e.clock.Now()); b != nil {
 			ev.addAction(ruletype.ActionBlock)
+			e.publish(Change{Type: ChangeBlockAdded, Block: new(b.rec)})
 			e.setBlocksGauge()
 			e.writes.add(nil, b)
 		}
@@ -169,6 +175,7 @@ func (e *Engine) renew(s *setup, r *boundRule, ev *activeEvent, o Observation) {
 	if r.suspend && kinds[r.kind].perAccount && !lifted && !e.Suspended(o.Account) {
 		if su := e.suspend(o.Account, r, ev, e.clock.Now()); su != nil {
 			ev.addAction(ruletype.ActionSuspend)
+			e.publish(Change{Type: ChangeSuspensionAdded, Suspension: new(su.rec)})
 			e.writes.addSuspension(su)
 			e.writes.add(nil, nil) // wake the writer
 		}

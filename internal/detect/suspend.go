@@ -124,6 +124,7 @@ func (e *Engine) AddSuspension(ctx context.Context, account string, d time.Durat
 		return events.Suspension{}, err
 	}
 	e.log.Info("detect: account suspended by the operator", "account", account, "until", s.rec.ExpiresAt, "reason", reason)
+	e.publish(Change{Type: ChangeSuspensionAdded, Suspension: new(s.rec)})
 	e.emit(Change{Type: ChangeSuspensionAdded, Suspension: &s.rec})
 	return s.rec, nil
 }
@@ -159,6 +160,7 @@ func (e *Engine) RemoveSuspension(ctx context.Context, account string) error {
 		}
 	}
 	e.log.Info("detect: suspension lifted", "account", account)
+	e.publish(Change{Type: ChangeSuspensionRemoved, Suspension: new(rec)})
 	e.emit(Change{Type: ChangeSuspensionRemoved, Suspension: &rec})
 	return nil
 }
@@ -244,7 +246,7 @@ func (e *Engine) writeSuspensions(ctx context.Context, queued pending[suspension
 					later[account] = nil
 				}
 			}
-		case s.ev != nil && s.ev.storedID() == 0:
+		case s.ev != nil && s.ev.storedID() == 0 && !s.ev.joinedEvent():
 			later[account] = s // its event is not stored yet; it holds in memory
 		default:
 			rec := s.record()

@@ -423,6 +423,26 @@ func (st *ruleState) observe(k key, h uint64, now int64, threshold uint32, refus
 	return ev, fired, reached
 }
 
+// reach makes a new active event for k, whose count reached the
+// threshold across the cluster (Engine.ReachedElsewhere), unless k has one.
+func (st *ruleState) reach(k key, h uint64, now int64) *activeEvent {
+	sh := st.shard(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.retired || sh.events[k] != nil {
+		return nil
+	}
+	ev := &activeEvent{key: k, owner: st, window: st.window, last: now}
+	if sh.events == nil {
+		sh.events = make(map[key]*activeEvent)
+	}
+	sh.events[k] = ev
+	if c := sh.t.lookup(k, h); c != nil {
+		c.flags |= flagEvent
+	}
+	return ev
+}
+
 // keys returns the number of tracked keys.
 func (st *ruleState) keys() int {
 	n := 0

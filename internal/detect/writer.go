@@ -159,6 +159,7 @@ func (e *Engine) Flush(ctx context.Context) error { return e.flush(ctx, true) }
 func (e *Engine) flush(ctx context.Context, all bool) error {
 	e.flushMu.Lock()
 	notes, err := e.flushLocked(ctx, all)
+	e.publishEvents(notes)
 	if e.onChange != nil {
 		e.notes.add(notes) // before the next flush can add its own
 	}
@@ -176,7 +177,9 @@ func (e *Engine) flushLocked(ctx context.Context, all bool) ([]Change, error) {
 		slices.SortFunc(evs, func(a, b *activeEvent) int { return cmp.Compare(a.seq, b.seq) })
 	}
 
-	// 1. New events, so that their blocks can name them.
+	// 1. New events, so that their blocks can name them; in a cluster,
+	// only those no other node records already.
+	e.claim(ctx, evs)
 	var ins events.Batch
 	var insEvs []*activeEvent
 	for _, ev := range evs {
@@ -210,7 +213,7 @@ func (e *Engine) flushLocked(ctx context.Context, all bool) ([]Change, error) {
 		switch {
 		case b == nil:
 			upd.Delete = append(upd.Delete, src)
-		case b.ev != nil && b.ev.storedID() == 0:
+		case b.ev != nil && b.ev.storedID() == 0 && !b.ev.joinedEvent():
 			later[src] = b // its event is not stored yet; the block holds in memory
 		default:
 			upd.Put = append(upd.Put, b.record())
@@ -220,7 +223,7 @@ func (e *Engine) flushLocked(ctx context.Context, all bool) ([]Change, error) {
 	if all {
 		for _, ev := range evs {
 			ev.mu.Lock()
-			if ev.stored && ev.dirty && e.store != nil {
+			if ev.stored && ev.dirty && !ev.joined && e.store != nil {
 				upd.Update = append(upd.Update, ev.recordLocked())
 				ev.dirty = false
 				updEvs = append(updEvs, ev)
@@ -308,6 +311,14 @@ func (e *Engine) noteStart(ev *activeEvent) (Change, bool) {
 // noteEnd reports an event once its end is stored, and stops tracking it.
 func (e *Engine) noteEnd(ev *activeEvent) (Change, bool) {
 	ev.mu.Lock()
+	if ev.joined && !ev.endedAt.IsZero() {
+		// Another node records this attack; nothing to report here.
+		ev.mu.Unlock()
+		e.evMu.Lock()
+		delete(e.tracked, ev)
+		e.evMu.Unlock()
+		return Change{}, false
+	}
 	if ev.endedAt.IsZero() || !ev.stored || ev.dirty || !ev.toldStart || ev.toldEnd {
 		ev.mu.Unlock()
 		return Change{}, false

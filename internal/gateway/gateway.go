@@ -22,6 +22,7 @@ import (
 	"mxguard/internal/authpolicy"
 	"mxguard/internal/batv"
 	"mxguard/internal/checks"
+	"mxguard/internal/cluster"
 	"mxguard/internal/config"
 	"mxguard/internal/delivery"
 	"mxguard/internal/detect"
@@ -82,6 +83,9 @@ type Gateway struct {
 	// Recipients is the recipients directory: the downstream's verdicts
 	// and recipients.file, answering during outages.
 	Recipients *recipients.Directory
+	// Cluster shares counters, blocks and suspensions with the other
+	// nodes through Redis (cluster.redis); nil when off.
+	Cluster *cluster.Cluster
 
 	// Alerts sends the alerts of events (alerts.*): webhook and email.
 	Alerts *alert.Dispatcher
@@ -130,6 +134,17 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 	}
 	if g.Store, err = openStore(ctx, cfg); err != nil {
 		return fmt.Errorf("events store: %w", err)
+	}
+	if cfg.Cluster.Redis != "" {
+		g.Cluster, err = cluster.New(cluster.Options{
+			URL:     cfg.Cluster.Redis,
+			Node:    cfg.Cluster.Node,
+			Logger:  o.Logger.With("component", "cluster"),
+			Metrics: g.Metrics,
+		})
+		if err != nil {
+			return err
+		}
 	}
 	g.Engine, err = detect.New(ctx, g.engineOptions(cfg))
 	if err != nil {
@@ -210,6 +225,7 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 		// Suspensions are refused by the submission listener.
 		Suspensions: g.Engine,
 		Sessions:    g.consoleSessions,
+		Cluster:     g.clusterStatus,
 		Clock:       o.Clock,
 	})
 
@@ -249,6 +265,9 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 	// starts releasing or the listener takes mail.
 	g.Delivery.Init(ctx)
 	g.goRun(func() { g.Engine.Run(runCtx) })
+	if g.Cluster != nil {
+		g.goRun(func() { g.Cluster.Run(runCtx, g.Engine) })
+	}
 	g.goRun(func() { g.Delivery.Run(runCtx) })
 	g.goRun(func() { g.Spool.Run(runCtx) })
 	if err := g.startQueues(cfg); err != nil {
@@ -420,8 +439,8 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	if cfg.Limits.MaxConnections != g.cfg.Limits.MaxConnections || len(cfg.Delivery.Servers) != len(g.cfg.Delivery.Servers) {
 		warnFileLimit(g.o.Logger, cfg.Limits.MaxConnections, len(cfg.Delivery.Servers))
 	}
-	if cfg.Listen != g.cfg.Listen || cfg.DataDir != g.cfg.DataDir || cfg.Storage != g.cfg.Storage {
-		g.o.Logger.Warn("listen addresses, data_dir and storage change only on restart")
+	if cfg.Listen != g.cfg.Listen || cfg.DataDir != g.cfg.DataDir || cfg.Storage != g.cfg.Storage || cfg.Cluster != g.cfg.Cluster {
+		g.o.Logger.Warn("listen addresses, data_dir, storage and cluster change only on restart")
 	}
 	g.cfg = cfg
 	g.o.Logger.Info("configuration reloaded", "file", cfg.File, "rules", len(g.Engine.Rules()), "recipients", rs.String())
@@ -443,8 +462,22 @@ func recipientSettings(cfg *config.Config) (recipients.Settings, error) {
 	return s, nil
 }
 
+// clusterStatus is GET /api/v1/cluster: with cluster.redis off, this
+// node alone.
+func (g *Gateway) clusterStatus() cluster.Status {
+	if g.Cluster == nil {
+		return cluster.Status{Node: g.Config().Cluster.Node, Redis: cluster.StateOff, Nodes: []cluster.NodeSeen{}}
+	}
+	return g.Cluster.Status()
+}
+
 func (g *Gateway) engineOptions(cfg *config.Config) detect.Options {
+	var shared detect.Shared // a nil *Cluster must not become a non-nil interface
+	if g.Cluster != nil {
+		shared = g.Cluster
+	}
 	return detect.Options{
+		Shared:     shared,
 		Rules:      cfg.EffectiveRules(),
 		Trusted:    cfg.TrustedNetworks,
 		Allowlist:  cfg.Allowlist,

@@ -178,6 +178,7 @@ type eventList struct {
 		Service string   `json:"service"`
 		Impact  int64    `json:"impact"`
 		Actions []string `json:"actions"`
+		Node    string   `json:"node"`
 	} `json:"events"`
 }
 

@@ -3,6 +3,8 @@
 package metrics
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -53,6 +55,9 @@ type Metrics struct {
 	Alerts *prometheus.CounterVec // channel, result
 	// EventsDeleted counts the ended events storage.retention deleted.
 	EventsDeleted prometheus.Counter
+
+	clusterOnce sync.Once
+	clusterUp   prometheus.Gauge // EnableCluster
 }
 
 // New creates and registers every collector on a fresh registry.
@@ -173,4 +178,16 @@ func (m *Metrics) Prime(listener string, eventTypes, checks []string) {
 	for _, c := range checks {
 		m.CheckDuration.WithLabelValues(c)
 	}
+}
+
+// EnableCluster registers and returns mxguard_cluster_redis_up, shown only
+// when cluster.redis is set (a standalone node has no Redis to be down).
+func (m *Metrics) EnableCluster() prometheus.Gauge {
+	m.clusterOnce.Do(func() {
+		m.clusterUp = prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mxguard_cluster_redis_up", Help: "1 while this node reaches the cluster's Redis (cluster.redis), 0 while it protects with its own state alone.",
+		})
+		m.Registry.MustRegister(m.clusterUp)
+	})
+	return m.clusterUp
 }
