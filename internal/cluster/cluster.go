@@ -37,6 +37,7 @@ type Engine interface {
 	CountKey(c detect.Count) string
 	ReachedElsewhere(c detect.Count)
 	ApplyRemote(c detect.Change)
+	AddImpact(rule, source string, n int64)
 	Blocks() []events.Block
 	Suspensions() []events.Suspension
 }
@@ -89,6 +90,7 @@ const (
 	blockKey    = prefix + "b:" // + source: JSON block, PX until it expires
 	suspendKey  = prefix + "s:" // + account: JSON suspension
 	claimKey    = prefix + "e:" // + rule + ":" + source|service: the node recording the attack
+	impactKey   = prefix + "i:" // + rule + ":" + source: refusals on other nodes, for the recording node
 	nodeKey     = prefix + "n:" // + node: last seen (unix ms), PX 3 heartbeats
 	changesChan = prefix + "changes"
 )
@@ -105,7 +107,7 @@ type Cluster struct {
 	o    Options
 	log  *slog.Logger
 	rdb  *redis.Client
-	id   string // this process: messages it sent come back and are ignored
+	id   string       // this process: messages it sent come back and are ignored
 	up   atomic.Bool  // the last call to Redis succeeded
 	seen atomic.Int32 // 0 before the first call, then stateUp or stateDown (logs once per change)
 	gaug interface{ Set(float64) }
@@ -116,7 +118,8 @@ type Cluster struct {
 
 	mu      sync.Mutex
 	pending map[string]detect.Change // changes not published yet, by key (the last wins)
-	claims  map[string]time.Duration // claim keys this node holds, with their TTL
+	claims  map[string]claim         // claim keys this node holds
+	impact  map[impactOf]int64       // refusals for events other nodes record, not flushed yet
 	nodes   []NodeSeen
 	dropped uint64 // counts or changes dropped on a full queue since the last log
 }
@@ -157,7 +160,8 @@ func New(o Options) (*Cluster, error) {
 		changes: make(chan detect.Change, publishQueue),
 		resync:  make(chan struct{}, 1),
 		pending: make(map[string]detect.Change),
-		claims:  make(map[string]time.Duration),
+		claims:  make(map[string]claim),
+		impact:  make(map[impactOf]int64),
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -194,6 +198,30 @@ func (c *Cluster) Publish(ch detect.Change) {
 	}
 }
 
+// Refused counts a refusal toward the event another node records for
+// rule and source; the next flush adds it there.
+func (c *Cluster) Refused(rule, source string) {
+	c.mu.Lock()
+	k := impactOf{rule, source}
+	if _, ok := c.impact[k]; ok || len(c.impact) < maxPending {
+		c.impact[k]++
+	} else {
+		c.dropped++
+	}
+	c.mu.Unlock()
+}
+
+// impactOf names the event refusals count toward.
+type impactOf struct{ rule, source string }
+
+func (k impactOf) key() string { return impactKey + k.rule + ":" + k.source }
+
+// claim is an attack this node records.
+type claim struct {
+	ttl    time.Duration
+	impact impactOf
+}
+
 func (c *Cluster) noteDrop() {
 	c.mu.Lock()
 	c.dropped++
@@ -222,7 +250,7 @@ func (c *Cluster) Run(ctx context.Context, eng Engine) {
 	wg.Go(func() { c.runCounts(ctx, eng) })
 	wg.Go(func() { c.runPublish(ctx, eng) })
 	wg.Go(func() { c.runSubscribe(ctx, eng) })
-	c.runHeartbeat(ctx)
+	c.runHeartbeat(ctx, eng)
 	wg.Wait()
 	if err := c.rdb.Close(); err != nil {
 		c.log.Debug("cluster: close redis client", "err", err)
@@ -276,11 +304,11 @@ func (c *Cluster) markUp() {
 
 // runHeartbeat announces the node, lists the others, keeps this node's
 // claims alive and notices Redis coming back.
-func (c *Cluster) runHeartbeat(ctx context.Context) {
+func (c *Cluster) runHeartbeat(ctx context.Context, eng Engine) {
 	t := time.NewTicker(c.o.Heartbeat)
 	defer t.Stop()
 	for {
-		c.heartbeat(ctx)
+		c.heartbeat(ctx, eng)
 		c.logDrops()
 		select {
 		case <-ctx.Done():
@@ -290,33 +318,41 @@ func (c *Cluster) runHeartbeat(ctx context.Context) {
 	}
 }
 
-func (c *Cluster) heartbeat(ctx context.Context) {
+func (c *Cluster) heartbeat(ctx context.Context, eng Engine) {
 	now := time.Now()
 	c.mu.Lock()
-	claims := make(map[string]time.Duration, len(c.claims))
-	for k, ttl := range c.claims {
-		claims[k] = ttl
+	claims := make(map[string]claim, len(c.claims))
+	for k, cl := range c.claims {
+		claims[k] = cl
 	}
 	c.mu.Unlock()
 	var nodes []NodeSeen
+	impact := make(map[impactOf]*redis.StringCmd, len(claims))
 	err := c.call(ctx, func(ctx context.Context) error {
 		_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			p.Set(ctx, nodeKey+c.o.Node, now.UnixMilli(), 3*c.o.Heartbeat)
-			for k, ttl := range claims {
-				p.PExpire(ctx, k, ttl)
+			for k, cl := range claims {
+				p.PExpire(ctx, k, cl.ttl)
+				impact[cl.impact] = p.GetDel(ctx, cl.impact.key())
 			}
 			return nil
 		})
-		if err != nil {
+		if err != nil && !errors.Is(err, redis.Nil) {
 			return err
 		}
 		nodes, err = c.scanNodes(ctx)
 		return err
 	})
-	if err == nil {
-		c.mu.Lock()
-		c.nodes = nodes
-		c.mu.Unlock()
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	c.nodes = nodes
+	c.mu.Unlock()
+	for k, cmd := range impact {
+		if n, err := cmd.Int64(); err == nil {
+			eng.AddImpact(k.rule, k.source, n)
+		}
 	}
 }
 
@@ -433,6 +469,7 @@ func (c *Cluster) runCounts(ctx context.Context, eng Engine) {
 			c.flushCounts(ctx, eng, batch)
 			clear(batch)
 		}
+		c.flushImpact(ctx)
 	}
 }
 
@@ -467,6 +504,30 @@ func (c *Cluster) flushCounts(ctx context.Context, eng Engine, batch map[aggKey]
 	}
 }
 
+// flushImpact adds the refusals counted for other nodes' events where
+// they collect them. They are kept for an hour: the recording node reads
+// them every heartbeat while its event lasts.
+func (c *Cluster) flushImpact(ctx context.Context) {
+	c.mu.Lock()
+	if len(c.impact) == 0 {
+		c.mu.Unlock()
+		return
+	}
+	batch := c.impact
+	c.impact = make(map[impactOf]int64)
+	c.mu.Unlock()
+	_ = c.call(ctx, func(ctx context.Context) error {
+		_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for k, n := range batch {
+				p.IncrBy(ctx, k.key(), n)
+				p.Expire(ctx, k.key(), time.Hour)
+			}
+			return nil
+		})
+		return err // lost on failure: impact is a count, not protection
+	})
+}
+
 // --- claims: one event per attack ---
 
 // Claim decides which node records an attack: the first to set the claim
@@ -490,7 +551,7 @@ func (c *Cluster) Claim(ctx context.Context, ev events.Event) bool {
 	}
 	if won {
 		c.mu.Lock()
-		c.claims[k] = ttl
+		c.claims[k] = claim{ttl: ttl, impact: impactOf{ev.Rule, ev.Source}}
 		c.mu.Unlock()
 	}
 	return won

@@ -202,8 +202,16 @@ func (e *Engine) Refused(addr netip.Addr) {
 	e.blocks.mu.RLock()
 	b := e.blocks.find(addr, now)
 	e.blocks.mu.RUnlock()
-	if b != nil && b.ev != nil {
-		b.ev.touch(now, true)
+	if b == nil {
+		return
+	}
+	if b.ev != nil && !b.ev.refuse(now) {
+		return
+	}
+	// Another node records the attack (the block came from it, or our
+	// event joined its): the refusal counts toward its event there.
+	if e.shared != nil && b.rec.Rule != "" {
+		e.shared.Refused(b.rec.Rule, b.rec.Source)
 	}
 }
 

@@ -66,6 +66,15 @@ func (ev *activeEvent) touch(now int64, refused bool) {
 	ev.mu.Unlock()
 }
 
+// refuse counts a refusal of the event's block, and reports whether the
+// event is a joined one (recorded by another node).
+func (ev *activeEvent) refuse(now int64) (joined bool) {
+	ev.touch(now, true)
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	return ev.joined
+}
+
 func (ev *activeEvent) addAction(a string) {
 	ev.mu.Lock()
 	if !slices.Contains(ev.actions, a) {

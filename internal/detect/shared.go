@@ -34,6 +34,9 @@ type Shared interface {
 	// wait on the network within ctx; unreachable shared state means
 	// true (each node protects alone).
 	Claim(ctx context.Context, ev events.Event) bool
+	// Refused is told of a refusal of a block whose event another node
+	// records, for its impact there (AddImpact). It must only queue.
+	Refused(rule, source string)
 }
 
 // Count is one counted observation of a rule, as Shared needs it to add it
@@ -213,6 +216,32 @@ func (e *Engine) applyRemoteBlock(rec events.Block) {
 	e.blocks.mu.Unlock()
 	e.setBlocksGauge()
 	e.log.Info("detect: block from another node", "source", rec.Source, "rule", rec.Rule, "until", rec.ExpiresAt)
+}
+
+// AddImpact adds n refusals made on other nodes to the impact of the
+// active event of rule and source this node records, and keeps it from
+// ending (INTERFACE.md §3: impact is what was blocked while it lasted).
+func (e *Engine) AddImpact(rule, source string, n int64) {
+	if n <= 0 {
+		return
+	}
+	now := e.nowNano()
+	for _, ev := range e.trackedEvents() {
+		if ev.rule != rule || ev.source != source {
+			continue
+		}
+		ev.mu.Lock()
+		ok := ev.live && !ev.joined && ev.endedAt.IsZero()
+		if ok {
+			ev.impact += n
+			ev.last = max(ev.last, now)
+			ev.dirty = true
+		}
+		ev.mu.Unlock()
+		if ok {
+			return
+		}
+	}
 }
 
 // joinedEvent reports whether the event a rule fired here was left to

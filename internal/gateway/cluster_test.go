@@ -105,6 +105,18 @@ func TestClusterHarvestAcrossNodes(t *testing.T) {
 	if ev := rec.Events[0]; ev.Source != src || ev.Node != node || strings.Join(ev.Actions, ",") != "block" {
 		t.Errorf("event = %+v, want source %s on node %s with action block", ev, src, node)
 	}
+	// Its impact counts what both nodes refused: each refused the next
+	// command of its session and a connection.
+	rec0 := a
+	if node == "mx2" {
+		rec0 = b
+	}
+	waitFor(t, func() bool {
+		if err := rec0.gw.Engine.Flush(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		return rec0.events("type=directory_harvest").Events[0].Impact >= 4
+	})
 	// Both nodes list the block.
 	for _, e := range []*env{a, b} {
 		if code, body := e.api("GET", "/api/v1/blocks", ""); code != 200 || !strings.Contains(body, `"source":"`+src+`"`) {
