@@ -149,7 +149,7 @@ func New(o Options) (*Cluster, error) {
 	// next flush or heartbeat, never by go-redis in a loop.
 	ro.DialTimeout, ro.ReadTimeout, ro.WriteTimeout = o.Timeout, o.Timeout, o.Timeout
 	ro.PoolTimeout = o.Timeout
-	ro.MaxRetries = -1
+	ro.MaxRetries, ro.DialerRetries = -1, 1
 	ro.ContextTimeoutEnabled = true
 	c := &Cluster{
 		o:       o,
