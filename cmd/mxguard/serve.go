@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"mxguard/internal/cli"
+	"mxguard/internal/cluster"
 	"mxguard/internal/config"
 	"mxguard/internal/gateway"
 )
@@ -53,6 +54,10 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if cfg.Cluster.Redis != "" {
+		// go-redis reports every failed attempt while Redis is down.
+		cluster.LibraryLog(logger.With("component", "cluster"), 30*time.Second)
+	}
 	g, err := gateway.Start(ctx, cfg, gateway.Options{Logger: logger, Version: cli.VersionString()})
 	if err != nil {
 		fmt.Fprintf(stderr, "mxguard: %v\n", err)

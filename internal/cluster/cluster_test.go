@@ -3,8 +3,10 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/netip"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -285,4 +287,22 @@ func FuzzDecodeMessage(f *testing.F) {
 			t.Fatalf("accepted type %q", ch.Type)
 		}
 	})
+}
+
+// go-redis' messages are passed on at most once an interval, counting
+// those left out.
+func TestLibraryLogRateLimited(t *testing.T) {
+	var buf testutil.LockedBuffer
+	g := &libraryLog{log: slog.New(slog.NewTextHandler(&buf, nil)), every: time.Hour}
+	for range 5 {
+		g.Printf(t.Context(), "dial %s: refused", "127.0.0.1:1")
+	}
+	if n := strings.Count(buf.String(), "\n"); n != 1 {
+		t.Fatalf("%d lines logged, want 1:\n%s", n, buf.String())
+	}
+	g.last = time.Now().Add(-2 * time.Hour)
+	g.Printf(t.Context(), "dial again")
+	if out := buf.String(); !strings.Contains(out, "dial again") || !strings.Contains(out, "withheld=4") {
+		t.Errorf("second line lacks the withheld count:\n%s", out)
+	}
 }
