@@ -30,16 +30,7 @@ func BenchmarkBlockPropagation(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() {
-			c.Run(ctx, e)
-			close(done)
-		}()
-		b.Cleanup(func() {
-			cancel()
-			<-done
-		})
+		runUntilCleanup(b, c, e)
 		testutil.WaitUntil(b, "redis up", func() bool { return c.Status().Redis == StateUp })
 		return e, c
 	}

@@ -80,17 +80,22 @@ func node(t testing.TB, url, name string) (*Cluster, *fakeEngine) {
 		t.Fatal(err)
 	}
 	eng := &fakeEngine{}
+	runUntilCleanup(t, c, eng)
+	return c, eng
+}
+
+// runUntilCleanup runs c for eng until the test ends.
+func runUntilCleanup(tb testing.TB, c *Cluster, eng Engine) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		c.Run(ctx, eng)
 		close(done)
 	}()
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		cancel()
 		<-done
 	})
-	return c, eng
 }
 
 func waitUp(t testing.TB, cs ...*Cluster) {

@@ -15,7 +15,7 @@ import (
 type fakeShared struct {
 	mu       sync.Mutex
 	counts   []Count
-	changes  []Change
+	changes  changeLog
 	claims   []events.Event
 	refused  []string
 	claimAns bool
@@ -23,12 +23,8 @@ type fakeShared struct {
 
 var _ Shared = (*fakeShared)(nil)
 
-func (f *fakeShared) Count(c Count) { f.mu.Lock(); f.counts = append(f.counts, c); f.mu.Unlock() }
-func (f *fakeShared) Publish(c Change) {
-	f.mu.Lock()
-	f.changes = append(f.changes, c)
-	f.mu.Unlock()
-}
+func (f *fakeShared) Count(c Count)    { f.mu.Lock(); f.counts = append(f.counts, c); f.mu.Unlock() }
+func (f *fakeShared) Publish(c Change) { f.changes.add(c) }
 func (f *fakeShared) Claim(_ context.Context, ev events.Event) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -41,15 +37,7 @@ func (f *fakeShared) Refused(rule, source string) {
 	f.mu.Unlock()
 }
 
-func (f *fakeShared) published() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var ts []string
-	for _, c := range f.changes {
-		ts = append(ts, c.Type)
-	}
-	return ts
-}
+func (f *fakeShared) published() []string { return f.changes.types() }
 
 func sharedRig(t *testing.T, claim bool) (*rig, *fakeShared) {
 	sh := &fakeShared{claimAns: claim}

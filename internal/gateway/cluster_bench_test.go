@@ -2,11 +2,7 @@ package gateway_test
 
 import (
 	"fmt"
-	"io"
-	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -56,7 +52,7 @@ func BenchmarkClusterRelay(b *testing.B) {
 			}
 			addr := gw.SMTPAddr()
 			b.SetParallelism(4) // 8 clients on 2 cores
-			cpu0 := processCPU(b)
+			cpu0 := testutil.ProcessCPU(b)
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
@@ -69,18 +65,9 @@ func BenchmarkClusterRelay(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")
 			// CPU of this process (clients, gateway, sink; not Redis) per
 			// message moves less than the rate on a shared machine.
-			b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/msg")
+			b.ReportMetric(float64((testutil.ProcessCPU(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/msg")
 		})
 	}
-}
-
-// processCPU is the user and system CPU time of this process so far.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func sendOne(addr, msg string) error {
@@ -92,22 +79,8 @@ func sendOne(addr, msg string) error {
 	if err := c.Hello("bench.test"); err != nil {
 		return err
 	}
-	if err := c.Mail("a@remote.test", nil); err != nil {
-		return err
-	}
-	if err := c.Rcpt("alice@example.test", nil); err != nil {
-		return err
-	}
-	w, err := c.Data()
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(w, strings.NewReader(msg)); err != nil {
-		return err
-	}
-	if err := w.Close(); err != nil {
+	if err := testutil.RelayOne(c, msg); err != nil {
 		return err
 	}
 	return c.Quit()
 }
-

@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -48,14 +47,8 @@ type clusterView struct {
 
 func (e *env) cluster() clusterView {
 	e.t.Helper()
-	code, body := e.api("GET", "/api/v1/cluster", "")
-	if code != 200 {
-		e.t.Fatalf("cluster: %d %s", code, body)
-	}
 	var v clusterView
-	if err := json.Unmarshal([]byte(body), &v); err != nil {
-		e.t.Fatal(err)
-	}
+	e.getJSON("/api/v1/cluster", &v)
 	return v
 }
 

@@ -2,9 +2,6 @@ package smtpd
 
 import (
 	"fmt"
-	"io"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -33,7 +30,7 @@ func BenchmarkRelay(b *testing.B) {
 			msg := testutil.LargeMessageString("bench", size)
 			b.SetBytes(int64(len(msg)))
 			b.SetParallelism(4) // 8 clients on 2 cores
-			cpu0 := processCPU(b)
+			cpu0 := testutil.ProcessCPU(b)
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				c, err := smtp.Dial(addr)
@@ -47,7 +44,7 @@ func BenchmarkRelay(b *testing.B) {
 					return
 				}
 				for pb.Next() {
-					if err := relayOne(c, msg); err != nil {
+					if err := testutil.RelayOne(c, msg); err != nil {
 						b.Error(err)
 						return
 					}
@@ -56,33 +53,7 @@ func BenchmarkRelay(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")
 			// CPU per message (clients, server and sink together) moves
 			// less than the rate on a machine shared with other jobs.
-			b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/msg")
+			b.ReportMetric(float64((testutil.ProcessCPU(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/msg")
 		})
 	}
-}
-
-func relayOne(c *smtp.Client, msg string) error {
-	if err := c.Mail("a@remote.test", nil); err != nil {
-		return err
-	}
-	if err := c.Rcpt("alice@example.test", nil); err != nil {
-		return err
-	}
-	w, err := c.Data()
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(w, strings.NewReader(msg)); err != nil {
-		return err
-	}
-	return w.Close()
-}
-
-// processCPU is the user and system CPU time of this process so far.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
