@@ -85,8 +85,10 @@ func (c *Cluster) runPublish(ctx context.Context, eng Engine) {
 				continue
 			}
 			c.mu.Lock()
-			if len(c.pending) < maxPending {
+			if _, ok := c.pending[stateKey(ch)]; ok || len(c.pending) < maxPending {
 				c.pending[stateKey(ch)] = ch
+			} else {
+				c.dropped++
 			}
 			c.mu.Unlock()
 			if c.up.Load() {

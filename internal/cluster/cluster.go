@@ -252,6 +252,9 @@ func (c *Cluster) Run(ctx context.Context, eng Engine) {
 	wg.Go(func() { c.runSubscribe(ctx, eng) })
 	c.runHeartbeat(ctx, eng)
 	wg.Wait()
+	// What comes after (the engine's last flush) does not wait on a
+	// closed client: claims are won locally.
+	c.up.Store(false)
 	if err := c.rdb.Close(); err != nil {
 		c.log.Debug("cluster: close redis client", "err", err)
 	}

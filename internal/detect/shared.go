@@ -3,6 +3,7 @@ package detect
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"time"
 
 	"mxguard/internal/events"
@@ -192,6 +193,15 @@ func (e *Engine) applyRemoteBlock(rec events.Block) {
 		return
 	}
 	rec.Source = canonical(p)
+	s := e.setup.Load()
+	for _, q := range slices.Concat(s.trusted, s.allow) {
+		if p.Overlaps(q) {
+			// Never blocked, whoever asks (INTERFACE.md §3): a node with
+			// other lists, or a forged message in Redis.
+			e.log.Warn("detect: block from another node refused: it overlaps trusted_networks or allowlist", "source", rec.Source, "protected", q)
+			return
+		}
+	}
 	now := e.clock.Now().UnixNano()
 	expires := rec.ExpiresAt.UnixNano()
 	if expires <= now {

@@ -2,6 +2,7 @@ package detect
 
 import (
 	"context"
+	"net/netip"
 	"slices"
 	"sync"
 	"testing"
@@ -41,7 +42,7 @@ func (f *fakeShared) published() []string { return f.changes.types() }
 
 func sharedRig(t *testing.T, claim bool) (*rig, *fakeShared) {
 	sh := &fakeShared{claimAns: claim}
-	r := newRig(t, Options{Shared: sh, Rules: []config.Rule{
+	r := newRig(t, Options{Shared: sh, Trusted: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, Rules: []config.Rule{
 		rule("harvest", "directory_harvest", 10*time.Minute, 3, "block"),
 	}})
 	return r, sh
@@ -147,6 +148,12 @@ func TestApplyRemote(t *testing.T) {
 	r.ApplyRemote(Change{Type: ChangeBlockAdded, Block: &short})
 	if bs := r.Blocks(); len(bs) != 1 || !bs[0].ExpiresAt.Equal(rec.ExpiresAt) {
 		t.Errorf("blocks after a shorter copy: %+v", bs)
+	}
+	trusted := rec
+	trusted.Source = "10.1.2.3"
+	r.ApplyRemote(Change{Type: ChangeBlockAdded, Block: &trusted})
+	if r.Blocked(addr("10.1.2.3")) {
+		t.Error("a remote block of a trusted address is in force")
 	}
 	expired := rec
 	expired.Source, expired.ExpiresAt = "192.0.2.1", now
