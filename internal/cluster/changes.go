@@ -252,7 +252,7 @@ func (c *Cluster) resynchronise(ctx context.Context, eng Engine) {
 		return // the next heartbeat that succeeds tries again
 	}
 	n := c.load(ctx, eng, blocks, detect.ChangeBlockAdded) + c.load(ctx, eng, sus, detect.ChangeSuspensionAdded)
-	c.log.Info("cluster: resynchronised", "loaded", n)
+	c.log.Debug("cluster: resynchronised", "records", n)
 }
 
 // load reads the records of keys (blocks or suspensions) and applies them.

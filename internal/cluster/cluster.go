@@ -100,6 +100,8 @@ const (
 	publishQueue = 1 << 12 // changes waiting to be published
 	maxPending   = 1 << 16 // changes kept while Redis is down
 	slots        = 16      // as detect's windows: window/16 per slot
+
+	reloadEvery = 15 * time.Second
 )
 
 // Cluster is one node's link to the shared state.
@@ -295,13 +297,17 @@ func (c *Cluster) markUp() {
 	c.up.Store(true)
 	if c.seen.Swap(seenUp) != seenUp {
 		c.log.Info("cluster: redis up; resynchronising")
-		select {
-		case c.resync <- struct{}{}:
-		default:
-		}
+		c.wantResync()
 	}
 	if c.gaug != nil {
 		c.gaug.Set(1)
+	}
+}
+
+func (c *Cluster) wantResync() {
+	select {
+	case c.resync <- struct{}{}:
+	default: // one is due already
 	}
 }
 
@@ -310,9 +316,17 @@ func (c *Cluster) markUp() {
 func (c *Cluster) runHeartbeat(ctx context.Context, eng Engine) {
 	t := time.NewTicker(c.o.Heartbeat)
 	defer t.Stop()
-	for {
+	// Every reloadEvery the node resynchronises even though Redis stayed
+	// up: a message published while this node's subscription was being
+	// re-established (go-redis does that by itself, after a blip too
+	// short for any call here to fail) is not lost for good.
+	reload := max(1, int(reloadEvery/c.o.Heartbeat))
+	for beat := 1; ; beat++ {
 		c.heartbeat(ctx, eng)
 		c.logDrops()
+		if beat%reload == 0 && c.up.Load() {
+			c.wantResync()
+		}
 		select {
 		case <-ctx.Done():
 			return
