@@ -388,6 +388,10 @@ data_dir: ""
 			`t.yaml:7: spool.unspool_rate: must be greater than zero, got 0`,
 			`t.yaml:8: data_dir: must not be empty (the spool, events database and state live here)`,
 		}},
+		{"redis URL password not echoed", minimal + `cluster: {redis: "http://mxguard:s3cret@redis.example.org:6379/0"}
+`, []string{
+			`t.yaml:4: cluster.redis: "http://mxguard:xxxxx@redis.example.org:6379/0" is not a redis:// URL (redis://host:port/db)`,
+		}},
 		{"clamd socket not absolute", minimal + `content: {clamd: "unix:clamd.ctl"}
 `, []string{
 			`t.yaml:4: content.clamd: "unix:clamd.ctl": the socket path must be absolute (tcp://127.0.0.1:3310 or unix:/run/clamav/clamd.ctl)`,

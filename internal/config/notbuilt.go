@@ -9,7 +9,7 @@ import (
 
 // A key of INTERFACE.md §2 is accepted only when its feature works. The
 // keys (and values) of the features this build lacks are listed here, so
-// that writing one is an error at check-config and serve ("cluster.redis:
+// that writing one is an error at check-config and serve ("listen.policy:
 // not supported by this build yet"), never a silent no-op. A feature
 // becomes available by deleting its line here; Config fields that exist
 // for it already are decoded and validated from then on. Rule types and

@@ -418,6 +418,9 @@ func (l *loader) checkStores(c *Config) {
 	if r := c.Cluster.Redis; r != "" {
 		u, err := url.Parse(r)
 		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+			if err == nil {
+				r = u.Redacted() // the password stays out of the error
+			}
 			l.errAt("cluster.redis", "redis://host:port/db", "%q is not a redis:// URL", r)
 		}
 	}
