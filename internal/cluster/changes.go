@@ -216,6 +216,9 @@ func (c *Cluster) runSubscribe(ctx context.Context, eng Engine) {
 	}
 }
 
+// resyncBudget bounds each bulk step of a resynchronisation.
+const resyncBudget = 5 * time.Second
+
 // resynchronise runs when Redis comes (back) up: the changes made while it
 // was unreachable are published, the blocks and suspensions in force here
 // are written where Redis lacks them (it may have restarted empty), and
@@ -223,7 +226,7 @@ func (c *Cluster) runSubscribe(ctx context.Context, eng Engine) {
 func (c *Cluster) resynchronise(ctx context.Context, eng Engine) {
 	c.publishPending(ctx)
 	var blocks, sus []string
-	err := c.call(ctx, func(ctx context.Context) error {
+	err := c.callWithin(ctx, resyncBudget, func(ctx context.Context) error {
 		_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, b := range eng.Blocks() {
 				if ttl := time.Until(b.ExpiresAt); ttl > 0 {
@@ -262,7 +265,7 @@ func (c *Cluster) load(ctx context.Context, eng Engine, keys []string, typ strin
 		chunk := keys[:min(len(keys), 500)]
 		keys = keys[len(chunk):]
 		var vals []any
-		if err := c.call(ctx, func(ctx context.Context) error {
+		if err := c.callWithin(ctx, resyncBudget, func(ctx context.Context) error {
 			var err error
 			vals, err = c.rdb.MGet(ctx, chunk...).Result()
 			return err

@@ -111,7 +111,7 @@ type Cluster struct {
 	rdb  *redis.Client
 	id   string       // this process: messages it sent come back and are ignored
 	up   atomic.Bool  // the last call to Redis succeeded
-	seen atomic.Int32 // 0 before the first call, then stateUp or stateDown (logs once per change)
+	seen atomic.Int32 // 0 before the first call, then seenUp or seenDown (logs once per change)
 	gaug interface{ Set(float64) }
 
 	counts  chan detect.Count
@@ -265,7 +265,13 @@ func (c *Cluster) Run(ctx context.Context, eng Engine) {
 // call runs f with the per-call timeout and notes Redis' state from its
 // outcome.
 func (c *Cluster) call(ctx context.Context, f func(ctx context.Context) error) error {
-	cctx, cancel := context.WithTimeout(ctx, c.o.Timeout)
+	return c.callWithin(ctx, c.o.Timeout, f)
+}
+
+// callWithin is call with a budget of d, for the bulk work of a
+// resynchronisation (every block in force, in one pipeline).
+func (c *Cluster) callWithin(ctx context.Context, d time.Duration, f func(ctx context.Context) error) error {
+	cctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	err := f(cctx)
 	if err != nil && !errors.Is(err, redis.Nil) {
