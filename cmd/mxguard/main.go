@@ -21,6 +21,7 @@ commands:
   spool                 status|suspend|resume|unspool
   servers               delivery servers and their state
   sessions              open SMTP sessions now and the busiest sources
+  cluster               this node, the cluster's Redis and the nodes seen
   suspensions           list|add|remove suspended accounts
   users                 add|remove submission users (auth.users_file)
   version               version and build info
@@ -55,6 +56,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cli.Servers(rest, stdout, stderr)
 	case "sessions":
 		return cli.Sessions(rest, stdout, stderr)
+	case "cluster":
+		return cli.Cluster(rest, stdout, stderr)
 	case "suspensions":
 		return cli.Suspensions(rest, stdout, stderr)
 	case "users":

@@ -97,6 +97,8 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		{"id": 9, "source": "2001:db8:1:2::/64", "listener": "submission", "state": "data", "started_at": "2026-11-25T09:58:00Z", "idle_for": 0, "helo": "laptop", "tls": true, "bytes_in": 123456}],
 		"by_source": [{"source": "192.0.2.7", "count": 2}, {"source": "2001:db8:1:2::/64", "count": 1}]}`)(w, r)
 	})
+	mux.Handle("GET /api/v1/cluster", reply(200, `{"node": "mx1", "redis": "up", "nodes": [
+		{"node": "mx1", "last_seen": "2026-11-25T10:00:00.5Z"}, {"node": "mx2", "last_seen": "2026-11-25T10:00:00.1Z"}]}`))
 	mux.Handle("GET /api/v1/spool", reply(200, `{"state": "spooling", "messages": 12, "bytes": 3456789, "max_bytes": 10737418240}`))
 	mux.Handle("POST /api/v1/spool/suspend", reply(200, `{"state": "suspended", "messages": 12, "bytes": 3456789, "max_bytes": 10737418240}`))
 	mux.Handle("POST /api/v1/spool/unspool", reply(500, "internal error\nsee the log\n"))
@@ -242,6 +244,9 @@ func TestCommands(t *testing.T) {
 			stderr: "mxguard sessions: HTTP 400: source \"bad\" is not an IP address or CIDR\n"},
 		{name: "sessions positional", cmd: Sessions, args: append([]string{"192.0.2.7"}, conn...), code: 2, stderr: `unexpected argument "192.0.2.7"`},
 
+		{name: "cluster", cmd: Cluster, args: conn, code: 0,
+			stdout: []string{"NODE", "REDIS\n", "mx1   up\n", "NODE SEEN", "LAST SEEN\n", "mx2", "2026-11-25T10:00:00.1Z\n"},
+			req:    request{method: "GET", path: "/api/v1/cluster"}},
 		{name: "spool status", cmd: Spool, args: append([]string{"status"}, conn...), code: 0,
 			stdout: []string{"STATE", "MESSAGES", "SIZE", "MAX SIZE\n", "spooling", "12", "3.3 MiB", "10.0 GiB\n"},
 			req:    request{method: "GET", path: "/api/v1/spool"}},
