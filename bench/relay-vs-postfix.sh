@@ -24,6 +24,9 @@
 #                      from its admin listener /debug/pprof/profile (skipped with a
 #                      note if the admin listener does not serve it)
 #   PPROF_SECONDS=20   profile duration
+#   REDIS=             1: mxguard runs as a cluster node (cluster.redis) against a
+#                      private redis-server started here (Debian package
+#                      redis-server), to compare with a run without
 #   HARNESS=           path of postfix-relay.sh (default: ../shared/bench/ next to the repo)
 #   OUT=bench-out/relay-vs-postfix-<time>   results: run<i>.kv/.log, mxguard.log,
 #                      mxguard.yaml, cpu-run<i>.prof, summary.txt
@@ -67,7 +70,10 @@ TARGET_PORT=${TARGET_PORT:-$(freeport)}
 SINK_PORT=${SINK_PORT:-$(freeport)}
 POSTFIX_PORT=${POSTFIX_PORT:-$(freeport)}
 ADMIN_PORT=${ADMIN_PORT:-$(freeport)}
-for p in "$TARGET_PORT" "$SINK_PORT" "$POSTFIX_PORT" "$ADMIN_PORT"; do
+REDIS=${REDIS:-}
+REDIS_PORT=
+[[ -z $REDIS ]] || REDIS_PORT=$(freeport)
+for p in "$TARGET_PORT" "$SINK_PORT" "$POSTFIX_PORT" "$ADMIN_PORT" $REDIS_PORT; do
     ! listening "$p" || die "port $p already in use"
 done
 
@@ -83,6 +89,7 @@ cleanup() {
     local p
     for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
     stop_mxguard
+    [[ -z $REDIS_PORT ]] || redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1
     if [[ $rc -ne 0 && -f $OUT/mxguard.log ]]; then
         log "last mxguard log lines:"; tail -n 15 "$OUT/mxguard.log" >&2
     fi
@@ -120,6 +127,15 @@ limits:
   # not detection: the detection rules stay the built-in defaults.
   max_connections_per_source: 500
 EOF
+if [[ -n $REDIS ]]; then
+    command -v redis-server >/dev/null || die "REDIS=1 needs redis-server (apt-get install redis-server)"
+    mkdir -p "$W/redis"
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$W/redis" --save '' --appendonly no \
+        --daemonize yes --logfile "$W/redis/redis.log" >&2
+    for ((i = 0; i < 100; i++)); do redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
+    printf 'cluster: {redis: "redis://127.0.0.1:%s/0", node: bench}\n' "$REDIS_PORT" >>"$OUT/mxguard.yaml"
+    log "cluster node: redis-server on 127.0.0.1:$REDIS_PORT"
+fi
 "$W/mxguard" check-config -c "$OUT/mxguard.yaml" >&2 || die "mxguard rejected the generated config"
 
 # One fresh mxguard per run, as the harness starts a fresh Postfix and
