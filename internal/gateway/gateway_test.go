@@ -202,18 +202,6 @@ func (e *env) events(query string) eventList {
 	return l
 }
 
-// getJSON decodes the 200 answer of GET path into v.
-func (e *env) getJSON(path string, v any) {
-	e.t.Helper()
-	code, body := e.api("GET", path, "")
-	if code != 200 {
-		e.t.Fatalf("GET %s: %d %s", path, code, body)
-	}
-	if err := json.Unmarshal([]byte(body), v); err != nil {
-		e.t.Fatalf("GET %s: %v", path, err)
-	}
-}
-
 func TestRelayPassThrough(t *testing.T) {
 	e := start(t, "")
 	c := e.session("127.0.0.20")
