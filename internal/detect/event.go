@@ -235,7 +235,7 @@ func (e *Engine) endQuiet(now time.Time) {
 		} else if !ev.end(ns, now) {
 			continue
 		}
-		if e.metrics != nil {
+		if e.metrics != nil && !ev.joinedEvent() { // a joined event left the gauge when it joined
 			e.metrics.EventsActive.WithLabelValues(ev.typ).Dec()
 		}
 	}

@@ -286,6 +286,11 @@ func (e *Engine) claim(ctx context.Context, evs []*activeEvent) {
 		}
 		ev.mu.Unlock()
 		if !ok {
+			// mxguard_events_active counts the events this node records;
+			// mxguard_events_total (a counter) still counts the firing.
+			if e.metrics != nil {
+				e.metrics.EventsActive.WithLabelValues(rec.Type).Dec()
+			}
 			e.log.Info("detect: attack already recorded by another node", "type", rec.Type, "rule", rec.Rule, "source", rec.Source)
 		}
 	}
