@@ -280,7 +280,7 @@ func (e *Engine) restoreEvents(ctx context.Context, s *setup) (map[int64]*active
 	byID := make(map[int64]*activeEvent)
 	for _, rec := range all {
 		k, ok := kindOf(rec.Type)
-		if !ok {
+		if !ok || e.othersEvent(rec) {
 			continue
 		}
 		r := s.rule(rec.Rule, rec.Type)

@@ -92,6 +92,13 @@ func (e *Engine) publishEvents(notes []Change) {
 	}
 }
 
+// othersEvent reports whether rec is an event another node of the
+// cluster records (a shared store holds every node's events): that node
+// ends it, not this one.
+func (e *Engine) othersEvent(rec events.Event) bool {
+	return e.shared != nil && rec.Node != "" && rec.Node != e.node
+}
+
 // ReachedElsewhere is called by Shared when the cluster's count of c's
 // rule and key reached the threshold although this node's own count did
 // not: the rule fires here as if the observation had been local (its

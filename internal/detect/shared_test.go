@@ -113,8 +113,8 @@ func TestJoinedEvent(t *testing.T) {
 	if !r.Blocked(o.Addr) {
 		t.Fatal("the joined event's block is not in force")
 	}
-	if _, ok := r.store.block("203.0.113.10"); !ok {
-		t.Error("the block of a joined event is not stored (it must survive a restart of this node)")
+	if _, ok := r.store.block("203.0.113.10"); ok {
+		t.Error("the block of a joined event is stored here; the recording node stores it")
 	}
 	r.Refused(o.Addr)
 	if !slices.Equal(sh.refused, []string{"harvest 203.0.113.10"}) {
@@ -209,5 +209,29 @@ func TestAddImpact(t *testing.T) {
 	evs := r.eventsOf(t, "harvest")
 	if len(evs) != 1 || evs[0].Impact != 5 {
 		t.Fatalf("events: %+v", evs)
+	}
+}
+
+// With a shared store a node takes over only its own active events at
+// start; another node's stay with it.
+func TestRestoreOnlyOwnEvents(t *testing.T) {
+	store := newMemStore()
+	for _, node := range []string{"mx1", "mx2", ""} {
+		ev := events.Event{Type: "directory_harvest", Rule: "harvest", Mode: events.ModeEnforce, Status: events.StatusActive,
+			StartedAt: time.Now(), Source: "203.0.113.20", Service: "smtp", Actions: []string{}, Node: node}
+		if err := store.Insert(context.Background(), &ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := newRig(t, Options{Store: store, Node: "mx1", Shared: &fakeShared{claimAns: true}, Rules: []config.Rule{
+		rule("harvest", "directory_harvest", 10*time.Minute, 3, "block"),
+	}})
+	var nodes []string
+	for _, ev := range r.trackedEvents() {
+		nodes = append(nodes, ev.node)
+	}
+	slices.Sort(nodes)
+	if !slices.Equal(nodes, []string{"", "mx1"}) {
+		t.Errorf("took over the events of nodes %q, want mx1's and the one without a node", nodes)
 	}
 }

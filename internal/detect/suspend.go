@@ -246,7 +246,9 @@ func (e *Engine) writeSuspensions(ctx context.Context, queued pending[suspension
 					later[account] = nil
 				}
 			}
-		case s.ev != nil && s.ev.storedID() == 0 && !s.ev.joinedEvent():
+		case s.ev != nil && s.ev.joinedEvent():
+			// The recording node stores it; this copy holds in memory.
+		case s.ev != nil && s.ev.storedID() == 0:
 			later[account] = s // its event is not stored yet; it holds in memory
 		default:
 			rec := s.record()

@@ -213,7 +213,10 @@ func (e *Engine) flushLocked(ctx context.Context, all bool) ([]Change, error) {
 		switch {
 		case b == nil:
 			upd.Delete = append(upd.Delete, src)
-		case b.ev != nil && b.ev.storedID() == 0 && !b.ev.joinedEvent():
+		case b.ev != nil && b.ev.joinedEvent():
+			// The recording node stores the attack's block (in a shared
+			// store, the same row); this copy holds in memory.
+		case b.ev != nil && b.ev.storedID() == 0:
 			later[src] = b // its event is not stored yet; the block holds in memory
 		default:
 			upd.Put = append(upd.Put, b.record())
