@@ -142,6 +142,24 @@ func TestClusterManualBlockPropagates(t *testing.T) {
 	b.dial(src).Expect(220)
 }
 
+// An operator's suspension of an account on one node holds on the other,
+// and so does lifting it.
+func TestClusterSuspensionPropagates(t *testing.T) {
+	r := testutil.StartRedis(t)
+	a, b := startCluster(t, r)
+	if code, body := a.api("POST", "/api/v1/suspensions", `{"account":"Mallory","for":"1h","reason":"spam run"}`); code != 201 {
+		t.Fatalf("add suspension: %d %s", code, body)
+	}
+	waitFor(t, func() bool { return b.gw.Engine.Suspended("mallory") })
+	if code, body := b.api("GET", "/api/v1/suspensions", ""); code != 200 || !strings.Contains(body, `"account":"mallory"`) {
+		t.Errorf("mx2 suspensions: %d %s", code, body)
+	}
+	if code, _ := a.api("DELETE", "/api/v1/suspensions/mallory", ""); code != 204 {
+		t.Fatalf("lift: %d", code)
+	}
+	waitFor(t, func() bool { return !b.gw.Engine.Suspended("mallory") })
+}
+
 // Redis stops mid-test: both nodes go on, each protecting with its own
 // state (a harvest on one node still blocks there), report Redis down, and
 // once it is back (empty: no persistence) the blocks made meanwhile reach
