@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"mxguard/internal/cluster"
 	"mxguard/internal/mailsink"
 	"mxguard/internal/testutil"
 )
@@ -36,18 +37,9 @@ func startCluster(t *testing.T, r *testutil.Redis) (a, b *env) {
 	return a, b
 }
 
-type clusterView struct {
-	Node  string `json:"node"`
-	Redis string `json:"redis"`
-	Nodes []struct {
-		Node     string `json:"node"`
-		LastSeen string `json:"last_seen"`
-	} `json:"nodes"`
-}
-
-func (e *env) cluster() clusterView {
+func (e *env) cluster() cluster.Status {
 	e.t.Helper()
-	var v clusterView
+	var v cluster.Status
 	e.getJSON("/api/v1/cluster", &v)
 	return v
 }
