@@ -41,9 +41,10 @@ func BenchmarkBlockPropagation(b *testing.B) {
 	ctx := context.Background()
 	ipOf := func(i int) string { return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}).String() }
 	account := func(i int) string { return "user" + strconv.Itoa(i) }
-	// Each case makes a change on node A and waits until node B has it.
-	// unblock and lift remove what block and suspend made (making it
-	// first, untimed, where those ran fewer times).
+	// Each case makes a change on node A and waits until node B has it;
+	// unblock and lift first make (untimed) what they remove. Every
+	// iteration of every run takes a fresh address or account.
+	seq := 0
 	block := func(i int) error { _, err := a.AddBlock(ctx, ipOf(i), time.Hour, "bench"); return err }
 	blocked := func(i int) bool { return bn.Blocked(netip.MustParseAddr(ipOf(i))) }
 	suspend := func(i int) error { _, err := a.AddSuspension(ctx, account(i), time.Hour, "bench"); return err }
@@ -63,8 +64,10 @@ func BenchmarkBlockPropagation(b *testing.B) {
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			lat := make([]time.Duration, 0, b.N)
-			for i := range b.N {
-				if tc.before != nil && !tc.beforeSeen(i) {
+			for range b.N {
+				i := seq
+				seq++
+				if tc.before != nil {
 					b.StopTimer()
 					if err := tc.before(i); err != nil {
 						b.Fatal(err)
