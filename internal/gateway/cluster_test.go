@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"mxguard/internal/alert"
 	"mxguard/internal/cluster"
 	"mxguard/internal/mailsink"
 	"mxguard/internal/testutil"
@@ -22,13 +23,20 @@ const clusterRules = `rules:
 
 func startCluster(t *testing.T, r *testutil.Redis) (a, b *env) {
 	t.Helper()
+	return startClusterWith(t, r, clusterRules)
+}
+
+// startClusterWith starts the two nodes with extra configuration lines
+// (rules: and more) instead of clusterRules.
+func startClusterWith(t *testing.T, r *testutil.Redis, extra string) (a, b *env) {
+	t.Helper()
 	sink, err := mailsink.Start(t.Context(), mailsink.Options{Mailboxes: []string{"alice@example.test"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sink.Close() })
 	node := func(name string) *env {
-		return startWith(t, fmt.Sprintf("cluster: {redis: %q, node: %s}\n%s", r.URL(), name, clusterRules), sink, t.TempDir())
+		return startWith(t, fmt.Sprintf("cluster: {redis: %q, node: %s}\n%s", r.URL(), name, extra), sink, t.TempDir())
 	}
 	a, b = node("mx1"), node("mx2")
 	for _, e := range []*env{a, b} {
@@ -51,7 +59,11 @@ func (e *env) blocked(ip string) bool { return e.gw.Engine.Blocked(netip.MustPar
 // refused by both nodes, in the open sessions and at connect.
 func TestClusterHarvestAcrossNodes(t *testing.T) {
 	r := testutil.StartRedis(t)
-	a, b := startCluster(t, r)
+	h := newHookServer(t)
+	a, b := startClusterWith(t, r, fmt.Sprintf(`rules:
+  - {name: harvest, type: directory_harvest, window: 10m, threshold: 10, actions: [block, alert], block_for: 1h}
+alerts: {webhook: {url: "%s/hook"}}
+`, h.srv.URL))
 	const src = "127.0.0.50"
 	ca, cb := a.session(src), b.session(src)
 	for i := range 5 {
@@ -87,8 +99,14 @@ func TestClusterHarvestAcrossNodes(t *testing.T) {
 	if lb.Total == 1 {
 		rec, node = lb, "mx2"
 	}
-	if ev := rec.Events[0]; ev.Source != src || ev.Node != node || strings.Join(ev.Actions, ",") != "block" {
-		t.Errorf("event = %+v, want source %s on node %s with action block", ev, src, node)
+	if ev := rec.Events[0]; ev.Source != src || ev.Node != node || strings.Join(ev.Actions, ",") != "alert,block" {
+		t.Errorf("event = %+v, want source %s on node %s with actions alert, block", ev, src, node)
+	}
+	// One alert, from the recording node. (A second one would be queued
+	// by the flushes above; this catches it unless its send is slower
+	// than the checks below.)
+	if got := h.wait(t, 1); got[0].Alert != alert.Started || got[0].Event.Node != node {
+		t.Errorf("first alert %s", got[0].body)
 	}
 	// Its impact counts what both nodes refused: each refused the next
 	// command of its session and a connection.
@@ -102,6 +120,9 @@ func TestClusterHarvestAcrossNodes(t *testing.T) {
 		}
 		return rec0.events("type=directory_harvest").Events[0].Impact >= 4
 	})
+	if got := h.alerts(); len(got) != 1 {
+		t.Errorf("%d alerts for one attack, want 1", len(got))
+	}
 	// Both nodes list the block.
 	for _, e := range []*env{a, b} {
 		if code, body := e.api("GET", "/api/v1/blocks", ""); code != 200 || !strings.Contains(body, `"source":"`+src+`"`) {
