@@ -2,12 +2,15 @@ package gateway_test
 
 import (
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
 
 	"mxguard/internal/alert"
 	"mxguard/internal/cluster"
+	"mxguard/internal/config"
+	"mxguard/internal/gateway"
 	"mxguard/internal/mailsink"
 	"mxguard/internal/testutil"
 )
@@ -215,6 +218,41 @@ func TestClusterRedisDown(t *testing.T) {
 	b.dial(harvester).Expect(421)
 	if m := a.metrics(); !strings.Contains(m, "mxguard_cluster_redis_up 1\n") {
 		t.Errorf("metrics after redis is back lack mxguard_cluster_redis_up 1")
+	}
+}
+
+// The password of cluster.redis shows in no log line and no answer, also
+// while Redis is down; with the right password the node is up.
+func TestClusterRedisPasswordHidden(t *testing.T) {
+	const pw = "hunter2-redis-secret"
+	r := testutil.StartRedis(t, "--requirepass", pw)
+	var logs testutil.LockedBuffer
+	dir := t.TempDir()
+	yaml := testConfig("127.0.0.1:1", fmt.Sprintf("cluster: {redis: \"redis://:%s@%s/0\", node: mx1}\n", pw, r.Addr()), dir)
+	cfg, err := config.Parse("test.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := gateway.Start(t.Context(), cfg, gateway.Options{
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gw.Close() })
+	e := &env{t: t, gw: gw, dir: dir}
+	waitFor(t, func() bool { return e.cluster().Redis == "up" })
+	r.Stop()
+	waitFor(t, func() bool { return e.cluster().Redis == "down" })
+	answers := e.metrics()
+	for _, path := range []string{"/api/v1/cluster", "/api/v1/rules", "/api/v1/servers"} {
+		_, body := e.api("GET", path, "")
+		answers += body
+	}
+	if !strings.Contains(logs.String(), "redis unreachable") {
+		t.Errorf("no log line says Redis is unreachable:\n%s", logs.String())
+	}
+	if strings.Contains(logs.String(), pw) || strings.Contains(answers, pw) {
+		t.Error("the password of cluster.redis shows in a log line or an API answer")
 	}
 }
 

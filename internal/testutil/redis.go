@@ -20,18 +20,20 @@ type Redis struct {
 	t    testing.TB
 	dir  string
 	port int
+	args []string // more redis-server flags
 	cmd  *exec.Cmd
 	done chan struct{}
 }
 
-// StartRedis starts a private redis-server and stops it in t.Cleanup. It
+// StartRedis starts a private redis-server and stops it in t.Cleanup;
+// args are more redis-server flags ("--requirepass", "secret"). It
 // needs the Debian package redis-server; without it the test is skipped
 // or, under MXGUARD_REQUIRE_ALL=1, fails (see RequireComponent).
-func StartRedis(t testing.TB) *Redis {
+func StartRedis(t testing.TB, args ...string) *Redis {
 	t.Helper()
 	_, err := exec.LookPath("redis-server")
 	RequireComponent(t, "redis-server", err == nil, "Debian package redis-server provides /usr/bin/redis-server")
-	r := &Redis{t: t, dir: t.TempDir(), port: FreePort(t)}
+	r := &Redis{t: t, dir: t.TempDir(), port: FreePort(t), args: args}
 	t.Cleanup(func() {
 		if t.Failed() {
 			b, _ := os.ReadFile(filepath.Join(r.dir, "redis.log"))
@@ -55,8 +57,8 @@ func (r *Redis) Start() {
 	if r.cmd != nil {
 		return
 	}
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--dir", r.dir, "--save", "", "--appendonly", "no", "--logfile", filepath.Join(r.dir, "redis.log"))
+	cmd := exec.Command("redis-server", append([]string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+		"--dir", r.dir, "--save", "", "--appendonly", "no", "--logfile", filepath.Join(r.dir, "redis.log")}, r.args...)...)
 	if err := cmd.Start(); err != nil {
 		r.t.Fatalf("redis-server: %v", err)
 	}
@@ -102,5 +104,6 @@ func (r *Redis) ping() bool {
 		return false
 	}
 	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && strings.HasPrefix(line, "+PONG")
+	// -NOAUTH: up, and asking for the password (--requirepass).
+	return err == nil && (strings.HasPrefix(line, "+PONG") || strings.HasPrefix(line, "-NOAUTH"))
 }
