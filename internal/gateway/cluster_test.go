@@ -16,9 +16,9 @@ import (
 )
 
 // Two nodes of a cluster: two gateways in front of one downstream, sharing
-// one private redis-server (each with its own SQLite store, as until the
-// PostgreSQL store is in: which node records an attack is decided in
-// Redis).
+// one private redis-server, each with its own SQLite store (which node
+// records an attack is decided in Redis), or sharing one PostgreSQL
+// database (TestClusterSharedPostgres).
 
 const clusterRules = `rules:
   - {name: harvest, type: directory_harvest, window: 10m, threshold: 10, actions: [block], block_for: 1h}
@@ -130,6 +130,42 @@ alerts: {webhook: {url: "%s/hook"}}
 	for _, e := range []*env{a, b} {
 		if code, body := e.api("GET", "/api/v1/blocks", ""); code != 200 || !strings.Contains(body, `"source":"`+src+`"`) {
 			t.Errorf("%s blocks: %d %s", e.cluster().Node, code, body)
+		}
+	}
+}
+
+// Two nodes on one Redis and one PostgreSQL database: a harvest spread over
+// both is one event in the shared store, both nodes list it (with the node
+// that recorded it) and the block, and both refuse the source.
+func TestClusterSharedPostgres(t *testing.T) {
+	r := testutil.StartRedis(t)
+	dsn := pg.Database(t)
+	a, b := startClusterWith(t, r, fmt.Sprintf("storage: {driver: postgres, dsn: %q}\n%s", dsn, clusterRules))
+	const src = "127.0.0.52"
+	ca, cb := a.session(src), b.session(src)
+	for i := range 5 {
+		ca.Cmd(fmt.Sprintf("RCPT TO:<guess-a%d@example.test>", i), 550)
+		cb.Cmd(fmt.Sprintf("RCPT TO:<guess-b%d@example.test>", i), 550)
+	}
+	waitFor(t, func() bool { return a.blocked(src) && b.blocked(src) })
+	ca.Cmd("RCPT TO:<alice@example.test>", 421)
+	cb.Cmd("RCPT TO:<alice@example.test>", 421)
+	waitFor(t, func() bool { return a.events("type=directory_harvest").Total >= 1 })
+	for _, e := range []*env{a, b} {
+		if err := e.gw.Engine.Flush(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	la, lb := a.events("type=directory_harvest"), b.events("type=directory_harvest")
+	if la.Total != 1 || lb.Total != 1 || la.Events[0].ID != lb.Events[0].ID {
+		t.Fatalf("want the same one event on both nodes: mx1 %+v, mx2 %+v", la, lb)
+	}
+	if ev := la.Events[0]; ev.Source != src || (ev.Node != "mx1" && ev.Node != "mx2") {
+		t.Errorf("event = %+v", ev)
+	}
+	for _, e := range []*env{a, b} {
+		if code, body := e.api("GET", "/api/v1/blocks", ""); code != 200 || !strings.Contains(body, `"source":"`+src+`"`) {
+			t.Errorf("blocks: %d %s", code, body)
 		}
 	}
 }
