@@ -55,6 +55,20 @@ func (e *env) cluster() cluster.Status {
 	return v
 }
 
+// splitHarvest sends 5 unknown recipients from src to each node, half the
+// threshold of clusterRules' harvest, and waits until both block src; it
+// returns the two sessions, still open.
+func splitHarvest(t *testing.T, a, b *env, src string) (ca, cb *testutil.SMTPClient) {
+	t.Helper()
+	ca, cb = a.session(src), b.session(src)
+	for i := range 5 {
+		ca.Cmd(fmt.Sprintf("RCPT TO:<guess-a%d@example.test>", i), 550)
+		cb.Cmd(fmt.Sprintf("RCPT TO:<guess-b%d@example.test>", i), 550)
+	}
+	waitFor(t, func() bool { return a.blocked(src) && b.blocked(src) })
+	return ca, cb
+}
+
 func (e *env) blocked(ip string) bool { return e.gw.Engine.Blocked(netip.MustParseAddr(ip)) }
 
 // A harvest spread over both nodes, half the unknown recipients on each,
@@ -68,13 +82,7 @@ func TestClusterHarvestAcrossNodes(t *testing.T) {
 alerts: {webhook: {url: "%s/hook"}}
 `, h.srv.URL))
 	const src = "127.0.0.50"
-	ca, cb := a.session(src), b.session(src)
-	for i := range 5 {
-		ca.Cmd(fmt.Sprintf("RCPT TO:<guess-a%d@example.test>", i), 550)
-		cb.Cmd(fmt.Sprintf("RCPT TO:<guess-b%d@example.test>", i), 550)
-	}
-	// Neither node saw more than 5 of the threshold's 10.
-	waitFor(t, func() bool { return a.blocked(src) && b.blocked(src) })
+	ca, cb := splitHarvest(t, a, b, src)
 	for _, c := range []*testutil.SMTPClient{ca, cb} {
 		if text := c.Cmd("RCPT TO:<alice@example.test>", 421); !strings.HasPrefix(text, "4.7.0 ") {
 			t.Errorf("want 421 4.7.0 at the next command, got %s", text)
@@ -142,12 +150,7 @@ func TestClusterSharedPostgres(t *testing.T) {
 	dsn := pg.Database(t)
 	a, b := startClusterWith(t, r, fmt.Sprintf("storage: {driver: postgres, dsn: %q}\n%s", dsn, clusterRules))
 	const src = "127.0.0.52"
-	ca, cb := a.session(src), b.session(src)
-	for i := range 5 {
-		ca.Cmd(fmt.Sprintf("RCPT TO:<guess-a%d@example.test>", i), 550)
-		cb.Cmd(fmt.Sprintf("RCPT TO:<guess-b%d@example.test>", i), 550)
-	}
-	waitFor(t, func() bool { return a.blocked(src) && b.blocked(src) })
+	ca, cb := splitHarvest(t, a, b, src)
 	ca.Cmd("RCPT TO:<alice@example.test>", 421)
 	cb.Cmd("RCPT TO:<alice@example.test>", 421)
 	waitFor(t, func() bool { return a.events("type=directory_harvest").Total >= 1 })
