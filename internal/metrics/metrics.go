@@ -58,12 +58,16 @@ type Metrics struct {
 
 	clusterOnce sync.Once
 	clusterUp   prometheus.Gauge // EnableCluster
+	// Recent holds the last hour's messages and refused connections per
+	// minute, fed by Message and Connection (the console's chart).
+	Recent *Recent
 }
 
 // New creates and registers every collector on a fresh registry.
 func New() *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
+		Recent:   NewRecent(systemClock{}),
 		Connections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mxguard_connections_total", Help: "Connections by listener and result (accepted, blocked, limit, blocklist, dnsbl, proxy_error).",
 		}, []string{"listener", "result"}),

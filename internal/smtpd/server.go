@@ -433,7 +433,7 @@ func (s *Server) removeSource(key netip.Addr) {
 
 func (s *Server) count(result string) {
 	if s.o.Metrics != nil {
-		s.o.Metrics.Connections.WithLabelValues(s.o.Name, result).Inc()
+		s.o.Metrics.Connection(s.o.Name, result)
 	}
 }
 

@@ -555,7 +555,7 @@ func (s *session) countMsg(result string) {
 		if s.account != "" {
 			dir = "outbound"
 		}
-		m.Messages.WithLabelValues(dir, result).Inc()
+		m.Message(dir, result)
 	}
 }
 
