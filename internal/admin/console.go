@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -32,8 +33,9 @@ const legacyCookie = "mxguard_token"
 // (DESIGN.md: "the console shows up to 500 at a time").
 const consoleLimit = events.MaxLimit
 
-// console is the server-rendered web console: plain HTML forms, no script,
-// so it works in any browser and through any proxy.
+// console is the server-rendered web console: plain HTML forms, so it
+// works in any browser and through any proxy; the one script (the
+// overview's live refresh, static/live.js) only adds to a complete page.
 type console struct {
 	s      *Server
 	pages  map[string]*template.Template
@@ -64,10 +66,12 @@ func newConsole(s *Server) *console {
 		"approx":   approxSize,
 		"isIP":     isIPOrPrefix,
 		"seconds":  func(n int64) string { return duration.Format(time.Duration(n) * time.Second) },
+		"sub":      func(a, b int) int { return a - b },
+		"half":     func(x, w int) int { return x + w/2 },
 	}
-	for _, name := range []string{"login", "events", "event", "blocks", "rules", "status", "connections", "error"} {
+	for _, name := range []string{"login", "overview", "events", "event", "blocks", "suspensions", "rules", "status", "connections", "error"} {
 		c.pages[name] = template.Must(template.New("layout.html").Funcs(funcs).
-			ParseFS(assets, "templates/layout.html", "templates/"+name+".html"))
+			ParseFS(assets, "templates/layout.html", "templates/parts.html", "templates/"+name+".html"))
 	}
 	c.csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c.renderError(w, r, http.StatusForbidden, "Cross-origin form submission refused.")
@@ -81,16 +85,21 @@ func newConsole(s *Server) *console {
 }
 
 func (c *console) route(mux *http.ServeMux) {
-	mux.Handle("GET /{$}", http.RedirectHandler("/events", http.StatusSeeOther))
+	mux.Handle("GET /{$}", http.RedirectHandler(landing, http.StatusSeeOther))
 	mux.Handle("GET /static/", c.static)
 	mux.HandleFunc("GET /login", c.loginPage)
 	mux.Handle("POST /login", c.protect(c.login))
 	mux.Handle("POST /logout", c.protect(c.auth(c.logout)))
+	mux.Handle("GET /overview", c.auth(c.overviewPage))
+	mux.Handle("GET /overview/live", c.authFragment(c.overviewLive))
 	mux.Handle("GET /events", c.auth(c.eventsPage))
 	mux.Handle("GET /events/{id}", c.auth(c.eventPage))
 	mux.Handle("GET /blocks", c.auth(c.blocksPage))
 	mux.Handle("POST /blocks", c.protect(c.auth(c.addBlock)))
 	mux.Handle("POST /blocks/remove", c.protect(c.auth(c.removeBlock)))
+	mux.Handle("GET /suspensions", c.auth(c.suspensionsPage))
+	mux.Handle("POST /suspensions", c.protect(c.auth(c.addSuspension)))
+	mux.Handle("POST /suspensions/remove", c.protect(c.auth(c.removeSuspension)))
 	mux.Handle("GET /rules", c.auth(c.rulesPage))
 	mux.Handle("GET /status", c.auth(c.statusPage))
 	mux.Handle("GET /connections", c.auth(c.connectionsPage))
@@ -99,6 +108,9 @@ func (c *console) route(mux *http.ServeMux) {
 		c.renderError(w, r, http.StatusNotFound, "No such page.")
 	})
 }
+
+// landing is the first page after login: the overview.
+const landing = "/overview"
 
 // --- authentication and CSRF ---
 
@@ -128,7 +140,7 @@ func (c *console) auth(h http.HandlerFunc) http.HandlerFunc {
 		dropLegacyCookie(w, r)
 		si, ok := c.current(r)
 		if !ok {
-			next := "/events"
+			next := landing
 			if r.Method == http.MethodGet {
 				next = r.URL.RequestURI()
 			}
@@ -141,6 +153,20 @@ func (c *console) auth(h http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		h(w, r)
+	}
+}
+
+// authFragment is auth for the fragments a page's script fetches: without
+// a live session it answers 401 (the script then reloads the page, which
+// goes to the login form) rather than redirecting the fetch to it.
+func (c *console) authFragment(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		si, ok := c.current(r)
+		if !ok {
+			http.Error(w, "not logged in", http.StatusUnauthorized)
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, si)))
 	}
 }
 
@@ -178,10 +204,10 @@ func (c *console) protect(h http.HandlerFunc) http.Handler {
 // scheme-relative //host or a backslash variant browsers treat alike.
 func safeNext(next string) string {
 	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
-		return "/events"
+		return landing
 	}
 	if u, err := url.Parse(next); err != nil || u.Host != "" || u.Scheme != "" {
-		return "/events"
+		return landing
 	}
 	return next
 }
@@ -268,6 +294,19 @@ type eventsView struct {
 	From, To   int
 	Prev, Next string
 	Sort       map[string]sortLink // by sort field
+	Presets    []presetLink        // minimum impact shortcuts
+	HasNode    bool                // an event on the page names its node
+}
+
+// impactPresets are the minimum impacts offered as one-click filters
+// beside the free field.
+var impactPresets = []int64{100, 500, 1000}
+
+// presetLink is one impact filter shortcut.
+type presetLink struct {
+	Label   string
+	URL     string
+	Current bool
 }
 
 // sortLink is one sortable column header.
@@ -310,6 +349,12 @@ func (c *console) eventsPage(w http.ResponseWriter, r *http.Request) {
 	if q.Offset+len(v.Events) < v.Total {
 		v.Next = eventsURL(params, "offset", strconv.Itoa(q.Offset+q.Limit))
 	}
+	for _, n := range impactPresets {
+		txt := strconv.FormatInt(n, 10)
+		v.Presets = append(v.Presets, presetLink{Label: "over " + txt, Current: err == nil && q.MinImpact == n,
+			URL: eventsURL(params, "min_impact", txt, "offset", "")})
+	}
+	v.HasNode = slices.ContainsFunc(v.Events, func(e events.Event) bool { return e.Node != "" })
 	v.Sort = map[string]sortLink{}
 	// A first click sorts dates and impact newest/largest first, names
 	// alphabetically; a click on the sorted column flips its order.
@@ -345,16 +390,6 @@ func eventsURL(params url.Values, kv ...string) string {
 		}
 	}
 	return "/events?" + u.Encode()
-}
-
-func (c *console) eventPage(w http.ResponseWriter, r *http.Request) {
-	e, err := c.s.event(r.Context(), r.PathValue("id"))
-	if err != nil {
-		status, msg := c.s.classify(r, err)
-		c.renderError(w, r, status, msg)
-		return
-	}
-	c.render(w, r, http.StatusOK, "event", page{Title: "Event " + strconv.FormatInt(e.ID, 10), Nav: "events", Data: e})
 }
 
 // blocksView is the blocks page; Form keeps a refused submission's values.
@@ -415,21 +450,28 @@ func (c *console) renderError(w http.ResponseWriter, r *http.Request, status int
 // render executes into a buffer first, so a template failure gives a clean
 // 500 rather than half a page.
 func (c *console) render(w http.ResponseWriter, r *http.Request, status int, name string, p page) {
+	c.renderFragment(w, r, status, name, "layout.html", p)
+}
+
+// renderFragment is render of one template of a page: the whole page is
+// its "layout.html", the overview's live part its "live".
+func (c *console) renderFragment(w http.ResponseWriter, r *http.Request, status int, name, tmpl string, p page) {
 	si, ok := c.current(r)
 	p.LoggedIn, p.CSRF = ok, si.csrf
 	p.Version = c.s.o.Version
 	var buf bytes.Buffer
-	if err := c.pages[name].Execute(&buf, p); err != nil {
-		c.s.log.ErrorContext(r.Context(), "admin: render console page", "page", name, "err", err)
+	if err := c.pages[name].ExecuteTemplate(&buf, tmpl, p); err != nil {
+		c.s.log.ErrorContext(r.Context(), "admin: render console page", "page", name, "template", tmpl, "err", err)
 		http.Error(w, "internal error, see the server log", http.StatusInternalServerError)
 		return
 	}
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
-	// No script runs in the console; forbid framing (clickjacking) and any
-	// script or foreign resource an escaping bug could let in.
-	h.Set("Content-Security-Policy", "default-src 'self'; script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+	// The only script is the console's own file (no inline script, so an
+	// escaping bug cannot run one); no framing (clickjacking), no foreign
+	// resource, fetches only to this origin.
+	h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "same-origin")
 	w.WriteHeader(status)

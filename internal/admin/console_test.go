@@ -120,7 +120,7 @@ func TestConsoleLogin(t *testing.T) {
 	// Off-site next values must not turn the login into an open redirect.
 	for _, next := range []string{"https://evil.example/", "//evil.example/x", "/\\evil.example", "events"} {
 		r = post(url.Values{"token": {testToken}, "next": {next}})
-		if loc := r.header.Get("Location"); loc != "/events" {
+		if loc := r.header.Get("Location"); loc != "/overview" {
 			t.Errorf("next %q redirected to %q", next, loc)
 		}
 	}
@@ -349,7 +349,7 @@ func TestConsolePages(t *testing.T) {
 	f := newFixture(t)
 	wantPage(t, f.browser(t, "GET", "/rules", ""), 200, "harvest", "10m", "500KB", "1m30s",
 		"recipients rejected as unknown (550 5.1.1, ours or the downstream&#39;s), per source")
-	if r := f.browser(t, "GET", "/", ""); r.status != http.StatusSeeOther || r.header.Get("Location") != "/events" {
+	if r := f.browser(t, "GET", "/", ""); r.status != http.StatusSeeOther || r.header.Get("Location") != "/overview" {
 		t.Errorf("/: %d to %q", r.status, r.header.Get("Location"))
 	}
 	wantPage(t, f.browser(t, "GET", "/nowhere", ""), 404, "No such page.")

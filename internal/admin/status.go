@@ -56,12 +56,20 @@ func (c *console) statusPage(w http.ResponseWriter, r *http.Request) {
 	if done := r.URL.Query().Get("done"); spoolDone[done] != "" {
 		p.Flash = spoolDone[done]
 	}
+	v := c.s.status()
+	p.Data = &v
+	c.render(w, r, http.StatusOK, "status", p)
+}
+
+// status is what the status page and the overview show of the delivery
+// servers and the spool.
+func (s *Server) status() statusView {
 	v := statusView{}
-	if c.s.o.Servers != nil {
-		v.Servers, v.HaveServers = c.s.o.Servers(), true
+	if s.o.Servers != nil {
+		v.Servers, v.HaveServers = s.o.Servers(), true
 	}
-	if c.s.o.Spool != nil {
-		v.Spool, v.HaveSpool = c.s.o.Spool.View(), true
+	if s.o.Spool != nil {
+		v.Spool, v.HaveSpool = s.o.Spool.View(), true
 		v.SpoolHint = spoolHint(v.Spool)
 		if sp := v.Spool; sp.MaxBytes > 0 {
 			pct := min(100, sp.Bytes*100/sp.MaxBytes)
@@ -71,8 +79,7 @@ func (c *console) statusPage(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	p.Data = &v
-	c.render(w, r, http.StatusOK, "status", p)
+	return v
 }
 
 // spoolDone is the flash message after each operator request; its keys are

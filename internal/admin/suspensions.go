@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
+	"mxguard/internal/duration"
 	"mxguard/internal/events"
 )
 
@@ -90,14 +92,86 @@ func (s *Server) apiAddSuspension(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) apiRemoveSuspension(w http.ResponseWriter, r *http.Request) {
-	account := r.PathValue("account")
-	err := s.o.Suspensions.RemoveSuspension(r.Context(), account)
-	switch {
-	case errors.Is(err, events.ErrNotFound):
-		s.fail(w, r, notFound("no suspension for %s", account))
-	case err != nil:
-		s.fail(w, r, fmt.Errorf("lift suspension %s: %w", account, err))
-	default:
-		w.WriteHeader(http.StatusNoContent)
+	if err := s.removeSuspension(r.Context(), r.PathValue("account")); err != nil {
+		s.fail(w, r, err)
+		return
 	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// removeSuspension lifts the suspension of account, from the API or the
+// console.
+func (s *Server) removeSuspension(ctx context.Context, account string) error {
+	err := s.o.Suspensions.RemoveSuspension(ctx, account)
+	if errors.Is(err, events.ErrNotFound) {
+		return notFound("no suspension for %s", account)
+	}
+	if err != nil {
+		return fmt.Errorf("lift suspension %s: %w", account, err)
+	}
+	return nil
+}
+
+// --- console ---
+
+// suspensionsView is the suspensions page; Form keeps a refused
+// submission's values.
+type suspensionsView struct {
+	Have        bool // false: this instance has no Suspender
+	Suspensions []events.Suspension
+	Form        struct{ Account, For, Reason string }
+}
+
+func (c *console) suspensionsView(ctx context.Context) *suspensionsView {
+	v := &suspensionsView{Have: c.s.o.Suspensions != nil}
+	v.Form.For = duration.Format(defaultSuspendFor)
+	if v.Have {
+		c.s.flush(ctx)
+		v.Suspensions = c.s.suspensions()
+	}
+	return v
+}
+
+func (c *console) suspensionsPage(w http.ResponseWriter, r *http.Request) {
+	p := page{Title: "Suspensions", Nav: "suspensions", Data: c.suspensionsView(r.Context())}
+	q := r.URL.Query()
+	if s := q.Get("added"); s != "" {
+		p.Flash = "Suspended " + s + "."
+	} else if s := q.Get("removed"); s != "" {
+		p.Flash = "Lifted the suspension of " + s + "."
+	}
+	c.render(w, r, http.StatusOK, "suspensions", p)
+}
+
+// addSuspension and removeSuspension answer with a redirect
+// (post/redirect/get), like the blocks page.
+func (c *console) addSuspension(w http.ResponseWriter, r *http.Request) {
+	if c.s.o.Suspensions == nil {
+		c.renderError(w, r, http.StatusServiceUnavailable, "This instance does not suspend accounts.")
+		return
+	}
+	account, forText, reason := r.PostFormValue("account"), r.PostFormValue("for"), r.PostFormValue("reason")
+	su, err := c.s.addSuspension(r.Context(), account, forText, reason)
+	if err != nil {
+		status, msg := c.s.classify(r, err)
+		v := c.suspensionsView(r.Context())
+		v.Form.Account, v.Form.For, v.Form.Reason = account, forText, reason
+		c.render(w, r, status, "suspensions", page{Title: "Suspensions", Nav: "suspensions", Error: msg, Data: v})
+		return
+	}
+	http.Redirect(w, r, "/suspensions?added="+url.QueryEscape(su.Account), http.StatusSeeOther)
+}
+
+func (c *console) removeSuspension(w http.ResponseWriter, r *http.Request) {
+	if c.s.o.Suspensions == nil {
+		c.renderError(w, r, http.StatusServiceUnavailable, "This instance does not suspend accounts.")
+		return
+	}
+	account := r.PostFormValue("account")
+	if err := c.s.removeSuspension(r.Context(), account); err != nil {
+		status, msg := c.s.classify(r, err)
+		c.renderError(w, r, status, msg)
+		return
+	}
+	http.Redirect(w, r, "/suspensions?removed="+url.QueryEscape(account), http.StatusSeeOther)
 }
