@@ -114,6 +114,7 @@ const (
 	chartHeight = 120
 	chartTop    = 16 // room for the scale label
 	chartLeft   = 40 // room for the axis labels
+	chartRight  = 16 // room for the last tick's label
 )
 
 // chartView is the server-drawn SVG of the last hour: per minute, a bar of
@@ -152,7 +153,7 @@ type chartTick struct {
 // bars however quiet the rest of the hour was.
 func newChart(minutes []metrics.Minute) chartView {
 	v := chartView{Have: true, Left: chartLeft, Top: chartTop,
-		Width:  chartLeft + len(minutes)*(chartBarW+chartGap),
+		Width:  chartLeft + len(minutes)*(chartBarW+chartGap) + chartRight,
 		Height: chartTop + chartHeight + 20, Base: chartTop + chartHeight}
 	for _, m := range minutes {
 		v.Max = max(v.Max, m.Passed+m.Refused, m.ConnRefused)

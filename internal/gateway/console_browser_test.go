@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
+	"mxguard/internal/events"
 	"mxguard/internal/spool"
 	"mxguard/internal/testutil"
 )
@@ -28,11 +30,14 @@ const chromiumPath = "/usr/bin/chromium"
 const screenshotsEnv = "MXGUARD_SCREENSHOTS"
 
 // TestConsoleInBrowser drives the web console of a running gateway with a
-// real headless Chromium, as an operator would: log in, find the attack,
-// sort, open it, check its block, suspend the spool. The unit tests read
-// the HTML; this one proves a browser accepts the cookie, follows the
-// redirects, passes the cross-origin checks on form posts and renders the
-// pages.
+// real headless Chromium, as an operator on call would: log in, find the
+// attack on the overview (and see a new one appear without a reload),
+// filter the events by an impact preset, open the attack, read why it was
+// blocked, unblock it, and check the source may connect again; then the
+// suspensions, rules and status pages. The unit tests read the HTML; this
+// one proves a browser accepts the cookie, follows the redirects, runs the
+// live refresh under the page's CSP, passes the cross-origin checks on
+// form posts, never runs hostile text as markup, and renders the pages.
 func TestConsoleInBrowser(t *testing.T) {
 	_, err := os.Stat(chromiumPath)
 	testutil.RequireComponent(t, "chromium", err == nil, "apt-get install chromium")
@@ -40,9 +45,16 @@ func TestConsoleInBrowser(t *testing.T) {
 	e := start(t, `rules:
   - {name: harvest, type: directory_harvest, window: 10m, threshold: 2, actions: [block], block_for: 1h}
 `)
-	// Two harvesters; the first keeps knocking after its block, so its
-	// event has the larger impact and sorting by impact must put it first
-	// whatever the start times.
+	ctx := t.Context()
+	// A message passes, so the chart has traffic to draw.
+	for _, id := range []string{"m1", "m2"} {
+		c := e.session("127.0.0.20")
+		c.Cmd("RCPT TO:<alice@example.test>", 250)
+		c.Data("Subject: hello\r\nMessage-ID: <"+id+"@remote.test>\r\n\r\nHi.\r\n", 250)
+		c.Cmd("QUIT", 221)
+	}
+	// Two harvesters; the first keeps knocking after its block (each
+	// refused connection adds to its impact), past the "over 100" preset.
 	harvest := func(ip string, knocks int) {
 		c := e.session(ip)
 		c.Cmd("RCPT TO:<guess1@example.test>", 550)
@@ -55,11 +67,28 @@ func TestConsoleInBrowser(t *testing.T) {
 			c.ExpectClosed()
 		}
 	}
-	harvest("127.0.0.61", 4)
-	harvest("127.0.0.60", 0)
+	const big, small = "127.0.0.61", "127.0.0.60"
+	harvest(big, 110)
+	harvest(small, 0)
 	l := e.events("type=directory_harvest&sort=impact&order=desc")
-	if l.Total != 2 || l.Events[0].Source != "127.0.0.61" || l.Events[0].Impact <= l.Events[1].Impact {
+	if l.Total != 2 || l.Events[0].Source != big || l.Events[0].Impact <= 100 || l.Events[1].Impact >= 100 {
 		t.Fatalf("events before the browser: %+v", l)
+	}
+	attack := l.Events[0]
+
+	// A shadow rule's event, with hostile text in its evidence (a client
+	// writes what it likes into RCPT and HELO): the browser must show it
+	// as text, never run it.
+	const hostile = `RCPT TO:<x@example.test>: 550 5.1.1 <img src=x onerror="document.title='pwned'"><script>document.title='pwned'</script>`
+	shadow := events.Event{Type: "dos", Rule: "dos-try", Mode: events.ModeShadow, Status: events.StatusActive,
+		StartedAt: time.Now().Add(-time.Minute), Source: "127.0.0.70", Service: "smtp", Impact: 7, Actions: []string{"block"},
+		Detail: map[string]any{"threshold": 30, "window": "1m", "count": 30, "evidence": []any{
+			map[string]any{"at": time.Now().UTC().Format(time.RFC3339Nano), "what": "connect", "text": hostile}}}}
+	if err := e.gw.Store.Insert(ctx, &shadow); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := e.api("POST", "/api/v1/suspensions", `{"account": "mallory@example.test", "for": "2h", "reason": "phished password"}`); code != 201 {
+		t.Fatalf("suspend: %d %s", code, body)
 	}
 
 	b := newBrowser(t)
@@ -67,14 +96,15 @@ func TestConsoleInBrowser(t *testing.T) {
 	began := time.Now()
 
 	// An anonymous visit lands on the login form; the token takes us to
-	// the events.
+	// the overview.
 	b.do("open the console", chromedp.Navigate(base+"/"),
 		chromedp.WaitVisible(chromedp.CSS(`input[name="token"]`)))
+	b.screenshot("console-login.png")
 	b.do("log in", chromedp.SendKeys(chromedp.CSS(`input[name="token"]`), token),
 		chromedp.Click(chromedp.CSS(`section.login button[type="submit"]`)),
-		chromedp.WaitVisible(chromedp.CSS(`table.events`)))
-	if loc := b.location(); loc != base+"/events" {
-		t.Errorf("after login at %s, want %s/events", loc, base)
+		chromedp.WaitVisible(chromedp.CSS(`#live table.active`)))
+	if loc := b.location(); loc != base+"/overview" {
+		t.Errorf("after login at %s, want %s/overview", loc, base)
 	}
 	// What the browser keeps is an opaque session id, not the token.
 	jar, err := chromedp.Call(b.ctx, network.GetCookies, network.GetCookiesParams{})
@@ -88,41 +118,141 @@ func TestConsoleInBrowser(t *testing.T) {
 		!c.HTTPOnly || c.SameSite != network.CookieSameSiteStrict {
 		t.Errorf("session cookie %+v: want mxguard_session, 64 hex digits, HttpOnly, SameSite=Strict", c)
 	}
-	rows := b.text("events table", `table.events tbody`)
-	for _, want := range []string{"directory_harvest", "127.0.0.60", "127.0.0.61", "harvest", "active"} {
-		if !strings.Contains(rows, want) {
-			t.Errorf("events table lacks %q:\n%s", want, rows)
+
+	// The overview: the attack is there, with the shadow one marked.
+	active := b.text("active attacks", `#live table.active tbody`)
+	for _, want := range []string{"directory_harvest", big, small, "127.0.0.70", "shadow", "block"} {
+		if !strings.Contains(active, want) {
+			t.Errorf("active attacks lack %q:\n%s", want, active)
 		}
 	}
+	if n := b.text("active card", `#card-active .big`); n != "3" {
+		t.Errorf("active attacks card %q, want 3", n)
+	}
+	if n := b.text("blocks card", `#card-blocks .big`); n != "2" {
+		t.Errorf("blocks card %q, want 2", n)
+	}
+	if tr := strings.Join(strings.Fields(b.text("traffic card", `#card-traffic`)), " "); !strings.HasPrefix(tr, "2 messages passed, 0 refused, 110 connections refused") {
+		t.Errorf("traffic card %q, want 2 messages passed, 0 refused, 110 connections refused", tr)
+	}
+	if n := b.eval("chart bars", `document.querySelectorAll('#live figure.chart svg rect.passed').length`); n < 1 {
+		t.Errorf("the chart draws %d bars of passed messages, want at least one", n)
+	}
+	if s := b.text("servers", `#live ul.servers`); !strings.Contains(s, e.sink.Addr()) || !strings.Contains(s, "up") {
+		t.Errorf("overview servers lack %s up:\n%s", e.sink.Addr(), s)
+	}
+	b.screenshot("console-overview.png")
+
+	// A new attack appears without a reload: the script swaps in the
+	// live fragment (the marker set on this page's window survives).
+	b.eval("mark the page", `(window.mxguardMarker = 1)`)
+	harvest("127.0.0.62", 0)
+	fresh := e.events("source=127.0.0.62")
+	if fresh.Total != 1 {
+		t.Fatalf("events of 127.0.0.62: %+v", fresh)
+	}
+	b.do("live refresh", chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`#live table.active a[href="/events/%d"]`, fresh.Events[0].ID))))
+	if b.eval("marker", `window.mxguardMarker || 0`) != 1 {
+		t.Error("the page was reloaded, not refreshed in place")
+	}
+	if n := b.text("active card", `#card-active .big`); n != "4" {
+		t.Errorf("active attacks card after the refresh %q, want 4", n)
+	}
+
+	// The events, filtered by the "over 100" preset: only the big
+	// harvester is left.
+	b.do("go to events", chromedp.Click(chromedp.CSS(`header.top nav a[href="/events"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`table.events`)))
 	b.screenshot("console-events.png")
-
-	// The impact header sorts largest first; its link then flips to
-	// ascending, which is how we know the new page is there.
-	b.do("sort by impact", chromedp.Click(chromedp.CSS(`table.events th a[href*="sort=impact"]`)),
-		chromedp.WaitVisible(chromedp.CSS(`table.events th a[href*="sort=impact"][href*="order=asc"]`)))
-	// (Headers are upper-cased by the style sheet, and Text reads what is shown.)
-	if h := b.text("impact header", `table.events th a[href*="sort=impact"]`); !strings.EqualFold(h, "Impact ▼") {
-		t.Errorf("impact header %q, want %q", h, "Impact ▼")
+	b.do("impact preset", chromedp.Click(chromedp.CSS(`a.preset[href$="min_impact=100"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`a.preset[aria-current="true"]`)))
+	if loc := b.location(); !strings.Contains(loc, "min_impact=100") {
+		t.Errorf("preset went to %s, want min_impact=100", loc)
 	}
-	if src := b.text("first source", `table.events tbody tr:first-child td.mono`); src != "127.0.0.61" {
-		t.Errorf("largest impact first: first row is %s, want 127.0.0.61", src)
+	rows := b.text("filtered events", `table.events tbody`)
+	if !strings.Contains(rows, big) || strings.Contains(rows, small) || strings.Contains(rows, "127.0.0.62") {
+		t.Errorf("over 100: want only %s:\n%s", big, rows)
+	}
+	if c := b.text("count", `p.count`); c != "1–1 of 1 events" {
+		t.Errorf("count %q", c)
 	}
 
+	// The attack's page says why in words, with its evidence.
 	b.do("open the event", chromedp.Click(chromedp.CSS(`table.events tbody tr:first-child td:first-child a`)),
-		chromedp.WaitVisible(chromedp.CSS(`dl.fields`)))
-	wantID := fmt.Sprintf("Event #%d", l.Events[0].ID)
+		chromedp.WaitVisible(chromedp.CSS(`#because`)))
+	wantID := fmt.Sprintf("Event #%d", attack.ID)
 	if h := b.text("event title", `main h1`); !strings.HasPrefix(h, wantID) || !strings.Contains(h, "active") {
 		t.Errorf("event page title %q, want %s … active", h, wantID)
 	}
-	if d := b.text("event fields", `dl.fields`); !strings.Contains(d, "127.0.0.61") || !strings.Contains(d, "directory_harvest") {
-		t.Errorf("event fields:\n%s", d)
+	if why := b.text("because", `#because`); why != "Blocked because 2 unknown recipients in 10m (threshold 2)." {
+		t.Errorf("because %q", why)
+	}
+	stored := e.event(attack.ID)
+	evidence, _ := stored.Detail["evidence"].([]any)
+	if len(evidence) == 0 {
+		if n := b.text("evidence", `main p.empty`); n != "This event recorded no observations." {
+			t.Errorf("no stored evidence, page says %q", n)
+		}
+	} else {
+		shown := b.text("evidence", `table.evidence tbody`)
+		for _, ev := range evidence {
+			if txt, _ := ev.(map[string]any)["text"].(string); !strings.Contains(shown, txt) {
+				t.Errorf("evidence %q not shown:\n%s", txt, shown)
+			}
+		}
+	}
+	b.screenshot("console-event.png")
+
+	// Unblock from the event page: the block list no longer has it and
+	// the source may connect again.
+	b.do("unblock", chromedp.Click(chromedp.CSS(`#unblock button`)),
+		chromedp.WaitVisible(chromedp.CSS(`p.flash`)))
+	if f := b.text("flash", `p.flash`); f != "Unblocked "+big+"." {
+		t.Errorf("flash %q", f)
+	}
+	if blocks := b.text("blocks table", `main table tbody`); strings.Contains(blocks, big) || !strings.Contains(blocks, small) {
+		t.Errorf("blocks after unblocking %s:\n%s", big, blocks)
+	}
+	c := e.dial(big)
+	c.Expect(220)
+	c.Cmd("QUIT", 221)
+	b.screenshot("console-blocks.png")
+
+	// The shadow event's hostile evidence is text on the page, and ran
+	// nothing.
+	b.do("open the shadow event", chromedp.Navigate(fmt.Sprintf("%s/events/%d", base, shadow.ID)),
+		chromedp.WaitVisible(chromedp.CSS(`table.evidence`)))
+	if shown := b.text("hostile evidence", `table.evidence tbody td.wrap`); shown != hostile {
+		t.Errorf("evidence shown as %q, want the text %q", shown, hostile)
+	}
+	if n := b.eval("markup from evidence", `document.querySelectorAll('main img, main script').length`); n != 0 {
+		t.Errorf("evidence text became %d elements", n)
+	}
+	if title := b.title(); title != fmt.Sprintf("Event %d · mxguard", shadow.ID) {
+		t.Errorf("title %q: the evidence ran", title)
+	}
+	if why := b.text("because", `#because`); !strings.HasPrefix(why, "Would have blocked (shadow rule) because 30 connections in 1m") {
+		t.Errorf("shadow because %q", why)
 	}
 
-	b.do("go to blocks", chromedp.Click(chromedp.CSS(`header.top nav a[href="/blocks"]`)),
-		chromedp.WaitVisible(chromedp.CSS(`form[action="/blocks/remove"]`)))
-	if blocks := b.text("blocks table", `main table tbody`); !strings.Contains(blocks, "127.0.0.61") || !strings.Contains(blocks, "127.0.0.60") {
-		t.Errorf("blocks table lacks the harvesters:\n%s", blocks)
+	b.do("go to suspensions", chromedp.Click(chromedp.CSS(`header.top nav a[href="/suspensions"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`form[action="/suspensions/remove"]`)))
+	if s := b.text("suspensions", `main table tbody`); !strings.Contains(s, "mallory@example.test") || !strings.Contains(s, "phished password") {
+		t.Errorf("suspensions:\n%s", s)
 	}
+	b.screenshot("console-suspensions.png")
+	b.do("lift", chromedp.Click(chromedp.CSS(`form[action="/suspensions/remove"] button`)),
+		chromedp.WaitVisible(chromedp.CSS(`p.flash`)))
+	if e.gw.Engine.Suspended("mallory@example.test") {
+		t.Error("mallory is still suspended after the lift")
+	}
+
+	b.do("go to rules", chromedp.Click(chromedp.CSS(`header.top nav a[href="/rules"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`main table`)))
+	if r := b.text("rules", `main table tbody`); !strings.Contains(r, "harvest") || !strings.Contains(r, "10m") {
+		t.Errorf("rules:\n%s", r)
+	}
+	b.screenshot("console-rules.png")
 
 	b.do("go to status", chromedp.Click(chromedp.CSS(`header.top nav a[href="/status"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#spool-state`)))
@@ -148,9 +278,23 @@ func TestConsoleInBrowser(t *testing.T) {
 	// Logging out ends the session: the console asks for the token again.
 	b.do("log out", chromedp.Click(chromedp.CSS(`form.logout button`)),
 		chromedp.WaitVisible(chromedp.CSS(`input[name="token"]`)))
-	b.do("back to the events", chromedp.Navigate(base+"/events"),
+	b.do("back to the overview", chromedp.Navigate(base+"/overview"),
 		chromedp.WaitVisible(chromedp.CSS(`input[name="token"]`)))
 	t.Logf("browser session took %v", time.Since(began).Round(time.Millisecond))
+}
+
+// event is GET /api/v1/events/ID.
+func (e *env) event(id int64) events.Event {
+	e.t.Helper()
+	code, body := e.api("GET", fmt.Sprintf("/api/v1/events/%d", id), "")
+	if code != 200 {
+		e.t.Fatalf("event %d: %d %s", id, code, body)
+	}
+	var ev events.Event
+	if err := json.Unmarshal([]byte(body), &ev); err != nil {
+		e.t.Fatal(err)
+	}
+	return ev
 }
 
 // browser is one headless Chromium with one tab, private to a test: its
@@ -252,6 +396,25 @@ func (b *browser) text(what, css string) string {
 		b.t.Fatalf("browser: read %s (%s): %v", what, css, err)
 	}
 	return strings.TrimSpace(s)
+}
+
+// eval runs a script expression with a numeric result in the page.
+func (b *browser) eval(what, expr string) int {
+	b.t.Helper()
+	n, err := chromedp.Run(b.ctx, chromedp.Evaluate[int](expr))
+	if err != nil {
+		b.t.Fatalf("browser: %s (%s): %v", what, expr, err)
+	}
+	return n
+}
+
+func (b *browser) title() string {
+	b.t.Helper()
+	s, err := chromedp.Run(b.ctx, chromedp.Title())
+	if err != nil {
+		b.t.Fatalf("browser: title: %v", err)
+	}
+	return s
 }
 
 func (b *browser) location() string {
