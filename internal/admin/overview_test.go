@@ -346,4 +346,3 @@ func TestConsoleSuspensionsUnavailable(t *testing.T) {
 	wantPage(t, f.browser(t, "GET", "/suspensions", ""), 200, "This instance does not suspend accounts.")
 	wantPage(t, f.browser(t, "POST", "/suspensions", "account=a"), 503, "does not suspend")
 }
-
