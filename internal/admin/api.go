@@ -216,12 +216,17 @@ func parseFor(forText string, def time.Duration) (time.Duration, error) {
 }
 
 func (s *Server) removeBlock(ctx context.Context, source string) error {
-	err := s.o.Engine.RemoveBlock(ctx, source)
+	return removed(s.o.Engine.RemoveBlock(ctx, source), "block", source)
+}
+
+// removed is the error of removing the block or suspension (what) of
+// key: 404 when there was none.
+func removed(err error, what, key string) error {
 	if errors.Is(err, events.ErrNotFound) {
-		return notFound("no block for %s", source)
+		return notFound("no %s for %s", what, key)
 	}
 	if err != nil {
-		return fmt.Errorf("remove block %s: %w", source, err)
+		return fmt.Errorf("remove %s %s: %w", what, key, err)
 	}
 	return nil
 }

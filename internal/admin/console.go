@@ -428,13 +428,19 @@ func (c *console) addBlock(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *console) removeBlock(w http.ResponseWriter, r *http.Request) {
-	source := r.PostFormValue("source")
-	if err := c.s.removeBlock(r.Context(), source); err != nil {
+	c.remove(w, r, "source", "/blocks", c.s.removeBlock)
+}
+
+// remove ends the block or suspension whose key the form posts in field,
+// and redirects back to page with a note.
+func (c *console) remove(w http.ResponseWriter, r *http.Request, field, page string, remove func(context.Context, string) error) {
+	key := r.PostFormValue(field)
+	if err := remove(r.Context(), key); err != nil {
 		status, msg := c.s.classify(r, err)
 		c.renderError(w, r, status, msg)
 		return
 	}
-	http.Redirect(w, r, "/blocks?removed="+url.QueryEscape(source), http.StatusSeeOther)
+	http.Redirect(w, r, page+"?removed="+url.QueryEscape(key), http.StatusSeeOther)
 }
 
 func (c *console) rulesPage(w http.ResponseWriter, r *http.Request) {

@@ -54,7 +54,7 @@ func (c *console) eventPage(w http.ResponseWriter, r *http.Request) {
 	v := &eventView{Event: e, Because: because(e), Evidence: evidenceOf(e.Detail), CanBlock: isIPOrPrefix(e.Source)}
 	for k, val := range e.Detail {
 		if !slices.Contains(evidenceKeys, k) {
-			v.Other = append(v.Other, detailField{k, detailText(val)})
+			v.Other = append(v.Other, detailField{k, events.DetailText(val)})
 		}
 	}
 	slices.SortFunc(v.Other, func(a, b detailField) int { return strings.Compare(a.Key, b.Key) })
@@ -140,28 +140,12 @@ func evidenceOf(detail map[string]any) []evidence {
 		if !ok {
 			continue
 		}
-		ev := evidence{What: detailText(m["what"]), Text: detailText(m["text"])}
-		ev.At = detailText(m["at"])
+		ev := evidence{What: events.DetailText(m["what"]), Text: events.DetailText(m["text"])}
+		ev.At = events.DetailText(m["at"])
 		if t, err := time.Parse(time.RFC3339Nano, ev.At); err == nil {
 			ev.At = t.UTC().Format("15:04:05.000")
 		}
 		out = append(out, ev)
 	}
 	return out
-}
-
-// detailText is a detail value as text: strings as they are, anything
-// else as its JSON.
-func detailText(v any) string {
-	switch x := v.(type) {
-	case nil:
-		return ""
-	case string:
-		return x
-	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Sprint(v)
-	}
-	return string(b)
 }

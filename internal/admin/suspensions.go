@@ -2,7 +2,6 @@ package admin
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -102,14 +101,7 @@ func (s *Server) apiRemoveSuspension(w http.ResponseWriter, r *http.Request) {
 // removeSuspension lifts the suspension of account, from the API or the
 // console.
 func (s *Server) removeSuspension(ctx context.Context, account string) error {
-	err := s.o.Suspensions.RemoveSuspension(ctx, account)
-	if errors.Is(err, events.ErrNotFound) {
-		return notFound("no suspension for %s", account)
-	}
-	if err != nil {
-		return fmt.Errorf("lift suspension %s: %w", account, err)
-	}
-	return nil
+	return removed(s.o.Suspensions.RemoveSuspension(ctx, account), "suspension", account)
 }
 
 // --- console ---
@@ -167,11 +159,5 @@ func (c *console) removeSuspension(w http.ResponseWriter, r *http.Request) {
 		c.renderError(w, r, http.StatusServiceUnavailable, "This instance does not suspend accounts.")
 		return
 	}
-	account := r.PostFormValue("account")
-	if err := c.s.removeSuspension(r.Context(), account); err != nil {
-		status, msg := c.s.classify(r, err)
-		c.renderError(w, r, status, msg)
-		return
-	}
-	http.Redirect(w, r, "/suspensions?removed="+url.QueryEscape(account), http.StatusSeeOther)
+	c.remove(w, r, "account", "/suspensions", c.s.removeSuspension)
 }

@@ -389,51 +389,43 @@ func (b *browser) do(step string, actions ...chromedp.Action[chromedp.Void]) {
 	}
 }
 
+// read runs one action that reads something of the page and stops the
+// test on an error, naming what was read.
+func read[T any](b *browser, what string, a chromedp.Action[T]) T {
+	b.t.Helper()
+	v, err := chromedp.Run(b.ctx, a)
+	if err != nil {
+		b.t.Fatalf("browser: read %s: %v", what, err)
+	}
+	return v
+}
+
 func (b *browser) text(what, css string) string {
 	b.t.Helper()
-	s, err := chromedp.Run(b.ctx, chromedp.Text(chromedp.CSS(css)))
-	if err != nil {
-		b.t.Fatalf("browser: read %s (%s): %v", what, css, err)
-	}
-	return strings.TrimSpace(s)
+	return strings.TrimSpace(read(b, what+" ("+css+")", chromedp.Text(chromedp.CSS(css))))
 }
 
 // eval runs a script expression with a numeric result in the page.
 func (b *browser) eval(what, expr string) int {
 	b.t.Helper()
-	n, err := chromedp.Run(b.ctx, chromedp.Evaluate[int](expr))
-	if err != nil {
-		b.t.Fatalf("browser: %s (%s): %v", what, expr, err)
-	}
-	return n
+	return read(b, what+" ("+expr+")", chromedp.Evaluate[int](expr))
 }
 
 func (b *browser) title() string {
 	b.t.Helper()
-	s, err := chromedp.Run(b.ctx, chromedp.Title())
-	if err != nil {
-		b.t.Fatalf("browser: title: %v", err)
-	}
-	return s
+	return read(b, "title", chromedp.Title())
 }
 
 func (b *browser) location() string {
 	b.t.Helper()
-	loc, err := chromedp.Run(b.ctx, chromedp.Location())
-	if err != nil {
-		b.t.Fatalf("browser: location: %v", err)
-	}
-	return loc
+	return read(b, "location", chromedp.Location())
 }
 
 // screenshot saves the whole page as PNG (quality 100 means PNG) in the
 // test's temp dir and, when MXGUARD_SCREENSHOTS names a directory, there.
 func (b *browser) screenshot(name string) {
 	b.t.Helper()
-	png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		b.t.Fatalf("browser: screenshot %s: %v", name, err)
-	}
+	png := read(b, "screenshot "+name, chromedp.FullScreenshot(100))
 	dirs := []string{b.shots}
 	if d := os.Getenv(screenshotsEnv); d != "" {
 		if err := os.MkdirAll(d, 0o755); err != nil {
