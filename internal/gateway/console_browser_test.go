@@ -307,6 +307,9 @@ type browser struct {
 	shots string // the test's screenshot dir
 }
 
+// browserWidth is the window's width: a laptop's 1280x800.
+const browserWidth = 1280
+
 // browserBudget bounds the whole session: a start takes 1 to 3 s and each
 // page well under one, so a minute only runs out when something hangs.
 const browserBudget = time.Minute
@@ -344,7 +347,7 @@ func newBrowser(t *testing.T) *browser {
 		chromedp.NoFirstRun,
 		chromedp.UserDataDir(profile),
 		chromedp.Env("TMPDIR="+tmp, "XDG_CONFIG_HOME="+xdg, "XDG_CACHE_HOME="+xdg),
-		chromedp.WindowSize(1280, 800),
+		chromedp.WindowSize(browserWidth, 800),
 		chromedp.CombinedOutput(out),
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), browserBudget)
@@ -425,6 +428,10 @@ func (b *browser) location() string {
 // test's temp dir and, when MXGUARD_SCREENSHOTS names a directory, there.
 func (b *browser) screenshot(name string) {
 	b.t.Helper()
+	// Every page fits the 1280 px window: no sideways scrolling.
+	if w := b.eval("page width", `document.documentElement.scrollWidth`); w > browserWidth {
+		b.t.Errorf("%s: the page is %d px wide, more than the %d px window", name, w, browserWidth)
+	}
 	png := read(b, "screenshot "+name, chromedp.FullScreenshot(100))
 	dirs := []string{b.shots}
 	if d := os.Getenv(screenshotsEnv); d != "" {

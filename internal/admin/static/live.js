@@ -17,7 +17,9 @@
   }
 
   function poll() {
-    if (document.hidden) {
+    // Nothing to show to a hidden tab; and a swap would take the focus
+    // from a keyboard user on a link of the section.
+    if (document.hidden || box.contains(document.activeElement)) {
       next();
       return;
     }
