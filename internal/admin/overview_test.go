@@ -346,3 +346,21 @@ func TestConsoleSuspensionsUnavailable(t *testing.T) {
 	wantPage(t, f.browser(t, "GET", "/suspensions", ""), 200, "This instance does not suspend accounts.")
 	wantPage(t, f.browser(t, "POST", "/suspensions", "account=a"), 503, "does not suspend")
 }
+
+// Past overviewActiveLimit active events the overview lists the newest,
+// says its counts by type are of those, and links to all of them.
+func TestConsoleOverviewMany(t *testing.T) {
+	f := newFixture(t)
+	for i := range overviewActiveLimit {
+		f.insert(t, events.Event{Type: "dos", Rule: "dos", Status: events.StatusActive,
+			StartedAt: t0.Add(time.Duration(i) * time.Second), Source: "192.0.2." + itoa(int64(i+1)), Impact: 1})
+	}
+	r := f.browser(t, "GET", "/overview", "")
+	total := overviewActiveLimit + 2 // the fixture's two active events
+	wantPage(t, r, 200, `<span class="big">`+itoa(int64(total))+`</span> attacks active`,
+		"(of the "+itoa(overviewActiveLimit)+" newest)", `All `+itoa(int64(total))+` active events →`,
+		"dos <strong>"+itoa(overviewActiveLimit)+"</strong>", "192.0.2.50")
+	if strings.Contains(r.body, "203.0.113.7") {
+		t.Error("the overview lists more than the newest active events")
+	}
+}
