@@ -247,6 +247,16 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Error("mallory is still suspended after the lift")
 	}
 
+	// A client holding a session open shows on the Connections page.
+	held := e.session("127.0.0.80")
+	b.do("go to connections", chromedp.Click(chromedp.CSS(`header.top nav a[href="/connections"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#sessions-total`)))
+	if s := b.text("busiest sources", `table.sources tbody`); !strings.Contains(s, "127.0.0.80") {
+		t.Errorf("connections lack the open session of 127.0.0.80:\n%s", s)
+	}
+	b.screenshot("console-connections.png")
+	held.Cmd("QUIT", 221)
+
 	b.do("go to rules", chromedp.Click(chromedp.CSS(`header.top nav a[href="/rules"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`main table`)))
 	if r := b.text("rules", `main table tbody`); !strings.Contains(r, "harvest") || !strings.Contains(r, "10m") {
