@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/xml"
 	"io"
+	"maps"
 	"net/url"
 	"regexp"
 	"strings"
@@ -172,7 +173,7 @@ func TestConsoleChart(t *testing.T) {
 		if g := doc.Groups[i]; g.Title != want.title {
 			t.Errorf("minute %d: title %q, want %q", i, g.Title, want.title)
 		}
-		if h := heights(i); !mapsEqual(h, want.h) {
+		if h := heights(i); !maps.Equal(h, want.h) {
 			t.Errorf("minute %d (%s): bars %v, want %v", i, want.title, h, want.h)
 		}
 	}
@@ -185,18 +186,6 @@ func TestConsoleChart(t *testing.T) {
 	if !strings.Contains(svgText, `text-anchor="end">6</text>`) {
 		t.Errorf("scale label 6 missing:\n%s", svgText)
 	}
-}
-
-func mapsEqual(a, b map[string]int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // Impact presets beside the free field keep the other filters and set
