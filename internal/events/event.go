@@ -4,9 +4,7 @@ package events
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 
 	"mxguard/internal/ruletype"
@@ -120,20 +118,3 @@ type Store interface {
 // Types are the event types of INTERFACE.md §3, from the one table of
 // them (internal/ruletype).
 var Types = ruletype.Names()
-
-// DetailText spells a value of an event's detail for a reader (the CLI's
-// table, the console's page): a string as it is, anything else as its
-// JSON.
-func DetailText(v any) string {
-	switch v := v.(type) {
-	case nil:
-		return ""
-	case string:
-		return v
-	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Sprint(v)
-	}
-	return string(b)
-}
