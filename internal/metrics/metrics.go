@@ -56,11 +56,12 @@ type Metrics struct {
 	// EventsDeleted counts the ended events storage.retention deleted.
 	EventsDeleted prometheus.Counter
 
-	clusterOnce sync.Once
-	clusterUp   prometheus.Gauge // EnableCluster
 	// Recent holds the last hour's messages and refused connections per
 	// minute, fed by Message and Connection (the console's chart).
 	Recent *Recent
+
+	clusterOnce sync.Once
+	clusterUp   prometheus.Gauge // EnableCluster
 }
 
 // New creates and registers every collector on a fresh registry.
