@@ -394,8 +394,10 @@ func (c *conn) SetReadDeadline(t time.Time) error {
 	}
 	if c.in.mode == modeTLS {
 		// go-smtp's handshake was refused (before EHLO): it goes on in
-		// plaintext, and so does the framing.
-		c.in.mode = modeCommand
+		// plaintext, and so does the framing. What the handshake did not
+		// read was sent as TLS data: dropped, never handed to go-smtp as
+		// unframed command lines (RFC 3207 §4.2).
+		c.in.mode, c.in.ready, c.in.raw, c.in.scanned = modeCommand, nil, c.in.raw[:0], 0
 	}
 	if r, name := c.nextCommand(); r != nil {
 		c.limit(r, name)

@@ -145,3 +145,45 @@ func TestHangupOverTLS(t *testing.T) {
 		t.Errorf("server blamed: %+v", st)
 	}
 }
+
+// TestSTARTTLSBeforeEHLOLeftover: after a STARTTLS go-smtp answers 220
+// itself (before EHLO), what the client sends is TLS data. go-smtp's
+// handshake reads only the start of it and fails; the rest must be
+// dropped, never handed to go-smtp as commands conn did not frame (its
+// source route would go unwatched, RFC 3207 §4.2).
+func TestSTARTTLSBeforeEHLOLeftover(t *testing.T) {
+	d, down := newDownstreamRecorder(t)
+	ts := startTestServer(t, serverOpts{downstream: down, tls: true})
+	conn, r := rawSession(t, ts.addr, "STARTTLS")
+	// Not a TLS record: go-smtp's handshake fails on its first header,
+	// having read one buffer of this; the commands sit past that buffer.
+	blob := "JUNK!" + strings.Repeat("X", 1500) + "\r\nEHLO injected.test\r\n" +
+		"MAIL FROM:<injected@remote.test>\r\nRCPT TO:<@evil.test:alice@example.test>\r\n"
+	conn.Write([]byte(blob))
+	var got string
+	buf := make([]byte, 4096)
+	for !strings.Contains(got, "550 ") {
+		n, err := r.Read(buf)
+		got += string(buf[:n])
+		if err != nil {
+			t.Fatalf("before the handshake error: %q %v", got, err)
+		}
+	}
+	conn.Write([]byte("QUIT\r\n"))
+	for !strings.Contains(got, "221 ") {
+		n, err := r.Read(buf)
+		got += string(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	_, after, _ := strings.Cut(got, "550 ")
+	if strings.Contains(after, "\r\n250") || !strings.Contains(after, "221 ") {
+		t.Errorf("after the failed handshake the TLS data ran as commands: %q", after)
+	}
+	for _, l := range d.envelope() {
+		if strings.Contains(l, "injected") || strings.Contains(l, "alice") {
+			t.Errorf("downstream got %q", l)
+		}
+	}
+}
