@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // input frames what the client sends the way go-smtp v0.25.1 reads it,
@@ -191,9 +193,21 @@ func (in *input) command(line []byte) {
 	}
 }
 
-// startTLSLine: go-smtp takes any line that starts so as STARTTLS.
+// startTLSLine: go-smtp takes any line that starts so as STARTTLS once
+// upper-cased (parseCmd: strings.ToUpper of the line), and "ſ" (U+017F)
+// upper-cases to "S": "ſTARTTLS" is a STARTTLS to go-smtp, and must be
+// one to conn too, or go-smtp's own handshake would read part of the
+// next line and leave go-smtp the rest as a command conn never saw.
 func startTLSLine(line []byte) bool {
-	return len(line) >= 8 && bytes.EqualFold(line[:8], []byte("STARTTLS"))
+	const verb = "STARTTLS"
+	for i := 0; i < len(verb); i++ {
+		r, n := utf8.DecodeRune(line)
+		if n == 0 || unicode.ToUpper(r) != rune(verb[i]) {
+			return false
+		}
+		line = line[n:]
+	}
+	return true
 }
 
 // commandVerb splits a command line as go-smtp's parseCmd does.

@@ -187,3 +187,37 @@ func TestSTARTTLSBeforeEHLOLeftover(t *testing.T) {
 		}
 	}
 }
+
+// TestSTARTTLSFoldedVerb: go-smtp upper-cases the whole line before it
+// looks for STARTTLS, so "ſTARTTLS" (U+017F upper-cases to S) is a
+// STARTTLS to it. conn must take it as one too: were it left to
+// go-smtp, its handshake would read one buffer of the next line and run
+// the rest ("RCPT TO:<@evil.test:...>") as a command conn never saw.
+// That buffer is a Go allocation size class (576 octets with Go 1.2x's
+// crypto/tls); the test tries the classes around it, one session each.
+func TestSTARTTLSFoldedVerb(t *testing.T) {
+	d, down := newDownstreamRecorder(t)
+	ts := startTestServer(t, serverOpts{downstream: down, tls: true})
+	for _, class := range []int{512, 576, 640, 704, 768, 896, 1024, 1152, 1280} {
+		conn, r := rawSession(t, ts.addr, "EHLO client.test", "MAIL FROM:<sender@remote.test>", "\u017fTARTTLS")
+		conn.Write([]byte("JUNK!" + strings.Repeat("X", class-5) + "RCPT TO:<@evil.test:alice@example.test>\r\nQUIT\r\n"))
+		var got string
+		buf := make([]byte, 4096)
+		for !strings.Contains(got, "221 ") {
+			n, err := r.Read(buf)
+			got += string(buf[:n])
+			if err != nil {
+				break
+			}
+		}
+		if strings.Contains(got, "\r\n250") || strings.HasPrefix(got, "250") {
+			t.Errorf("%d: a line cut by go-smtp's handshake ran as a command: %q", class, got)
+		}
+		conn.Close()
+	}
+	for _, l := range d.envelope() {
+		if strings.Contains(l, "alice") {
+			t.Errorf("downstream got %q", l)
+		}
+	}
+}
