@@ -29,7 +29,8 @@ const maxRoutes = 64
 // parser.parsePath): a verb of four letters in any case, one space, then
 // any white space around "TO:" and the path. go-smtp skips a route up to
 // the first ':' whatever it holds, so a route is noted whenever the path
-// starts with "<@", and the mailbox after it is read as go-smtp reads it:
+// starts with "<@" (or "@": go-smtp's brackets are optional), and the
+// mailbox after it is read as go-smtp reads it:
 // a route with no valid domain (an address literal, an underscore) is
 // dropped by go-smtp just as silently as a valid one.
 func (w *routeWatch) check(line []byte) {
@@ -42,7 +43,10 @@ func (w *routeWatch) check(line []byte) {
 		return
 	}
 	arg = bytes.TrimSpace(arg[3:])
-	if !bytes.HasPrefix(arg, []byte("<@")) {
+	// go-smtp's '<' is optional (parser.parsePath): "TO:@relay:user@x"
+	// is a routed path to it too.
+	arg = bytes.TrimPrefix(arg, []byte("<"))
+	if !bytes.HasPrefix(arg, []byte("@")) {
 		return
 	}
 	i := bytes.IndexByte(arg, ':')

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"mxguard/internal/address"
+	"mxguard/internal/testutil"
 )
 
 // The watch assembles lines across reads (a client may send a byte at a
@@ -53,6 +54,9 @@ func TestRouteWatchAsGoSMTPReads(t *testing.T) {
 		{"RCPT TO:<@bad_name:v@example.test>", "v@example.test"},
 		{"RCPT TO:<@a.test:\"v w\"@example.test>", `"v w"@example.test`},
 		{"RCPT TO:<@a.test:v..w@Example.test>", `"v..w"@example.test`},
+		// go-smtp's '<' is optional (parser.parsePath), its route skip too.
+		{"RCPT TO:@a.test:v@example.test", "v@example.test"},
+		{"RCPT TO: @a.test,@b.test:v@example.test NOTIFY=NEVER", "v@example.test"},
 	} {
 		var w routeWatch
 		w.check([]byte(tc.line + "\r\n"))
@@ -99,4 +103,21 @@ func feedWatch(fr *input, w *routeWatch, in string, step int) {
 			fr.ready = nil
 		}
 	}
+}
+
+// TestUnbracketedRouteRefused: go-smtp takes a path without its angle
+// brackets, route and all ("RCPT TO:@evil.test:alice@example.test"), so
+// such a RCPT from an untrusted client is refused 554 5.7.1 like the
+// bracketed one and never reaches the downstream.
+func TestUnbracketedRouteRefused(t *testing.T) {
+	d, down := newDownstreamRecorder(t)
+	ts := startTestServer(t, serverOpts{downstream: down})
+	c := testutil.Dial(t, ts.addr, testutil.DialOptions{LocalIP: "127.0.0.27"})
+	c.Expect(220)
+	c.Cmd("EHLO client.test", 250)
+	c.Cmd("MAIL FROM:<sender@remote.test>", 250)
+	wantEnhanced(t, c.Cmd("RCPT TO:@evil.test:alice@example.test", 554), "5.7.1")
+	c.Cmd("RCPT TO:bob@example.test", 250)
+	c.Cmd("QUIT", 221)
+	d.wantRcpts(t, "RCPT TO:<bob@example.test>")
 }
