@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,9 +76,18 @@ func (l *live) endTransaction() {
 	}
 }
 
-// setHelo keeps the client's HELO name; it allocates only when the name
-// changed (a second EHLO).
+// maxHeloShown bounds the HELO name a session keeps for the registry: a
+// domain is at most 255 octets (RFC 1035 §2.3.4), and go-smtp takes a
+// name of up to a 64 KiB line, which the sessions API would list up to
+// 500 times.
+const maxHeloShown = 255
+
+// setHelo keeps the client's HELO name, cut to maxHeloShown octets of
+// valid UTF-8; it allocates only when the name changed (a second EHLO).
 func (l *live) setHelo(h string) {
+	if len(h) > maxHeloShown {
+		h = strings.ToValidUTF8(h[:maxHeloShown], "")
+	}
 	if p := l.helo.Load(); p != nil && *p == h {
 		return
 	}

@@ -3,8 +3,10 @@ package smtpd
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"mxguard/internal/config"
 	"mxguard/internal/testutil"
@@ -160,5 +162,25 @@ func TestCanonicalSource(t *testing.T) {
 		if got := canonicalSource(netip.MustParseAddr(tc.addr), tc.bits); got != tc.want {
 			t.Errorf("canonicalSource(%s, %d) = %s, want %s", tc.addr, tc.bits, got, tc.want)
 		}
+	}
+}
+
+// TestSessionHeloBounded: a client's EHLO name of tens of kilobytes
+// (go-smtp takes lines up to 64 KiB) is kept cut to maxHeloShown octets
+// of valid UTF-8: the sessions API lists up to 500 sessions, and each
+// must not cost a whole line of the client's choosing.
+func TestSessionHeloBounded(t *testing.T) {
+	ts := startTestServer(t, serverOpts{timeouts: config.Timeouts{Greeting: time.Minute, Command: time.Minute, Data: time.Minute}})
+	c := testutil.Dial(t, ts.addr, testutil.DialOptions{LocalIP: "127.0.0.7"})
+	c.Expect(220)
+	long := "<script>" + strings.Repeat("\u00e9", 30000) + ".test"
+	c.Send("EHLO " + long + "\r\n")
+	if _, _, err := c.ReadReply(); err != nil { // whatever the HELO checks answer
+		t.Fatal(err)
+	}
+	ss := waitSessions(t, ts.srv.Sessions(), map[string]int{"127.0.0.7 helo": 1})
+	h := ss[0].Helo
+	if len(h) > maxHeloShown || !utf8.ValidString(h) || !strings.HasPrefix(long, h) || h == "" {
+		t.Errorf("HELO kept as %d octets (valid UTF-8 %v), want a prefix of at most %d", len(h), utf8.ValidString(h), maxHeloShown)
 	}
 }
