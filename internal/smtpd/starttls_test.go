@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"crypto/tls"
+	"io"
 	"os/exec"
 	"strings"
 	"testing"
@@ -160,23 +161,12 @@ func TestSTARTTLSBeforeEHLOLeftover(t *testing.T) {
 	blob := "JUNK!" + strings.Repeat("X", 1500) + "\r\nEHLO injected.test\r\n" +
 		"MAIL FROM:<injected@remote.test>\r\nRCPT TO:<@evil.test:alice@example.test>\r\n"
 	conn.Write([]byte(blob))
-	var got string
-	buf := make([]byte, 4096)
-	for !strings.Contains(got, "550 ") {
-		n, err := r.Read(buf)
-		got += string(buf[:n])
-		if err != nil {
-			t.Fatalf("before the handshake error: %q %v", got, err)
-		}
+	got, err := readUntil(r, "", "550 ")
+	if err != nil {
+		t.Fatalf("before the handshake error: %q %v", got, err)
 	}
 	conn.Write([]byte("QUIT\r\n"))
-	for !strings.Contains(got, "221 ") {
-		n, err := r.Read(buf)
-		got += string(buf[:n])
-		if err != nil {
-			break
-		}
-	}
+	got, _ = readUntil(r, got, "221 ")
 	_, after, _ := strings.Cut(got, "550 ")
 	if strings.Contains(after, "\r\n250") || !strings.Contains(after, "221 ") {
 		t.Errorf("after the failed handshake the TLS data ran as commands: %q", after)
@@ -201,15 +191,7 @@ func TestSTARTTLSFoldedVerb(t *testing.T) {
 	for _, class := range []int{512, 576, 640, 704, 768, 896, 1024, 1152, 1280} {
 		conn, r := rawSession(t, ts.addr, "EHLO client.test", "MAIL FROM:<sender@remote.test>", "\u017fTARTTLS")
 		conn.Write([]byte("JUNK!" + strings.Repeat("X", class-5) + "RCPT TO:<@evil.test:alice@example.test>\r\nQUIT\r\n"))
-		var got string
-		buf := make([]byte, 4096)
-		for !strings.Contains(got, "221 ") {
-			n, err := r.Read(buf)
-			got += string(buf[:n])
-			if err != nil {
-				break
-			}
-		}
+		got, _ := readUntil(r, "", "221 ")
 		if strings.Contains(got, "\r\n250") || strings.HasPrefix(got, "250") {
 			t.Errorf("%d: a line cut by go-smtp's handshake ran as a command: %q", class, got)
 		}
@@ -220,4 +202,18 @@ func TestSTARTTLSFoldedVerb(t *testing.T) {
 			t.Errorf("downstream got %q", l)
 		}
 	}
+}
+
+// readUntil reads from r, after got, until what was read holds want or
+// the connection ends; it returns all that was read.
+func readUntil(r io.Reader, got, want string) (string, error) {
+	buf := make([]byte, 4096)
+	for !strings.Contains(got, want) {
+		n, err := r.Read(buf)
+		got += string(buf[:n])
+		if err != nil {
+			return got, err
+		}
+	}
+	return got, nil
 }
