@@ -22,7 +22,7 @@ import (
 // the captured traffic (testdata/postfix-policy-*.txt), in that order.
 type pf struct {
 	state, client, port, sender, rcpt, instance, sasl string
-	size, count                                        int
+	size, count                                       int
 }
 
 func (p pf) text() string {

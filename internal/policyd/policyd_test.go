@@ -547,7 +547,9 @@ func (l publicPeers) Accept() (net.Conn, error) {
 
 type publicConn struct{ net.Conn }
 
-func (publicConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.ParseIP("198.51.100.1"), Port: 40000} }
+func (publicConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.ParseIP("198.51.100.1"), Port: 40000}
+}
 
 // TestMaxConns: a connection past MaxConns is closed at once; the others
 // are served.
