@@ -18,7 +18,6 @@ var notBuilt = []struct {
 	feature string   // the hint: what is missing
 	keys    []string // dotted paths, list items as []
 }{
-	{"the Postfix policy front end is not built yet", []string{"listen.policy"}},
 	{"shadow mode is not built yet: every rule enforces", []string{"rules[].mode"}},
 }
 

@@ -85,14 +85,18 @@ func (c *Config) AlertsUnsent() []string {
 
 // applies reports whether the configuration has what a rule type counts:
 // failed logins need a listener that sees logins (submission, Dovecot's
-// auth policy), account rules the submission listener, backscatter BATV.
+// auth policy), account rules the submission listener (internal_spammer
+// also Postfix's policy requests), backscatter BATV.
 // A built-in rule of a type that can never fire would only clutter the
 // rules page.
 func (c *Config) applies(typ string) bool {
 	switch typ {
 	case "brute_force", "account_brute_force":
 		return c.Listen.Submission != "" || c.Listen.AuthPolicy != ""
-	case "internal_spammer", "bounce_spammer":
+	case "internal_spammer":
+		// Postfix's policy requests carry sasl_username.
+		return c.Listen.Submission != "" || c.Listen.Policy != ""
+	case "bounce_spammer":
 		return c.Listen.Submission != ""
 	case "backscatter":
 		return c.BATV.KeyFile != ""

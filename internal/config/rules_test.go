@@ -92,6 +92,7 @@ func TestDefaultRulesApply(t *testing.T) {
 		{"Dovecot", "listen: {smtp: 127.0.0.1:25, auth_policy: 127.0.0.1:8026}\n", append(slices.Clone(smtp), "brute_force", "account_brute_force")},
 		{"submission", "listen: {smtp: 127.0.0.1:25, submission: 127.0.0.1:587}\nauth: {users_file: " + users + "}\n",
 			append(slices.Clone(smtp), "brute_force", "account_brute_force", "internal_spammer", "bounce_spammer")},
+		{"Postfix policy", "listen: {smtp: 127.0.0.1:25, policy: 127.0.0.1:10040}\n", append(slices.Clone(smtp), "internal_spammer")},
 		{"BATV", "batv: {key_file: " + key + "}\n", append(slices.Clone(smtp), "backscatter")},
 	} {
 		if got := names(mustParse(t, tc.yaml+minimal).EffectiveRules()); !slices.Equal(got, tc.want) {

@@ -30,6 +30,7 @@ import (
 	"mxguard/internal/metrics"
 	"mxguard/internal/msgbuf"
 	"mxguard/internal/pipeline"
+	"mxguard/internal/policyd"
 	"mxguard/internal/queuemon"
 	"mxguard/internal/recipients"
 	"mxguard/internal/relay"
@@ -71,6 +72,9 @@ type Gateway struct {
 	Admin    *admin.Server
 	// AuthPolicy answers Dovecot (listen.auth_policy); nil when off.
 	AuthPolicy *authpolicy.Server
+	// Policy answers Postfix's policy delegation requests
+	// (listen.policy); nil when off.
+	Policy *policyd.Server
 	// Queues polls the queues of the outbound_queue rules.
 	Queues *queuemon.Monitor
 	// Submission is the submission listener (listen.submission) and Users
@@ -96,6 +100,7 @@ type Gateway struct {
 	smtpLn       net.Listener
 	adminLn      net.Listener
 	policyLn     net.Listener // listen.auth_policy
+	postfixLn    net.Listener // listen.policy
 	submissionLn net.Listener
 	batv         *batv.Signer // batv.key_file; nil when off
 	senders      *smtpd.SenderAccounts
@@ -255,6 +260,21 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 			return fmt.Errorf("listen auth_policy: %w", err)
 		}
 	}
+	if cfg.Listen.Policy != "" {
+		g.Policy, err = policyd.New(policyd.Options{
+			Engine:    g.Engine,
+			Directory: g.Recipients,
+			Settings:  policySettings(cfg, set),
+			Logger:    o.Logger.With("component", "policyd"),
+			Metrics:   g.Metrics,
+		})
+		if err != nil {
+			return err
+		}
+		if g.postfixLn, err = net.Listen("tcp", cfg.Listen.Policy); err != nil {
+			return fmt.Errorf("listen policy: %w", err)
+		}
+	}
 	// The console's address is known now: alert mails link to it.
 	g.Alerts.Configure(g.alertSettings(cfg))
 	g.warnAlertsUnsent(cfg)
@@ -293,7 +313,14 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 			}
 		})
 	}
-	o.Logger.Info("mxguard started", "smtp", g.SMTPAddr(), "submission", g.SubmissionAddr(), "admin", g.AdminAddr(), "auth_policy", g.AuthPolicyAddr(),
+	if g.postfixLn != nil {
+		g.goRun(func() {
+			if err := g.Policy.Serve(runCtx, g.postfixLn); err != nil {
+				o.Logger.Error("postfix policy server stopped", "err", err)
+			}
+		})
+	}
+	o.Logger.Info("mxguard started", "smtp", g.SMTPAddr(), "submission", g.SubmissionAddr(), "admin", g.AdminAddr(), "auth_policy", g.AuthPolicyAddr(), "policy", g.PolicyAddr(),
 		"servers", deliveryServers(cfg), "rules", len(g.Engine.Rules()))
 	return nil
 }
@@ -358,6 +385,21 @@ func (g *Gateway) AuthPolicyAddr() string {
 		return ""
 	}
 	return g.policyLn.Addr().String()
+}
+
+// PolicyAddr is the bound Postfix policy listener address ("" when
+// off).
+func (g *Gateway) PolicyAddr() string {
+	if g.postfixLn == nil {
+		return ""
+	}
+	return g.postfixLn.Addr().String()
+}
+
+// policySettings are the Postfix policy server's reloadable settings:
+// the peers it accepts and the SMTP listener's connect checks.
+func policySettings(cfg *config.Config, set *smtpd.Settings) policyd.Settings {
+	return policyd.Settings{Trusted: cfg.TrustedNetworks, Connect: set.Chain}
 }
 
 // AdminAddr is the bound admin listener address ("" when disabled).
@@ -432,6 +474,9 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	g.warnAlertsUnsent(cfg)
 	if g.AuthPolicy != nil {
 		g.AuthPolicy.Reconfigure(cfg.Auth.PolicyAPIKey, cfg.TrustedNetworks)
+	}
+	if g.Policy != nil {
+		g.Policy.Reconfigure(policySettings(cfg, set))
 	}
 	if cfg.Delivery.CheckInterval != g.cfg.Delivery.CheckInterval || cfg.Delivery.DownAfter != g.cfg.Delivery.DownAfter || cfg.Delivery.TLS != g.cfg.Delivery.TLS {
 		g.o.Logger.Warn("delivery.check_interval, delivery.down_after and delivery.tls change only on restart")
@@ -698,6 +743,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.done.Wait()
 	if g.policyLn != nil {
 		g.policyLn.Close() // when Start failed before Serve took it
+	}
+	if g.postfixLn != nil {
+		g.postfixLn.Close()
 	}
 	if g.Relay != nil {
 		g.Relay.Close()

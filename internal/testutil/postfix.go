@@ -36,8 +36,20 @@ type PostfixOptions struct {
 	// made fast (queue_run_delay and backoff of 1s to 5s instead of 300s to
 	// 4000s) so an outage test sees the queue drain soon after recovery.
 	RelayTo string
+	// Policy ("host:port") makes Postfix ask a policy server the way
+	// docs/postfix-policy.md recommends: check_policy_service at the end
+	// of smtpd_recipient_restrictions (after permit_mynetworks and
+	// reject_unauth_destination) and in smtpd_end_of_data_restrictions,
+	// with smtpd_policy_service_timeout 10s (the default 100s would stall
+	// a failing test). Main can still override each of these.
+	Policy string
+	// PolicyDefaultAction is smtpd_policy_service_default_action, what
+	// Postfix answers when the policy server fails; "" keeps Postfix's
+	// default ("451 4.3.5 Server configuration problem"), so a broken
+	// policy server shows as 451 instead of passing mail unseen.
+	PolicyDefaultAction string
 	// Main sets or overrides main.cf parameters, e.g.
-	// {"smtpd_recipient_restrictions": "check_policy_service inet:127.0.0.1:10040"}.
+	// {"mynetworks": "127.0.0.1/32"}.
 	Main map[string]string
 }
 
@@ -205,6 +217,15 @@ func (p *Postfix) setup(o PostfixOptions) error {
 		main["queue_run_delay"] = "1s"
 		main["minimal_backoff_time"] = "1s"
 		main["maximal_backoff_time"] = "5s"
+	}
+	if o.Policy != "" {
+		check := "check_policy_service inet:" + o.Policy
+		main["smtpd_recipient_restrictions"] = "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination, " + check
+		main["smtpd_end_of_data_restrictions"] = check
+		main["smtpd_policy_service_timeout"] = "10s"
+		if o.PolicyDefaultAction != "" {
+			main["smtpd_policy_service_default_action"] = o.PolicyDefaultAction
+		}
 	}
 	for k, v := range o.Main {
 		main[k] = v

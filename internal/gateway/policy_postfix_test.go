@@ -1,0 +1,95 @@
+package gateway_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"mxguard/internal/testutil"
+)
+
+// TestPostfixPolicyHarvest protects a stock Postfix, kept as the MX, with
+// mxguard's policy server (listen.policy), placed as docs/postfix-policy.md
+// recommends. Postfix relays example.test to a sink; mxguard knows the
+// recipients from recipients.file. A harvest through Postfix from
+// 127.0.0.91 gets Postfix's "550 5.1.1 ... User unknown" for each guess
+// (mxguard's answer), fires directory_harvest, and is then refused with
+// 421 4.7.0 (Postfix disconnects it), in this session and the next;
+// meanwhile 127.0.0.92's mail goes through Postfix to the sink.
+func TestPostfixPolicyHarvest(t *testing.T) {
+	dir := t.TempDir()
+	rcpts := filepath.Join(dir, "recipients.txt")
+	if err := os.WriteFile(rcpts, []byte("alice@example.test\nbob@example.test\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sink := testutil.ScriptedSMTP(t, testutil.Script{})
+	e := startAt(t, sink.Addr(), `listen: {smtp: 127.0.0.1:0, admin: 127.0.0.1:0, policy: 127.0.0.1:0}
+recipients: {file: `+rcpts+`}
+rules:
+  - {name: harvest, type: directory_harvest, window: 10m, threshold: 4, actions: [block], block_for: 1h}
+`, dir)
+	pf := testutil.StartPostfix(t, testutil.PostfixOptions{
+		RelayTo: sink.Addr(),
+		Policy:  e.gw.PolicyAddr(),
+		// 127.0.0.1 only: the test's other loopback addresses are
+		// Internet clients, judged by the policy server.
+		Main: map[string]string{"mynetworks": "127.0.0.1/32"},
+	})
+	dial := func(ip string) *testutil.SMTPClient {
+		c := testutil.Dial(t, pf.Addr(), testutil.DialOptions{LocalIP: ip})
+		c.Expect(220)
+		c.Cmd("EHLO client.remote.test", 250)
+		c.Cmd("MAIL FROM:<sender@remote.test>", 250)
+		return c
+	}
+
+	h := dial("127.0.0.91")
+	h.Cmd("RCPT TO:<alice@example.test>", 250)
+	for _, guess := range []string{"admin", "info", "sales", "webmaster"} {
+		text := h.Cmd("RCPT TO:<"+guess+"@example.test>", 550)
+		if !strings.HasPrefix(text, "5.1.1 <"+guess+"@example.test>: Recipient address rejected: ") {
+			t.Errorf("guess %s: Postfix answered 550 %s, want 5.1.1 with Postfix's recipient context", guess, text)
+		}
+	}
+	text := h.Cmd("RCPT TO:<bob@example.test>", 421)
+	if !strings.HasPrefix(text, "4.7.0 ") {
+		t.Errorf("blocked harvester: 421 %s, want 4.7.0", text)
+	}
+	h.ExpectClosed()
+	// Its next session: Postfix greets (it asks the policy at RCPT), and
+	// refuses the first recipient.
+	h = dial("127.0.0.91")
+	h.Cmd("RCPT TO:<alice@example.test>", 421)
+	h.ExpectClosed()
+
+	ok := dial("127.0.0.92")
+	ok.Cmd("RCPT TO:<bob@example.test>", 250)
+	ok.Cmd("RCPT TO:<typo@example.test>", 550)
+	ok.Data("Subject: via postfix\r\nMessage-ID: <policy-1@remote.test>\r\n\r\nHello Bob.\r\n", 250)
+	ok.Cmd("QUIT", 221)
+	sink.WaitLine(t, "RCPT TO:<bob@example.test>", 30*time.Second)
+	for _, l := range sink.Lines() {
+		if strings.Contains(l, "typo@") || strings.Contains(l, "webmaster@") {
+			t.Errorf("the sink was asked about a refused recipient: %q", l)
+		}
+	}
+
+	evs := e.events("type=directory_harvest")
+	if evs.Total != 1 || evs.Events[0].Source != "127.0.0.91" || evs.Events[0].Impact < 2 {
+		t.Errorf("events: %+v, want one directory_harvest of 127.0.0.91 with the two refusals as impact", evs)
+	}
+	_, metrics := e.api("GET", "/metrics", "")
+	for _, want := range []string{
+		`mxguard_policy_requests_total{action="421",front_end="postfix"} 2`,
+		`mxguard_policy_requests_total{action="reject",front_end="postfix"} 5`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if log := pf.Log(); !strings.Contains(log, "reject: RCPT from unknown[127.0.0.91]: 550 5.1.1") {
+		t.Errorf("Postfix's log shows no policy refusal of the harvester:\n%s", log)
+	}
+}
