@@ -76,7 +76,7 @@ func TestCapturedTraffic(t *testing.T) {
 
 // capturedRequests returns the requests of a capture file: the lines
 // between "=== ..." and the empty line that ends each.
-func capturedRequests(t *testing.T, file string) []string {
+func capturedRequests(t testing.TB, file string) []string {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
