@@ -140,7 +140,9 @@ func ReadRequest(br *bufio.Reader, r *Request) error {
 		line = line[:len(line)-1]
 		// A bare LF is the protocol's; a CR before it (a test by hand with
 		// telnet) is tolerated.
-		line = bytes.TrimSuffix(line, []byte{'\r'})
+		if n := len(line); n > 0 && line[n-1] == '\r' {
+			line = line[:n-1]
+		}
 		if len(line) == 0 {
 			if r.Attributes == 0 {
 				// An empty line with no attributes before it: nothing to
