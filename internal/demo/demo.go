@@ -132,6 +132,7 @@ func Run(ctx context.Context, o Options) error {
 	fmt.Fprintf(o.Out, `mxguard demo
   SMTP gateway     %s  (relays to primary %s, failover %s)
   submission       %s  (STARTTLS, then AUTH as %s)
+  Postfix policy   %s  (check_policy_service inet:%s)
   web console      %s/
   API token        %s
   configuration    %s
@@ -141,10 +142,10 @@ Normal mail flows from 127.0.0.10; attacks come from other 127.0.0.x sources.
 Every attack and outage sends a webhook and an email (ALERT lines).
 Press Ctrl-C to stop.
 
-`, g.SMTPAddr(), primary.Addr(), failover.Addr(), g.SubmissionAddr(), demoUser, api, token, file,
+`, g.SMTPAddr(), primary.Addr(), failover.Addr(), g.SubmissionAddr(), demoUser, g.PolicyAddr(), g.PolicyAddr(), api, token, file,
 		alerts.webhookURL(), alerts.inbox.Addr(), api, token)
 
-	sim := &simulator{gw: g.SMTPAddr(), submission: g.SubmissionAddr(), n: n}
+	sim := &simulator{gw: g.SMTPAddr(), submission: g.SubmissionAddr(), policy: g.PolicyAddr(), n: n}
 	out := &outage{g: g, primary: primary, failover: failover, n: n, send: sim.send}
 	sim.outage = out.run
 	go out.watchSpool(ctx)
@@ -168,6 +169,7 @@ domains: [example.test]
 listen:
   smtp: 127.0.0.1:0
   submission: 127.0.0.1:0
+  policy: 127.0.0.1:0
   admin: %s
 auth: {users_file: %s}
 batv: {key_file: %s}

@@ -50,6 +50,8 @@ func TestDemoShowsEveryAttack(t *testing.T) {
 		"backscatter from 127.0.0.74 (rule backscatter)",
 		"127.0.0.74 RCPT TO:<alice@example.test> with a null sender: 550 5.7.1",
 		"outbound_queue from spool (rule queue)",
+		"directory_harvest from 203.0.113.10",
+		"Postfix is told 10 times \"550 5.1.1\", then for billing@example.test: 421 4.7.0",
 		"mail_server_down from",
 		"org_down from mx.example.test",
 		"SPOOL          delay -> spooling",

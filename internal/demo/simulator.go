@@ -15,6 +15,7 @@ import (
 type simulator struct {
 	gw         string
 	submission string // the submission listener
+	policy     string // the Postfix policy server (listen.policy)
 	n          *narrator
 	// outage stops and restarts the downstream servers (demo.go).
 	outage func(ctx context.Context, step time.Duration)
@@ -77,11 +78,17 @@ func (s *simulator) attacks(ctx context.Context, step, cycle time.Duration) {
 			{step, s.virusOutbreak, base + 8},
 			{step, s.backscatter, base + 14},
 		}
+		// The Postfix policy step judges a client_address outside
+		// 127.0.0.0/8: a Postfix on the Internet would ask about those.
+		policyClient := fmt.Sprintf("203.0.113.%d", 10+round%200)
 		for _, st := range steps {
 			if !sleep(ctx, st.wait) {
 				return
 			}
 			st.run(ctx, "127.0.0."+strconv.Itoa(st.ip))
+		}
+		if sleep(ctx, step/4) {
+			s.postfixHarvest(ctx, policyClient)
 		}
 		if s.outage != nil && sleep(ctx, step) {
 			s.outage(ctx, step)
@@ -113,9 +120,8 @@ func (s *simulator) harvest(ctx context.Context, ip string) {
 	}
 	defer c.close()
 	c.cmd("MAIL FROM:<promo@harvester.test>")
-	names := []string{"admin", "info", "sales", "john", "mary", "support", "webmaster", "office", "hr", "jobs", "billing", "alice", "test", "root", "contact", "dave", "eve"}
 	valid, unknown := 0, 0
-	for _, name := range names {
+	for _, name := range harvestNames {
 		code, _ := c.cmd("RCPT TO:<" + name + "@example.test>")
 		switch {
 		case code == 250:
@@ -130,6 +136,10 @@ func (s *simulator) harvest(ctx context.Context, ip string) {
 	}
 	s.n.say("  %s finished: %d unknown, %d valid", ip, unknown, valid)
 }
+
+// harvestNames are the harvester's guesses; the simulated Postfix asks
+// about the same ones, which the downstream's answers made known unknown.
+var harvestNames = []string{"admin", "info", "sales", "john", "mary", "support", "webmaster", "office", "hr", "jobs", "billing", "alice", "test", "root", "contact", "dave", "eve"}
 
 // relayProbe tries the routing tricks that make a gateway in front of a
 // trusting downstream an open relay (issue 7): each is refused 554 5.7.1
