@@ -4,14 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"net"
-	"slices"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"mxguard/internal/config"
+	"mxguard/internal/testutil"
 )
 
 // BenchmarkPolicy measures the auth policy server over loopback as
@@ -19,7 +17,8 @@ import (
 // each sending one request at a time and waiting for the answer; the
 // requests alternate allow and a failed-login report from 256 sources, and
 // go to the real detection engine with the built-in brute_force rule shape.
-// Reported: requests per second and the 99th percentile latency.
+// Reported: requests per second, the 99th percentile latency and the
+// process's CPU per request (testutil.RoundTrips).
 //
 //	go test -run - -bench Policy -benchtime 200000x ./internal/authpolicy/
 func BenchmarkPolicy(b *testing.B) {
@@ -44,50 +43,7 @@ func benchPolicy(b *testing.B, conns int) {
 			[]byte(dovecotRequest("allow", "testkey123", `{"device_id":"","login":"alice","protocol":"imap","pwhash":"093a","remote":"`+remote+`","session_id":"P9XCZhhhbal/AAAG","tls":false}`)),
 			[]byte(dovecotRequest("report", "testkey123", `{"device_id":"","login":"alice","protocol":"imap","pwhash":"093a","remote":"`+remote+`","session_id":"P9XCZhhhbal/AAAG","success":false,"policy_reject":false,"tls":false}`)))
 	}
-	per := max(1, b.N/conns)
-	lat := make([][]time.Duration, conns)
-	var wg sync.WaitGroup
-	errs := make(chan error, conns)
-	b.ResetTimer()
-	start := time.Now()
-	for c := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			conn, err := net.Dial("tcp", addr)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer conn.Close()
-			r := bufio.NewReaderSize(conn, 4096)
-			l := make([]time.Duration, 0, per)
-			for i := range per {
-				t0 := time.Now()
-				if _, err := conn.Write(reqs[(c*per+i)%len(reqs)]); err != nil {
-					errs <- err
-					return
-				}
-				if err := readResponse(r); err != nil {
-					errs <- err
-					return
-				}
-				l = append(l, time.Since(t0))
-			}
-			lat[c] = l
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	close(errs)
-	for err := range errs {
-		b.Fatal(err)
-	}
-	all := slices.Concat(lat...)
-	slices.Sort(all)
-	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "req/s")
-	b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
+	testutil.RoundTrips(b, addr, conns, reqs, readResponse)
 }
 
 // readResponse reads one HTTP/1.1 response with a Content-Length body,

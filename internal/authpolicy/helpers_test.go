@@ -2,7 +2,6 @@ package authpolicy
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -14,6 +13,7 @@ import (
 	"testing"
 
 	"mxguard/internal/detect"
+	"mxguard/internal/testutil"
 )
 
 // fakeEngine records what the server asked and told.
@@ -73,23 +73,7 @@ func (e *fakeEngine) refusals() []netip.Addr {
 
 // serve starts s on a loopback port and returns its address; it stops
 // with the test.
-func serve(t testing.TB, s *Server) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return ln.Addr().String()
-}
+func serve(t testing.TB, s *Server) string { return testutil.Serve(t, s.Serve) }
 
 // rawClient speaks HTTP/1.1 on one keep-alive connection, as Dovecot's
 // auth process does, with requests written byte for byte like Dovecot's.

@@ -6,15 +6,12 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"slices"
 	"strconv"
-	"sync"
-	"syscall"
 	"testing"
-	"time"
 
 	"mxguard/internal/config"
 	"mxguard/internal/detect"
+	"mxguard/internal/testutil"
 )
 
 // BenchmarkPolicy measures the policy server over loopback as Postfix
@@ -101,72 +98,20 @@ func benchPolicy(b *testing.B, conns int, addr string) {
 			[]byte(pf{client: client, port: port, rcpt: "bob@example.test", size: 2000}.text()),
 			[]byte(pf{client: client, port: port, state: "END-OF-MESSAGE", size: 2345, count: 2}.text()))
 	}
-	per := max(1, b.N/conns)
-	lat := make([][]time.Duration, conns)
-	var wg sync.WaitGroup
-	errs := make(chan error, conns)
-	b.ResetTimer()
-	cpu0 := cpuTime(b)
-	start := time.Now()
-	for c := range conns {
-		wg.Go(func() {
-			conn, err := net.Dial("tcp", addr)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer conn.Close()
-			r := bufio.NewReaderSize(conn, 512)
-			l := make([]time.Duration, 0, per)
-			off := c * 3 * 16 // connections start at different sessions
-			for i := range per {
-				t0 := time.Now()
-				if _, err := conn.Write(reqs[(off+i)%len(reqs)]); err != nil {
-					errs <- err
-					return
-				}
-				line, err := r.ReadSlice('\n')
-				if err != nil {
-					errs <- err
-					return
-				}
-				if !bytes.Equal(line, []byte("action=DUNNO\n")) {
-					errs <- fmt.Errorf("answer %q", line)
-					return
-				}
-				if _, err := r.ReadByte(); err != nil {
-					errs <- err
-					return
-				}
-				l = append(l, time.Since(t0))
-			}
-			lat[c] = l
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	cpu := cpuTime(b) - cpu0
-	b.StopTimer()
-	close(errs)
-	for err := range errs {
-		b.Fatal(err)
-	}
-	all := slices.Concat(lat...)
-	slices.Sort(all)
-	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "req/s")
-	b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
-	// CPU of the whole process (server and the Postfix-playing clients)
-	// per request: what the rate would be on otherwise idle cores.
-	b.ReportMetric(float64(cpu.Microseconds())/float64(len(all)), "cpu-us/req")
+	testutil.RoundTrips(b, addr, conns, reqs, readDunno)
 }
 
-// cpuTime is the user and system CPU time this process used so far.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
+// readDunno reads one answer, which must be DUNNO.
+func readDunno(r *bufio.Reader) error {
+	line, err := r.ReadSlice('\n')
+	if err != nil {
+		return err
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	if !bytes.Equal(line, []byte("action=DUNNO\n")) {
+		return fmt.Errorf("answer %q", line)
+	}
+	_, err = r.ReadByte()
+	return err
 }
 
 // BenchmarkReadRequest is the parser alone on a captured-shape request.

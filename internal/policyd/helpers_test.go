@@ -138,23 +138,7 @@ func directory(t testing.TB) *recipients.Directory {
 }
 
 // serve starts s on a loopback port; it stops with the test.
-func serve(t testing.TB, s *Server) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return ln.Addr().String()
-}
+func serve(t testing.TB, s *Server) string { return testutil.Serve(t, s.Serve) }
 
 // client is a policy client on one connection, as Postfix's smtpd.
 type client struct {
