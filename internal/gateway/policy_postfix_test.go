@@ -1,6 +1,9 @@
 package gateway_test
 
 import (
+	"bufio"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -91,5 +94,50 @@ rules:
 	}
 	if log := pf.Log(); !strings.Contains(log, "reject: RCPT from unknown[127.0.0.91]: 550 5.1.1") {
 		t.Errorf("Postfix's log shows no policy refusal of the harvester:\n%s", log)
+	}
+}
+
+// TestPolicyReload: a reload reaches the Postfix policy server: a client
+// added to the static blocklist is refused at its next SMTP session, one
+// removed from it is judged again, on the same policy connection.
+func TestPolicyReload(t *testing.T) {
+	e, f := startFromFile(t, "listen: {smtp: 127.0.0.1:0, admin: 127.0.0.1:0, policy: 127.0.0.1:0}\n")
+	c, err := net.Dial("tcp", e.gw.PolicyAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	r := bufio.NewReader(c)
+	ask := func(port string) string {
+		t.Helper()
+		fmt.Fprintf(c, "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=203.0.113.5\nclient_port=%s\n"+
+			"server_address=127.0.0.1\nserver_port=25\nrecipient=alice@example.test\ninstance=i.%s\n\n", port, port)
+		line, err := r.ReadString('\n')
+		if err == nil {
+			_, err = r.ReadString('\n')
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(line)
+	}
+	if got := ask("1"); got != "action=DUNNO" {
+		t.Fatalf("before the reload: %q", got)
+	}
+	reload := func(extra string) {
+		t.Helper()
+		f.write(f.yaml("listen: {smtp: 127.0.0.1:0, admin: 127.0.0.1:0, policy: 127.0.0.1:0}\n" + extra))
+		if code, body := e.api("POST", "/api/v1/reload", ""); code != 200 {
+			t.Fatalf("reload: %d %s", code, body)
+		}
+	}
+	reload("blocklist: [203.0.113.0/24]\n")
+	if got := ask("2"); !strings.HasPrefix(got, "action=421 4.7.0 ") {
+		t.Errorf("blocklisted by the reload: %q", got)
+	}
+	reload("")
+	if got := ask("3"); got != "action=DUNNO" {
+		t.Errorf("after the blocklist entry was removed: %q", got)
 	}
 }
