@@ -60,8 +60,8 @@ const maxAccountMessages = 1000
 // session is what the connection knows of the SMTP session its requests
 // are about. Postfix sends no request when a session ends, so a session
 // ends, for mxguard, when a request of another session arrives on the same
-// connection (smtpd serves one session at a time) or the connection
-// closes.
+// connection (smtpd serves one session at a time), or when the connection
+// closed and no new one took the session over (parked.go).
 type session struct {
 	active    bool
 	id        []byte // client_address, client_port, server_address, server_port
@@ -238,6 +238,11 @@ func (c *conn) startSession(ctx context.Context, addr netip.Addr, r *Request) (v
 		id = append(id, f...)
 		id = append(id, 0)
 	}
+	if old, ok := c.s.adopt(id); ok {
+		// The session went on over this new connection: counted already.
+		c.sess = old
+		return verdict{}, false
+	}
 	c.sess = session{active: true, id: id, addr: addr, protected: e.Protected(addr), instance: c.sess.instance[:0]}
 	s := &c.sess
 	if !s.protected && e.Blocked(addr) {
@@ -268,20 +273,11 @@ func (c *conn) startSession(ctx context.Context, addr netip.Addr, r *Request) (v
 	return verdict{}, false
 }
 
-// endSession ends the current session. It counts toward bad_sessions only
-// when mxguard knows no message came of it: it gave recipients, every one
-// of which mxguard refused as unknown, and no END-OF-MESSAGE. A session
-// whose recipients mxguard let through may still have been refused by a
-// later restriction, or ended before DATA; Postfix does not say, so it is
-// not counted. Nor is one mxguard refused (blocked, listed).
+// endSession ends the current session: a request of another session
+// came on the connection (smtpd serves one session at a time).
 func (c *conn) endSession() {
-	s := &c.sess
-	if !s.active {
-		return
+	if c.sess.active {
+		c.s.judgeEnded(&c.sess)
+		c.sess.active = false
 	}
-	e := c.s.o.Engine
-	if s.unknown > 0 && s.accepted == 0 && s.messages == 0 && !s.refused && (s.protected || !e.Blocked(s.addr)) {
-		e.Observe(detect.Observation{Kind: detect.KindBadSession, Addr: s.addr, Service: service})
-	}
-	s.active = false
 }

@@ -100,6 +100,16 @@ type Options struct {
 	// RequestTimeout bounds the reading of one request once its first
 	// byte came (default 10s: Postfix writes a request at once).
 	IdleTimeout, RequestTimeout time.Duration
+	// Clock times the sessions of closed connections (parked.go); nil:
+	// the system clock.
+	Clock detect.Clock
+}
+
+func (o *Options) now() time.Time {
+	if o.Clock == nil {
+		return time.Now()
+	}
+	return o.Clock.Now()
 }
 
 // Server answers Postfix's policy requests.
@@ -112,9 +122,10 @@ type Server struct {
 	// peerLogged is when a refused peer was last logged (UnixNano).
 	peerLogged atomic.Int64
 
-	mu   sync.Mutex
-	open map[net.Conn]struct{}
-	wg   sync.WaitGroup
+	mu     sync.Mutex
+	open   map[net.Conn]struct{}
+	wg     sync.WaitGroup
+	parked parking // sessions of closed connections (parked.go)
 }
 
 // New returns a Server.
@@ -185,6 +196,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	})
 	defer stop()
 	defer s.wg.Wait()
+	s.wg.Go(func() { s.runSweeper(ctx) })
 	var delay time.Duration
 	for {
 		nc, err := ln.Accept()
@@ -306,7 +318,8 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 			c.log.Error("policy: panic", "panic", p, "stack", string(debug.Stack()))
 			c.write(verdictOf(&reply.InternalError))
 		}
-		c.endSession()
+		// Its session may go on over a new connection (parked.go).
+		s.park(c.sess)
 		nc.Close()
 		s.mu.Lock()
 		delete(s.open, nc)

@@ -2,6 +2,7 @@ package policyd
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -10,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"mxguard/internal/checks/blocklist"
 	"mxguard/internal/config"
@@ -18,6 +19,7 @@ import (
 	"mxguard/internal/metrics"
 	"mxguard/internal/pipeline"
 	"mxguard/internal/reply"
+	"mxguard/internal/testutil"
 )
 
 // TestCapturedTraffic replays every request Postfix 3.7.11 sent in the
@@ -250,19 +252,22 @@ func TestDuplicateRequests(t *testing.T) {
 }
 
 // TestBadSessions: a session counts toward bad_sessions when its next
-// session (or the connection's end) shows it ended after recipients that
-// were all unknown and no message; one with a recipient mxguard let
-// through, or with a message, does not (Postfix does not tell what
-// happened to it after mxguard's DUNNO).
+// session shows it ended after recipients that were all unknown and no
+// message; one with a recipient mxguard let through, or with a message,
+// does not (Postfix does not tell what happened to it after mxguard's
+// DUNNO). The session of a closed connection is taken over by a new
+// connection about it (Postfix's max_ttl reconnect), or judged once it
+// was parked for parkTTL.
 func TestBadSessions(t *testing.T) {
 	rec := &recorder{}
-	s, _ := New(Options{Engine: rec, Directory: directory(t)})
+	clk := testutil.NewFakeClock()
+	s, _ := New(Options{Engine: rec, Directory: directory(t), Clock: clk})
 	addr := serve(t, s)
 	c := dial(t, addr)
 	const client = "203.0.113.9"
-	bad := func(obs []detect.Observation) (n int) {
+	count := func(obs []detect.Observation, k detect.Kind) (n int) {
 		for _, o := range obs {
-			if o.Kind == detect.KindBadSession {
+			if o.Kind == k {
 				n++
 			}
 		}
@@ -274,7 +279,7 @@ func TestBadSessions(t *testing.T) {
 	// Session 2 begins: session 1 was bad.
 	c.ask(pf{client: client, port: "2", rcpt: "x@example.test"}.text())
 	c.ask(pf{client: client, port: "2", rcpt: "alice@example.test"}.text())
-	if n := bad(rec.take()); n != 1 {
+	if n := count(rec.take(), detect.KindBadSession); n != 1 {
 		t.Errorf("%d bad sessions after session 1, want 1", n)
 	}
 	// Session 3: an unknown recipient and a message; session 2 had a
@@ -282,19 +287,47 @@ func TestBadSessions(t *testing.T) {
 	c.ask(pf{client: client, port: "3", rcpt: "z@example.test"}.text())
 	c.ask(pf{client: client, port: "3", state: "END-OF-MESSAGE", count: 1, size: 10}.text())
 	c.ask(pf{client: client, port: "4", rcpt: "w@example.test"}.text())
-	if n := bad(rec.take()); n != 0 {
+	if n := count(rec.take(), detect.KindBadSession); n != 0 {
 		t.Errorf("%d bad sessions for sessions 2 and 3, want 0", n)
 	}
-	// Session 4 (one unknown recipient) ends with the connection.
+	// Session 4 (one unknown recipient so far) goes on over a new
+	// connection: not a new connection for dos, not ended.
 	c.c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	var obs []detect.Observation
-	for len(obs) == 0 && time.Now().Before(deadline) {
-		obs = rec.take()
-		time.Sleep(5 * time.Millisecond)
+	waitParked(t, s, 1)
+	c = dial(t, addr)
+	c.ask(pf{client: client, port: "4", rcpt: "v@example.test"}.text())
+	if obs := rec.take(); count(obs, detect.KindConnect) != 0 || count(obs, detect.KindBadSession) != 0 {
+		t.Errorf("session 4 taken over by a new connection counted %s", kinds(obs))
 	}
-	if bad(obs) != 1 {
-		t.Errorf("closed connection counted %s, want session 4 as bad", kinds(obs))
+	c.c.Close()
+	waitParked(t, s, 1)
+	clk.Advance(parkTTL - time.Second)
+	s.sweep()
+	if obs := rec.take(); len(obs) != 0 {
+		t.Errorf("parked under parkTTL, counted %s", kinds(obs))
+	}
+	clk.Advance(time.Second)
+	s.sweep()
+	if obs := rec.take(); count(obs, detect.KindBadSession) != 1 {
+		t.Errorf("session 4 parked for parkTTL counted %s, want one bad session", kinds(obs))
+	}
+	waitParked(t, s, 0)
+}
+
+func waitParked(t *testing.T, s *Server, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.parked.mu.Lock()
+		got := len(s.parked.m)
+		s.parked.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sessions parked, want %d", got, n)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -454,10 +487,10 @@ func TestBadInput(t *testing.T) {
 	if got := good.ask(pf{client: "203.0.113.1", state: "RCPT", rcpt: "a@example.test"}.text()); got != "DUNNO" {
 		t.Errorf("the first connection after the others' garbage: %q", got)
 	}
-	if n := testutil.ToFloat64(m.PolicyRequests.WithLabelValues("postfix", "bad_request")); n != 14 {
+	if n := promtest.ToFloat64(m.PolicyRequests.WithLabelValues("postfix", "bad_request")); n != 14 {
 		t.Errorf("bad_request counted %v, want 14 (10 closed connections, 4 requests)", n)
 	}
-	if n := testutil.ToFloat64(m.PolicyRequests.WithLabelValues("postfix", "dunno")); n != 3 {
+	if n := promtest.ToFloat64(m.PolicyRequests.WithLabelValues("postfix", "dunno")); n != 3 {
 		t.Errorf("dunno counted %v, want 3", n)
 	}
 	for _, o := range rec.take() {
@@ -530,7 +563,7 @@ func TestPeerRefused(t *testing.T) {
 	if !dial(t, ln.Addr().String()).closed(pf{client: "203.0.113.1"}.text()) {
 		t.Error("a peer outside loopback and trusted_networks was answered")
 	}
-	if n := testutil.ToFloat64(m.PolicyRequests.WithLabelValues("postfix", "peer_refused")); n != 1 {
+	if n := promtest.ToFloat64(m.PolicyRequests.WithLabelValues("postfix", "peer_refused")); n != 1 {
 		t.Errorf("peer_refused = %v, want 1", n)
 	}
 }
@@ -566,7 +599,30 @@ func TestMaxConns(t *testing.T) {
 	if got := a.ask(pf{client: "203.0.113.1", rcpt: "x@y.test"}.text()); got != "DUNNO" {
 		t.Error(got)
 	}
-	if n := testutil.ToFloat64(m.PolicyRequests.WithLabelValues("postfix", "busy")); n != 1 {
+	if n := promtest.ToFloat64(m.PolicyRequests.WithLabelValues("postfix", "busy")); n != 1 {
 		t.Errorf("busy = %v", n)
+	}
+}
+
+// TestParkingBounded: past maxParked sessions of closed connections the
+// oldest is judged at once, so a flood of reconnecting clients cannot
+// grow the table.
+func TestParkingBounded(t *testing.T) {
+	rec := &recorder{}
+	clk := testutil.NewFakeClock()
+	s, _ := New(Options{Engine: rec, Clock: clk})
+	for i := range maxParked + 1 {
+		clk.Advance(time.Millisecond)
+		s.park(session{active: true, id: []byte(fmt.Sprint(i)), addr: netip.MustParseAddr("203.0.113.1"), unknown: 1})
+	}
+	waitParked(t, s, maxParked)
+	if obs := rec.take(); len(obs) != 1 || obs[0].Kind != detect.KindBadSession {
+		t.Errorf("past the bound: %s, want the oldest session judged", kinds(obs))
+	}
+	if _, ok := s.adopt([]byte("0")); ok {
+		t.Error("the oldest session is still parked")
+	}
+	if _, ok := s.adopt([]byte("1")); !ok {
+		t.Error("the second oldest was dropped")
 	}
 }
