@@ -43,7 +43,7 @@ type Metrics struct {
 	// Auth counts authentications by service (submission, imap, pop3,
 	// ...) and result (success, failure, refused: a blocked source's
 	// attempt); PolicyRequests counts the requests of the policy front ends
-	// (front_end dovecot) by what they answered.
+	// (front_end dovecot, postfix) by what they answered.
 	Auth           *prometheus.CounterVec // service, result
 	PolicyRequests *prometheus.CounterVec // front_end, action
 	// QueueMessages is the size of each queue the outbound_queue rules
@@ -116,7 +116,7 @@ func New() *Metrics {
 			Name: "mxguard_auth_total", Help: "Authentications by service (submission, imap, pop3, ...) and result (success, failure, refused).",
 		}, []string{"service", "result"}),
 		PolicyRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mxguard_policy_requests_total", Help: "Policy front end requests by front end (dovecot) and answer (allow, reject, report, bad_request, unauthorized, too_large, peer_refused).",
+			Name: "mxguard_policy_requests_total", Help: "Policy front end requests by front end and answer: dovecot (allow, reject, report, bad_request, unauthorized, too_large, peer_refused), postfix (dunno, reject, defer, 421, bad_request, peer_refused, busy).",
 		}, []string{"front_end", "action"}),
 		QueueMessages: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mxguard_queue_messages", Help: "Messages in each watched outbound queue (spool, dir:..., command:...) at the last poll.",
