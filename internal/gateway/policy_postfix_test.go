@@ -20,7 +20,9 @@ import (
 // 127.0.0.91 gets Postfix's "550 5.1.1 ... User unknown" for each guess
 // (mxguard's answer), fires directory_harvest, and is then refused with
 // 421 4.7.0 (Postfix disconnects it), in this session and the next;
-// meanwhile 127.0.0.92's mail goes through Postfix to the sink.
+// meanwhile 127.0.0.92's mail goes through Postfix to the sink. Sizes come
+// from END-OF-MESSAGE (smtpd_end_of_data_restrictions): two large messages
+// from 127.0.0.93 fire mailbomb, and its next recipient is refused.
 func TestPostfixPolicyHarvest(t *testing.T) {
 	dir := t.TempDir()
 	rcpts := filepath.Join(dir, "recipients.txt")
@@ -32,6 +34,7 @@ func TestPostfixPolicyHarvest(t *testing.T) {
 recipients: {file: `+rcpts+`}
 rules:
   - {name: harvest, type: directory_harvest, window: 10m, threshold: 4, actions: [block], block_for: 1h}
+  - {name: bomb, type: mailbomb, window: 10m, threshold: 2, min_size: 20KB, actions: [block], block_for: 1h}
 `, dir)
 	pf := testutil.StartPostfix(t, testutil.PostfixOptions{
 		RelayTo: sink.Addr(),
@@ -79,13 +82,28 @@ rules:
 		}
 	}
 
+	big := "Subject: big\r\n\r\n" + strings.Repeat(strings.Repeat("B", 98)+"\r\n", 250)
+	bomber := dial("127.0.0.93")
+	for i := range 2 {
+		bomber.Cmd("RCPT TO:<alice@example.test>", 250)
+		bomber.Data(big, 250)
+		if i == 0 {
+			bomber.Cmd("MAIL FROM:<sender@remote.test>", 250)
+		}
+	}
+	bomber.Cmd("MAIL FROM:<sender@remote.test>", 250)
+	bomber.Cmd("RCPT TO:<alice@example.test>", 421)
+	if evs := e.events("type=mailbomb"); evs.Total != 1 || evs.Events[0].Source != "127.0.0.93" {
+		t.Errorf("mailbomb events: %+v, want one of 127.0.0.93", evs)
+	}
+
 	evs := e.events("type=directory_harvest")
 	if evs.Total != 1 || evs.Events[0].Source != "127.0.0.91" || evs.Events[0].Impact < 2 {
 		t.Errorf("events: %+v, want one directory_harvest of 127.0.0.91 with the two refusals as impact", evs)
 	}
 	_, metrics := e.api("GET", "/metrics", "")
 	for _, want := range []string{
-		`mxguard_policy_requests_total{action="421",front_end="postfix"} 2`,
+		`mxguard_policy_requests_total{action="421",front_end="postfix"} 3`,
 		`mxguard_policy_requests_total{action="reject",front_end="postfix"} 5`,
 	} {
 		if !strings.Contains(metrics, want) {
