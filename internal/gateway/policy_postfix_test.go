@@ -159,3 +159,53 @@ func TestPolicyReload(t *testing.T) {
 		t.Errorf("after the blocklist entry was removed: %q", got)
 	}
 }
+
+// TestPostfixPolicyAccounts: Postfix's SASL users (a real Dovecot's auth
+// service) reach the account rules through sasl_username at
+// END-OF-MESSAGE: alice's third message makes internal_spammer suspend her,
+// and her next message is refused 550 5.7.1 at end of data, by Postfix on
+// mxguard's word; the three before reached the sink.
+func TestPostfixPolicyAccounts(t *testing.T) {
+	dv := testutil.StartDovecot(t, testutil.DovecotOptions{AuthListener: true, Users: map[string]string{"alice@example.test": "alice-secret"}})
+	sink := testutil.ScriptedSMTP(t, testutil.Script{})
+	e := startAt(t, sink.Addr(), `listen: {smtp: 127.0.0.1:0, admin: 127.0.0.1:0, policy: 127.0.0.1:0}
+rules:
+  - {name: spammer, type: internal_spammer, window: 10m, threshold: 3, actions: [suspend], block_for: 1h}
+`, t.TempDir())
+	pf := testutil.StartPostfix(t, testutil.PostfixOptions{
+		RelayTo: sink.Addr(),
+		Policy:  e.gw.PolicyAddr(),
+		Main: map[string]string{
+			"mynetworks":             "127.0.0.1/32",
+			"smtpd_sasl_auth_enable": "yes",
+			"smtpd_sasl_type":        "dovecot",
+			"smtpd_sasl_path":        "inet:" + dv.AuthAddr(),
+		},
+	})
+	send := func(i int) (string, int) {
+		return swaks(t, pf.Addr(), "127.0.0.95", "--auth", "PLAIN", "--auth-user", "alice@example.test", "--auth-password", "alice-secret",
+			"--from", "alice@example.test", "--to", "bob@example.test", "--body", fmt.Sprintf("message %d", i))
+	}
+	for i := 1; i <= 3; i++ {
+		if out, code := send(i); code != 0 || !strings.Contains(out, "235 ") {
+			t.Fatalf("message %d of alice: exit %d", i, code)
+		}
+	}
+	out, code := send(4)
+	if code == 0 || !strings.Contains(out, "550 5.7.1") {
+		t.Errorf("message 4 of the suspended account: exit %d, want 550 5.7.1 at end of data", code)
+	}
+	_, body := e.api("GET", "/api/v1/suspensions", "")
+	if !strings.Contains(body, `"account":"alice@example.test"`) {
+		t.Errorf("suspensions: %s", body)
+	}
+	n := 0
+	for _, l := range sink.Lines() {
+		if strings.HasPrefix(l, "MAIL FROM:") {
+			n++
+		}
+	}
+	if n != 3 {
+		t.Errorf("%d messages reached the sink, want 3", n)
+	}
+}
