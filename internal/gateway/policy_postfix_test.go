@@ -209,3 +209,49 @@ rules:
 		t.Errorf("%d messages reached the sink, want 3", n)
 	}
 }
+
+// TestPostfixPolicyFailOpen runs the main.cf lines of
+// docs/postfix-policy.md as written (the per-service { ... } form,
+// Postfix 3.0 and later): mxguard is asked and refuses a harvester's
+// guess; once mxguard is stopped, Postfix lets mail through
+// (default_action=DUNNO, fail open) instead of deferring it.
+func TestPostfixPolicyFailOpen(t *testing.T) {
+	dir := t.TempDir()
+	rcpts := filepath.Join(dir, "recipients.txt")
+	if err := os.WriteFile(rcpts, []byte("alice@example.test\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sink := testutil.ScriptedSMTP(t, testutil.Script{})
+	e := startAt(t, sink.Addr(), "listen: {smtp: 127.0.0.1:0, admin: 127.0.0.1:0, policy: 127.0.0.1:0}\nrecipients: {file: "+rcpts+"}\n", dir)
+	check := "check_policy_service { inet:" + e.gw.PolicyAddr() + ", timeout=10s, default_action=DUNNO }"
+	pf := testutil.StartPostfix(t, testutil.PostfixOptions{
+		RelayTo: sink.Addr(),
+		Main: map[string]string{
+			"mynetworks":                     "127.0.0.1/32",
+			"smtpd_recipient_restrictions":   "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination, " + check,
+			"smtpd_end_of_data_restrictions": check,
+			"smtpd_policy_service_timeout":   "10s",
+		},
+	})
+	c := testutil.Dial(t, pf.Addr(), testutil.DialOptions{LocalIP: "127.0.0.96"})
+	c.Expect(220)
+	c.Cmd("EHLO client.remote.test", 250)
+	c.Cmd("MAIL FROM:<sender@remote.test>", 250)
+	c.Cmd("RCPT TO:<guess@example.test>", 550)
+	c.Cmd("QUIT", 221)
+
+	if err := e.gw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c = testutil.Dial(t, pf.Addr(), testutil.DialOptions{LocalIP: "127.0.0.97"})
+	c.Expect(220)
+	c.Cmd("EHLO client.remote.test", 250)
+	c.Cmd("MAIL FROM:<sender@remote.test>", 250)
+	c.Cmd("RCPT TO:<alice@example.test>", 250)
+	c.Data("Subject: while mxguard is down\r\n\r\nfail open\r\n", 250)
+	c.Cmd("QUIT", 221)
+	sink.WaitLine(t, "RCPT TO:<alice@example.test>", 30*time.Second)
+	if !strings.Contains(pf.Log(), "problem talking to server") {
+		t.Errorf("Postfix's log does not show the policy server down:\n%s", pf.Log())
+	}
+}
