@@ -43,13 +43,7 @@ rules:
 		// Internet clients, judged by the policy server.
 		Main: map[string]string{"mynetworks": "127.0.0.1/32"},
 	})
-	dial := func(ip string) *testutil.SMTPClient {
-		c := testutil.Dial(t, pf.Addr(), testutil.DialOptions{LocalIP: ip})
-		c.Expect(220)
-		c.Cmd("EHLO client.remote.test", 250)
-		c.Cmd("MAIL FROM:<sender@remote.test>", 250)
-		return c
-	}
+	dial := func(ip string) *testutil.SMTPClient { return postfixSession(t, pf, ip) }
 
 	h := dial("127.0.0.91")
 	h.Cmd("RCPT TO:<alice@example.test>", 250)
@@ -233,20 +227,14 @@ func TestPostfixPolicyFailOpen(t *testing.T) {
 			"smtpd_policy_service_timeout":   "10s",
 		},
 	})
-	c := testutil.Dial(t, pf.Addr(), testutil.DialOptions{LocalIP: "127.0.0.96"})
-	c.Expect(220)
-	c.Cmd("EHLO client.remote.test", 250)
-	c.Cmd("MAIL FROM:<sender@remote.test>", 250)
+	c := postfixSession(t, pf, "127.0.0.96")
 	c.Cmd("RCPT TO:<guess@example.test>", 550)
 	c.Cmd("QUIT", 221)
 
 	if err := e.gw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	c = testutil.Dial(t, pf.Addr(), testutil.DialOptions{LocalIP: "127.0.0.97"})
-	c.Expect(220)
-	c.Cmd("EHLO client.remote.test", 250)
-	c.Cmd("MAIL FROM:<sender@remote.test>", 250)
+	c = postfixSession(t, pf, "127.0.0.97")
 	c.Cmd("RCPT TO:<alice@example.test>", 250)
 	c.Data("Subject: while mxguard is down\r\n\r\nfail open\r\n", 250)
 	c.Cmd("QUIT", 221)
@@ -254,4 +242,15 @@ func TestPostfixPolicyFailOpen(t *testing.T) {
 	if !strings.Contains(pf.Log(), "problem talking to server") {
 		t.Errorf("Postfix's log does not show the policy server down:\n%s", pf.Log())
 	}
+}
+
+// postfixSession connects to Postfix from ip and gets to the point of
+// RCPT, where Postfix asks the policy server.
+func postfixSession(t *testing.T, pf *testutil.Postfix, ip string) *testutil.SMTPClient {
+	t.Helper()
+	c := testutil.Dial(t, pf.Addr(), testutil.DialOptions{LocalIP: ip})
+	c.Expect(220)
+	c.Cmd("EHLO client.remote.test", 250)
+	c.Cmd("MAIL FROM:<sender@remote.test>", 250)
+	return c
 }
