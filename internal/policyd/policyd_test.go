@@ -626,3 +626,24 @@ func TestParkingBounded(t *testing.T) {
 		t.Error("the second oldest was dropped")
 	}
 }
+
+// TestIPv6Clients: an IPv6 client_address counts for its /64
+// (ipv6_prefix), so a harvest spread over the addresses of one /64 is one
+// source, blocked as a whole; another /64 is not.
+func TestIPv6Clients(t *testing.T) {
+	eng := newEngine(t, detect.Options{Rules: []config.Rule{rule("harvest", "directory_harvest", 4)}})
+	s, _ := New(Options{Engine: eng, Directory: directory(t)})
+	c := dial(t, serve(t, s))
+	for i := range 4 {
+		client := fmt.Sprintf("2001:db8:1:2::%x", i+1)
+		if got := c.ask(pf{client: client, rcpt: fmt.Sprintf("guess%d@example.test", i)}.text()); code(got) != "550" {
+			t.Fatalf("guess %d from %s: %q", i, client, got)
+		}
+	}
+	if got := c.ask(pf{client: "2001:db8:1:2:ffff::9", rcpt: "alice@example.test"}.text()); code(got) != "421" {
+		t.Errorf("another address of the harvesting /64: %q, want 421", got)
+	}
+	if got := c.ask(pf{client: "2001:db8:1:3::1", rcpt: "alice@example.test"}.text()); got != "DUNNO" {
+		t.Errorf("the next /64: %q, want DUNNO", got)
+	}
+}
