@@ -745,7 +745,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		g.policyLn.Close() // when Start failed before Serve took it
 	}
 	if g.postfixLn != nil {
-		g.postfixLn.Close()
+		g.postfixLn.Close() // when Start failed before Serve took it
 	}
 	if g.Relay != nil {
 		g.Relay.Close()
