@@ -211,6 +211,9 @@ type Rule struct {
 	Actions   []string      `yaml:"actions" json:"actions"`
 	BlockFor  time.Duration `yaml:"block_for" json:"block_for"`
 	Queue     string        `yaml:"queue" json:"queue"`
+	// Mode is enforce (the default) or shadow: record events with the
+	// actions the rule would take, and take none.
+	Mode string `yaml:"mode" json:"mode"`
 }
 
 // Alerts configures alert delivery (internal/alert).

@@ -520,11 +520,14 @@ func TestFull(t *testing.T) {
 	if c.TLS.KeyFile != filepath.Join("testdata", "tls", "example-key.pem") {
 		t.Errorf("file names not resolved against the config directory: %q", c.TLS.KeyFile)
 	}
-	if len(c.Rules) != 14 || !reflect.DeepEqual(c.Rules[:11], DefaultRules()) {
+	if len(c.Rules) != 15 || !reflect.DeepEqual(c.Rules[:11], DefaultRules()) {
 		t.Errorf("rules = %+v, want the built-in defaults and one more", c.Rules)
 	}
-	if r := c.Rules[13]; !slices.Equal(r.Actions, []string{"alert"}) || r.BlockFor != 0 {
-		t.Errorf("a rule without actions = %+v, want its default [alert] and no block_for", r)
+	if r := c.Rules[13]; !slices.Equal(r.Actions, []string{"alert"}) || r.BlockFor != 0 || r.Mode != "enforce" {
+		t.Errorf("a rule without actions = %+v, want its default [alert], no block_for, mode enforce", r)
+	}
+	if r := c.Rules[14]; r.Mode != "shadow" || !slices.Equal(r.Actions, []string{"block"}) {
+		t.Errorf("the shadow rule = %+v, want mode shadow with the block it would take", r)
 	}
 	if !c.Alerts.Enabled() || c.Alerts.Webhook.Secret == "" || c.Alerts.MaxPerMinute != 20 || !reflect.DeepEqual(c.EffectiveRules(), c.Rules) {
 		t.Errorf("alerts not loaded, or rules in force differ from the file's: %+v", c.Alerts)

@@ -18,7 +18,6 @@ var notBuilt = []struct {
 	feature string   // the hint: what is missing
 	keys    []string // dotted paths, list items as []
 }{
-	{"shadow mode is not built yet: every rule enforces", []string{"rules[].mode"}},
 }
 
 // notBuiltValues are values of built keys whose feature this build lacks;

@@ -17,6 +17,7 @@ const (
 	defaultMinSize  = 500 * KB
 	defaultQueue    = "spool"
 	defaultService  = "smtp"
+	defaultMode     = "enforce"
 )
 
 // DefaultRules are the rules in force when the file has no "rules" key:
@@ -30,7 +31,7 @@ func DefaultRules() []Rule {
 			continue
 		}
 		r := Rule{Name: t.Name, Type: t.Name, Service: defaultService, Window: d.Window, Threshold: d.Threshold,
-			MinSize: Size(d.MinSize), Actions: ruletype.BuiltActions(d.Actions)}
+			MinSize: Size(d.MinSize), Actions: ruletype.BuiltActions(d.Actions), Mode: defaultMode}
 		if slices.Contains(r.Actions, ruletype.ActionBlock) || slices.Contains(r.Actions, ruletype.ActionSuspend) {
 			r.BlockFor = d.BlockFor // as the file's rules: block_for only with an action that lasts
 		}
@@ -134,6 +135,15 @@ func (l *loader) checkRule(r *Rule, p string, names map[string]string) {
 		l.errAt(key("threshold"), "the count within the window that fires the rule", "required")
 	} else if r.Threshold < 1 {
 		l.errAt(key("threshold"), "", "must be at least 1, got %d", r.Threshold)
+	}
+
+	r.Mode = strings.ToLower(strings.TrimSpace(r.Mode))
+	switch r.Mode {
+	case "":
+		r.Mode = defaultMode
+	case "enforce", "shadow":
+	default:
+		l.errAt(key("mode"), "enforce takes the actions; shadow records the events with the actions it would take and takes none", "unknown mode %q", r.Mode)
 	}
 
 	r.Type = strings.ToLower(strings.TrimSpace(r.Type))

@@ -107,12 +107,14 @@ func TestRuleDefaults(t *testing.T) {
   - {name: flood, type: DoS, threshold: 10, actions: [block, Block]}
   - {name: bomb, type: mailbomb, threshold: 20, actions: [block]}
   - {name: quiet, type: bad_sessions, threshold: 5, actions: []}
+  - {name: try, type: dos, threshold: 5, actions: [block], mode: " Shadow"}
 `)
 	want := []Rule{
-		{Name: "harvest", Type: "directory_harvest", Service: "smtp", Window: 10 * time.Minute, Threshold: 20, Actions: []string{"alert"}},
-		{Name: "flood", Type: "dos", Service: "smtp", Window: 10 * time.Minute, Threshold: 10, Actions: []string{"block"}, BlockFor: time.Hour},
-		{Name: "bomb", Type: "mailbomb", Service: "smtp", Window: 10 * time.Minute, Threshold: 20, MinSize: 500 * KB, Actions: []string{"block"}, BlockFor: time.Hour},
-		{Name: "quiet", Type: "bad_sessions", Service: "smtp", Window: 10 * time.Minute, Threshold: 5, Actions: []string{}},
+		{Name: "harvest", Type: "directory_harvest", Service: "smtp", Window: 10 * time.Minute, Threshold: 20, Actions: []string{"alert"}, Mode: "enforce"},
+		{Name: "flood", Type: "dos", Service: "smtp", Window: 10 * time.Minute, Threshold: 10, Actions: []string{"block"}, BlockFor: time.Hour, Mode: "enforce"},
+		{Name: "bomb", Type: "mailbomb", Service: "smtp", Window: 10 * time.Minute, Threshold: 20, MinSize: 500 * KB, Actions: []string{"block"}, BlockFor: time.Hour, Mode: "enforce"},
+		{Name: "quiet", Type: "bad_sessions", Service: "smtp", Window: 10 * time.Minute, Threshold: 5, Actions: []string{}, Mode: "enforce"},
+		{Name: "try", Type: "dos", Service: "smtp", Window: 10 * time.Minute, Threshold: 5, Actions: []string{"block"}, BlockFor: time.Hour, Mode: "shadow"},
 	}
 	if !reflect.DeepEqual(c.Rules, want) {
 		for i := range want {
@@ -140,12 +142,12 @@ func TestNotBuiltRuleDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []Rule{
-		{Name: "spam", Type: "spam_attack", Service: "smtp", Window: 10 * time.Minute, Threshold: 50, Actions: []string{"alert"}},
-		{Name: "guess", Type: "brute_force", Service: "", Window: 10 * time.Minute, Threshold: 10, Actions: []string{"block"}, BlockFor: time.Hour},
-		{Name: "bomb", Type: "mailbomb", Service: "smtp", Window: 10 * time.Minute, Threshold: 20, MinSize: 500 * KB, Actions: []string{"alert", "block"}, BlockFor: time.Hour},
-		{Name: "queue", Type: "outbound_queue", Service: "smtp", Window: 10 * time.Minute, Threshold: 1000, Actions: []string{"alert"}, Queue: "spool"},
-		{Name: "sender", Type: "internal_spammer", Service: "smtp", Window: 10 * time.Minute, Threshold: 500, Actions: []string{"alert", "suspend"}, BlockFor: time.Hour},
-		{Name: "drop", Type: "outbound_queue", Service: "smtp", Window: 10 * time.Minute, Threshold: 1, Actions: []string{}, Queue: "dir:maildrop"},
+		{Name: "spam", Type: "spam_attack", Service: "smtp", Window: 10 * time.Minute, Threshold: 50, Actions: []string{"alert"}, Mode: "enforce"},
+		{Name: "guess", Type: "brute_force", Service: "", Window: 10 * time.Minute, Threshold: 10, Actions: []string{"block"}, BlockFor: time.Hour, Mode: "enforce"},
+		{Name: "bomb", Type: "mailbomb", Service: "smtp", Window: 10 * time.Minute, Threshold: 20, MinSize: 500 * KB, Actions: []string{"alert", "block"}, BlockFor: time.Hour, Mode: "enforce"},
+		{Name: "queue", Type: "outbound_queue", Service: "smtp", Window: 10 * time.Minute, Threshold: 1000, Actions: []string{"alert"}, Queue: "spool", Mode: "enforce"},
+		{Name: "sender", Type: "internal_spammer", Service: "smtp", Window: 10 * time.Minute, Threshold: 500, Actions: []string{"alert", "suspend"}, BlockFor: time.Hour, Mode: "enforce"},
+		{Name: "drop", Type: "outbound_queue", Service: "smtp", Window: 10 * time.Minute, Threshold: 1, Actions: []string{}, Queue: "dir:maildrop", Mode: "enforce"},
 	}
 	if !reflect.DeepEqual(c.Rules, want) {
 		for i := range want {
@@ -170,8 +172,8 @@ func TestRuleErrors(t *testing.T) {
 		{"alert on a queue, block too", `{name: a, type: outbound_queue, threshold: 1, actions: [notify, block]}`, []string{
 			`t.yaml:5: rules[0].actions: outbound_queue rules cannot block (a queue has no source to block: use alert)`,
 		}, false},
-		{"shadow mode is not built", `{name: a, type: dos, threshold: 1, mode: shadow}`, []string{
-			`t.yaml:5: rules[0].mode: not supported by this build yet (shadow mode is not built yet: every rule enforces)`,
+		{"unknown mode", `{name: a, type: dos, threshold: 1, mode: dry-run}`, []string{
+			`t.yaml:5: rules[0].mode: unknown mode "dry-run" (enforce takes the actions; shadow records the events with the actions it would take and takes none)`,
 		}, false},
 		{"threshold required", `{name: a, type: dos}`, []string{
 			`t.yaml:5: rules[0].threshold: required (the count within the window that fires the rule)`,

@@ -126,6 +126,14 @@ type Observation struct {
 	// answered 550, virus rejected, auth failed, suspended account's
 	// message): it counts toward the impact of an active event.
 	Refused bool
+	// Text is what the front end saw, for the evidence of an event this
+	// observation helps fire: the SMTP command and our reply ("RCPT
+	// TO:<guess17@example.test>: 550 5.1.1 ..."), a protocol fact ("imap
+	// login bob: authentication failed"). Never a password. The engine
+	// keeps it only for keys near a threshold and sanitizes it when the
+	// rule fires (evidence.go), so a front end passes a string it has or
+	// one cheap to build, and may leave it empty.
+	Text string
 }
 
 // Change types passed to Options.OnChange.
@@ -192,11 +200,18 @@ type boundRule struct {
 	kind           Kind
 	id             uint32 // the rule's name hashed: the samepass key of its counters
 	threshold      uint32
+	near           uint32 // the count from which a key keeps evidence (nearMark)
 	minSize        int64
 	block, suspend bool
 	alert          bool // recorded in the event; the alert dispatcher (OnChange) sends it
-	reason         string
-	st             *ruleState
+	// shadow: the rule records events with the actions it would take and
+	// takes none (rules[].mode: shadow); wouldBlock counts what it would
+	// have refused (mxguard_shadow_would_block_total), nil without
+	// metrics.
+	shadow     bool
+	wouldBlock prometheus.Counter
+	reason     string
+	st         *ruleState
 }
 
 func (r *boundRule) matches(o *Observation) bool {
@@ -385,6 +400,9 @@ func (e *Engine) compile(o Options, old *setup) (*setup, error) {
 		if err != nil {
 			return nil, err
 		}
+		if r.shadow && e.metrics != nil {
+			r.wouldBlock = e.metrics.ShadowWouldBlock.WithLabelValues(rc.Name)
+		}
 		if old != nil {
 			// After an ipv6_prefix change the old IPv6 keys are never
 			// matched again and age out; IPv4 and account keys stay valid.
@@ -410,6 +428,14 @@ func bindRule(rc config.Rule, k Kind) (*boundRule, error) {
 	}
 	r := &boundRule{cfg: rc, kind: k, id: crc32.ChecksumIEEE([]byte(rc.Name)),
 		threshold: uint32(min(rc.Threshold, 1<<31)), minSize: int64(rc.MinSize)}
+	r.near = nearMark(r.threshold)
+	switch rc.Mode {
+	case "", events.ModeEnforce:
+	case events.ModeShadow:
+		r.shadow = true
+	default:
+		return nil, fmt.Errorf("detect: rule %q: mode %q is neither enforce nor shadow", rc.Name, rc.Mode)
+	}
 	for _, a := range rc.Actions {
 		// The engine takes blocks and suspensions itself; an alert is
 		// recorded in the event, and whoever listens to OnChange (the
@@ -530,14 +556,14 @@ func (e *Engine) count(s *setup, kind Kind, rules []*boundRule, o Observation) {
 			e.seen.Repeat(samepass.Key{Rule: r.id, Counter: k.bytes(), Password: o.Password}, time.Unix(0, now), time.Duration(r.st.window)) {
 			continue // the same wrong password again: counted once per window
 		}
-		ev, fired, reached := r.st.observe(k, h, now, r.threshold, o.Refused)
+		ev, fired, reached := r.st.observe(k, h, now, r, &o)
 		if e.shared != nil {
 			e.share(r, kind, &o, now)
 		}
 		switch {
 		case fired:
 			e.fire(s, r, ev, o)
-		case reached && ev != nil && (r.block || r.suspend):
+		case reached && ev != nil && (r.block || r.suspend) && !r.shadow:
 			e.renew(s, r, ev, o)
 		}
 	}
@@ -579,6 +605,17 @@ func (e *Engine) Reconfigure(o Options) error {
 	}
 	e.blocks.reclassify(s.v6bits)
 	e.setup.Store(s)
+	// A rule switched from shadow to enforce ends its shadow events now:
+	// they never turn into blocks, and the source's next observation at
+	// or over the threshold fires an enforcing event (with its own
+	// evidence) that blocks. A rule switched to shadow lets its events
+	// run their course with the blocks they took, and renews none.
+	now := e.clock.Now()
+	for _, r := range s.bound {
+		if or := old.rule(r.cfg.Name, r.cfg.Type); or != nil && or.st == r.st && or.shadow && !r.shadow {
+			e.endShadow(r.st, now)
+		}
+	}
 	return nil
 }
 

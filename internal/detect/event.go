@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"mxguard/internal/duration"
 	"mxguard/internal/events"
 	"mxguard/internal/ruletype"
@@ -30,6 +32,10 @@ type activeEvent struct {
 	mode, node                 string // events.ModeEnforce or ModeShadow; the node that fired it
 	started                    time.Time
 	detail                     map[string]any
+	// Set by observe, read and cleared by fire: the count in the window
+	// when the rule fired, and the observations that made it fire.
+	count uint32
+	clues []clue
 
 	mu      sync.Mutex
 	id      int64 // 0 until the writer stored the event (IDs come from the store)
@@ -47,6 +53,11 @@ type activeEvent struct {
 	// claimed: Shared.Claim was asked; joined: it said another node
 	// records this attack, so this event is never stored (shared.go).
 	claimed, joined bool
+	// wouldBlock: a shadow event whose rule would have blocked or
+	// suspended: each later observation of its key is what it would have
+	// refused (impact, and shadowCount when there are metrics).
+	wouldBlock  bool
+	shadowCount prometheus.Counter
 
 	// What OnChange has been told; only the writer (under flushMu) reads
 	// and sets these.
@@ -58,9 +69,12 @@ func (ev *activeEvent) touch(now int64, refused bool) {
 	ev.mu.Lock()
 	if ev.endedAt.IsZero() {
 		ev.last = max(ev.last, now)
-		if refused {
+		if refused || ev.wouldBlock {
 			ev.impact++
 			ev.dirty = true
+			if ev.shadowCount != nil {
+				ev.shadowCount.Inc()
+			}
 		}
 	}
 	ev.mu.Unlock()
@@ -112,35 +126,21 @@ func (e *Engine) fire(s *setup, r *boundRule, ev *activeEvent, o Observation) {
 	ev.seq = e.fired.Add(1)
 	ev.typ, ev.rule, ev.service, ev.started = r.cfg.Type, r.cfg.Name, o.Service, now
 	ev.mode, ev.node = events.ModeEnforce, e.node
-	ev.detail = map[string]any{"threshold": r.cfg.Threshold, "window": duration.Format(r.cfg.Window)}
 	if kinds[r.kind].perAccount {
 		ev.source = o.Account
 	} else {
 		ev.source = canonical(sourcePrefix(o.Addr, s.v6bits))
 	}
+	ev.detail = map[string]any{"threshold": r.cfg.Threshold, "window": duration.Format(r.cfg.Window), "count": int(ev.count),
+		"evidence": evidence(r.kind, ev.clues, now.UnixNano(), r.st.window, ev.source)}
+	ev.clues = nil
 	var b *block
-	if r.block && o.Addr.IsValid() && !s.protected(o.Addr) {
-		// An existing block (manual, or of another event) is left alone;
-		// then this event took no block action of its own.
-		if b = e.autoBlock(sourcePrefix(o.Addr, s.v6bits), r, ev, now); b != nil {
-			ev.addAction(ruletype.ActionBlock)
-			e.publish(Change{Type: ChangeBlockAdded, Block: new(b.rec)})
-		}
-	}
-	if r.alert {
-		ev.addAction(ruletype.ActionAlert) // trusted sources too: their rules may still alert
-	}
 	var su *suspension
-	if r.suspend && kinds[r.kind].perAccount {
-		// A suspension already in force for longer (manual, or of another
-		// event) is left alone, like a block; then this event took no
-		// suspend action of its own.
-		if su = e.suspend(o.Account, r, ev, now); su != nil {
-			ev.addAction(ruletype.ActionSuspend)
-			e.publish(Change{Type: ChangeSuspensionAdded, Suspension: new(su.rec)})
-		}
+	if r.shadow {
+		e.shadow(s, r, ev, o)
+	} else {
+		b, su = e.enforce(s, r, ev, o, now)
 	}
-
 	ev.mu.Lock()
 	ev.live = true
 	if e.store == nil {
@@ -160,6 +160,72 @@ func (e *Engine) fire(s *setup, r *boundRule, ev *activeEvent, o Observation) {
 	e.writes.add(ev, b)
 }
 
+// enforce takes the actions of an enforcing rule that fired: the block
+// and the suspension, in force in memory at once; they go to the writer
+// with the event.
+func (e *Engine) enforce(s *setup, r *boundRule, ev *activeEvent, o Observation, now time.Time) (b *block, su *suspension) {
+	if r.block && o.Addr.IsValid() && !s.protected(o.Addr) {
+		// An existing block (manual, or of another event) is left alone;
+		// then this event took no block action of its own.
+		if b = e.autoBlock(sourcePrefix(o.Addr, s.v6bits), r, ev, now); b != nil {
+			ev.addAction(ruletype.ActionBlock)
+			e.publish(Change{Type: ChangeBlockAdded, Block: new(b.rec)})
+		}
+	}
+	if r.alert {
+		ev.addAction(ruletype.ActionAlert) // trusted sources too: their rules may still alert
+	}
+	if r.suspend && kinds[r.kind].perAccount {
+		// A suspension already in force for longer (manual, or of another
+		// event) is left alone, like a block; then this event took no
+		// suspend action of its own.
+		if su = e.suspend(o.Account, r, ev, now); su != nil {
+			ev.addAction(ruletype.ActionSuspend)
+			e.publish(Change{Type: ChangeSuspensionAdded, Suspension: new(su.rec)})
+		}
+	}
+	return b, su
+}
+
+// shadow completes the event of a shadow rule (rules[].mode: shadow): it
+// lists the actions the rule would have taken and takes none, so nothing
+// is blocked, suspended or alerted (alerts skip shadow events). A block
+// would not have been taken for a trusted or allowlisted source, so none
+// is listed then. Had it blocked or suspended, the observation that fired
+// it and every later one of its key while the event lasts would have been
+// refused: that is its impact, and mxguard_shadow_would_block_total.
+func (e *Engine) shadow(s *setup, r *boundRule, ev *activeEvent, o Observation) {
+	ev.mode = events.ModeShadow
+	would := false
+	for _, a := range r.cfg.Actions {
+		switch a {
+		case ruletype.ActionBlock:
+			if !o.Addr.IsValid() || s.protected(o.Addr) {
+				continue
+			}
+			would = true
+		case ruletype.ActionSuspend:
+			if !kinds[r.kind].perAccount {
+				continue
+			}
+			would = true
+		}
+		ev.addAction(a)
+	}
+	if !would {
+		return
+	}
+	ev.mu.Lock()
+	ev.wouldBlock, ev.shadowCount = true, r.wouldBlock
+	if ev.impact == 0 {
+		ev.impact = 1
+	}
+	ev.mu.Unlock()
+	if r.wouldBlock != nil {
+		r.wouldBlock.Inc()
+	}
+}
+
 // renew re-applies block and suspend while an event lasts: a source that
 // keeps attacking after its block expired (its refusals kept the event
 // active) is blocked again instead of going on unhindered.
@@ -167,8 +233,11 @@ func (e *Engine) renew(s *setup, r *boundRule, ev *activeEvent, o Observation) {
 	ev.mu.Lock()
 	live := ev.live && ev.endedAt.IsZero()
 	ev.mu.Unlock()
-	if !live {
-		return // fire is still taking the actions
+	if !live || ev.mode == events.ModeShadow {
+		// fire is still taking the actions; or the event is a shadow
+		// one whose rule enforces since a reload: it blocks nothing
+		// (Reconfigure ended it; this observation started before).
+		return
 	}
 	if r.block && o.Addr.IsValid() && !e.Blocked(o.Addr) && !s.protected(o.Addr) {
 		if b := e.autoBlock(sourcePrefix(o.Addr, s.v6bits), r, ev, e.clock.Now()); b != nil {
@@ -212,32 +281,47 @@ func (e *Engine) trackedEvents() []*activeEvent {
 func (e *Engine) endQuiet(now time.Time) {
 	ns := now.UnixNano()
 	for _, ev := range e.trackedEvents() {
-		if !ev.quiet(ns) {
-			continue
+		if ev.quiet(ns) {
+			e.endEvent(ev, func() bool { return ev.end(ns, now) })
 		}
-		if st := ev.owner; st != nil {
-			// Under the shard lock no observation can touch the event
-			// between the check and the removal from the shard.
-			h := st.h.sum(ev.key)
-			sh := st.shard(h)
-			sh.mu.Lock()
-			if !ev.end(ns, now) {
-				sh.mu.Unlock()
-				continue
-			}
-			if sh.events[ev.key] == ev {
-				delete(sh.events, ev.key)
-			}
-			if c := sh.t.lookup(ev.key, h); c != nil {
-				c.flags &^= flagEvent
-			}
+	}
+}
+
+// endShadow ends the active shadow events of st now: its rule enforces
+// since a reload (Reconfigure). Caller holds houseMu.
+func (e *Engine) endShadow(st *ruleState, now time.Time) {
+	for _, ev := range e.trackedEvents() {
+		if ev.owner == st {
+			e.endEvent(ev, func() bool { return ev.endShadow(now) })
+		}
+	}
+}
+
+// endEvent ends ev if end says so, and takes it off its key. Caller holds
+// houseMu.
+func (e *Engine) endEvent(ev *activeEvent, end func() bool) {
+	if st := ev.owner; st != nil {
+		// Under the shard lock no observation can touch the event
+		// between the check and the removal from the shard.
+		h := st.h.sum(ev.key)
+		sh := st.shard(h)
+		sh.mu.Lock()
+		if !end() {
 			sh.mu.Unlock()
-		} else if !ev.end(ns, now) {
-			continue
+			return
 		}
-		if e.metrics != nil && !ev.joinedEvent() { // a joined event left the gauge when it joined
-			e.metrics.EventsActive.WithLabelValues(ev.typ).Dec()
+		if sh.events[ev.key] == ev {
+			delete(sh.events, ev.key)
 		}
+		if c := sh.t.lookup(ev.key, h); c != nil {
+			c.flags &^= flagEvent
+		}
+		sh.mu.Unlock()
+	} else if !end() {
+		return
+	}
+	if e.metrics != nil && !ev.joinedEvent() { // a joined event left the gauge when it joined
+		e.metrics.EventsActive.WithLabelValues(ev.typ).Dec()
 	}
 }
 
@@ -245,6 +329,18 @@ func (ev *activeEvent) quiet(now int64) bool {
 	ev.mu.Lock()
 	defer ev.mu.Unlock()
 	return ev.live && ev.endedAt.IsZero() && now-ev.last >= ev.window
+}
+
+// endShadow marks a live shadow event ended.
+func (ev *activeEvent) endShadow(now time.Time) bool {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	if !ev.live || !ev.endedAt.IsZero() || ev.mode != events.ModeShadow {
+		return false
+	}
+	ev.endedAt = now
+	ev.dirty = true
+	return true
 }
 
 // end marks the event ended if it is still quiet.

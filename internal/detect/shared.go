@@ -134,7 +134,7 @@ func (e *Engine) ReachedElsewhere(c Count) {
 	default:
 		k = addrKey(c.Addr, s.v6bits)
 	}
-	if ev := r.st.reach(k, e.hash.sum(k), e.nowNano()); ev != nil {
+	if ev := r.st.reach(k, e.hash.sum(k), e.nowNano(), r.threshold); ev != nil {
 		e.fire(s, r, ev, o)
 	}
 }

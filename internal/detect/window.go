@@ -167,6 +167,9 @@ type table struct {
 	chunks []*[chunkSize]counter
 	n      int
 	rng    uint64
+	// rings are the evidence of the keys near their threshold (flagRing,
+	// evidence.go); at most ringsPerShard.
+	rings map[key]*ring
 }
 
 func (t *table) at(i int) *counter { return &t.chunks[i>>chunkBits][i&(chunkSize-1)] }
@@ -198,6 +201,7 @@ func (t *table) get(k key, h uint64, slot int64) (c *counter, created bool) {
 	var i int
 	if t.n >= t.max {
 		i = t.victim(slot)
+		t.drop(t.at(i))
 		t.unlink(t.posOf(i))
 	} else {
 		if (t.n+1)*4 > len(t.idx)*3 {
@@ -299,6 +303,7 @@ func (t *table) unlink(p uint64) {
 // remove deletes counter i, moving the last counter into its place so the
 // storage stays dense (which keeps eviction sampling uniform).
 func (t *table) remove(i int) {
+	t.drop(t.at(i))
 	t.unlink(t.posOf(i))
 	last := t.n - 1
 	if i != last {
@@ -383,10 +388,12 @@ func (st *ruleState) shard(h uint64) *shard {
 	return &st.shards[h>>st.shift]
 }
 
-// observe counts one observation of k at now (ns). It returns the active
-// event of k (new or existing), whether this observation created it
-// (fired), and whether the count has reached threshold.
-func (st *ruleState) observe(k key, h uint64, now int64, threshold uint32, refused bool) (ev *activeEvent, fired, reached bool) {
+// observe counts one observation o of k at now (ns) for rule r. It
+// returns the active event of k (new or existing), whether this
+// observation created it (fired), and whether the count has reached the
+// threshold. A new event carries its evidence (clues) and count; a key
+// near its threshold keeps the observation in its ring.
+func (st *ruleState) observe(k key, h uint64, now int64, r *boundRule, o *Observation) (ev *activeEvent, fired, reached bool) {
 	sh := st.shard(h)
 	sh.mu.Lock()
 	if sh.retired {
@@ -398,18 +405,25 @@ func (st *ruleState) observe(k key, h uint64, now int64, threshold uint32, refus
 	if created && sh.events[k] != nil {
 		c.flags |= flagEvent
 	}
-	reached = c.add(slot) >= threshold
+	n := c.add(slot)
+	reached = n >= r.threshold
 	if c.flags&flagEvent != 0 {
 		if ev = sh.events[k]; ev != nil {
-			ev.touch(now, refused)
+			ev.touch(now, o.Refused)
 			sh.mu.Unlock()
 			return ev, false, reached
 		}
 		c.flags &^= flagEvent
 	}
-	if reached {
-		ev = &activeEvent{key: k, owner: st, window: st.window, last: now}
-		if refused {
+	switch {
+	case reached:
+		ev = &activeEvent{key: k, owner: st, window: st.window, last: now, count: n}
+		if rg := sh.t.take(c); rg != nil {
+			ev.clues = rg.clues(clueOf(o, now))
+		} else {
+			ev.clues = []clue{clueOf(o, now)}
+		}
+		if o.Refused {
 			ev.impact = 1
 		}
 		if sh.events == nil {
@@ -418,6 +432,8 @@ func (st *ruleState) observe(k key, h uint64, now int64, threshold uint32, refus
 		sh.events[k] = ev
 		c.flags |= flagEvent
 		fired = true
+	case n >= r.near:
+		sh.t.keep(c, clueOf(o, now))
 	}
 	sh.mu.Unlock()
 	return ev, fired, reached
@@ -425,22 +441,39 @@ func (st *ruleState) observe(k key, h uint64, now int64, threshold uint32, refus
 
 // reach makes a new active event for k, whose count reached the
 // threshold across the cluster (Engine.ReachedElsewhere), unless k has one.
-func (st *ruleState) reach(k key, h uint64, now int64) *activeEvent {
+// Its evidence is what this node kept of k (its ring), its count the
+// threshold the cluster's count reached.
+func (st *ruleState) reach(k key, h uint64, now int64, threshold uint32) *activeEvent {
 	sh := st.shard(h)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if sh.retired || sh.events[k] != nil {
 		return nil
 	}
-	ev := &activeEvent{key: k, owner: st, window: st.window, last: now}
+	ev := &activeEvent{key: k, owner: st, window: st.window, last: now, count: threshold}
 	if sh.events == nil {
 		sh.events = make(map[key]*activeEvent)
 	}
 	sh.events[k] = ev
 	if c := sh.t.lookup(k, h); c != nil {
 		c.flags |= flagEvent
+		if rg := sh.t.take(c); rg != nil {
+			ev.clues = rg.clues()
+		}
 	}
 	return ev
+}
+
+// rings returns the number of evidence rings st holds (for tests).
+func (st *ruleState) rings() int {
+	n := 0
+	for i := range st.shards {
+		sh := &st.shards[i]
+		sh.mu.Lock()
+		n += len(sh.t.rings)
+		sh.mu.Unlock()
+	}
+	return n
 }
 
 // keys returns the number of tracked keys.

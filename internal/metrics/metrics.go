@@ -55,6 +55,10 @@ type Metrics struct {
 	Alerts *prometheus.CounterVec // channel, result
 	// EventsDeleted counts the ended events storage.retention deleted.
 	EventsDeleted prometheus.Counter
+	// ShadowWouldBlock counts what shadow rules (rules[].mode: shadow)
+	// would have refused: each firing, and each later observation of the
+	// event's source or account while it lasts.
+	ShadowWouldBlock *prometheus.CounterVec // rule
 
 	// Recent holds the last hour's messages and refused connections per
 	// minute, fed by Message and Connection (the console's chart).
@@ -127,6 +131,9 @@ func New() *Metrics {
 		EventsDeleted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mxguard_events_deleted_total", Help: "Ended events deleted by storage.retention.",
 		}),
+		ShadowWouldBlock: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mxguard_shadow_would_block_total", Help: "What shadow rules would have blocked or suspended: their events' firing observations and every later observation of the same source or account while the event lasts, by rule.",
+		}, []string{"rule"}),
 		Panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mxguard_session_panics_total", Help: "Sessions ended by a recovered panic.",
 		}),
@@ -142,7 +149,7 @@ func New() *Metrics {
 	}
 	m.Registry.MustRegister(m.Connections, m.Messages, m.Recipients, m.Events, m.EventsActive,
 		m.BlocksActive, m.SpoolMessages, m.SpoolBytes, m.ServerUp, m.CheckDuration,
-		m.Scans, m.Observations, m.Panics, m.SpoolQuarantined, m.SpoolUnreadable, m.SessionLimits, m.Stress, m.RelayLocalErrors, m.Auth, m.PolicyRequests, m.QueueMessages, m.Alerts, m.EventsDeleted,
+		m.Scans, m.Observations, m.Panics, m.SpoolQuarantined, m.SpoolUnreadable, m.SessionLimits, m.Stress, m.RelayLocalErrors, m.Auth, m.PolicyRequests, m.QueueMessages, m.Alerts, m.EventsDeleted, m.ShadowWouldBlock,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfoGauge(buildinfo.Read()))
 	return m
