@@ -283,6 +283,8 @@ func (s *Server) report(w http.ResponseWriter, req *Parsed) {
 				Service:  req.Service,
 				Password: s.engine.DovecotPasswordKey(req.Account, req.PWHash),
 				Refused:  true,
+				// Dovecot's report, never the password or its hash.
+				Text: req.Service + " login " + strconv.Quote(req.Account) + ": authentication failed (Dovecot auth policy report)",
 			})
 			if blocked {
 				s.log.Info("auth policy: source blocked", "source", req.Addr, "service", req.Service, "login", req.Account)

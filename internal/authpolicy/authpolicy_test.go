@@ -99,10 +99,20 @@ func TestCapturedTraffic(t *testing.T) {
 		if cp.command == "report" && !req.Success && !req.PolicyReject {
 			wantObs = append(wantObs, detect.Observation{Kind: detect.KindAuthFailure,
 				Addr: netip.MustParseAddr(req.Remote), Account: req.Login, Service: req.Protocol,
-				Password: eng.DovecotPasswordKey(req.Login, req.PWHash), Refused: true})
+				Password: eng.DovecotPasswordKey(req.Login, req.PWHash), Refused: true,
+				Text: req.Protocol + ` login "` + req.Login + `": authentication failed (Dovecot auth policy report)`})
 		}
 	}
 	got := eng.observations()
+	for _, o := range got {
+		// The evidence names the login, never the password's hash.
+		for _, cp := range caps {
+			var req Request
+			if json.Unmarshal([]byte(cp.body), &req) == nil && req.PWHash != "" && strings.Contains(o.Text, req.PWHash) {
+				t.Errorf("evidence text %q carries the password hash", o.Text)
+			}
+		}
+	}
 	if fmt.Sprint(got) != fmt.Sprint(wantObs) || len(wantObs) == 0 {
 		t.Errorf("observations:\n got %v\nwant %v", got, wantObs)
 	}

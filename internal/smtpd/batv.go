@@ -48,18 +48,20 @@ func (s *session) checkBATV(rcpt address.Mailbox) (out address.Mailbox, r *reply
 		// A bounce of mail we sent: it counts for the account that sent it.
 		if o.Senders != nil {
 			if acct := o.Senders.account(orig); acct != "" && o.Detector != nil {
-				o.Detector.Observe(detect.Observation{Kind: detect.KindBounce, Addr: s.c.addr, Account: acct, Service: o.Name})
+				o.Detector.Observe(detect.Observation{Kind: detect.KindBounce, Addr: s.c.addr, Account: acct, Service: o.Name,
+					Text: "bounce (MAIL FROM:<>) to <" + orig.String() + "> (valid BATV tag)"})
 			}
 		}
 		return orig, nil
 	case res == batv.Valid:
 		return orig, nil
 	case bounce:
-		if d := o.Detector; d != nil {
-			d.Observe(detect.Observation{Kind: detect.KindBackscatter, Addr: s.c.addr, Service: o.Name, Refused: true})
-		}
 		why := map[batv.Result]string{batv.Untagged: "no BATV tag", batv.Expired: "expired BATV tag", batv.Forged: "forged BATV tag"}[res]
 		r := reply.Backscatter.WithText("<" + rcpt.String() + ">: " + reply.Backscatter.Text + " (" + why + ")")
+		if d := o.Detector; d != nil {
+			d.Observe(detect.Observation{Kind: detect.KindBackscatter, Addr: s.c.addr, Service: o.Name, Refused: true,
+				Text: "bounce (MAIL FROM:<>) " + rcptText(rcpt.String(), r.Error())})
+		}
 		return rcpt, r
 	}
 	return rcpt, nil

@@ -124,6 +124,18 @@ type conn struct {
 	closeOnce sync.Once
 }
 
+// badSessionText is the evidence of a bad session: how long it lasted
+// and what its tally saw (atomics only: Close may run on another
+// goroutine than the session's).
+func (c *conn) badSessionText() string {
+	why := "without a message"
+	if c.tally.abusive.Load() {
+		why = "closed for junk commands or errors"
+	}
+	return fmt.Sprintf("session ended %s after %s (%d junk commands, %d errors)", why,
+		time.Since(c.start).Round(time.Millisecond), c.tally.junk.Load(), c.tally.errors.Load())
+}
+
 // peerAddr takes the client address from the TCP peer.
 func (c *conn) peerAddr() error {
 	var ap netip.AddrPort
@@ -539,7 +551,7 @@ func (c *conn) Close() error {
 		// unless it was abusive on its own account.
 		bad := (!c.sentMessage.Load() && !c.ownFail.Load()) || c.tally.abusive.Load()
 		if d := c.srv.o.Detector; d != nil && bad && !c.refused.Load() && (c.protected || !d.Blocked(c.addr)) {
-			d.Observe(detect.Observation{Kind: detect.KindBadSession, Addr: c.addr, Service: c.srv.o.Name})
+			d.Observe(detect.Observation{Kind: detect.KindBadSession, Addr: c.addr, Service: c.srv.o.Name, Text: c.badSessionText()})
 		}
 		c.log().Debug("disconnect", "message", c.sentMessage.Load(), "duration", time.Since(c.start).Round(time.Millisecond))
 	})

@@ -353,7 +353,7 @@ func (s *Server) admit(raw net.Conn) {
 	// (INTERFACE.md §3: 421 4.7.0 at the next command).
 	if s.o.Detector != nil {
 		c.blockGen = s.o.Detector.BlockGeneration()
-		s.o.Detector.Observe(detect.Observation{Kind: detect.KindConnect, Addr: c.addr, Service: s.o.Name})
+		s.o.Detector.Observe(detect.Observation{Kind: detect.KindConnect, Addr: c.addr, Service: s.o.Name, Text: textConnect})
 	}
 	// Every source is limited, trusted ones too: a limit is not a block,
 	// and an internal relay that needs more raises the limit.
@@ -399,8 +399,15 @@ func (s *Server) observeBusy(c *conn) {
 		d.Refused(c.addr)
 		return
 	}
-	d.Observe(detect.Observation{Kind: detect.KindConnect, Addr: c.addr, Service: s.o.Name})
+	d.Observe(detect.Observation{Kind: detect.KindConnect, Addr: c.addr, Service: s.o.Name, Text: textBusy})
 }
+
+// The evidence texts of connections (detect.Observation.Text): constants,
+// since every connection is observed.
+const (
+	textConnect = "connection opened"
+	textBusy    = "connection refused: 421 4.3.2 Too many connections, try again later (max_connections)"
+)
 
 // addSource enforces max_connections_per_source (keyed like detection:
 // IPv6 per prefix, so one /64 cannot open 20 connections per address).

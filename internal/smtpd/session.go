@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -213,10 +214,12 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		}
 		var se *smtp.SMTPError
 		if errors.As(err, &se) && recipients.IsUnknownUser(se.Code, [3]int(se.EnhancedCode), se.Message) {
-			s.observeUnknown()
-			s.observeAccount(detect.KindBounce, 1)
+			r := reply.UnknownUser.WithText("<" + to + ">: Recipient address rejected: user unknown")
+			text := rcptText(to, r.Error()) + " (downstream: " + se.Error() + ")"
+			s.observeUnknown(text)
+			s.observeAccount(detect.KindBounce, 1, text)
 			s.c.log().Info("unknown recipient", "rcpt", to, "downstream", se.Message)
-			return s.reply(reply.UnknownUser.WithText("<"+to+">: Recipient address rejected: user unknown"), "unknown")
+			return s.reply(r, "unknown")
 		}
 		return s.downstreamError("RCPT", to, err)
 	}
@@ -263,47 +266,62 @@ func (s *session) directory(rcpt address.Mailbox, outage bool) *reply.Reply {
 // refuse answers a recipient with a refusal of ours (a check's or the
 // directory's): "user unknown" counts toward directory_harvest.
 func (s *session) refuse(to string, r *reply.Reply, result string) error {
+	line := r.Error()
 	if recipients.IsUnknownUser(r.Code, r.Enhanced, r.Text) {
-		s.observeUnknown()
+		s.observeUnknown(rcptText(to, line))
 	}
-	s.c.log().Info("recipient refused", "rcpt", to, "reply", r.Error())
+	s.c.log().Info("recipient refused", "rcpt", to, "reply", line)
 	return s.reply(r, result)
 }
 
-func (s *session) observeUnknown() {
+// rcptText is the evidence of a refused recipient: the command and our
+// reply, "RCPT TO:<guess17@example.test>: 550 5.1.1 ...".
+func rcptText(to, reply string) string { return "RCPT TO:<" + to + ">: " + reply }
+
+// observeUnknown counts an unknown recipient toward directory_harvest;
+// text is the evidence (rcptText).
+func (s *session) observeUnknown(text string) {
 	if d := s.c.srv.o.Detector; d != nil {
-		d.Observe(detect.Observation{Kind: detect.KindUnknownRecipient, Addr: s.c.addr, Service: s.c.srv.o.Name, Refused: true})
+		d.Observe(detect.Observation{Kind: detect.KindUnknownRecipient, Addr: s.c.addr, Service: s.c.srv.o.Name, Refused: true, Text: text})
 	}
 }
 
 // observeAccount feeds the account rules of an authenticated session: n
 // copies of a message sent (internal_spammer counts each recipient as a
 // message, as n messages would count), or a delivery failure the
-// downstream reported for the account's mail (bounce_spammer).
-func (s *session) observeAccount(k detect.Kind, n int) {
+// downstream reported for the account's mail (bounce_spammer); text is
+// the evidence.
+func (s *session) observeAccount(k detect.Kind, n int, text string) {
 	d := s.c.srv.o.Detector
 	if d == nil || s.account == "" {
 		return
 	}
 	for range n {
-		d.Observe(detect.Observation{Kind: k, Addr: s.c.addr, Account: s.account, Service: s.c.srv.o.Name})
+		d.Observe(detect.Observation{Kind: k, Addr: s.c.addr, Account: s.account, Service: s.c.srv.o.Name, Text: text})
 	}
 }
 
 // observeMessage feeds mailbomb with a message that got the answer of
 // the downstream, a check or the spool; one that met our own temporary
-// failure is not counted (INTERFACE.md §3).
-func (s *session) observeMessage(size int64) {
+// failure is not counted (INTERFACE.md §3). result is what became of it
+// (the engine adds the size to the evidence).
+func (s *session) observeMessage(size int64, result string) {
 	if d := s.c.srv.o.Detector; d != nil {
-		d.Observe(detect.Observation{Kind: detect.KindMessage, Addr: s.c.addr, Service: s.c.srv.o.Name, Size: size})
+		d.Observe(detect.Observation{Kind: detect.KindMessage, Addr: s.c.addr, Service: s.c.srv.o.Name, Size: size, Text: s.messageText(result)})
 	}
+}
+
+// messageText is the evidence of a message: its envelope and what became
+// of it, "MAIL FROM:<a@example.net> (2 recipients): relayed".
+func (s *session) messageText(result string) string {
+	return "MAIL FROM:<" + s.c.ps.From + "> (" + strconv.Itoa(len(s.c.ps.Rcpts)) + " recipients): " + result
 }
 
 // observeVerdict reports what a content check found to the spam_attack
 // and virus_outbreak rules; refused (a 554) adds to an active event's
 // impact. Spam passed with a header (rspamd's "add header") counts toward
-// the rule but is no impact.
-func (s *session) observeVerdict(class pipeline.Class, refused bool) {
+// the rule but is no impact. result is what became of the message.
+func (s *session) observeVerdict(class pipeline.Class, refused bool, result string) {
 	d := s.c.srv.o.Detector
 	if d == nil {
 		return
@@ -317,7 +335,7 @@ func (s *session) observeVerdict(class pipeline.Class, refused bool) {
 	default:
 		return
 	}
-	d.Observe(detect.Observation{Kind: kind, Addr: s.c.addr, Service: s.c.srv.o.Name, Refused: refused})
+	d.Observe(detect.Observation{Kind: kind, Addr: s.c.addr, Service: s.c.srv.o.Name, Refused: refused, Text: s.messageText(result)})
 }
 
 // downstreamError maps a downstream failure to the client's reply: the
@@ -326,8 +344,8 @@ func (s *session) observeVerdict(class pipeline.Class, refused bool) {
 func (s *session) downstreamError(stage, to string, err error) error {
 	if se, ok := relay.Verdict(err); ok {
 		s.c.log().Info("downstream refused", "stage", stage, "rcpt", to, "code", se.Code, "text", se.Message)
-		if se.Code/100 == 5 {
-			s.observeAccount(detect.KindBounce, 1)
+		if se.Code/100 == 5 && s.account != "" {
+			s.observeAccount(detect.KindBounce, 1, "downstream refused "+stage+" for <"+to+">: "+se.Error())
 		}
 		if stage == "MAIL" && s.txn != nil {
 			// The downstream refused the sender; the transaction did
@@ -458,10 +476,11 @@ func (s *session) Data(r io.Reader) error {
 	if rep := verdict.Reply; rep != nil {
 		s.abort()
 		s.countMsg("rejected")
-		c.log().Info("message refused", "reply", rep.Error())
+		line := rep.Error()
+		c.log().Info("message refused", "reply", line)
 		if !ownFailure(rep) {
-			s.observeMessage(size)
-			s.observeVerdict(verdict.Class, !rep.Temporary())
+			s.observeMessage(size, line)
+			s.observeVerdict(verdict.Class, !rep.Temporary(), line)
 		}
 		return s.answer(rep)
 	}
@@ -479,7 +498,7 @@ func (s *session) Data(r io.Reader) error {
 		return s.answer(&reply.InternalError)
 	}
 	if s.spooling {
-		s.observeVerdict(verdict.Class, false)
+		s.observeVerdict(verdict.Class, false, "spooled with the verdict's headers")
 		return s.spool(hdr, body, bodySize, size)
 	}
 	txn := s.txn
@@ -488,8 +507,9 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		if se, ok := relay.Verdict(err); ok {
 			if !s.noteTrouble(se) {
-				s.observeMessage(size)
-				s.observeAccount(detect.KindBounce, 1)
+				text := "downstream refused the message: " + se.Error()
+				s.observeMessage(size, text)
+				s.observeAccount(detect.KindBounce, 1, text)
 			}
 			s.countMsg("rejected")
 			c.log().Info("downstream refused message", "code", se.Code, "text", se.Message)
@@ -505,7 +525,7 @@ func (s *session) Data(r io.Reader) error {
 		return s.answer(&reply.ServersDown)
 	}
 	s.accepted(size, len(s.rcpts), "relayed")
-	s.observeVerdict(verdict.Class, false)
+	s.observeVerdict(verdict.Class, false, "relayed with the verdict's headers")
 	c.log().Info("relayed", "id", id, "from", s.from.String(), "rcpts", len(s.rcpts), "size", size, "server", txn.Server(), "downstream", text)
 	s.rcpts = s.rcpts[:0]
 	// A 250 from Data must carry our own text; go-smtp sends an
@@ -541,8 +561,10 @@ func (s *session) spool(hdr []byte, body io.Reader, bodySize, size int64) error 
 // 250 (result: relayed or spooled): mailbomb and internal_spammer see it,
 // and the session is no bad session.
 func (s *session) accepted(size int64, n int, result string) {
-	s.observeMessage(size)
-	s.observeAccount(detect.KindAccountMessage, n)
+	s.observeMessage(size, result)
+	if s.account != "" {
+		s.observeAccount(detect.KindAccountMessage, n, s.messageText(result))
+	}
 	s.c.sentMessage.Store(true)
 	s.countMsg(result)
 }

@@ -3,6 +3,7 @@ package smtpd
 import (
 	"context"
 	"errors"
+	"strconv"
 
 	"github.com/emersion/go-sasl"
 
@@ -108,8 +109,10 @@ func (x authExchange) check(user, password string) error {
 			if a := c.srv.o.Accounts; a != nil {
 				fp = a.PasswordKey(user, password)
 			}
+			// The evidence names the login, never the password.
+			text := "AUTH as " + strconv.Quote(user) + ": " + string(reply.AuthFailed.Line())
 			if d.Observe(detect.Observation{Kind: detect.KindAuthFailure, Addr: c.addr, Account: user,
-				Service: c.srv.o.Name, Password: fp, Refused: true}) {
+				Service: c.srv.o.Name, Password: fp, Refused: true, Text: text}) {
 				// This failure crossed brute_force's threshold: the
 				// block is in force, the session ends now.
 				return s.answer(&reply.Blocked)
@@ -141,7 +144,7 @@ func (s *session) mayMail() *reply.Reply {
 	if a := s.c.srv.o.Accounts; a != nil && a.Suspended(s.account) {
 		if d := s.c.srv.o.Detector; d != nil {
 			d.Observe(detect.Observation{Kind: detect.KindAccountMessage, Addr: s.c.addr, Account: s.account,
-				Service: s.c.srv.o.Name, Refused: true})
+				Service: s.c.srv.o.Name, Refused: true, Text: "MAIL refused: " + string(reply.Suspended.Line())})
 		}
 		return &reply.Suspended
 	}
