@@ -72,7 +72,9 @@ func TestEvidenceOfEveryRuleType(t *testing.T) {
 		}, "virus", func(int) string { return "message from <x@bad.example>: 554 5.7.1 virus Eicar-Signature" }},
 		{"mailbomb", 3, func(i int) Observation {
 			return Observation{Kind: KindMessage, Addr: src, Service: "smtp", Size: int64(600_000 + i), Text: "from <bomb@example.net>, relayed"}
-		}, "large_message", func(i int) string { return fmt.Sprintf("message of %d bytes: from <bomb@example.net>, relayed", 600_000+i) }},
+		}, "large_message", func(i int) string {
+			return fmt.Sprintf("message of %d bytes: from <bomb@example.net>, relayed", 600_000+i)
+		}},
 		{"brute_force", 6, func(i int) Observation {
 			return Observation{Kind: KindAuthFailure, Addr: src, Account: "bob", Service: "imap", Password: uint64(i + 1), Refused: true,
 				Text: "imap login bob: authentication failed"}
@@ -82,7 +84,9 @@ func TestEvidenceOfEveryRuleType(t *testing.T) {
 		{"account_brute_force", 5, func(i int) Observation {
 			return Observation{Kind: KindAuthFailure, Addr: netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)}), Account: "Alice", Service: "imap",
 				Password: uint64(i + 1), Refused: true, Text: "imap login alice: authentication failed"}
-		}, "auth_failed", func(i int) string { return fmt.Sprintf("from 192.0.2.%d: imap login alice: authentication failed", i+1) }},
+		}, "auth_failed", func(i int) string {
+			return fmt.Sprintf("from 192.0.2.%d: imap login alice: authentication failed", i+1)
+		}},
 		{"internal_spammer", 8, func(i int) Observation {
 			return Observation{Kind: KindAccountMessage, Addr: src, Account: "carol", Service: "submission", Text: fmt.Sprintf("message from <carol@example.test> to <r%d@example.net>", i)}
 		}, "account_message", func(i int) string {
