@@ -19,6 +19,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"mxguard/internal/duration"
 )
@@ -257,7 +258,10 @@ func newTable(w io.Writer, header ...string) *table {
 
 func (t *table) row(cells ...string) {
 	for i, s := range cells {
-		if s = strings.Join(strings.Fields(s), " "); s == "" {
+		// Whitespace runs become one space and other control
+		// characters '?': a cell is data from the server, which must not
+		// steer the terminal.
+		if s = strings.Map(printable, strings.Join(strings.Fields(s), " ")); s == "" {
 			s = "-"
 		}
 		if i > 0 {
@@ -269,6 +273,13 @@ func (t *table) row(cells ...string) {
 }
 
 func (t *table) flush() { _ = t.tw.Flush() }
+
+func printable(r rune) rune {
+	if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) {
+		return '?'
+	}
+	return r
+}
 
 func formatTime(t time.Time) string {
 	if t.IsZero() {

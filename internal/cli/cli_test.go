@@ -42,6 +42,13 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		{"id": 41, "type": "dos", "rule": "dos", "status": "ended", "started_at": "2026-11-25T08:00:00Z",
 		 "ended_at": "2026-11-25T09:00:00Z", "source": "198.51.100.1", "service": "", "impact": 5000, "actions": [], "detail": {}}]}`))
 	mux.HandleFunc("GET /api/v1/events/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if r.PathValue("id") == "43" {
+			reply(200, `{"id": 43, "type": "dos", "rule": "try-dos", "mode": "shadow", "status": "active", "started_at": "2026-11-25T10:00:00Z",
+			 "ended_at": null, "source": "203.0.113.8", "service": "smtp", "impact": 12, "actions": ["block"],
+			 "detail": {"threshold": 30, "window": "1m", "count": 30,
+			  "evidence": [{"at": "2026-11-25T09:59:58.120Z", "what": "connect", "text": "connection opened \u001b[2J"}]}}`)(w, r)
+			return
+		}
 		if r.PathValue("id") != "42" {
 			reply(404, `{"error": "no event `+r.PathValue("id")+`"}`)(w, r)
 			return
@@ -159,11 +166,15 @@ func TestCommands(t *testing.T) {
 		{name: "events unknown flag", cmd: Events, args: []string{"--colour"}, code: 2, stderr: "flag provided but not defined: -colour"},
 		{name: "events help", cmd: Events, args: []string{"-h"}, code: 0, stderr: "usage: mxguard events"},
 		{name: "events show", cmd: Events, args: append([]string{"show", "42"}, conn...), code: 0,
-			stdout: []string{"event      42\n", "type       directory_harvest\n", "rule       harvest\n", "status     active\n",
+			stdout: []string{"event      42\n", "type       directory_harvest\n", "rule       harvest\n", "mode       enforce\n", "status     active\n",
 				"source     203.0.113.7\n", "service    smtp\n", "started    2026-11-25T10:00:00Z\n", "ended      -\n",
 				"impact     137\n", "actions    block\n", "threshold  20\n", "window     10m\n", "count      20\n", `top        ["a","b"]`,
-				"evidence (1):\n", "AT", "WHAT", "TEXT\n", "2026-11-25T09:59:58.120Z  rcpt_unknown  RCPT TO:<guess17@example.test>: 550 5.1.1 unknown\n"},
+				"\nblocked because 20 unknown recipients in 10m (threshold 20)\nevidence (1 of the 20 in the window, oldest first):\n",
+				"AT", "WHAT", "TEXT\n", "2026-11-25T09:59:58.120Z  rcpt_unknown  RCPT TO:<guess17@example.test>: 550 5.1.1 unknown\n"},
 			req: request{method: "GET", path: "/api/v1/events/42"}},
+		{name: "events show shadow", cmd: Events, args: append([]string{"show", "43"}, conn...), code: 0,
+			stdout: []string{"mode       shadow\n", "\nwould have blocked (shadow rule: nothing done) because 30 connections in 1m (threshold 30)\n",
+				"connect  connection opened ?[2J\n"}},
 		{name: "events show flags first json", cmd: Events, args: append([]string{"show", "--json"}, append(conn, "42")...), code: 0,
 			stdout: []string{`"id": 42`, `"evidence": [`}},
 		{name: "events show missing", cmd: Events, args: append([]string{"show", "7"}, conn...), code: 1,

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"mxguard/internal/events"
+	"mxguard/internal/ruletype"
 )
 
 // Events lists events of a running instance: mxguard events [flags], or
@@ -100,6 +101,11 @@ func eventShow(args []string, stdout, stderr io.Writer) int {
 	t := newTable(stdout, "event", strconv.FormatInt(e.ID, 10))
 	t.row("type", e.Type)
 	t.row("rule", e.Rule)
+	mode := e.Mode
+	if mode == "" {
+		mode = events.ModeEnforce
+	}
+	t.row("mode", mode)
 	t.row("status", e.Status)
 	t.row("source", e.Source)
 	t.row("service", e.Service)
@@ -120,7 +126,12 @@ func eventShow(args []string, stdout, stderr io.Writer) int {
 	}
 	t.flush()
 	ev, _ := e.Detail["evidence"].([]any)
-	fmt.Fprintf(stdout, "\nevidence (%d):\n", len(ev))
+	fmt.Fprintf(stdout, "\n%s\n", why(e))
+	if count, ok := e.Detail["count"]; ok {
+		fmt.Fprintf(stdout, "evidence (%d of the %s in the window, oldest first):\n", len(ev), events.DetailText(count))
+	} else {
+		fmt.Fprintf(stdout, "evidence (%d):\n", len(ev))
+	}
 	et := newTable(stdout, "AT", "WHAT", "TEXT")
 	for _, o := range ev {
 		m, _ := o.(map[string]any)
@@ -128,4 +139,40 @@ func eventShow(args []string, stdout, stderr io.Writer) int {
 	}
 	et.flush()
 	return exitOK
+}
+
+// why says in one line what the event did and why: "blocked because 20
+// unknown recipients in 10m (threshold 20)"; a shadow event says what it
+// would have done.
+func why(e events.Event) string {
+	var did []string
+	for _, a := range e.Actions {
+		switch a {
+		case ruletype.ActionBlock:
+			did = append(did, "blocked")
+		case ruletype.ActionSuspend:
+			did = append(did, "suspended")
+		case ruletype.ActionAlert:
+			did = append(did, "alerted")
+		}
+	}
+	verb := "recorded (no action taken)"
+	if len(did) > 0 {
+		verb = strings.Join(did, " and ")
+		if e.Mode == events.ModeShadow {
+			verb = "would have " + verb + " (shadow rule: nothing done)"
+		}
+	}
+	if e.Rule == "" {
+		return verb
+	}
+	noun := "observations"
+	if t, ok := ruletype.Lookup(e.Type); ok && t.Noun != "" {
+		noun = t.Noun
+	}
+	count, threshold := e.Detail["count"], e.Detail["threshold"]
+	if count == nil {
+		count = threshold
+	}
+	return fmt.Sprintf("%s because %s %s in %s (threshold %s)", verb, events.DetailText(count), noun, events.DetailText(e.Detail["window"]), events.DetailText(threshold))
 }
