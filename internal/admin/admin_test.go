@@ -110,7 +110,7 @@ func newFixture(t *testing.T, with ...func(*Options)) *fixture {
 	t.Cleanup(func() { store.Close() })
 	f := &fixture{store: store, engine: &fakeEngine{blocks: map[string]events.Block{}, rules: []config.Rule{
 		{Name: "harvest", Type: "directory_harvest", Window: 10 * time.Minute, Threshold: 20, Actions: []string{"block"}, BlockFor: time.Hour},
-		{Name: "bomb", Type: "mailbomb", Window: 90 * time.Second, Threshold: 5, MinSize: 500 * 1000, BlockFor: 30 * time.Minute},
+		{Name: "bomb", Type: "mailbomb", Window: 90 * time.Second, Threshold: 5, MinSize: 500 * 1000, BlockFor: 30 * time.Minute, Mode: "shadow"},
 	}}}
 	ended := t0.Add(-time.Hour)
 	for _, e := range []events.Event{
@@ -452,9 +452,9 @@ func TestRules(t *testing.T) {
 	bomb, _ := ruletype.Lookup("mailbomb")
 	want := []map[string]any{
 		{"name": "harvest", "type": "directory_harvest", "per": "source", "counts": harvest.Counts, "service": "", "window": "10m", "threshold": 20.0,
-			"min_size": 0.0, "actions": []any{"block"}, "block_for": "1h", "queue": ""},
+			"min_size": 0.0, "actions": []any{"block"}, "block_for": "1h", "queue": "", "mode": "enforce"},
 		{"name": "bomb", "type": "mailbomb", "per": "source", "counts": bomb.Counts, "service": "", "window": "1m30s", "threshold": 5.0,
-			"min_size": 500000.0, "actions": []any{}, "block_for": "30m", "queue": ""},
+			"min_size": 500000.0, "actions": []any{}, "block_for": "30m", "queue": "", "mode": "shadow"},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("rules\n got %v\nwant %v", got, want)

@@ -247,6 +247,7 @@ type ruleView struct {
 	Actions   []string `json:"actions"`
 	BlockFor  string   `json:"block_for"`
 	Queue     string   `json:"queue"`
+	Mode      string   `json:"mode"` // enforce or shadow
 }
 
 func (s *Server) rules() []ruleView {
@@ -257,10 +258,13 @@ func (s *Server) rules() []ruleView {
 			Name: r.Name, Type: r.Type, Service: r.Service,
 			Window: duration.Format(r.Window), Threshold: r.Threshold,
 			MinSize: int64(r.MinSize), Actions: r.Actions,
-			BlockFor: duration.Format(r.BlockFor), Queue: r.Queue,
+			BlockFor: duration.Format(r.BlockFor), Queue: r.Queue, Mode: r.Mode,
 		}
 		if v.Actions == nil {
 			v.Actions = []string{}
+		}
+		if v.Mode == "" {
+			v.Mode = events.ModeEnforce
 		}
 		if t, ok := ruletype.Lookup(r.Type); ok {
 			v.Per, v.Counts = string(t.Per), t.Counts
