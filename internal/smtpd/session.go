@@ -215,7 +215,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) && recipients.IsUnknownUser(se.Code, [3]int(se.EnhancedCode), se.Message) {
 			r := reply.UnknownUser.WithText("<" + to + ">: Recipient address rejected: user unknown")
-			text := rcptText(to, r.Error()) + " (downstream: " + se.Error() + ")"
+			text := rcptText(to, r.Error()) + " (downstream: " + downstreamLine(se) + ")"
 			s.observeUnknown(text)
 			s.observeAccount(detect.KindBounce, 1, text)
 			s.c.log().Info("unknown recipient", "rcpt", to, "downstream", se.Message)
@@ -273,6 +273,10 @@ func (s *session) refuse(to string, r *reply.Reply, result string) error {
 	s.c.log().Info("recipient refused", "rcpt", to, "reply", line)
 	return s.reply(r, result)
 }
+
+// downstreamLine is the downstream's reply for evidence: "550 <x>: User
+// unknown".
+func downstreamLine(se *smtp.SMTPError) string { return strconv.Itoa(se.Code) + " " + se.Message }
 
 // rcptText is the evidence of a refused recipient: the command and our
 // reply, "RCPT TO:<guess17@example.test>: 550 5.1.1 ...".
@@ -345,7 +349,7 @@ func (s *session) downstreamError(stage, to string, err error) error {
 	if se, ok := relay.Verdict(err); ok {
 		s.c.log().Info("downstream refused", "stage", stage, "rcpt", to, "code", se.Code, "text", se.Message)
 		if se.Code/100 == 5 && s.account != "" {
-			s.observeAccount(detect.KindBounce, 1, "downstream refused "+stage+" for <"+to+">: "+se.Error())
+			s.observeAccount(detect.KindBounce, 1, "downstream refused "+stage+" for <"+to+">: "+downstreamLine(se))
 		}
 		if stage == "MAIL" && s.txn != nil {
 			// The downstream refused the sender; the transaction did
@@ -507,7 +511,7 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		if se, ok := relay.Verdict(err); ok {
 			if !s.noteTrouble(se) {
-				text := "downstream refused the message: " + se.Error()
+				text := "downstream refused the message: " + downstreamLine(se)
 				s.observeMessage(size, text)
 				s.observeAccount(detect.KindBounce, 1, text)
 			}

@@ -1,0 +1,127 @@
+package gateway_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+
+	"mxguard/internal/cli"
+	"mxguard/internal/events"
+)
+
+// event fetches one event from the API.
+func (e *env) event(id int64) events.Event {
+	e.t.Helper()
+	code, body := e.api("GET", "/api/v1/events/"+strconv.FormatInt(id, 10), "")
+	if code != 200 {
+		e.t.Fatalf("event %d: %d %s", id, code, body)
+	}
+	var ev events.Event
+	if err := json.Unmarshal([]byte(body), &ev); err != nil {
+		e.t.Fatal(err)
+	}
+	return ev
+}
+
+// A harvest over real SMTP: the event says why the source was blocked,
+// with the guessed RCPT commands and the 550 5.1.1 they got, through the
+// API and `mxguard events show`.
+func TestHarvestEvidence(t *testing.T) {
+	e := start(t, `rules:
+  - {name: harvest, type: directory_harvest, window: 10m, threshold: 20, actions: [block], block_for: 1h}
+`)
+	c := e.session("127.0.0.42")
+	for i := 1; i <= 20; i++ {
+		c.Cmd(fmt.Sprintf("RCPT TO:<guess%d@example.test>", i), 550)
+	}
+	c.Cmd("RCPT TO:<alice@example.test>", 421)
+	c.ExpectClosed()
+
+	l := e.events("type=directory_harvest")
+	if len(l.Events) != 1 {
+		t.Fatalf("events: %+v", l)
+	}
+	ev := e.event(l.Events[0].ID)
+	if ev.Detail["threshold"] != 20.0 || ev.Detail["count"] != 20.0 || ev.Detail["window"] != "10m" || ev.Mode != events.ModeEnforce {
+		t.Errorf("detail = %v, mode %q", ev.Detail, ev.Mode)
+	}
+	list, _ := ev.Detail["evidence"].([]any)
+	// The evidence ring of a threshold of 20 starts at the 5th guess.
+	if len(list) != 16 {
+		t.Fatalf("%d observations in the evidence, want guesses 5 to 20:\n%v", len(list), list)
+	}
+	for i, o := range list {
+		m := o.(map[string]any)
+		n := i + 5
+		text, _ := m["text"].(string)
+		if m["what"] != "rcpt_unknown" || !strings.HasPrefix(text, fmt.Sprintf("RCPT TO:<guess%d@example.test>: 550 5.1.1 ", n)) ||
+			!strings.Contains(text, "user unknown") {
+			t.Errorf("evidence[%d] = %v, want guess%d refused with 550 5.1.1", i, m, n)
+		}
+		if at, _ := m["at"].(string); len(at) != len("2026-11-25T09:59:58.120Z") || !strings.HasSuffix(at, "Z") {
+			t.Errorf("evidence[%d].at = %q, want RFC 3339 UTC with milliseconds", i, at)
+		}
+	}
+
+	var out, errOut bytes.Buffer
+	args := []string{"show", strconv.FormatInt(ev.ID, 10), "--api", "http://" + e.gw.AdminAddr(), "--token", token}
+	if code := cli.Events(args, &out, &errOut); code != 0 {
+		t.Fatalf("mxguard events show: exit %d: %s", code, errOut.String())
+	}
+	t.Logf("mxguard events show %d:\n%s", ev.ID, out.String())
+	for _, want := range []string{
+		"blocked because 20 unknown recipients in 10m (threshold 20)\n",
+		"evidence (16 of the 20 in the window, oldest first):\n",
+		"rcpt_unknown  RCPT TO:<guess5@example.test>: 550 5.1.1 ",
+		"rcpt_unknown  RCPT TO:<guess20@example.test>: 550 5.1.1 ",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("mxguard events show lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// A shadow harvest rule on live traffic: the client is never refused with
+// 421, and the event says mode shadow with the block it would have taken;
+// mxguard_shadow_would_block_total counts what it would have refused.
+func TestShadowHarvest(t *testing.T) {
+	e := start(t, `rules:
+  - {name: try-harvest, type: directory_harvest, window: 10m, threshold: 3, actions: [block], block_for: 1h, mode: shadow}
+`)
+	c := e.session("127.0.0.43")
+	for i := 1; i <= 10; i++ {
+		c.Cmd(fmt.Sprintf("RCPT TO:<guess%d@example.test>", i), 550)
+	}
+	c.Cmd("RCPT TO:<alice@example.test>", 250)
+	c.Cmd("QUIT", 221)
+	// A new connection of the source is welcome too.
+	e.session("127.0.0.43").Cmd("RCPT TO:<alice@example.test>", 250)
+
+	code, body := e.api("GET", "/api/v1/blocks", "")
+	if code != 200 || strings.Contains(body, "127.0.0.43") {
+		t.Errorf("blocks: %d %s, want none", code, body)
+	}
+	l := e.events("type=directory_harvest")
+	if len(l.Events) != 1 {
+		t.Fatalf("events: %+v", l)
+	}
+	ev := e.event(l.Events[0].ID)
+	// Guesses 3 to 10: what a block would have refused.
+	if ev.Mode != events.ModeShadow || strings.Join(ev.Actions, ",") != "block" || ev.Impact != 8 || ev.Rule != "try-harvest" {
+		t.Errorf("event = %+v, want mode shadow, actions [block], impact 8", ev)
+	}
+	if list, _ := ev.Detail["evidence"].([]any); len(list) != 3 {
+		t.Errorf("evidence = %v, want the 3 guesses that fired it", list)
+	}
+	_, metrics := e.api("GET", "/metrics", "")
+	if !strings.Contains(metrics, `mxguard_shadow_would_block_total{rule="try-harvest"} 8`) {
+		t.Errorf("metrics lack mxguard_shadow_would_block_total{rule=\"try-harvest\"} 8:\n%s", grepLines(metrics, "shadow"))
+	}
+	code, body = e.api("GET", "/api/v1/rules", "")
+	if code != 200 || !strings.Contains(body, `"mode":"shadow"`) {
+		t.Errorf("rules: %d %s", code, body)
+	}
+}
