@@ -23,6 +23,7 @@ import (
 
 	"mxguard/internal/config"
 	"mxguard/internal/detect"
+	"mxguard/internal/events"
 	"mxguard/internal/gateway"
 	"mxguard/internal/mailsink"
 	"mxguard/internal/users"
@@ -140,6 +141,8 @@ func Run(ctx context.Context, o Options) error {
   try:  MXGUARD_API=%s MXGUARD_TOKEN=%s go run ./cmd/mxguard events
 Normal mail flows from 127.0.0.10; attacks come from other 127.0.0.x sources.
 Every attack and outage sends a webhook and an email (ALERT lines).
+Why was a source blocked: the same with "events show ID" (the evidence).
+Rule harvest-strict runs in shadow mode: its events show what it would do (no alert).
 Press Ctrl-C to stop.
 
 `, g.SMTPAddr(), primary.Addr(), failover.Addr(), g.SubmissionAddr(), demoUser, g.PolicyAddr(), g.PolicyAddr(), api, token, file,
@@ -193,6 +196,9 @@ alerts:
   max_per_minute: 60                 # the demo's pace: an attack every few seconds, each alerted on its own
 rules:
   - {name: harvest, type: directory_harvest, window: 30s, threshold: 10, actions: [block, alert], block_for: 2m}
+  # A stricter harvest threshold tried on live traffic before it is
+  # enforced: its events say what it would have done, it does nothing.
+  - {name: harvest-strict, type: directory_harvest, window: 30s, threshold: 5, actions: [block, alert], block_for: 2m, mode: shadow}
   - {name: flood, type: dos, window: 10s, threshold: 40, actions: [block, alert], block_for: 1m}
   - {name: probes, type: bad_sessions, window: 30s, threshold: 15, actions: [block, alert], block_for: 1m}
   - {name: mailbomb, type: mailbomb, window: 1m, threshold: 5, min_size: 200KB, actions: [block, alert], block_for: 2m}
@@ -256,12 +262,20 @@ func (n *narrator) change(c detect.Change) {
 		if actions == "" {
 			actions = "none"
 		}
+		if e.Mode == events.ModeShadow {
+			n.say("EVENT STARTED  #%d %s from %s%s SHADOW: would take %s, took nothing", e.ID, e.Type, e.Source, rule, actions)
+			break
+		}
 		n.say("EVENT STARTED  #%d %s from %s%s actions: %s", e.ID, e.Type, e.Source, rule, actions)
 	case "event_ended":
 		e := c.Event
 		why := "quiet for one window"
 		if e.Rule == "" {
 			why = "service is back"
+		}
+		if e.Mode == events.ModeShadow {
+			n.say("EVENT ENDED    #%d %s from %s (shadow rule %s): it would have refused %d (%s)", e.ID, e.Type, e.Source, e.Rule, e.Impact, why)
+			break
 		}
 		n.say("EVENT ENDED    #%d %s from %s, impact %d (%s)", e.ID, e.Type, e.Source, e.Impact, why)
 	case "block_added":

@@ -25,7 +25,8 @@ func TestDemoShowsEveryAttack(t *testing.T) {
 		done <- Run(ctx, Options{Admin: "127.0.0.1:0", Out: &out, Step: 800 * time.Millisecond, Cycle: time.Hour})
 	}()
 	want := []string{
-		"EVENT STARTED  #1 directory_harvest from 127.0.0.60",
+		"EVENT STARTED  #1 directory_harvest from 127.0.0.60 (rule harvest-strict) SHADOW: would take alert, block, took nothing",
+		"directory_harvest from 127.0.0.60 (rule harvest) actions: alert, block",
 		"BLOCKED        127.0.0.60",
 		"reconnects and is refused at once: 421 4.7.0",
 		"dos from 127.0.0.61",
@@ -60,9 +61,10 @@ func TestDemoShowsEveryAttack(t *testing.T) {
 		"the spool is empty",
 		"attack round 1 done",
 		// A webhook and an email for each attack and outage.
-		"ALERT webhook  started #1 directory_harvest from 127.0.0.60 (signature verified)",
+		// #1 is the shadow rule's: it alerts nobody (checked below).
+		"ALERT webhook  started #2 directory_harvest from 127.0.0.60 (signature verified)",
 		"ALERT email    to postmaster@example.test: [mxguard] directory_harvest started: 127.0.0.60",
-		"ALERT webhook  ended   #1 directory_harvest from 127.0.0.60",
+		"ALERT webhook  ended   #2 directory_harvest from 127.0.0.60",
 		"ALERT email    to postmaster@example.test: [mxguard] directory_harvest ended: 127.0.0.60",
 		"ALERT webhook  started #", "virus_outbreak from 127.0.0.68 (signature verified)",
 		"ALERT email    to postmaster@example.test: [mxguard] org_down started: mx.example.test",
@@ -96,6 +98,9 @@ func TestDemoShowsEveryAttack(t *testing.T) {
 			t.Fatalf("demo output lacks %q:\n%s", missing, s)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	if s := out.String(); strings.Contains(s, "ALERT webhook  started #1 ") || strings.Contains(s, "ALERT webhook  ended   #1 ") {
+		t.Errorf("the shadow rule's event #1 was alerted:\n%s", s)
 	}
 	cancel()
 	if err := <-done; err != nil {
