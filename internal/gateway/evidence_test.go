@@ -10,6 +10,7 @@ import (
 
 	"mxguard/internal/cli"
 	"mxguard/internal/events"
+	"mxguard/internal/testutil"
 )
 
 // event fetches one event from the API.
@@ -26,6 +27,13 @@ func (e *env) event(id int64) events.Event {
 	return ev
 }
 
+// guess plays a harvester: n made-up recipients, each refused 550.
+func guess(c *testutil.SMTPClient, n int) {
+	for i := 1; i <= n; i++ {
+		c.Cmd(fmt.Sprintf("RCPT TO:<guess%d@example.test>", i), 550)
+	}
+}
+
 // A harvest over real SMTP: the event says why the source was blocked,
 // with the guessed RCPT commands and the 550 5.1.1 they got, through the
 // API and `mxguard events show`.
@@ -34,9 +42,7 @@ func TestHarvestEvidence(t *testing.T) {
   - {name: harvest, type: directory_harvest, window: 10m, threshold: 20, actions: [block], block_for: 1h}
 `)
 	c := e.session("127.0.0.42")
-	for i := 1; i <= 20; i++ {
-		c.Cmd(fmt.Sprintf("RCPT TO:<guess%d@example.test>", i), 550)
-	}
+	guess(c, 20)
 	c.Cmd("RCPT TO:<alice@example.test>", 421)
 	c.ExpectClosed()
 
@@ -92,9 +98,7 @@ func TestShadowHarvest(t *testing.T) {
   - {name: try-harvest, type: directory_harvest, window: 10m, threshold: 3, actions: [block], block_for: 1h, mode: shadow}
 `)
 	c := e.session("127.0.0.43")
-	for i := 1; i <= 10; i++ {
-		c.Cmd(fmt.Sprintf("RCPT TO:<guess%d@example.test>", i), 550)
-	}
+	guess(c, 10)
 	c.Cmd("RCPT TO:<alice@example.test>", 250)
 	c.Cmd("QUIT", 221)
 	// A new connection of the source is welcome too.

@@ -339,9 +339,7 @@ func TestDirectoryHarvestBlocks(t *testing.T) {
   - {name: harvest, type: directory_harvest, window: 10m, threshold: 5, actions: [block], block_for: 1h}
 `)
 	c := e.session("127.0.0.40")
-	for i := 1; i <= 5; i++ {
-		c.Cmd(fmt.Sprintf("RCPT TO:<guess%d@example.test>", i), 550)
-	}
+	guess(c, 5)
 	if text := c.Cmd("RCPT TO:<alice@example.test>", 421); !strings.HasPrefix(text, "4.7.0 ") {
 		t.Errorf("want 421 4.7.0 at the next command, got %s", text)
 	}
