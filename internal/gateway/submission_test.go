@@ -203,6 +203,20 @@ func TestSubmissionBruteForce(t *testing.T) {
 	if evs.Total != 1 || evs.Events[0].Source != guesser || evs.Events[0].Service != "submission" {
 		t.Fatalf("events %+v, want one brute_force of %s on submission", evs, guesser)
 	}
+	// The evidence: the five guesses, each with the login and our 535,
+	// never a password.
+	ev := e.event(evs.Events[0].ID)
+	list, _ := ev.Detail["evidence"].([]any)
+	if len(list) != 5 {
+		t.Fatalf("evidence %v, want the 5 guesses", list)
+	}
+	for _, o := range list {
+		m := o.(map[string]any)
+		text, _ := m["text"].(string)
+		if m["what"] != "auth_failed" || !strings.HasPrefix(text, `AUTH as "alice@example.test": 535 5.7.8 `) || strings.Contains(text, "guess") {
+			t.Errorf("evidence %v, want the login and 535 5.7.8, no password", m)
+		}
+	}
 	for _, addr := range []string{sub, e.gw.SMTPAddr()} {
 		c := testutil.Dial(t, addr, testutil.DialOptions{LocalIP: guesser})
 		c.Expect(421)
@@ -235,6 +249,17 @@ func TestSubmissionSuspendsSpammer(t *testing.T) {
 	evs := e.events("type=internal_spammer")
 	if evs.Total != 1 || evs.Events[0].Source != "alice@example.test" || strings.Join(evs.Events[0].Actions, ",") != "suspend" {
 		t.Fatalf("events %+v", evs)
+	}
+	// The evidence: one line per recipient sent, naming the client.
+	list, _ := e.event(evs.Events[0].ID).Detail["evidence"].([]any)
+	if len(list) != 3 {
+		t.Fatalf("evidence %v, want the 3 recipients", list)
+	}
+	for _, o := range list {
+		m := o.(map[string]any)
+		if text, _ := m["text"].(string); m["what"] != "account_message" || !strings.HasPrefix(text, "from 127.0.0.150: MAIL FROM:<alice@example.test> (") {
+			t.Errorf("evidence %v", m)
+		}
 	}
 	code2, body := e.api("GET", "/api/v1/suspensions", "")
 	if code2 != 200 || !strings.Contains(body, `"account":"alice@example.test"`) || !strings.Contains(body, fmt.Sprintf(`"event_id":%d`, evs.Events[0].ID)) {
