@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	prom "github.com/prometheus/client_golang/prometheus/testutil"
@@ -428,4 +429,28 @@ func TestShadowReconfigure(t *testing.T) {
 	if evs := r.eventsOf(t, "h"); len(evs) != 2 || evs[1].Status != events.StatusActive {
 		t.Errorf("events = %+v, want the enforcing event still active", evs)
 	}
+}
+
+// Whatever a client sends, the evidence text is valid UTF-8 of at most
+// the limit, with no control or bidi character, and clean text is kept.
+func FuzzSanitize(f *testing.F) {
+	for _, s := range []string{"RCPT TO:<a@example.test>: 550 5.1.1", "\x1b[2J\r\n\x00", "\xff\xfe\u202e", strings.Repeat("é", 200), "a\u0085b"} {
+		f.Add(s, 300)
+		f.Add(s, 5)
+	}
+	f.Fuzz(func(t *testing.T, s string, max int) {
+		max = 4 + int(uint(max)%400)
+		out := Sanitize(s, max)
+		if !utf8.ValidString(out) || len(out) > max {
+			t.Fatalf("Sanitize(%q, %d) = %q: invalid or too long", s, max, out)
+		}
+		for _, r := range out {
+			if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) {
+				t.Fatalf("Sanitize(%q) = %q keeps %U", s, out, r)
+			}
+		}
+		if len(s) <= max && clean(s) && out != s {
+			t.Fatalf("clean %q changed to %q", s, out)
+		}
+	})
 }
