@@ -306,8 +306,8 @@ func (e *Engine) noteStart(ev *activeEvent) (Change, bool) {
 	ev.toldStart = true
 	rec := ev.recordLocked()
 	ev.mu.Unlock()
-	e.log.Warn("detect: attack detected", "id", rec.ID, "type", rec.Type, "rule", rec.Rule,
-		"source", rec.Source, "service", rec.Service, "actions", rec.Actions)
+	e.log.Warn("detect: attack detected", "id", rec.ID, "type", rec.Type, "rule", rec.Rule, "mode", rec.Mode,
+		"source", rec.Source, "service", rec.Service, "actions", rec.Actions, "count", rec.Detail["count"])
 	return Change{Type: ChangeEventStarted, Event: &rec}, true
 }
 
