@@ -27,6 +27,35 @@ func (e *env) event(id int64) events.Event {
 	return ev
 }
 
+// evidence returns what and text of each observation in the evidence of
+// the one event the query finds.
+func (e *env) evidence(query string) (whats, texts []string) {
+	e.t.Helper()
+	l := e.events(query)
+	if len(l.Events) != 1 {
+		e.t.Fatalf("events %s: %+v, want one", query, l)
+	}
+	list, _ := e.event(l.Events[0].ID).Detail["evidence"].([]any)
+	for _, o := range list {
+		m, _ := o.(map[string]any)
+		w, _ := m["what"].(string)
+		t, _ := m["text"].(string)
+		whats, texts = append(whats, w), append(texts, t)
+	}
+	return whats, texts
+}
+
+// everyOne reports whether every string of ss passes ok (and there is
+// at least one).
+func everyOne(ss []string, ok func(string) bool) bool {
+	for _, s := range ss {
+		if !ok(s) {
+			return false
+		}
+	}
+	return len(ss) > 0
+}
+
 // guess plays a harvester: n made-up recipients, each refused 550.
 func guess(c *testutil.SMTPClient, n int) {
 	for i := 1; i <= n; i++ {

@@ -411,8 +411,11 @@ func TestConnectionFloodBlocks(t *testing.T) {
 	}
 	c = e.dial("127.0.0.43")
 	c.Expect(421)
-	if l := e.events("type=dos&source=127.0.0.43"); l.Total != 1 {
-		t.Errorf("dos events: %+v", l)
+	// Evidence: the connections from the near mark (the 2nd) to the 10th.
+	whats, texts := e.evidence("type=dos&source=127.0.0.43")
+	if len(texts) != 9 || !everyOne(whats, func(w string) bool { return w == "connect" }) ||
+		!everyOne(texts, func(s string) bool { return s == "connection opened" }) {
+		t.Errorf("dos evidence: %q %q", whats, texts)
 	}
 }
 
@@ -433,6 +436,11 @@ func TestBadSessionsBlock(t *testing.T) {
 		code, _, _ := c.ReadReply()
 		return code == 421
 	})
+	whats, texts := e.evidence("type=bad_sessions&source=127.0.0.44")
+	if len(texts) != 3 || !everyOne(whats, func(w string) bool { return w == "bad_session" }) ||
+		!everyOne(texts, func(s string) bool { return strings.HasPrefix(s, "session ended without a message after ") }) {
+		t.Errorf("bad_sessions evidence: %q %q", whats, texts)
+	}
 	// A source that sends mail is not a bad session.
 	for i := 0; i < 4; i++ {
 		c := e.session("127.0.0.45")
@@ -463,6 +471,13 @@ func TestMailbombBlocks(t *testing.T) {
 	c.Data(big, 250) // the second large message fires the rule
 	c.Cmd("MAIL FROM:<sender@remote.test>", 421)
 	e.dial("127.0.0.46").Expect(421)
+	whats, texts := e.evidence("type=mailbomb")
+	if len(texts) != 2 || !everyOne(whats, func(w string) bool { return w == "large_message" }) ||
+		!everyOne(texts, func(s string) bool {
+			return strings.HasPrefix(s, "message of ") && strings.HasSuffix(s, " bytes: MAIL FROM:<sender@remote.test> (1 recipients): relayed")
+		}) {
+		t.Errorf("mailbomb evidence: %q %q", whats, texts)
+	}
 }
 
 func TestDownstreamUnavailable(t *testing.T) {
