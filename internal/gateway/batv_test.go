@@ -78,6 +78,16 @@ rules:
 	if evs.Total != 1 || evs.Events[0].Source != spamvictim {
 		t.Fatalf("backscatter events %+v", evs)
 	}
+	whats, texts := e.evidence("type=backscatter")
+	want := []string{"alice@example.test>: 550 5.7.1 ", "prvs=0123abcdef=alice@example.test>: 550 5.7.1 ", "bob@example.test>: 550 5.7.1 "}
+	for i, text := range texts {
+		if whats[i] != "backscatter" || i >= len(want) || !strings.HasPrefix(text, "bounce (MAIL FROM:<>) RCPT TO:<"+want[i]) {
+			t.Errorf("backscatter evidence[%d] = %s %q", i, whats[i], text)
+		}
+	}
+	if len(texts) != 3 {
+		t.Errorf("backscatter evidence: %q, want the 3 bounces", texts)
+	}
 	c = e.dial(spamvictim)
 	c.Expect(421)
 }

@@ -131,6 +131,11 @@ rules:
 		if l.Total != 1 || l.Events[0].Source != src || strings.Join(l.Events[0].Actions, ",") != "block" || l.Events[0].Impact < 1 {
 			t.Errorf("%s events: %+v", typ, l)
 		}
+		// The evidence: the refused messages with our 554 to each.
+		_, texts := e.evidence("type=" + typ)
+		if len(texts) == 0 || !everyOne(texts, func(s string) bool { return strings.HasPrefix(s, "MAIL FROM:<") && strings.Contains(s, ": 554 5.7.1 ") }) {
+			t.Errorf("%s evidence: %q", typ, texts)
+		}
 	}
 	scans := e.gw.Metrics.Scans
 	for _, s := range []struct {
