@@ -49,6 +49,15 @@ func TestDovecotGuessingBlocksSMTP(t *testing.T) {
 	if evs.Total != 1 || evs.Events[0].Source != guesser || evs.Events[0].Service != "imap" {
 		t.Fatalf("events: %+v, want one brute_force for %s on imap", evs, guesser)
 	}
+	// The evidence: Dovecot's reports of failed IMAP logins, never a
+	// password or its hash.
+	whats, texts := e.evidence("type=brute_force")
+	if len(texts) != 16 || !everyOne(whats, func(w string) bool { return w == "auth_failed" }) ||
+		!everyOne(texts, func(s string) bool {
+			return s == `imap login "alice": authentication failed (Dovecot auth policy report)` && !strings.Contains(s, "guess")
+		}) {
+		t.Errorf("brute_force evidence: %q %q", whats, texts)
+	}
 	if got := dv.POP3Login(t, guesser, "alice", "secret"); !strings.HasPrefix(got, "-ERR [AUTH]") {
 		t.Errorf("POP3 with the right password from the blocked source: %q", got)
 	}
