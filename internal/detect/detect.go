@@ -609,10 +609,12 @@ func (e *Engine) Reconfigure(o Options) error {
 	// they never turn into blocks, and the source's next observation at
 	// or over the threshold fires an enforcing event (with its own
 	// evidence) that blocks. A rule switched to shadow lets its events
-	// run their course with the blocks they took, and renews none.
+	// run their course with the blocks they took, and renews none. (A
+	// changed window moved the events to the new state above: they are
+	// its events now.)
 	now := e.clock.Now()
 	for _, r := range s.bound {
-		if or := old.rule(r.cfg.Name, r.cfg.Type); or != nil && or.st == r.st && or.shadow && !r.shadow {
+		if or := old.rule(r.cfg.Name, r.cfg.Type); or != nil && or.shadow && !r.shadow {
 			e.endShadow(r.st, now)
 		}
 	}

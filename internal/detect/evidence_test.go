@@ -400,6 +400,21 @@ func TestShadowReconfigure(t *testing.T) {
 	if !r.Observe(o) {
 		t.Fatal("the next observation over the threshold did not block")
 	}
+	// The same with a new window: the counters start again, the shadow
+	// event ends all the same.
+	r2 := newRig(t, Options{Rules: []config.Rule{try}})
+	r2.observeN(3, o)
+	wider := enforce
+	wider.Window = 20 * time.Minute
+	if err := r2.Reconfigure(Options{Rules: []config.Rule{wider}}); err != nil {
+		t.Fatal(err)
+	}
+	if evs := r2.eventsOf(t, "h"); len(evs) != 1 || evs[0].Status != events.StatusEnded {
+		t.Fatalf("after a reload to enforce with a new window: %+v, want the shadow event ended", evs)
+	}
+	if r2.observeN(3, o); !r2.Blocked(src) {
+		t.Fatal("the enforcing rule with a new window did not block at its threshold")
+	}
 	evs = r.eventsOf(t, "h")
 	if len(evs) != 2 || evs[1].Mode != events.ModeEnforce || !slices.Equal(evs[1].Actions, []string{"block"}) {
 		t.Fatalf("events = %+v, want a second, enforcing one", evs)
