@@ -71,6 +71,21 @@ func BenchmarkObserve(b *testing.B) {
 			}
 		})
 	}
+	b.Run("near_threshold", func(b *testing.B) {
+		// A key that keeps its evidence ring: every observation also
+		// goes into the ring (the near mark moved down to 1 so the key
+		// stays there, below the threshold, whatever b.N is).
+		e := benchEngine(b)
+		for _, r := range e.setup.Load().bound {
+			r.near = 1
+		}
+		o := Observation{Kind: KindUnknownRecipient, Addr: addr("203.0.113.7"), Service: "smtp", Refused: true,
+			Text: "RCPT TO:<guess17@example.test>: 550 5.1.1 <guess17@example.test>: Recipient address rejected: user unknown"}
+		b.ReportAllocs()
+		for b.Loop() {
+			e.Observe(o)
+		}
+	})
 	b.Run("many_keys", func(b *testing.B) {
 		// 64k sources: the working set of a busy MX.
 		e := benchEngine(b)
