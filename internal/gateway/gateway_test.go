@@ -474,7 +474,7 @@ func TestMailbombBlocks(t *testing.T) {
 	whats, texts := e.evidence("type=mailbomb")
 	if len(texts) != 2 || !everyOne(whats, func(w string) bool { return w == "large_message" }) ||
 		!everyOne(texts, func(s string) bool {
-			return strings.HasPrefix(s, "message of ") && strings.HasSuffix(s, " bytes: MAIL FROM:<sender@remote.test> (1 recipients): relayed")
+			return strings.HasPrefix(s, "message of ") && strings.HasSuffix(s, " bytes: MAIL FROM:<sender@remote.test> (1 recipient): relayed")
 		}) {
 		t.Errorf("mailbomb evidence: %q %q", whats, texts)
 	}

@@ -318,7 +318,11 @@ func (s *session) observeMessage(size int64, result string) {
 // messageText is the evidence of a message: its envelope and what became
 // of it, "MAIL FROM:<a@example.net> (2 recipients): relayed".
 func (s *session) messageText(result string) string {
-	return "MAIL FROM:<" + s.c.ps.From + "> (" + strconv.Itoa(len(s.c.ps.Rcpts)) + " recipients): " + result
+	rcpts := " recipients): "
+	if len(s.c.ps.Rcpts) == 1 {
+		rcpts = " recipient): "
+	}
+	return "MAIL FROM:<" + s.c.ps.From + "> (" + strconv.Itoa(len(s.c.ps.Rcpts)) + rcpts + result
 }
 
 // observeVerdict reports what a content check found to the spam_attack
