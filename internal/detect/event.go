@@ -126,13 +126,18 @@ func (e *Engine) fire(s *setup, r *boundRule, ev *activeEvent, o Observation) {
 	ev.seq = e.fired.Add(1)
 	ev.typ, ev.rule, ev.service, ev.started = r.cfg.Type, r.cfg.Name, o.Service, now
 	ev.mode, ev.node = events.ModeEnforce, e.node
+	var src netip.Addr // an IPv4 source as an address: its lines need not repeat it
 	if kinds[r.kind].perAccount {
 		ev.source = o.Account
 	} else {
-		ev.source = canonical(sourcePrefix(o.Addr, s.v6bits))
+		p := sourcePrefix(o.Addr, s.v6bits)
+		ev.source = canonical(p)
+		if p.IsSingleIP() {
+			src = p.Addr()
+		}
 	}
 	ev.detail = map[string]any{"threshold": r.cfg.Threshold, "window": duration.Format(r.cfg.Window), "count": int(ev.count),
-		"evidence": evidence(r.kind, ev.clues, now.UnixNano(), r.st.window, ev.source)}
+		"evidence": evidence(r.kind, ev.clues, now.UnixNano(), r.st.window, src)}
 	ev.clues = nil
 	var b *block
 	var su *suspension

@@ -167,9 +167,10 @@ const evidenceTime = "2006-01-02T15:04:05.000Z07:00"
 // those still inside the window at now, the last evidenceMax, oldest
 // first. The shape is the one an event decoded from the store has
 // ([]any of map[string]any), so every reader sees one shape. source is
-// the event's source: a clue from another address (an account rule's
-// client, an address within an IPv6 prefix) names its address.
-func evidence(k Kind, clues []clue, now, window int64, source string) []any {
+// the address of the event's source, invalid for an account: a clue from
+// another address (an account rule's client, an address within an IPv6
+// prefix) names its address.
+func evidence(k Kind, clues []clue, now, window int64, source netip.Addr) []any {
 	out := make([]any, 0, min(len(clues), evidenceMax))
 	for i, c := range clues {
 		if now-c.at >= window || len(clues)-i > evidenceMax {
@@ -184,7 +185,7 @@ func evidence(k Kind, clues []clue, now, window int64, source string) []any {
 	return out
 }
 
-func clueText(k Kind, c clue, source string) string {
+func clueText(k Kind, c clue, source netip.Addr) string {
 	text := c.text
 	if text == "" {
 		text = plainTexts[k]
@@ -192,10 +193,8 @@ func clueText(k Kind, c clue, source string) string {
 	if k == KindMessage {
 		text = "message of " + strconv.FormatInt(c.size, 10) + " bytes: " + text
 	}
-	if c.addr.IsValid() {
-		if a := c.addr.Unmap().WithZone("").String(); a != source {
-			text = "from " + a + ": " + text
-		}
+	if a := c.addr.Unmap().WithZone(""); a.IsValid() && a != source {
+		text = "from " + a.String() + ": " + text
 	}
 	return Sanitize(text, evidenceTextMax)
 }

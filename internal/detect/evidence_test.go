@@ -469,3 +469,18 @@ func FuzzSanitize(f *testing.F) {
 		}
 	})
 }
+
+// An IPv6 source is a prefix: each line names the address it came from.
+func TestEvidenceIPv6Addresses(t *testing.T) {
+	r := newRig(t, Options{Rules: []config.Rule{rule("h", "directory_harvest", time.Minute, 2, "block")}})
+	r.Observe(Observation{Kind: KindUnknownRecipient, Addr: addr("2001:db8:1:2::7"), Text: "RCPT TO:<a@example.test>: 550 5.1.1"})
+	r.Observe(Observation{Kind: KindUnknownRecipient, Addr: addr("2001:db8:1:2::8"), Text: "RCPT TO:<b@example.test>: 550 5.1.1"})
+	evs := r.eventsOf(t, "h")
+	if len(evs) != 1 || evs[0].Source != "2001:db8:1:2::/64" {
+		t.Fatalf("events = %+v", evs)
+	}
+	_, texts := evidenceOf(t, evs[0])
+	if want := []string{"from 2001:db8:1:2::7: RCPT TO:<a@example.test>: 550 5.1.1", "from 2001:db8:1:2::8: RCPT TO:<b@example.test>: 550 5.1.1"}; !slices.Equal(texts, want) {
+		t.Errorf("evidence = %q, want %q", texts, want)
+	}
+}
