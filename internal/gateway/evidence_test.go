@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -16,14 +15,8 @@ import (
 // event fetches one event from the API.
 func (e *env) event(id int64) events.Event {
 	e.t.Helper()
-	code, body := e.api("GET", "/api/v1/events/"+strconv.FormatInt(id, 10), "")
-	if code != 200 {
-		e.t.Fatalf("event %d: %d %s", id, code, body)
-	}
 	var ev events.Event
-	if err := json.Unmarshal([]byte(body), &ev); err != nil {
-		e.t.Fatal(err)
-	}
+	e.getJSON("/api/v1/events/"+strconv.FormatInt(id, 10), &ev)
 	return ev
 }
 
