@@ -200,7 +200,7 @@ func clueText(k Kind, c clue, source netip.Addr) string {
 }
 
 // Sanitize makes hostile text fit to show and store: valid UTF-8,
-// control and bidirectional-override characters as '?' (a terminal or a
+// control, bidi-override and line-separator characters as '?' (a terminal or a
 // page must not be steered by a client's bytes), at most max bytes (cut
 // at a character, "…" marking the cut). Clean short text is returned as
 // is.
@@ -212,7 +212,7 @@ func Sanitize(s string, max int) string {
 	var b strings.Builder
 	b.Grow(min(len(s), max))
 	for _, r := range strings.ToValidUTF8(s, "\uFFFD") {
-		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) {
+		if unsafeRune(r) {
 			r = '?'
 		}
 		if b.Len()+utf8.RuneLen(r) > max {
@@ -227,6 +227,12 @@ func Sanitize(s string, max int) string {
 		b.WriteRune(r)
 	}
 	return b.String()
+}
+
+// unsafeRune: a control character, a bidi override or a line or
+// paragraph separator, each able to disguise what a reader sees.
+func unsafeRune(r rune) bool {
+	return unicode.IsControl(r) || unicode.In(r, unicode.Bidi_Control, unicode.Zl, unicode.Zp)
 }
 
 func clean(s string) bool {

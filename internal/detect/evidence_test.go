@@ -449,7 +449,7 @@ func TestShadowReconfigure(t *testing.T) {
 // Whatever a client sends, the evidence text is valid UTF-8 of at most
 // the limit, with no control or bidi character, and clean text is kept.
 func FuzzSanitize(f *testing.F) {
-	for _, s := range []string{"RCPT TO:<a@example.test>: 550 5.1.1", "\x1b[2J\r\n\x00", "\xff\xfe\u202e", strings.Repeat("é", 200), "a\u0085b"} {
+	for _, s := range []string{"RCPT TO:<a@example.test>: 550 5.1.1", "\x1b[2J\r\n\x00", "\xff\xfe\u202e", strings.Repeat("é", 200), "a\u0085b\u2028c"} {
 		f.Add(s, 300)
 		f.Add(s, 5)
 	}
@@ -460,7 +460,7 @@ func FuzzSanitize(f *testing.F) {
 			t.Fatalf("Sanitize(%q, %d) = %q: invalid or too long", s, max, out)
 		}
 		for _, r := range out {
-			if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) {
+			if unicode.IsControl(r) || unicode.In(r, unicode.Bidi_Control, unicode.Zl, unicode.Zp) {
 				t.Fatalf("Sanitize(%q) = %q keeps %U", s, out, r)
 			}
 		}
