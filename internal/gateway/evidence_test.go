@@ -151,3 +151,28 @@ func TestShadowHarvest(t *testing.T) {
 		t.Errorf("rules: %d %s", code, body)
 	}
 }
+
+// A shadow rule switched to enforce by a reload: the open harvest session
+// is not refused by the reload itself; its shadow event ends, and its
+// next guess (over the threshold) starts an enforcing event and the 421.
+func TestShadowToEnforceReload(t *testing.T) {
+	const rules = "rules:\n  - {name: try-harvest, type: directory_harvest, window: 10m, threshold: 3, actions: [block], block_for: 1h, mode: %s}\n"
+	e, f := startFromFile(t, fmt.Sprintf(rules, "shadow"))
+	c := e.session("127.0.0.44")
+	guess(c, 5)
+	f.write(f.yaml(fmt.Sprintf(rules, "enforce")))
+	if code, body := e.api("POST", "/api/v1/reload", ""); code != 200 {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	c.Cmd("RCPT TO:<alice@example.test>", 250) // the reload blocked nobody
+	l := e.events("type=directory_harvest&status=ended")
+	if len(l.Events) != 1 || e.event(l.Events[0].ID).Mode != events.ModeShadow {
+		t.Fatalf("ended events after the reload: %+v, want the shadow one", l)
+	}
+	c.Cmd("RCPT TO:<guess6@example.test>", 550)
+	c.Cmd("RCPT TO:<alice@example.test>", 421)
+	l = e.events("type=directory_harvest&status=active")
+	if len(l.Events) != 1 || strings.Join(l.Events[0].Actions, ",") != "block" || e.event(l.Events[0].ID).Mode != events.ModeEnforce {
+		t.Fatalf("active events: %+v, want one enforcing event that blocked", l)
+	}
+}
