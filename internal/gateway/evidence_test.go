@@ -113,14 +113,21 @@ func TestHarvestEvidence(t *testing.T) {
 }
 
 // A shadow harvest rule on live traffic: the client is never refused with
-// 421, and the event says mode shadow with the block it would have taken;
-// mxguard_shadow_would_block_total counts what it would have refused.
+// 421, nobody is alerted, and the event says mode shadow with the actions
+// it would have taken; mxguard_shadow_would_block_total counts what it
+// would have refused. An enforcing alert-only rule of the same type, with
+// a higher threshold, is the control: its alert arrives, the shadow
+// rule's never does.
 func TestShadowHarvest(t *testing.T) {
-	e := start(t, `rules:
-  - {name: try-harvest, type: directory_harvest, window: 10m, threshold: 3, actions: [block], block_for: 1h, mode: shadow}
-`)
+	h := newHookServer(t)
+	e := start(t, fmt.Sprintf(`rules:
+  - {name: try-harvest, type: directory_harvest, window: 10m, threshold: 3, actions: [block, alert], block_for: 1h, mode: shadow}
+  - {name: harvest-watch, type: directory_harvest, window: 10m, threshold: 12, actions: [alert]}
+alerts:
+  webhook: {url: "%s/hook"}
+`, h.srv.URL))
 	c := e.session("127.0.0.43")
-	guess(c, 10)
+	guess(c, 12)
 	c.Cmd("RCPT TO:<alice@example.test>", 250)
 	c.Cmd("QUIT", 221)
 	// A new connection of the source is welcome too.
@@ -130,21 +137,30 @@ func TestShadowHarvest(t *testing.T) {
 	if code != 200 || strings.Contains(body, "127.0.0.43") {
 		t.Errorf("blocks: %d %s, want none", code, body)
 	}
-	l := e.events("type=directory_harvest")
-	if len(l.Events) != 1 {
-		t.Fatalf("events: %+v", l)
+	var shadow events.Event
+	for _, l := range e.events("type=directory_harvest").Events {
+		if ev := e.event(l.ID); ev.Rule == "try-harvest" {
+			shadow = ev
+		}
 	}
-	ev := e.event(l.Events[0].ID)
-	// Guesses 3 to 10: what a block would have refused.
-	if ev.Mode != events.ModeShadow || strings.Join(ev.Actions, ",") != "block" || ev.Impact != 8 || ev.Rule != "try-harvest" {
-		t.Errorf("event = %+v, want mode shadow, actions [block], impact 8", ev)
+	// Guesses 3 to 12: what a block would have refused.
+	if shadow.Mode != events.ModeShadow || strings.Join(shadow.Actions, ",") != "alert,block" || shadow.Impact != 10 {
+		t.Errorf("shadow event = %+v, want mode shadow, actions [alert block], impact 10", shadow)
 	}
-	if list, _ := ev.Detail["evidence"].([]any); len(list) != 3 {
+	if list, _ := shadow.Detail["evidence"].([]any); len(list) != 3 {
 		t.Errorf("evidence = %v, want the 3 guesses that fired it", list)
 	}
+	// The control's alert came; alerts go out in order, so the shadow
+	// event's, started before it, would have come first.
+	got := h.wait(t, 1)
+	for _, a := range got {
+		if a.Event == nil || a.Event.Rule != "harvest-watch" || a.Event.Mode != events.ModeEnforce {
+			t.Errorf("alert %s, want only the enforcing rule's", a.body)
+		}
+	}
 	_, metrics := e.api("GET", "/metrics", "")
-	if !strings.Contains(metrics, `mxguard_shadow_would_block_total{rule="try-harvest"} 8`) {
-		t.Errorf("metrics lack mxguard_shadow_would_block_total{rule=\"try-harvest\"} 8:\n%s", grepLines(metrics, "shadow"))
+	if !strings.Contains(metrics, `mxguard_shadow_would_block_total{rule="try-harvest"} 10`) {
+		t.Errorf("metrics lack mxguard_shadow_would_block_total{rule=\"try-harvest\"} 10:\n%s", grepLines(metrics, "shadow"))
 	}
 	code, body = e.api("GET", "/api/v1/rules", "")
 	if code != 200 || !strings.Contains(body, `"mode":"shadow"`) {
