@@ -145,15 +145,11 @@ func eventShow(args []string, stdout, stderr io.Writer) int {
 // unknown recipients in 10m (threshold 20)"; a shadow event says what it
 // would have done.
 func why(e events.Event) string {
+	verbs := map[string]string{ruletype.ActionBlock: "blocked", ruletype.ActionSuspend: "suspended", ruletype.ActionAlert: "alerted"}
 	var did []string
 	for _, a := range e.Actions {
-		switch a {
-		case ruletype.ActionBlock:
-			did = append(did, "blocked")
-		case ruletype.ActionSuspend:
-			did = append(did, "suspended")
-		case ruletype.ActionAlert:
-			did = append(did, "alerted")
+		if v, ok := verbs[a]; ok {
+			did = append(did, v)
 		}
 	}
 	verb := "recorded (no action taken)"
