@@ -12,14 +12,6 @@ import (
 	"mxguard/internal/testutil"
 )
 
-// event fetches one event from the API.
-func (e *env) event(id int64) events.Event {
-	e.t.Helper()
-	var ev events.Event
-	e.getJSON("/api/v1/events/"+strconv.FormatInt(id, 10), &ev)
-	return ev
-}
-
 // evidence returns what and text of each observation in the evidence of
 // the one event the query finds.
 func (e *env) evidence(query string) (whats, texts []string) {
