@@ -17,8 +17,7 @@ import (
 var notBuilt = []struct {
 	feature string   // the hint: what is missing
 	keys    []string // dotted paths, list items as []
-}{
-}
+}{}
 
 // notBuiltValues are values of built keys whose feature this build lacks;
 // what spells the value in the message.

@@ -145,7 +145,7 @@ func (c *conn) decide(ctx context.Context, addr netip.Addr, r *Request) verdict 
 		if e.Suspended(account) {
 			if c.newMessage(r) {
 				e.Observe(detect.Observation{Kind: detect.KindAccountMessage, Addr: addr, Account: account,
-					Service: service, Refused: true})
+					Service: service, Refused: true, Text: "Postfix policy: message of a suspended account: 550 5.7.1"})
 			}
 			return suspended
 		}
@@ -170,7 +170,8 @@ func (c *conn) recipient(addr netip.Addr, r *Request, rcpt bool) verdict {
 		m, err := address.ParseUnquoted(string(r.Recipient), address.Options{UTF8: true, Postmaster: true})
 		if err == nil && d.Lookup(m).Verdict == recipients.Unknown {
 			s.unknown++
-			c.s.o.Engine.Observe(detect.Observation{Kind: detect.KindUnknownRecipient, Addr: addr, Service: service, Refused: true})
+			c.s.o.Engine.Observe(detect.Observation{Kind: detect.KindUnknownRecipient, Addr: addr, Service: service, Refused: true,
+				Text: "Postfix policy RCPT <" + m.String() + ">: 550 5.1.1 User unknown"})
 			c.log.Debug("policy: unknown recipient", "client", addr, "rcpt", m.String())
 			return unknownUser
 		}
@@ -192,12 +193,14 @@ func (c *conn) message(addr netip.Addr, r *Request, account string) {
 	c.sess.messages++
 	e := c.s.o.Engine
 	if r.Size >= 0 {
-		e.Observe(detect.Observation{Kind: detect.KindMessage, Addr: addr, Service: service, Size: r.Size})
+		e.Observe(detect.Observation{Kind: detect.KindMessage, Addr: addr, Service: service, Size: r.Size,
+			Text: "Postfix policy END-OF-MESSAGE"})
 	}
 	if account != "" {
 		n := min(max(r.RecipientCount, 1), maxAccountMessages)
 		for range n {
-			e.Observe(detect.Observation{Kind: detect.KindAccountMessage, Addr: addr, Account: account, Service: service})
+			e.Observe(detect.Observation{Kind: detect.KindAccountMessage, Addr: addr, Account: account, Service: service,
+				Text: "Postfix policy END-OF-MESSAGE (sasl_username)"})
 		}
 	}
 }
@@ -269,7 +272,7 @@ func (c *conn) startSession(ctx context.Context, addr netip.Addr, r *Request) (v
 			s.refused = true
 		}
 	}
-	e.Observe(detect.Observation{Kind: detect.KindConnect, Addr: addr, Service: service})
+	e.Observe(detect.Observation{Kind: detect.KindConnect, Addr: addr, Service: service, Text: "Postfix policy: new SMTP session"})
 	return verdict{}, false
 }
 

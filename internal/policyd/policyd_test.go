@@ -190,6 +190,19 @@ func TestHarvestThroughPolicy(t *testing.T) {
 	if !eng.Blocked(netip.MustParseAddr(attacker)) {
 		t.Fatal("five unknown recipients did not block the harvester")
 	}
+	// Each guess is evidence the event can show: the recipient and answer.
+	var guesses int
+	for _, o := range rec.take() {
+		if o.Kind == detect.KindUnknownRecipient {
+			guesses++
+			if want := "<guess" + string(rune('a'+guesses-1)) + "@example.test>: 550 5.1.1"; !strings.Contains(o.Text, want) {
+				t.Errorf("evidence text %q, want it to name %q", o.Text, want)
+			}
+		}
+	}
+	if guesses != 5 {
+		t.Errorf("%d unknown recipients observed, want 5", guesses)
+	}
 	if got := c.ask(pf{client: attacker, rcpt: "alice@example.test"}.text()); !strings.HasPrefix(got, "421 4.7.0 ") {
 		t.Errorf("blocked harvester: %q, want 421 4.7.0", got)
 	}
