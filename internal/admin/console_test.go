@@ -347,7 +347,7 @@ func TestConsoleCSRF(t *testing.T) {
 
 func TestConsolePages(t *testing.T) {
 	f := newFixture(t)
-	wantPage(t, f.browser(t, "GET", "/rules", ""), 200, "harvest", "10m", "500KB", "1m30s",
+	wantPage(t, f.browser(t, "GET", "/rules", ""), 200, "harvest", "10m", "500KB", "1m30s", `<tr class="shadow">`, `<span class="badge shadow">shadow</span>`,
 		"recipients rejected as unknown (550 5.1.1, ours or the downstream&#39;s), per source")
 	if r := f.browser(t, "GET", "/", ""); r.status != http.StatusSeeOther || r.header.Get("Location") != "/overview" {
 		t.Errorf("/: %d to %q", r.status, r.header.Get("Location"))

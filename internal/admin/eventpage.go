@@ -1,8 +1,6 @@
 package admin
 
 import (
-	"encoding/json"
-	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -75,58 +73,15 @@ func (c *console) eventPage(w http.ResponseWriter, r *http.Request) {
 	c.render(w, r, http.StatusOK, "event", page{Title: "Event " + strconv.FormatInt(e.ID, 10), Nav: "events", Data: v})
 }
 
-// because says in words why the rule fired: what it did (or, for a
-// shadow rule, would have done), how many of what in which window.
+// because is the console's sentence of events.Why: "Blocked because 20
+// unknown recipients in 10m (threshold 20)."; empty for an event of no
+// rule (a server outage), which has nothing to explain.
 func because(e events.Event) string {
-	threshold, ok := number(e.Detail["threshold"])
-	if !ok {
+	if e.Rule == "" || e.Detail["threshold"] == nil {
 		return ""
 	}
-	count, ok := number(e.Detail["count"])
-	if !ok {
-		count = threshold
-	}
-	noun := "observations"
-	if t, ok := ruletype.Lookup(e.Type); ok && t.Noun != "" {
-		noun = t.Noun
-	}
-	did := "Fired"
-	for _, a := range []struct{ action, done, would string }{
-		{ruletype.ActionBlock, "Blocked", "Would have blocked"},
-		{ruletype.ActionSuspend, "Suspended", "Would have suspended"},
-		{ruletype.ActionAlert, "Alerted", "Would have alerted"},
-		{ruletype.ActionNotify, "Alerted", "Would have alerted"},
-	} {
-		if slices.Contains(e.Actions, a.action) {
-			did = a.done
-			if e.Mode == events.ModeShadow {
-				did = a.would + " (shadow rule)"
-			}
-			break
-		}
-	}
-	s := fmt.Sprintf("%s because %d %s", did, count, noun)
-	if w, ok := e.Detail["window"].(string); ok && w != "" {
-		s += " in " + w
-	}
-	return s + fmt.Sprintf(" (threshold %d).", threshold)
-}
-
-// number reads a count of the detail: float64 from JSON, an int from an
-// event still in memory.
-func number(v any) (int64, bool) {
-	switch n := v.(type) {
-	case float64:
-		return int64(n), true
-	case int:
-		return int64(n), true
-	case int64:
-		return n, true
-	case json.Number:
-		i, err := n.Int64()
-		return i, err == nil
-	}
-	return 0, false
+	why := events.Why(e)
+	return strings.ToUpper(why[:1]) + why[1:] + "."
 }
 
 // evidenceOf reads detail.evidence, whatever of it has the contract's

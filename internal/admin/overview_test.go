@@ -274,7 +274,7 @@ func TestConsoleEventEvidence(t *testing.T) {
 	sh := f.insert(t, events.Event{Type: "dos", Rule: "dos-try", Mode: events.ModeShadow, Status: events.StatusActive, StartedAt: t0,
 		Source: "198.51.100.9", Impact: 3, Actions: []string{"block"}, Detail: map[string]any{"threshold": 50, "window": "1m", "count": 50}})
 	wantPage(t, f.browser(t, "GET", "/events/"+itoa(sh.ID), ""), 200,
-		"Would have blocked (shadow rule) because 50 connections in 1m (threshold 50).", `<span class="badge shadow"`,
+		"Would have blocked (shadow rule: nothing done) because 50 connections in 1m (threshold 50).", `<span class="badge shadow"`,
 		"(recorded only: no action was taken)", "This event recorded no observations.")
 	srv := f.insert(t, events.Event{Type: "mail_server_down", Rule: "mail_server_down", Status: events.StatusActive, StartedAt: t0, Source: "10.1.1.1:25"})
 	if r := f.browser(t, "GET", "/events/"+itoa(srv.ID), ""); strings.Contains(r.body, `id="because"`) || strings.Contains(r.body, `id="block"`) {

@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"mxguard/internal/events"
-	"mxguard/internal/ruletype"
 )
 
 // Events lists events of a running instance: mxguard events [flags], or
@@ -126,7 +125,7 @@ func eventShow(args []string, stdout, stderr io.Writer) int {
 	}
 	t.flush()
 	ev, _ := e.Detail["evidence"].([]any)
-	fmt.Fprintf(stdout, "\n%s\n", why(e))
+	fmt.Fprintf(stdout, "\n%s\n", events.Why(e))
 	if count, ok := e.Detail["count"]; ok {
 		fmt.Fprintf(stdout, "evidence (%d of the %s in the window, oldest first):\n", len(ev), events.DetailText(count))
 	} else {
@@ -139,36 +138,4 @@ func eventShow(args []string, stdout, stderr io.Writer) int {
 	}
 	et.flush()
 	return exitOK
-}
-
-// why says in one line what the event did and why: "blocked because 20
-// unknown recipients in 10m (threshold 20)"; a shadow event says what it
-// would have done.
-func why(e events.Event) string {
-	verbs := map[string]string{ruletype.ActionBlock: "blocked", ruletype.ActionSuspend: "suspended", ruletype.ActionAlert: "alerted"}
-	var did []string
-	for _, a := range e.Actions {
-		if v, ok := verbs[a]; ok {
-			did = append(did, v)
-		}
-	}
-	verb := "recorded (no action taken)"
-	if len(did) > 0 {
-		verb = strings.Join(did, " and ")
-		if e.Mode == events.ModeShadow {
-			verb = "would have " + verb + " (shadow rule: nothing done)"
-		}
-	}
-	if e.Rule == "" {
-		return verb
-	}
-	noun := "observations"
-	if t, ok := ruletype.Lookup(e.Type); ok && t.Noun != "" {
-		noun = t.Noun
-	}
-	count, threshold := e.Detail["count"], e.Detail["threshold"]
-	if count == nil {
-		count = threshold
-	}
-	return fmt.Sprintf("%s because %s %s in %s (threshold %s)", verb, events.DetailText(count), noun, events.DetailText(e.Detail["window"]), events.DetailText(threshold))
 }
