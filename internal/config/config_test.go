@@ -473,7 +473,13 @@ func golden(t *testing.T, file, golden string) string {
 	if err == nil {
 		t.Fatal(file + " loaded without error")
 	}
-	got := err.Error() + "\n"
+	return matchGolden(t, err.Error()+"\n", golden)
+}
+
+// matchGolden compares check-config output with the golden file (which
+// go test -update rewrites) and returns it.
+func matchGolden(t *testing.T, got, golden string) string {
+	t.Helper()
 	if *update {
 		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
 			t.Fatal(err)
@@ -497,19 +503,7 @@ func notBuiltOutput(t *testing.T, file, golden string) string {
 	if _, err := Load(file); err != nil {
 		got = err.Error() + "\n"
 	}
-	if *update {
-		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("check-config output differs from %s (go test -update rewrites it):\n%s", golden, got)
-	}
-	return got
+	return matchGolden(t, got, golden)
 }
 
 // TestNotBuiltRefuses keeps the mechanism of notbuilt.go working while
