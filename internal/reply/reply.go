@@ -104,7 +104,6 @@ var (
 	RelayDenied   = Reply{Code: 554, Enhanced: [3]int{5, 7, 1}, Text: "Relay access denied"}
 	UnknownUser   = Reply{Code: 550, Enhanced: [3]int{5, 1, 1}, Text: "Recipient address rejected: user unknown"}
 	TooBig        = Reply{Code: 552, Enhanced: [3]int{5, 3, 4}, Text: "Message size exceeds fixed limit"}
-	TooManyRcpts  = Reply{Code: 452, Enhanced: [3]int{4, 5, 3}, Text: "Too many recipients"}
 	Content       = Reply{Code: 554, Enhanced: [3]int{5, 7, 1}, Text: "Message content rejected"}
 	ContentDefer  = Reply{Code: 451, Enhanced: [3]int{4, 7, 1}, Text: "Message deferred by the content filter, try again later"}
 	ServersDown   = Reply{Code: 451, Enhanced: [3]int{4, 4, 1}, Text: "Mail servers temporarily unavailable, try again later"}
