@@ -61,8 +61,7 @@ type session struct {
 	txn     *relay.Txn
 	opts    relay.MailOptions
 	from    address.Mailbox
-	rcpts   []string // accepted recipients, canonical form
-	broken  bool     // the downstream transaction was lost: defer until RSET
+	broken  bool // the downstream transaction was lost: defer until RSET
 	// spooling: every server is down and this transaction goes to the
 	// outage spool; recipients are checked locally only.
 	spooling bool
@@ -108,7 +107,6 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	// it signed (BATV) when we send for the organisation.
 	s.from = s.signSender(m)
 	s.c.ps.From = m.String()
-	s.c.ps.Rcpts = s.c.ps.Rcpts[:0]
 	return nil
 }
 
@@ -228,7 +226,6 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 
 // accept adds the recipient to the transaction and counts it as result.
 func (s *session) accept(to, result string) error {
-	s.rcpts = append(s.rcpts, to)
 	s.c.ps.Rcpts = append(s.c.ps.Rcpts, to)
 	if m := s.c.srv.o.Metrics; m != nil {
 		m.Recipients.WithLabelValues(result).Inc()
@@ -532,10 +529,10 @@ func (s *session) Data(r io.Reader) error {
 		c.log().Warn("downstream failed during DATA", "err", err)
 		return s.answer(&reply.ServersDown)
 	}
-	s.accepted(size, len(s.rcpts), "relayed")
+	s.accepted(size, len(s.c.ps.Rcpts), "relayed")
 	s.observeVerdict(verdict.Class, false, "relayed with the verdict's headers")
-	c.log().Info("relayed", "id", id, "from", s.from.String(), "rcpts", len(s.rcpts), "size", size, "server", txn.Server(), "downstream", text)
-	s.rcpts = s.rcpts[:0]
+	c.log().Info("relayed", "id", id, "from", s.from.String(), "rcpts", len(s.c.ps.Rcpts), "size", size, "server", txn.Server(), "downstream", text)
+	s.c.ps.Rcpts = s.c.ps.Rcpts[:0]
 	// A 250 from Data must carry our own text; go-smtp sends an
 	// SMTPError's code verbatim.
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
@@ -547,7 +544,7 @@ func (s *session) Data(r io.Reader) error {
 // only after the file and its directory were fsynced (INTERFACE.md §4).
 func (s *session) spool(hdr []byte, body io.Reader, bodySize, size int64) error {
 	c := s.c
-	env := spool.Envelope{From: s.from.String(), Recipients: append([]string(nil), s.rcpts...), Source: c.addr.String()}
+	env := spool.Envelope{From: s.from.String(), Recipients: append([]string(nil), s.c.ps.Rcpts...), Source: c.addr.String()}
 	id, err := c.srv.o.Spooler.Put(s.ctx(), env, int64(len(hdr))+bodySize, io.MultiReader(bytes.NewReader(hdr), body))
 	s.abort()
 	if errors.Is(err, spool.ErrFull) {
@@ -611,9 +608,9 @@ func (s *session) received(id string) []byte {
 	b = append(b, proto...)
 	b = append(b, " id "...)
 	b = append(b, id...)
-	if len(s.rcpts) == 1 {
+	if len(s.c.ps.Rcpts) == 1 {
 		b = append(b, "\r\n\tfor <"...)
-		b = append(b, s.rcpts[0]...)
+		b = append(b, s.c.ps.Rcpts[0]...)
 		b = append(b, '>')
 	}
 	b = append(b, "; "...)
@@ -660,7 +657,7 @@ func (s *session) abort() {
 	s.broken = false
 	s.spooling = false
 	s.decided = false
-	s.rcpts = s.rcpts[:0]
+	s.c.ps.Rcpts = s.c.ps.Rcpts[:0]
 }
 
 // Reset is RSET, a new EHLO, or the end of DATA. go-smtp makes no new
