@@ -41,8 +41,7 @@ func (b backend) NewSession(sc *smtp.Conn) (smtp.Session, error) {
 	// A new session (the first EHLO, or the one after STARTTLS) starts
 	// unauthenticated (RFC 3207 §4.2: forget what was learnt before TLS).
 	c.ps.Account = ""
-	// conn runs TLS below go-smtp (starttls.go).
-	return guard{&session{c: c, tls: c.tls != nil}}, nil
+	return guard{&session{c: c}}, nil
 }
 
 // session is one EHLO-to-QUIT (or STARTTLS) span of a connection.
@@ -52,9 +51,8 @@ func (b backend) NewSession(sc *smtp.Conn) (smtp.Session, error) {
 // disconnect call Reset or Logout; go-smtp ends the BDAT pipe first, so
 // Data returns and the others wait only for that.
 type session struct {
-	mu  sync.Mutex
-	c   *conn
-	tls bool
+	mu sync.Mutex
+	c  *conn
 	// account is the authenticated login (submission), lowercased; empty
 	// before AUTH.
 	account string
@@ -591,7 +589,7 @@ func (s *session) countMsg(result string) {
 func (s *session) received(id string) []byte {
 	c := s.c
 	proto := "ESMTP"
-	if s.tls {
+	if s.secure() {
 		proto = "ESMTPS"
 	}
 	b := make([]byte, 0, 192+len(c.set.Hostname))
@@ -647,6 +645,10 @@ func newID() string {
 	rand.Read(b[:])
 	return strings.ToUpper(hex.EncodeToString(b[:]))
 }
+
+// secure: the session runs over TLS. conn sets c.tls before the session
+// after STARTTLS is made, and never for the plaintext one.
+func (s *session) secure() bool { return s.c.tls != nil }
 
 // abort ends a downstream transaction the client gave up on.
 func (s *session) abort() {

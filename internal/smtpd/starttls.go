@@ -20,7 +20,7 @@ import (
 //
 // The first server offers STARTTLS (it has the TLS configuration); the
 // second one offers neither STARTTLS nor answers it but 502. Sessions
-// learn that they run over TLS from conn (backend.NewSession).
+// learn that they run over TLS from conn (session.secure).
 
 // startTLS answers a STARTTLS line when conn takes it: after EHLO (or
 // HELO), with TLS configured, not yet over TLS. go-smtp gets every other

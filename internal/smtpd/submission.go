@@ -45,7 +45,7 @@ func (s *session) submission() bool { return s.c.srv.o.Auth != nil }
 // to a trusted client; nothing before STARTTLS (INTERFACE.md §4: AUTH is
 // not advertised before TLS) and nothing on the MX listener.
 func (s *session) AuthMechanisms() []string {
-	if !s.submission() || (!s.tls && !s.c.ps.Trusted) {
+	if !s.submission() || (!s.secure() && !s.c.ps.Trusted) {
 		return nil
 	}
 	return []string{mechPlain, mechLogin}
@@ -60,7 +60,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 		return nil, s.answer(&reply.AuthNotOffered)
 	case s.account != "":
 		return nil, s.answer(&reply.AuthTwice)
-	case !s.tls && !s.c.ps.Trusted:
+	case !s.secure() && !s.c.ps.Trusted:
 		return nil, s.answer(&reply.StartTLSFirst)
 	}
 	switch mech {
