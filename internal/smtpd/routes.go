@@ -34,15 +34,10 @@ const maxRoutes = 64
 // a route with no valid domain (an address literal, an underscore) is
 // dropped by go-smtp just as silently as a valid one.
 func (w *routeWatch) check(line []byte) {
-	line = bytes.TrimRight(line, "\r\n")
-	if len(line) < 6 || !bytes.EqualFold(line[:4], []byte("RCPT")) || line[4] != ' ' {
+	arg, ok := rcptPath(line)
+	if !ok {
 		return
 	}
-	arg := bytes.TrimSpace(line[5:])
-	if len(arg) < 3 || !bytes.EqualFold(arg[:3], []byte("TO:")) {
-		return
-	}
-	arg = bytes.TrimSpace(arg[3:])
 	// go-smtp's '<' is optional (parser.parsePath): "TO:@relay:user@x"
 	// is a routed path to it too.
 	arg = bytes.TrimPrefix(arg, []byte("<"))
@@ -65,6 +60,22 @@ func (w *routeWatch) check(line []byte) {
 		w.routed = append(w.routed[:0], w.routed[1:]...)
 	}
 	w.routed = append(w.routed, m.String())
+}
+
+// rcptPath is what follows "TO:" in a RCPT command line, as go-smtp reads
+// it (parseCmd, handleRcpt): a verb of four letters in any case, one
+// space, then any white space around "TO:" and the path; ok is false for
+// any other line.
+func rcptPath(line []byte) (arg []byte, ok bool) {
+	line = bytes.TrimRight(line, "\r\n")
+	if len(line) < 6 || !bytes.EqualFold(line[:4], []byte("RCPT")) || line[4] != ' ' {
+		return nil, false
+	}
+	arg = bytes.TrimSpace(line[5:])
+	if len(arg) < 3 || !bytes.EqualFold(arg[:3], []byte("TO:")) {
+		return nil, false
+	}
+	return bytes.TrimSpace(arg[3:]), true
 }
 
 // goSMTPMailbox is the mailbox at the start of b as go-smtp v0.25.1 hands
@@ -131,16 +142,11 @@ func (w *routeWatch) take(mailbox string) bool {
 // first of `domains`; ESMTP parameters after the path stay as they were.
 func postmasterLine(line []byte, domain string) ([]byte, bool) {
 	const pm = "<postmaster>"
-	s := bytes.TrimRight(line, "\r\n")
-	if domain == "" || len(s) < 6 || !bytes.EqualFold(s[:4], []byte("RCPT")) || s[4] != ' ' {
+	if domain == "" {
 		return nil, false
 	}
-	arg := bytes.TrimSpace(s[5:])
-	if len(arg) < 3 || !bytes.EqualFold(arg[:3], []byte("TO:")) {
-		return nil, false
-	}
-	arg = bytes.TrimSpace(arg[3:])
-	if len(arg) < len(pm) || !bytes.EqualFold(arg[:len(pm)], []byte(pm)) {
+	arg, ok := rcptPath(line)
+	if !ok || len(arg) < len(pm) || !bytes.EqualFold(arg[:len(pm)], []byte(pm)) {
 		return nil, false
 	}
 	rest := arg[len(pm):]
