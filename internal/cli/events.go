@@ -33,12 +33,8 @@ func Events(args []string, stdout, stderr io.Writer) int {
 	c.fs.Int("limit", 0, "at most `N` events (default 100, at most 500)")
 	c.fs.Int("offset", 0, "skip the first `N` events")
 	c.jsonFlag("print the API's JSON")
-	pos, code, ok := c.parse(args)
-	if !ok {
+	if code, ok := c.noArgs(args); !ok {
 		return code
-	}
-	if len(pos) > 0 {
-		return c.usage("unexpected argument %q", pos[0])
 	}
 	// Each filter flag is its query parameter of GET /api/v1/events with
 	// "-" for "_". Only flags the operator set are sent, so the server's
