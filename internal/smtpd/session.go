@@ -646,9 +646,11 @@ func newID() string {
 	return strings.ToUpper(hex.EncodeToString(b[:]))
 }
 
-// secure: the session runs over TLS. conn sets c.tls before the session
-// after STARTTLS is made, and never for the plaintext one.
-func (s *session) secure() bool { return s.c.tls != nil }
+// secure: the session runs over TLS, as the registry shows it. conn
+// marks it (switchTLS) before the session after STARTTLS is made, never
+// for the plaintext one; an atomic, since with BDAT Data (received) runs
+// on another goroutine than conn's.
+func (s *session) secure() bool { return s.c.live.secure.Load() }
 
 // abort ends a downstream transaction the client gave up on.
 func (s *session) abort() {
