@@ -255,10 +255,10 @@ func (c *conn) startSession(ctx context.Context, addr netip.Addr, r *Request) (v
 		s.refused = true
 		return blocked, true
 	}
-	if ch := c.s.set.Load().Connect; ch != nil {
-		trusted := inAny(c.s.set.Load().Trusted, addr)
+	if set := c.s.set.Load(); set.Connect != nil {
+		trusted := inAny(set.Trusted, addr)
 		ps := pipeline.Session{Listener: "policy", Addr: addr, Trusted: trusted, Allowlisted: s.protected && !trusted}
-		if ref := ch.RunConnect(ctx, &ps); ref != nil {
+		if ref := set.Connect.RunConnect(ctx, &ps); ref != nil {
 			rv := verdictOf(ref)
 			if ref.Code == 421 {
 				// Blocked or blocklisted: refused, not counted (as the
