@@ -84,11 +84,7 @@ type rawClient struct {
 
 func dialRaw(t testing.TB, addr string) *rawClient {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
+	c := testutil.DialTCP(t, addr, 0)
 	return &rawClient{conn: c, r: bufio.NewReader(c)}
 }
 

@@ -149,12 +149,7 @@ type client struct {
 
 func dial(t testing.TB, addr string) *client {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(30 * time.Second))
+	c := testutil.DialTCP(t, addr, 30*time.Second)
 	return &client{t: t, c: c, br: bufio.NewReader(c)}
 }
 

@@ -313,12 +313,7 @@ func TestSTARTTLSBeforeEHLO(t *testing.T) {
 // stops right after the last reply, so no TLS byte is read ahead.
 func rawSession(t *testing.T, addr string, cmds ...string) (net.Conn, *bufio.Reader) {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	conn := testutil.DialTCP(t, addr, 5*time.Second)
 	r := bufio.NewReader(conn)
 	for _, cmd := range append([]string{""}, cmds...) {
 		if cmd != "" {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // RequireAllEnv names the environment variable CI sets so that a missing
@@ -48,6 +49,23 @@ func FreePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// DialTCP connects to addr for a test that speaks the protocol byte by
+// byte; the connection closes with the test. A timeout > 0 is its
+// deadline, so a server that never answers fails the test instead of
+// hanging it.
+func DialTCP(t testing.TB, addr string, timeout time.Duration) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if timeout > 0 {
+		_ = c.SetDeadline(time.Now().Add(timeout))
+	}
+	return c
 }
 
 // ServeTCP listens on 127.0.0.1:0 and runs handle for each connection (in
