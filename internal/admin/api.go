@@ -117,7 +117,7 @@ func (s *Server) queryEvents(ctx context.Context, params url.Values) (events.Que
 		res.Events = []events.Event{}
 	}
 	for i := range res.Events {
-		fillEvent(&res.Events[i])
+		res.Events[i].FillEmpty()
 	}
 	return q, res, nil
 }
@@ -128,17 +128,6 @@ func (s *Server) flush(ctx context.Context) {
 	if err := s.o.Engine.Flush(ctx); err != nil {
 		// A stale listing is better than none at all.
 		s.log.WarnContext(ctx, "admin: flush before a listing", "err", err)
-	}
-}
-
-// fillEvent makes empty lists and maps render as [] and {} rather than null,
-// as in the event JSON of INTERFACE.md §3.
-func fillEvent(e *events.Event) {
-	if e.Actions == nil {
-		e.Actions = []string{}
-	}
-	if e.Detail == nil {
-		e.Detail = map[string]any{}
 	}
 }
 
@@ -154,7 +143,7 @@ func (s *Server) event(ctx context.Context, idText string) (events.Event, error)
 	if err != nil {
 		return e, fmt.Errorf("get event %d: %w", id, err)
 	}
-	fillEvent(&e)
+	e.FillEmpty()
 	return e, nil
 }
 

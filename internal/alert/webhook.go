@@ -63,10 +63,12 @@ func webhookBody(m message) ([]byte, error) {
 	if m.kind == Digest {
 		b.Events = make([]events.Event, len(m.events))
 		for i, e := range m.events {
-			b.Events[i] = apiEvent(e)
+			e.FillEmpty()
+			b.Events[i] = e
 		}
 	} else {
-		e := apiEvent(m.events[0])
+		e := m.events[0]
+		e.FillEmpty()
 		b.Event = &e
 	}
 	var buf bytes.Buffer

@@ -34,6 +34,17 @@ type Event struct {
 	Detail    map[string]any `json:"detail"`
 }
 
+// FillEmpty makes empty lists and maps render as [] and {} rather than
+// null, as in the event JSON of INTERFACE.md §3 (the API, the webhook).
+func (e *Event) FillEmpty() {
+	if e.Actions == nil {
+		e.Actions = []string{}
+	}
+	if e.Detail == nil {
+		e.Detail = map[string]any{}
+	}
+}
+
 // Rule modes (INTERFACE.md §2 rules[].mode, §3): a shadow rule records its
 // events with the actions it would have taken and takes none.
 const (

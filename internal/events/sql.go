@@ -189,12 +189,7 @@ func decodeJSONColumns(e *Event, actions, detail []byte) error {
 	if err := json.Unmarshal(detail, &e.Detail); err != nil {
 		return fmt.Errorf("detail of event %d: %w", e.ID, err)
 	}
-	if e.Actions == nil {
-		e.Actions = []string{}
-	}
-	if e.Detail == nil {
-		e.Detail = map[string]any{}
-	}
+	e.FillEmpty()
 	return nil
 }
 
