@@ -93,9 +93,6 @@ type Email struct {
 	Server string
 }
 
-// Enabled reports whether any channel is configured.
-func (s Settings) Enabled() bool { return s.Webhook.URL != "" || len(s.Email.To) > 0 }
-
 // Options configure a Dispatcher.
 type Options struct {
 	Settings Settings
@@ -380,16 +377,4 @@ func eventIDs(evs []events.Event) string {
 		return fmt.Sprint(evs[0].ID)
 	}
 	return fmt.Sprintf("%d events from %d", len(evs), evs[0].ID)
-}
-
-// apiEvent is the event as the API shows it: empty lists and maps as []
-// and {}, not null (INTERFACE.md §3).
-func apiEvent(e events.Event) events.Event {
-	if e.Actions == nil {
-		e.Actions = []string{}
-	}
-	if e.Detail == nil {
-		e.Detail = map[string]any{}
-	}
-	return e
 }
