@@ -84,9 +84,10 @@ func (c *Cluster) runPublish(ctx context.Context, eng Engine) {
 			if ch.Block == nil && ch.Suspension == nil {
 				continue
 			}
+			k := stateKey(ch)
 			c.mu.Lock()
-			if _, ok := c.pending[stateKey(ch)]; ok || len(c.pending) < maxPending {
-				c.pending[stateKey(ch)] = ch
+			if _, ok := c.pending[k]; ok || len(c.pending) < maxPending {
+				c.pending[k] = ch
 			} else {
 				c.dropped++
 			}
