@@ -267,6 +267,7 @@ func (g *Gateway) start(ctx context.Context, cfg *config.Config) (err error) {
 			Settings:  policySettings(cfg, set),
 			Logger:    o.Logger.With("component", "policyd"),
 			Metrics:   g.Metrics,
+			Clock:     o.Clock,
 		})
 		if err != nil {
 			return err
