@@ -201,21 +201,19 @@ func (e *Engine) enforce(s *setup, r *boundRule, ev *activeEvent, o Observation,
 // refused: that is its impact, and mxguard_shadow_would_block_total.
 func (e *Engine) shadow(s *setup, r *boundRule, ev *activeEvent, o Observation) {
 	ev.mode = events.ModeShadow
+	// The same conditions as enforce, so a shadow event lists exactly the
+	// actions the rule would take enforcing (notify as alert, too).
 	would := false
-	for _, a := range r.cfg.Actions {
-		switch a {
-		case ruletype.ActionBlock:
-			if !o.Addr.IsValid() || s.protected(o.Addr) {
-				continue
-			}
-			would = true
-		case ruletype.ActionSuspend:
-			if !kinds[r.kind].perAccount {
-				continue
-			}
-			would = true
-		}
-		ev.addAction(a)
+	if r.block && o.Addr.IsValid() && !s.protected(o.Addr) {
+		ev.addAction(ruletype.ActionBlock)
+		would = true
+	}
+	if r.alert {
+		ev.addAction(ruletype.ActionAlert)
+	}
+	if r.suspend && kinds[r.kind].perAccount {
+		ev.addAction(ruletype.ActionSuspend)
+		would = true
 	}
 	if !would {
 		return

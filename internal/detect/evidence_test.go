@@ -377,6 +377,27 @@ func TestShadowRule(t *testing.T) {
 	}
 }
 
+// A shadow rule lists the actions the same rule enforcing takes, by the
+// same names: notify (alert's synonym) and alert together are one alert.
+func TestShadowActionsAsEnforced(t *testing.T) {
+	var got [][]string
+	for _, mode := range []string{events.ModeEnforce, events.ModeShadow} {
+		rl := rule("warn", "directory_harvest", 10*time.Minute, 2, "notify", "alert", "block")
+		rl.BlockFor = time.Hour
+		rl.Mode = mode
+		r := newRig(t, Options{Rules: []config.Rule{rl}})
+		r.observeN(2, Observation{Kind: KindUnknownRecipient, Addr: addr("203.0.113.8"), Service: "smtp", Refused: true})
+		evs := r.eventsOf(t, "warn")
+		if len(evs) != 1 || evs[0].Mode != mode {
+			t.Fatalf("%s: events %+v, want one of mode %s", mode, evs, mode)
+		}
+		got = append(got, evs[0].Actions)
+	}
+	if want := []string{"alert", "block"}; !slices.Equal(got[0], want) || !slices.Equal(got[1], want) {
+		t.Errorf("actions enforced %q, shadow %q; want both %q", got[0], got[1], want)
+	}
+}
+
 // Reload from shadow to enforce: the active shadow event ends at the
 // reload and blocks nothing by itself; the source's next observation
 // over the threshold fires an enforcing event that blocks. From enforce
