@@ -102,7 +102,6 @@ type connectionsView struct {
 	SessionList
 	Have    bool // false: this instance reports no sessions
 	Source  string
-	Listed  int
 	BlockBy string // the default duration of the Block buttons
 }
 
@@ -116,7 +115,7 @@ func (c *console) connectionsPage(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			status, p.Error = c.s.classify(r, err)
 		}
-		v.SessionList, v.Listed = list, len(list.Sessions)
+		v.SessionList = list
 	}
 	p.Data = &v
 	c.render(w, r, status, "connections", p)
