@@ -29,7 +29,6 @@ const overviewNewestBlocks = 5
 type overviewView struct {
 	Active      []events.Event
 	ActiveTotal int
-	ActiveMore  bool // more active events than listed
 	ByType      []typeCount
 	Blocks      int
 	Newest      []events.Block
@@ -39,6 +38,9 @@ type overviewView struct {
 	Status      statusView
 	Refresh     int // seconds between live refreshes
 }
+
+// ActiveMore: there are more active events than listed.
+func (v *overviewView) ActiveMore() bool { return v.ActiveTotal > len(v.Active) }
 
 // typeCount is the active events of one type.
 type typeCount struct {
@@ -74,7 +76,6 @@ func (c *console) overview(r *http.Request) (*overviewView, int, string) {
 		status, msg = c.s.classify(r, err)
 	}
 	v.Active, v.ActiveTotal = res.Events, res.Total
-	v.ActiveMore = res.Total > len(res.Events)
 	byType := map[string]*typeCount{}
 	for _, e := range v.Active {
 		tc := byType[e.Type]
