@@ -531,20 +531,25 @@ func (e *Engine) DovecotPasswordKey(login, pwhash string) uint64 {
 // most 256 octets; login names are shorter).
 const maxAccount = 256
 
-func (e *Engine) count(s *setup, kind Kind, rules []*boundRule, o Observation) {
-	var k key
+// keyOf is the counting key of an observation of kind: its account, its
+// source and service (brute_force), or its source; false when the
+// observation lacks what its kind counts per.
+func (e *Engine) keyOf(kind Kind, addr netip.Addr, account, service string, v6bits int) (key, bool) {
 	switch {
 	case kinds[kind].perAccount:
-		if o.Account == "" {
-			return
-		}
-		k = e.hash.account(o.Account)
-	case !o.Addr.IsValid():
-		return
+		return e.hash.account(account), account != ""
+	case !addr.IsValid():
+		return key{}, false
 	case kind == KindAuthFailure:
-		k = e.hash.service(addrKey(o.Addr, s.v6bits), o.Service)
-	default:
-		k = addrKey(o.Addr, s.v6bits)
+		return e.hash.service(addrKey(addr, v6bits), service), true
+	}
+	return addrKey(addr, v6bits), true
+}
+
+func (e *Engine) count(s *setup, kind Kind, rules []*boundRule, o Observation) {
+	k, ok := e.keyOf(kind, o.Addr, o.Account, o.Service, s.v6bits)
+	if !ok {
+		return
 	}
 	h := e.hash.sum(k)
 	now := e.nowNano()

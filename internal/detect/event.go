@@ -412,17 +412,15 @@ func (e *Engine) restoreEvents(ctx context.Context, s *setup) (map[int64]*active
 
 // sourceKey parses an event's canonical source back into its counting key.
 func (e *Engine) sourceKey(k Kind, source, service string, v6bits int) (key, bool) {
-	if kinds[k].perAccount {
-		return e.hash.account(source), source != ""
+	var a netip.Addr // an account's source is its name
+	if !kinds[k].perAccount {
+		p, err := parseSource(source)
+		if err != nil {
+			return key{}, false
+		}
+		a = p.Addr()
 	}
-	p, err := parseSource(source)
-	if err != nil {
-		return key{}, false
-	}
-	if k == KindAuthFailure {
-		return e.hash.service(addrKey(p.Addr(), v6bits), service), true
-	}
-	return addrKey(p.Addr(), v6bits), true
+	return e.keyOf(k, a, source, service, v6bits)
 }
 
 // sourcePrefix is the prefix a source address is counted and blocked as.

@@ -119,21 +119,11 @@ func (e *Engine) ReachedElsewhere(c Count) {
 	if r == nil {
 		return
 	}
-	o := Observation{Kind: c.Kind, Addr: c.Addr, Account: c.Account, Service: c.Service}
-	var k key
-	switch {
-	case kinds[c.Kind].perAccount:
-		if c.Account == "" {
-			return
-		}
-		k = e.hash.account(c.Account)
-	case !c.Addr.IsValid():
+	k, ok := e.keyOf(c.Kind, c.Addr, c.Account, c.Service, s.v6bits)
+	if !ok {
 		return
-	case c.Kind == KindAuthFailure:
-		k = e.hash.service(addrKey(c.Addr, s.v6bits), c.Service)
-	default:
-		k = addrKey(c.Addr, s.v6bits)
 	}
+	o := Observation{Kind: c.Kind, Addr: c.Addr, Account: c.Account, Service: c.Service}
 	if ev := r.st.reach(k, e.hash.sum(k), e.nowNano(), r.threshold); ev != nil {
 		e.fire(s, r, ev, o)
 	}
