@@ -169,27 +169,51 @@ func (e *Engine) fire(s *setup, r *boundRule, ev *activeEvent, o Observation) {
 // and the suspension, in force in memory at once; they go to the writer
 // with the event.
 func (e *Engine) enforce(s *setup, r *boundRule, ev *activeEvent, o Observation, now time.Time) (b *block, su *suspension) {
-	if r.block && o.Addr.IsValid() && !s.protected(o.Addr) {
-		// An existing block (manual, or of another event) is left alone;
-		// then this event took no block action of its own.
-		if b = e.autoBlock(sourcePrefix(o.Addr, s.v6bits), r, ev, now); b != nil {
-			ev.addAction(ruletype.ActionBlock)
-			e.publish(Change{Type: ChangeBlockAdded, Block: new(b.rec)})
-		}
-	}
+	b = e.blockSource(s, r, ev, o, now)
 	if r.alert {
 		ev.addAction(ruletype.ActionAlert) // trusted sources too: their rules may still alert
 	}
-	if r.suspend && kinds[r.kind].perAccount {
-		// A suspension already in force for longer (manual, or of another
-		// event) is left alone, like a block; then this event took no
-		// suspend action of its own.
-		if su = e.suspend(o.Account, r, ev, now); su != nil {
-			ev.addAction(ruletype.ActionSuspend)
-			e.publish(Change{Type: ChangeSuspensionAdded, Suspension: new(su.rec)})
-		}
+	return b, e.suspendAccount(r, ev, o, now)
+}
+
+// blocks: the rule blocks the source of o (never a trusted or allowlisted
+// one, INTERFACE.md §3).
+func (r *boundRule) blocks(s *setup, o Observation) bool {
+	return r.block && o.Addr.IsValid() && !s.protected(o.Addr)
+}
+
+// suspends: the rule suspends the account it counts.
+func (r *boundRule) suspends() bool { return r.suspend && kinds[r.kind].perAccount }
+
+// blockSource takes the block action of ev's rule, if it has one, for the
+// observation's source unless it is trusted or allowlisted, and lists it
+// in ev. An existing block (manual, or of another event) is left alone;
+// then this event took no block action of its own: nil.
+func (e *Engine) blockSource(s *setup, r *boundRule, ev *activeEvent, o Observation, now time.Time) *block {
+	if !r.blocks(s, o) {
+		return nil
 	}
-	return b, su
+	b := e.autoBlock(sourcePrefix(o.Addr, s.v6bits), r, ev, now)
+	if b != nil {
+		ev.addAction(ruletype.ActionBlock)
+		e.publish(Change{Type: ChangeBlockAdded, Block: new(b.rec)})
+	}
+	return b
+}
+
+// suspendAccount takes the suspend action of ev's rule, if it has one and
+// counts accounts, and lists it in ev. A suspension already in force for
+// longer (manual, or of another event) is left alone, like a block: nil.
+func (e *Engine) suspendAccount(r *boundRule, ev *activeEvent, o Observation, now time.Time) *suspension {
+	if !r.suspends() {
+		return nil
+	}
+	su := e.suspend(o.Account, r, ev, now)
+	if su != nil {
+		ev.addAction(ruletype.ActionSuspend)
+		e.publish(Change{Type: ChangeSuspensionAdded, Suspension: new(su.rec)})
+	}
+	return su
 }
 
 // shadow completes the event of a shadow rule (rules[].mode: shadow): it
@@ -204,14 +228,14 @@ func (e *Engine) shadow(s *setup, r *boundRule, ev *activeEvent, o Observation) 
 	// The same conditions as enforce, so a shadow event lists exactly the
 	// actions the rule would take enforcing (notify as alert, too).
 	would := false
-	if r.block && o.Addr.IsValid() && !s.protected(o.Addr) {
+	if r.blocks(s, o) {
 		ev.addAction(ruletype.ActionBlock)
 		would = true
 	}
 	if r.alert {
 		ev.addAction(ruletype.ActionAlert)
 	}
-	if r.suspend && kinds[r.kind].perAccount {
+	if r.suspends() {
 		ev.addAction(ruletype.ActionSuspend)
 		would = true
 	}
@@ -242,10 +266,8 @@ func (e *Engine) renew(s *setup, r *boundRule, ev *activeEvent, o Observation) {
 		// (Reconfigure ended it; this observation started before).
 		return
 	}
-	if r.block && o.Addr.IsValid() && !e.Blocked(o.Addr) && !s.protected(o.Addr) {
-		if b := e.autoBlock(sourcePrefix(o.Addr, s.v6bits), r, ev, e.clock.Now()); b != nil {
-			ev.addAction(ruletype.ActionBlock)
-			e.publish(Change{Type: ChangeBlockAdded, Block: new(b.rec)})
+	if r.block && o.Addr.IsValid() && !e.Blocked(o.Addr) {
+		if b := e.blockSource(s, r, ev, o, e.clock.Now()); b != nil {
 			e.setBlocksGauge()
 			e.writes.add(nil, b)
 		}
@@ -253,10 +275,8 @@ func (e *Engine) renew(s *setup, r *boundRule, ev *activeEvent, o Observation) {
 	ev.mu.Lock()
 	lifted := ev.lifted
 	ev.mu.Unlock()
-	if r.suspend && kinds[r.kind].perAccount && !lifted && !e.Suspended(o.Account) {
-		if su := e.suspend(o.Account, r, ev, e.clock.Now()); su != nil {
-			ev.addAction(ruletype.ActionSuspend)
-			e.publish(Change{Type: ChangeSuspensionAdded, Suspension: new(su.rec)})
+	if r.suspends() && !lifted && !e.Suspended(o.Account) {
+		if su := e.suspendAccount(r, ev, o, e.clock.Now()); su != nil {
 			e.writes.addSuspension(su)
 			e.writes.add(nil, nil) // wake the writer
 		}
