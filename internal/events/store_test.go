@@ -430,39 +430,68 @@ func modelQuery(all []Event, q Query) (total int, ids []int64) {
 
 func TestStoreBlocks(t *testing.T) {
 	forEachStore(t, func(t *testing.T, k storeKind) {
-		ctx := context.Background()
 		s := openTestStore(t, k)
-		none, err := s.Blocks(ctx)
-		requireEmpty(t, "Blocks", none, err)
 		a := Block{Source: "203.0.113.7", Reason: "harvest", Rule: "harvest", EventID: 2, CreatedAt: t0.Add(time.Second), ExpiresAt: t0.Add(time.Hour)}
 		b := Block{Source: "198.51.100.0/24", Reason: "manual", CreatedAt: t0, Manual: true} // zero ExpiresAt: never
 		a2 := a
 		a2.Reason, a2.Rule, a2.EventID, a2.ExpiresAt = "dos", "dos", 9, t0.Add(2*time.Hour)
-		for _, blk := range []Block{a, b, a2} {
-			if err := s.PutBlock(ctx, blk); err != nil {
-				t.Fatal(err)
-			}
-		}
-		got, err := s.Blocks(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if want := []Block{b, a2}; !blocksEqual(got, want) {
-			t.Errorf("Blocks\n got %+v\nwant %+v", got, want)
-		}
-		if err := s.DeleteBlock(ctx, a.Source); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.DeleteBlock(ctx, a.Source); !errors.Is(err, ErrNotFound) {
-			t.Errorf("second DeleteBlock error = %v, want ErrNotFound", err)
-		}
-		if got, err := s.Blocks(ctx); err != nil || !blocksEqual(got, []Block{b}) {
-			t.Errorf("Blocks after delete = %+v, %v; want only %+v", got, err, b)
-		}
-		if err := s.PutBlock(ctx, Block{}); err == nil {
-			t.Error("PutBlock without source succeeded")
-		}
+		checkHolds(t, holdOps[Block]{what: "Blocks", put: s.PutBlock, list: s.Blocks, del: s.DeleteBlock,
+			key: func(b Block) string { return b.Source }, asBlock: func(b Block) Block { return b }}, a, b, a2)
 	})
+}
+
+// holdOps are the store methods of one kind of hold (blocks,
+// suspensions), and how to compare it as a Block.
+type holdOps[T any] struct {
+	what    string
+	put     func(context.Context, T) error
+	list    func(context.Context) ([]T, error)
+	del     func(context.Context, string) error
+	key     func(T) string
+	asBlock func(T) Block
+}
+
+// checkHolds is the test every kind of hold passes in an empty store: the
+// listing is [] at first; a, b and a2 (a replaced) put list as b then a2
+// (oldest first); a's key deleted twice is ErrNotFound the second time
+// and leaves b; a hold without key is refused.
+func checkHolds[T any](t *testing.T, ops holdOps[T], a, b, a2 T) {
+	t.Helper()
+	ctx := context.Background()
+	none, err := ops.list(ctx)
+	requireEmpty(t, ops.what, none, err)
+	for _, h := range []T{a, b, a2} {
+		if err := ops.put(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	asBlocks := func(hs []T) []Block {
+		out := make([]Block, len(hs))
+		for i, h := range hs {
+			out[i] = ops.asBlock(h)
+		}
+		return out
+	}
+	got, err := ops.list(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []T{b, a2}; !blocksEqual(asBlocks(got), asBlocks(want)) {
+		t.Errorf("%s\n got %+v\nwant %+v", ops.what, got, want)
+	}
+	if err := ops.del(ctx, ops.key(a)); err != nil {
+		t.Fatal(err)
+	}
+	if err := ops.del(ctx, ops.key(a)); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second delete from %s: %v, want ErrNotFound", ops.what, err)
+	}
+	if got, err := ops.list(ctx); err != nil || !blocksEqual(asBlocks(got), asBlocks([]T{b})) {
+		t.Errorf("%s after delete = %+v, %v; want only %+v", ops.what, got, err, b)
+	}
+	var zero T
+	if err := ops.put(ctx, zero); err == nil {
+		t.Errorf("put into %s without key succeeded", ops.what)
+	}
 }
 
 // requireEmpty stops the test unless a listing of an empty store is an
@@ -762,38 +791,18 @@ func BenchmarkInsert(b *testing.B) {
 
 func TestStoreSuspensions(t *testing.T) {
 	forEachStore(t, func(t *testing.T, k storeKind) {
-		ctx := context.Background()
 		s := openTestStore(t, k)
-		none, err := s.Suspensions(ctx)
-		requireEmpty(t, "Suspensions", none, err)
 		a := Suspension{Account: "alice@example.test", Reason: "internal_spammer: 500 messages in 1h0m0s", Rule: "internal_spammer", EventID: 3, CreatedAt: t0.Add(time.Second), ExpiresAt: t0.Add(time.Hour)}
 		b := Suspension{Account: "bob", Reason: "left the company", CreatedAt: t0, ExpiresAt: t0.Add(24 * time.Hour), Manual: true}
 		a2 := a
 		a2.ExpiresAt, a2.EventID = t0.Add(2*time.Hour), 4
-		for _, su := range []Suspension{a, b, a2} {
-			if err := s.PutSuspension(ctx, su); err != nil {
-				t.Fatal(err)
-			}
-		}
-		got, err := s.Suspensions(ctx)
-		same := func(g, w Suspension) bool {
-			return g.CreatedAt.Equal(w.CreatedAt) && g.ExpiresAt.Equal(w.ExpiresAt) && g.ExpiresAt.Location() == time.UTC &&
-				g.Account == w.Account && g.Reason == w.Reason && g.Rule == w.Rule && g.EventID == w.EventID && g.Manual == w.Manual
-		}
-		if err != nil || len(got) != 2 || !same(got[0], b) || !same(got[1], a2) {
-			t.Errorf("Suspensions = %+v, %v; want bob then the replaced alice", got, err)
-		}
-		if err := s.DeleteSuspension(ctx, "bob"); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.DeleteSuspension(ctx, "bob"); !errors.Is(err, ErrNotFound) {
-			t.Errorf("second delete: %v, want ErrNotFound", err)
-		}
-		if err := s.PutSuspension(ctx, Suspension{}); err == nil {
-			t.Error("PutSuspension without account succeeded")
-		}
+		checkHolds(t, holdOps[Suspension]{what: "Suspensions", put: s.PutSuspension, list: s.Suspensions, del: s.DeleteSuspension,
+			key: func(su Suspension) string { return su.Account },
+			asBlock: func(su Suspension) Block {
+				return Block{su.Account, su.Reason, su.Rule, su.EventID, su.CreatedAt, su.ExpiresAt, su.Manual}
+			}}, a, b, a2)
 		// Blocks and suspensions are separate tables.
-		if bs, _ := s.Blocks(ctx); len(bs) != 0 {
+		if bs, _ := s.Blocks(context.Background()); len(bs) != 0 {
 			t.Errorf("blocks %+v", bs)
 		}
 	})
